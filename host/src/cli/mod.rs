@@ -1,0 +1,85 @@
+//! The `sluice` command line. `main.rs` only parses arguments and calls [`run`].
+
+mod plugin;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Sluice: a real-time feature store with WebAssembly transformations.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Work with plugins (WebAssembly components).
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+/// Plugin commands for authors: no server needed.
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Checks that a component is a Sluice plugin this host can run; prints its exports,
+    /// imports, size and version.
+    Check {
+        /// The component (.wasm).
+        file: PathBuf,
+        /// Folder of compiled artifacts (default: $SLUICE_CACHE_DIR or ~/.cache/sluice/artifacts).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+    },
+    /// Runs a plugin over JSONL events from stdin and writes its output events as JSONL to
+    /// stdout; per-event errors go to stderr. Exits 1 if any event failed.
+    Run {
+        /// The component (.wasm).
+        file: PathBuf,
+        /// Plugin configuration, KEY=VALUE (repeatable).
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        config: Vec<String>,
+        /// Field holding the entity key.
+        #[arg(long, default_value = "key")]
+        key: String,
+        /// Field holding the event time (RFC 3339 text, or epoch milliseconds).
+        #[arg(long, default_value = "ts")]
+        time: String,
+        /// Events per call.
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        /// Also write each output event's key and time as `_key` and `_time` (RFC 3339).
+        #[arg(long)]
+        meta: bool,
+        /// Folder of compiled artifacts (default: $SLUICE_CACHE_DIR or ~/.cache/sluice/artifacts).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+    },
+}
+
+/// Where compiled plugin artifacts are cached unless told otherwise.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("SLUICE_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("sluice").join("artifacts")
+}
+
+/// Runs a parsed command; returns the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Plugin(PluginCommand::Check { file, cache_dir }) => plugin::check(&file, cache_dir),
+        Command::Plugin(PluginCommand::Run { file, config, key, time, batch, meta, cache_dir }) => {
+            let options = plugin::RunOptions { config, key, time, batch, meta };
+            plugin::run(&file, cache_dir, options, std::io::stdin().lock(), &mut std::io::stdout().lock())
+        }
+    }
+}

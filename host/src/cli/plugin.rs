@@ -1,0 +1,195 @@
+//! `sluice plugin check` and `sluice plugin run`: try a plugin without any server.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use serde_json::{Map, Value as Json};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::event::{event_to_json, values_from_json, Batch, Event, Value};
+use crate::plugin::{Limits, NoLookup, PluginEngine, Registry};
+
+/// Options of `sluice plugin run`.
+pub struct RunOptions {
+    /// `KEY=VALUE` pairs.
+    pub config: Vec<String>,
+    /// Field holding the entity key.
+    pub key: String,
+    /// Field holding the event time.
+    pub time: String,
+    /// Events per call.
+    pub batch: usize,
+    /// Write `_key` and `_time` too.
+    pub meta: bool,
+}
+
+fn read(file: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))
+}
+
+fn engine(cache_dir: Option<PathBuf>) -> anyhow::Result<Arc<PluginEngine>> {
+    Ok(PluginEngine::new(Some(cache_dir.unwrap_or_else(super::default_cache_dir)))?)
+}
+
+/// Prints what a component is, or a one-line reason it is not a plugin this host runs.
+pub fn check(file: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<i32> {
+    let bytes = read(file)?;
+    let engine = engine(cache_dir)?;
+    let compiled = match engine.compile(&bytes) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            return Ok(1);
+        }
+    };
+    if let Err(e) = engine.instance_pre(&compiled.component) {
+        eprintln!("{}: {e}", file.display());
+        return Ok(1);
+    }
+    println!("{}: ok, a Sluice plugin for sluice:plugin@{}", file.display(), compiled.contract.version);
+    println!("  version  {} (sha256 {})", &compiled.hash[..12], compiled.hash);
+    println!("  size     {} bytes", compiled.size);
+    let how = if compiled.cached { "loaded from cache" } else { "compiled" };
+    println!("  {how} in {:.1} ms", compiled.load_time.as_secs_f64() * 1e3);
+    println!("  exports  {}", compiled.contract.exports.join(", "));
+    println!("  imports  {}", compiled.contract.imports.join(", "));
+    Ok(0)
+}
+
+fn parse_config(pairs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    pairs
+        .iter()
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .with_context(|| format!("--config {p:?}: expected KEY=VALUE"))
+        })
+        .collect()
+}
+
+/// Event time in microseconds from a JSON field: RFC 3339 text or epoch milliseconds.
+fn time_of(json: Option<&Json>, field: &str) -> Result<i64, String> {
+    match json {
+        None | Some(Json::Null) => Ok(0),
+        Some(Json::Number(n)) => n
+            .as_i64()
+            .map(|ms| ms * 1000)
+            .ok_or_else(|| format!("field \"{field}\": expected epoch milliseconds as an integer, found {n}")),
+        Some(Json::String(s)) => OffsetDateTime::parse(s, &Rfc3339)
+            .map(|t| (t.unix_timestamp_nanos() / 1000) as i64)
+            .map_err(|e| format!("field \"{field}\": expected an RFC 3339 time, found {s:?} ({e})")),
+        Some(other) => Err(format!("field \"{field}\": expected RFC 3339 text or epoch milliseconds, found {other}")),
+    }
+}
+
+fn key_of(json: Option<&Json>) -> String {
+    match json {
+        None | Some(Json::Null) => String::new(),
+        Some(Json::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// Runs a plugin over JSONL input; returns 0 if every event succeeded, 1 otherwise.
+pub fn run(
+    file: &Path,
+    cache_dir: Option<PathBuf>,
+    options: RunOptions,
+    input: impl BufRead,
+    output: &mut impl Write,
+) -> anyhow::Result<i32> {
+    let bytes = read(file)?;
+    let config = parse_config(&options.config)?;
+    let registry = Registry::new(engine(cache_dir)?, 2);
+    registry.deploy("cli", &bytes, None).with_context(|| file.display().to_string())?;
+    let handle = registry.handle("cli", config, Limits::default(), Arc::new(NoLookup))?;
+    let mut failed = 0usize;
+    let mut pending: Vec<(usize, Map<String, Json>)> = Vec::new();
+    let flush = |pending: &mut Vec<(usize, Map<String, Json>)>, out: &mut dyn Write| -> anyhow::Result<usize> {
+        let mut fields = Vec::new();
+        let mut lines = Vec::new();
+        let mut events = Vec::new();
+        let mut failures = 0;
+        for (line, object) in pending.drain(..) {
+            match time_of(object.get(&options.time), &options.time) {
+                Ok(time) => {
+                    let key = key_of(object.get(&options.key));
+                    events.push(Event { key, time, values: values_from_json(&object, &mut fields) });
+                    lines.push(line);
+                }
+                Err(e) => {
+                    eprintln!("line {line}: {e}");
+                    failures += 1;
+                }
+            }
+        }
+        let result = handle.process(&Batch { fields, events });
+        for (line, outcome) in lines.iter().zip(result.outcomes) {
+            match outcome {
+                Ok(events) => {
+                    for event in events {
+                        let mut object = event_to_json(&result.fields, &event);
+                        if options.meta {
+                            object.insert("_key".into(), Json::String(event.key.clone()));
+                            object.insert("_time".into(), crate::event::value_to_json(&time_value(event.time)));
+                        }
+                        serde_json::to_writer(&mut *out, &object)?;
+                        out.write_all(b"\n")?;
+                    }
+                }
+                Err(failure) => {
+                    eprintln!("line {line}: {}", failure.reason);
+                    failures += 1;
+                }
+            }
+        }
+        Ok(failures)
+    };
+    for (i, line) in input.lines().enumerate() {
+        let line = line.context("reading stdin")?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Json>(&line) {
+            Ok(Json::Object(object)) => pending.push((i + 1, object)),
+            Ok(other) => {
+                eprintln!("line {}: expected a JSON object, found {}", i + 1, kind(&other));
+                failed += 1;
+            }
+            Err(e) => {
+                eprintln!("line {}: invalid JSON: {e}", i + 1);
+                failed += 1;
+            }
+        }
+        if pending.len() >= options.batch.max(1) {
+            failed += flush(&mut pending, output)?;
+        }
+    }
+    if !pending.is_empty() {
+        failed += flush(&mut pending, output)?;
+    }
+    output.flush()?;
+    Ok(if failed == 0 { 0 } else { 1 })
+}
+
+fn time_value(us: i64) -> Value {
+    let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000);
+    match t.ok().and_then(|t| t.format(&Rfc3339).ok()) {
+        Some(text) => Value::Text(text),
+        None => Value::Integer(us),
+    }
+}
+
+fn kind(json: &Json) -> &'static str {
+    match json {
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(_) => "a number",
+        Json::String(_) => "a string",
+        Json::Array(_) => "an array",
+        Json::Object(_) => "an object",
+    }
+}

@@ -1,0 +1,64 @@
+//! The online lookup a plugin may import (`host.lookup`), behind a trait: the pipeline backs
+//! it with the online store; tests and `sluice plugin run` use the in-memory one.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use crate::event::{Field, Value};
+
+/// Reads the online features of several entities of a feature set at once.
+pub trait OnlineLookup: Send + Sync {
+    /// One entry per key, in order: `None` when the entity has no features. An error names
+    /// the feature set and the cause (unknown set, store unreachable).
+    fn lookup(&self, feature_set: &str, keys: &[String]) -> Result<Vec<Option<Vec<Field>>>, String>;
+}
+
+/// A lookup for contexts without an online store: every call fails with a clear message.
+pub struct NoLookup;
+
+impl OnlineLookup for NoLookup {
+    fn lookup(&self, feature_set: &str, _keys: &[String]) -> Result<Vec<Option<Vec<Field>>>, String> {
+        Err(format!("lookup of feature set \"{feature_set}\" failed: no online store is configured here"))
+    }
+}
+
+/// An in-memory online store: feature set → entity key → features.
+#[derive(Default)]
+pub struct MemoryLookup {
+    sets: RwLock<HashMap<String, HashMap<String, Vec<Field>>>>,
+}
+
+impl MemoryLookup {
+    /// Stores (replaces) the features of one entity.
+    pub fn put(&self, feature_set: &str, key: &str, features: Vec<(String, Value)>) {
+        let features = features.into_iter().map(|(name, value)| Field { name, value }).collect();
+        let mut sets = self.sets.write().unwrap_or_else(|e| e.into_inner());
+        sets.entry(feature_set.to_string()).or_default().insert(key.to_string(), features);
+    }
+}
+
+impl OnlineLookup for MemoryLookup {
+    fn lookup(&self, feature_set: &str, keys: &[String]) -> Result<Vec<Option<Vec<Field>>>, String> {
+        let sets = self.sets.read().unwrap_or_else(|e| e.into_inner());
+        let set = sets
+            .get(feature_set)
+            .ok_or_else(|| format!("lookup failed: unknown feature set \"{feature_set}\""))?;
+        Ok(keys.iter().map(|k| set.get(k).cloned()).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_lookup_answers_in_key_order_with_none_for_unknown_entities() {
+        let store = MemoryLookup::default();
+        store.put("merchants", "m1", vec![("risk_score".into(), Value::Float(0.9))]);
+        let keys = ["m2".to_string(), "m1".to_string()];
+        let found = store.lookup("merchants", &keys).unwrap();
+        assert_eq!(found[0], None);
+        assert_eq!(found[1].as_ref().unwrap()[0].value, Value::Float(0.9));
+        assert!(store.lookup("users", &keys).unwrap_err().contains("unknown feature set \"users\""));
+    }
+}
