@@ -41,8 +41,9 @@ build_python() {
     stage=$(mktemp -d)
     cp -R "$root/plugins/$name/." "$stage/"
     cp "$root/sdk/python/sluice_plugin.py" "$stage/"
-    (cd "$stage" && env -u VIRTUAL_ENV "$toolchains/python/bin/componentize-py" --quiet \
-        -d "$root/wit" -w transform componentize app -p "$stage" -o "$out.tmp") || rc=$?
+    (cd "$stage" && env -u VIRTUAL_ENV RUST_BACKTRACE=0 \
+        "$toolchains/python/bin/componentize-py" --quiet -d "$root/wit" -w transform \
+        componentize app -p "$stage" -o "$out.tmp") || rc=$?
     rm -rf "$stage"
     return $rc
 }

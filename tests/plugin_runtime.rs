@@ -44,6 +44,10 @@ fn currency_converts_amounts_and_fails_only_the_unknown_currency() {
     let first = &out.outcomes[0].as_ref().unwrap()[0];
     assert_eq!(field(&out.fields, first, "amount_usd"), &Value::Float(10.0 * 1.08));
     assert_eq!(field(&out.fields, first, "currency"), &text("EUR"));
+    // Fields the plugin does not read are not sent to it, and kept in the output.
+    assert_eq!(field(&out.fields, first, "merchant"), &text("m1"));
+    assert_eq!(field(&out.fields, first, "transaction_id"), &Value::Integer(1));
+    assert_eq!(out.fields, ["transaction_id", "user_id", "amount", "currency", "merchant", "amount_usd"]);
     assert_eq!(first.key, "u1");
     let failure = out.outcomes[1].as_ref().unwrap_err();
     assert_eq!(failure.kind, FailureKind::Rejected);
@@ -89,10 +93,7 @@ fn memory_within_the_cap_works_and_above_it_fails_only_its_event() {
     registry.deploy("hog", &bytes(&rust_plugin("bad-memory")), None).unwrap();
     let limits = Limits { memory_bytes: 64 << 20, ..Limits::default() };
     let handle = registry.handle("hog", vec![], limits, Arc::new(NoLookup)).unwrap();
-    let batch = |mbs: &[i64]| Batch {
-        fields: vec!["megabytes".into()],
-        events: mbs.iter().map(|mb| Event { key: "k".into(), time: 0, values: vec![Value::Integer(*mb)] }).collect(),
-    };
+    let batch = |mbs: &[i64]| hog_batch("megabytes", mbs);
     assert!(handle.process(&batch(&[8, 16])).outcomes.iter().all(|o| o.is_ok()));
     let out = handle.process(&batch(&[1, 200, 2]));
     assert!(out.outcomes[0].is_ok() && out.outcomes[2].is_ok());
@@ -142,16 +143,28 @@ fn batch_size_within_limit_is_one_call_and_above_it_is_split_or_refused() {
     assert!(out.outcomes[1].is_ok());
 }
 
+fn hog_batch(field: &str, values: &[i64]) -> Batch {
+    Batch {
+        fields: vec![field.into()],
+        events: values.iter().map(|v| Event { key: "k".into(), time: 0, values: vec![Value::Integer(*v)] }).collect(),
+    }
+}
+
 #[test]
 fn output_within_limit_passes_and_above_it_fails_only_the_culprit() {
     let registry = registry();
-    registry.deploy("currency", &bytes(&rust_plugin("currency")), None).unwrap();
-    let limits = Limits { output_bytes: 2000, ..Limits::default() };
-    let handle = registry.handle("currency", currency_config(), limits, Arc::new(NoLookup)).unwrap();
-    let big = "m".repeat(2500);
-    let out = handle.process(&transactions(&[(1, "u", Value::Float(1.0), text("USD"), "small"), (2, "u", Value::Float(2.0), text("USD"), &big)]));
-    assert!(out.outcomes[0].is_ok());
-    assert_eq!(out.outcomes[1].as_ref().unwrap_err().kind, FailureKind::Oversize);
+    registry.deploy("hog", &bytes(&rust_plugin("bad-memory")), None).unwrap();
+    let limits = Limits { output_bytes: 64 * 1024, outputs_per_event: 10, ..Limits::default() };
+    let handle = registry.handle("hog", vec![], limits, Arc::new(NoLookup)).unwrap();
+    let out = handle.process(&hog_batch("blob_kb", &[1, 100, 2]));
+    assert!(out.outcomes[0].is_ok() && out.outcomes[2].is_ok());
+    let failure = out.outcomes[1].as_ref().unwrap_err();
+    assert_eq!(failure.kind, FailureKind::Oversize);
+    assert!(failure.reason.contains("above the limit of 65536 bytes"), "{}", failure.reason);
+    let out = handle.process(&hog_batch("copies", &[10, 11, 3]));
+    assert_eq!(out.outcomes[0].as_ref().unwrap().len(), 10);
+    assert_eq!(out.outcomes[2].as_ref().unwrap().len(), 3);
+    assert!(out.outcomes[1].as_ref().unwrap_err().reason.contains("emitted 11 events for one input"));
 }
 
 #[test]

@@ -1,1 +1,26 @@
-fn main() {}
+//! Sluice benchmarks. `cargo run --release -p sluice-bench -- plugins` measures the plugin
+//! runtime: per-event cost of the currency transform natively and as Rust, Python and
+//! JavaScript plugins at several batch sizes, instantiation time, compile vs cached load.
+
+mod plugins;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "sluice-bench", about = "Sluice benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Plugin runtime: per-event cost, instantiation, compile vs cached load.
+    Plugins(plugins::Options),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Plugins(options) => plugins::run(options),
+    }
+}

@@ -3,13 +3,15 @@
 use clap::Parser;
 
 fn main() {
+    let cli = sluice::cli::Cli::parse();
+    // Plugin commands are tools for authors: only warnings unless RUST_LOG says otherwise.
+    let default = match cli.command {
+        sluice::cli::Command::Plugin(_) => "warn",
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,sluice=info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into()))
         .with_writer(std::io::stderr)
         .init();
-    let cli = sluice::cli::Cli::parse();
     match sluice::cli::run(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {

@@ -368,6 +368,49 @@ function runBatch(batch, handle, prepare) {
   return { fields: schema.names, outcomes };
 }
 
+// ---- globals a QuickJS component lacks -----------------------------------------------------
+
+// The component is built without WASI (--backend-qjs-stub-wasi): reading the clock would trap
+// the whole instance. Make it a catchable error instead; use the event time (`meta.time`).
+{
+  const NativeDate = globalThis.Date;
+  const noClock = () => {
+    throw new PluginError("the clock is not available in a Sluice plugin: use meta.time");
+  };
+  class Date extends NativeDate {
+    constructor(...args) {
+      if (args.length === 0) noClock();
+      super(...args);
+    }
+
+    static now() {
+      return noClock();
+    }
+  }
+  globalThis.Date = Date;
+}
+
+// `console` does not exist in QuickJS: send its lines to the host's log.
+if (typeof globalThis.console === "undefined") {
+  const text = (x) => {
+    if (typeof x === "string") return x;
+    try {
+      return JSON.stringify(x) ?? String(x);
+    } catch {
+      return String(x);
+    }
+  };
+  const to = (level) => (...args) => log(level, args.map(text).join(" "));
+  globalThis.console = {
+    log: to("info"),
+    info: to("info"),
+    warn: to("warn"),
+    error: to("error"),
+    debug: to("debug"),
+    trace: to("trace"),
+  };
+}
+
 // ---- host imports --------------------------------------------------------------------------
 
 /** Writes a line to the host's log; `level` is "trace", "debug", "info", "warn" or "error". */

@@ -22,7 +22,6 @@ exception's message); it never traps the component. See README.md beside this fi
 """
 
 import json
-import math
 
 from componentize_py_types import Err, Ok
 from wit_world.imports import host as _host
@@ -111,8 +110,9 @@ def _dumps(obj):
             return o.value
         raise TypeError(f"{type(o).__name__} is not JSON serializable")
 
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
-                      default=default)
+    return json.dumps(
+        obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=default
+    )
 
 
 class Event(dict):
@@ -153,7 +153,7 @@ class Event(dict):
         value = self.get(name)
         if value is None:
             return None
-        if type(value) is float or (type(value) is int):
+        if _is_number(value):
             return float(value)
         raise PluginError(f'field "{name}" must be a number')
 
@@ -197,8 +197,7 @@ def _decode(value):
 
 
 def _is_number(x):
-    return (type(x) is float or type(x) is int) or (
-        isinstance(x, (int, float)) and not isinstance(x, bool))
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def _encode(name, v):
@@ -226,8 +225,10 @@ def _encode(name, v):
             return _t.Value_Json(_dumps(v))
         except (TypeError, ValueError) as exc:
             raise PluginError(f'field "{name}": {exc}') from None
-    raise PluginError(f'field "{name}": cannot send a {type(v).__name__} '
-                      "(use None, bool, int, float, str, bytes, list of floats, dict or Json)")
+    raise PluginError(
+        f'field "{name}": cannot send a {type(v).__name__} '
+        "(use None, bool, int, float, str, bytes, list of floats, dict or Json)"
+    )
 
 
 def _message(exc):
@@ -237,18 +238,18 @@ def _message(exc):
 # ---- the exported `transformer` -----------------------------------------------------------
 
 
-def transformer(event=None, *, init=None, prepare=None):
+def transformer(handle, *, init=None, prepare=None):
     """The `Transformer` class componentize-py exports: assign it in your app module,
     `Transformer = sluice.transformer(my_function, init=my_init)`.
 
-    - `event(event: Event)` is called once per event and returns a dict (one output event),
+    - `handle(event: Event)` is called once per event and returns a dict (one output event),
       None (drop it) or a list of dicts (flat-map); an exception fails that event alone.
     - `init(config: dict[str, str])` is called once per instance before any event; an
       exception refuses the deployment with its message.
     - `prepare(events: list[Event])` is called once per batch before its events, e.g. to
       `lookup` what the whole batch needs at once; an exception fails every event of the batch.
     """
-    if event is None:
+    if not callable(handle):
         raise TypeError("transformer() needs the per-event function")
     state = {"ready": False}
 
@@ -266,7 +267,7 @@ def transformer(event=None, *, init=None, prepare=None):
             if not state["ready"]:
                 err = Err("plugin not initialised")
                 return _t.Processed(fields=list(batch.fields), outcomes=[err] * len(batch.events))
-            return _run_batch(batch, event, prepare)
+            return _run_batch(batch, handle, prepare)
 
     Transformer.__qualname__ = Transformer.__name__ = "Transformer"
     return Transformer
@@ -280,7 +281,7 @@ def _events_of(batch):
         values = [_decode(v) for v in e.values[:width]]
         if len(values) < width:
             values.extend([None] * (width - len(values)))
-        ev = Event(zip(fields, values))
+        ev = Event(zip(fields, values, strict=True))
         ev.key = e.key
         ev.time = e.time
         events.append(ev)
@@ -293,8 +294,9 @@ def _outputs(result):
     if isinstance(result, dict):
         return (result,)
     if isinstance(result, (str, bytes)) or not hasattr(result, "__iter__"):
-        raise PluginError("the plugin must return a dict, None or a list of dicts, "
-                          f"not {type(result).__name__}")
+        raise PluginError(
+            f"the plugin must return a dict, None or a list of dicts, not {type(result).__name__}"
+        )
     return result
 
 
@@ -342,8 +344,12 @@ def _run_batch(batch, handle, prepare):
         except Exception as exc:  # noqa: BLE001 - a per-event error, never a trap
             pending.append(Err(_message(exc)))
             continue
-        pending.append([(key, time, [(schema.position(n), v) for n, v in pairs])
-                        for key, time, pairs in encoded])
+        pending.append(
+            [
+                (key, time, [(schema.position(n), v) for n, v in pairs])
+                for key, time, pairs in encoded
+            ]
+        )
     width = len(schema.names)
     outcomes = []
     for item in pending:
@@ -391,5 +397,6 @@ def lookup(feature_set, keys):
         found = _host.lookup(feature_set, list(keys))
     except Err as err:
         raise HostError(str(err.value)) from None
-    return [None if fields is None else {f.name: _decode(f.value) for f in fields}
-            for fields in found]
+    return [
+        None if fields is None else {f.name: _decode(f.value) for f in fields} for fields in found
+    ]

@@ -11,6 +11,8 @@ pub use wit::Value;
 /// The field names of a batch, shared by its events; fields set by the plugin are appended.
 pub(crate) struct Schema {
     names: RefCell<Vec<String>>,
+    /// Whether any event of the batch set the field at this position.
+    written: RefCell<Vec<bool>>,
 }
 
 impl Schema {
@@ -18,13 +20,19 @@ impl Schema {
         self.names.borrow().iter().position(|n| n == name)
     }
 
-    fn position_or_insert(&self, name: &str) -> usize {
-        if let Some(i) = self.position(name) {
-            return i;
+    /// The position of a field being written, adding it if new and marking it written.
+    fn position_written(&self, name: &str) -> usize {
+        let i = self.position(name).unwrap_or_else(|| {
+            let mut names = self.names.borrow_mut();
+            names.push(name.to_string());
+            names.len() - 1
+        });
+        let mut written = self.written.borrow_mut();
+        if written.len() <= i {
+            written.resize(i + 1, false);
         }
-        let mut names = self.names.borrow_mut();
-        names.push(name.to_string());
-        names.len() - 1
+        written[i] = true;
+        i
     }
 }
 
@@ -49,7 +57,8 @@ impl<'b> Emit<'b> {
         self.events.push(wit::Event { key: event.key, time: event.time, values: event.values });
     }
 
-    /// A new event with no fields, to fill and [`emit`](Emit::emit) (flat-map).
+    /// A new event with no fields set, to fill and [`emit`](Emit::emit) (flat-map). Like every
+    /// output event it inherits the input event's fields it does not set.
     pub fn new_event(&self, key: impl Into<String>, time_us: i64) -> Event<'b> {
         Event { key: key.into(), time: time_us, values: Vec::new(), schema: self.schema }
     }
@@ -125,18 +134,16 @@ impl<'b> Event<'b> {
 
     /// Sets a field, adding it to the output schema if it is new.
     pub fn set(&mut self, field: &str, value: impl Into<Value>) {
-        let i = self.schema.position_or_insert(field);
+        let i = self.schema.position_written(field);
         if self.values.len() <= i {
             self.values.resize(i + 1, Value::Null);
         }
         self.values[i] = value.into();
     }
 
-    /// Sets a field to null.
+    /// Sets a field to null (it is then null in the output).
     pub fn clear(&mut self, field: &str) {
-        if let Some(slot) = self.schema.position(field).and_then(|i| self.values.get_mut(i)) {
-            *slot = Value::Null;
-        }
+        self.set(field, Value::Null);
     }
 
     /// Every non-null field of the event, with its name.
@@ -174,15 +181,16 @@ impl<T: Into<Value>> From<Option<T>> for Value {
     }
 }
 
-/// Runs a plugin over one batch: one outcome per input event, in order.
+/// Runs a plugin over one batch: one outcome per input event, in order. Output events carry
+/// only the written fields.
 pub(crate) fn run_batch<P: Plugin>(plugin: &mut P, batch: wit::Batch) -> wit::Processed {
-    let schema = Schema { names: RefCell::new(batch.fields) };
+    let schema = Schema { names: RefCell::new(batch.fields), written: RefCell::new(Vec::new()) };
     let events: Vec<Event<'_>> = batch
         .events
         .into_iter()
         .map(|e| Event { key: e.key, time: e.time, values: e.values, schema: &schema })
         .collect();
-    let mut outcomes = Vec::with_capacity(events.len());
+    let mut outcomes: Vec<Result<Vec<wit::Event>, String>> = Vec::with_capacity(events.len());
     if let Err(e) = plugin.prepare(&events) {
         outcomes.extend(events.iter().map(|_| Err(e.0.clone())));
     } else {
@@ -191,5 +199,19 @@ pub(crate) fn run_batch<P: Plugin>(plugin: &mut P, batch: wit::Batch) -> wit::Pr
             outcomes.push(plugin.process(event, &mut out).map(|()| out.events).map_err(|e| e.0));
         }
     }
-    wit::Processed { fields: schema.names.into_inner(), outcomes }
+    let names = schema.names.into_inner();
+    let written = schema.written.into_inner();
+    let keep: Vec<usize> = (0..names.len()).filter(|&i| written.get(i).copied().unwrap_or(false)).collect();
+    if keep.len() != names.len() {
+        for event in outcomes.iter_mut().flatten().flatten() {
+            let mut values = std::mem::take(&mut event.values);
+            event.values = keep.iter().map(|&i| values.get_mut(i).map_or(Value::Null, take_value)).collect();
+        }
+    }
+    let fields = keep.iter().map(|&i| names[i].clone()).collect();
+    wit::Processed { fields, outcomes }
+}
+
+fn take_value(value: &mut Value) -> Value {
+    std::mem::replace(value, Value::Null)
 }

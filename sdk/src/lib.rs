@@ -139,6 +139,13 @@ pub trait Plugin: Sized + 'static {
     /// Builds the plugin from its configuration. An error refuses the deployment.
     fn init(config: &Config) -> Result<Self, Error>;
 
+    /// The fields this plugin reads; `None` (the default) means every field. When declared,
+    /// the host sends only these fields (plus key and time), which makes each call cheaper;
+    /// other fields are not visible to [`Plugin::process`] but are kept in the output.
+    fn reads(&self) -> Option<Vec<String>> {
+        None
+    }
+
     /// Called once per batch before its events, e.g. to fetch what the whole batch needs with
     /// one [`lookup`]. An error fails every event of the batch with that message.
     fn prepare(&mut self, _events: &[Event<'_>]) -> Result<(), Error> {
@@ -163,6 +170,9 @@ macro_rules! export {
             impl $crate::bindings::exports::sluice::plugin::transformer::Guest for Guest {
                 fn init(config: ::std::vec::Vec<(String, String)>) -> Result<(), String> {
                     INSTANCE.with(|slot| $crate::__init::<$plugin>(slot, config))
+                }
+                fn reads() -> Option<::std::vec::Vec<String>> {
+                    INSTANCE.with(|slot| slot.borrow().as_ref().and_then(|p| $crate::Plugin::reads(p)))
                 }
                 fn process(
                     batch: $crate::bindings::sluice::plugin::types::Batch,

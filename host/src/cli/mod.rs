@@ -1,6 +1,6 @@
 //! The `sluice` command line. `main.rs` only parses arguments and calls [`run`].
 
-mod plugin;
+pub mod plugin;
 
 use std::path::PathBuf;
 

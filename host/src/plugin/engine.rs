@@ -148,7 +148,10 @@ impl PluginEngine {
             path: path.display().to_string(),
             reason: describe(&e),
         })?;
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        // Unique per process and call: several threads may compile the same plugin at once.
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = WRITES.fetch_add(1, Ordering::Relaxed);
+        let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
         let write = || -> std::io::Result<()> {
             let mut file = fs::File::create(&tmp)?;
             file.write_all(&bytes)?;

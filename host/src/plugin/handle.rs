@@ -1,6 +1,7 @@
 //! What a `wasm` step holds: a plugin bound to one configuration, always running the active
 //! version, with a pool of warm instances; and batch execution that isolates a failing event.
 
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 
 use super::instance::{CallFailure, Instance};
@@ -90,10 +91,18 @@ impl PluginHandle {
     }
 
     /// Processes one batch on the active version. A batch in flight during a hot swap
-    /// finishes on the version it started with.
+    /// finishes on the version it started with. Output events are built from copies of the
+    /// input events' values; [`PluginHandle::process_owned`] moves them instead.
     pub fn process(&self, batch: &Batch) -> BatchOutput {
         let version = self.inner.slot.active();
-        self.inner.process_on(&version, batch)
+        self.inner.process_on(&version, Cow::Borrowed(batch))
+    }
+
+    /// Like [`PluginHandle::process`], but moves the input values into the output events
+    /// rather than copying them (what a pipeline step does).
+    pub fn process_owned(&self, batch: Batch) -> BatchOutput {
+        let version = self.inner.slot.active();
+        self.inner.process_on(&version, Cow::Owned(batch))
     }
 }
 
@@ -126,19 +135,19 @@ impl HandleInner {
         }
     }
 
-    fn process_on(&self, version: &Arc<PluginVersion>, batch: &Batch) -> BatchOutput {
+    fn process_on(&self, version: &Arc<PluginVersion>, batch: Cow<'_, Batch>) -> BatchOutput {
         let fail = |kind, reason: String| EventFailure { kind, reason: format!("plugin {}: {reason}", version.label()) };
         let n = batch.events.len();
         if n == 0 {
             return BatchOutput { version: version.clone(), fields: batch.fields.clone(), outcomes: Vec::new() };
         }
-        if batch_bytes(batch) > self.limits.batch_bytes {
+        if batch_bytes(&batch) > self.limits.batch_bytes {
             if n == 1 {
                 let size = event_bytes(&batch.events[0]);
                 let reason = format!("event of {size} bytes is larger than the batch limit of {} bytes", self.limits.batch_bytes);
-                return single_failure(version, batch, fail(FailureKind::Oversize, reason));
+                return single_failure(version, &batch, fail(FailureKind::Oversize, reason));
             }
-            return self.split(version, batch);
+            return self.split(version, batch.into_owned());
         }
         let mut instance = match self.checkout(version) {
             Ok(instance) => instance,
@@ -147,29 +156,29 @@ impl HandleInner {
                 return BatchOutput { version: version.clone(), fields: batch.fields.clone(), outcomes: vec![Err(failure); n] };
             }
         };
-        match instance.process(batch, &self.limits) {
+        match instance.process(&batch, &self.limits) {
             Ok(processed) => {
                 self.checkin(instance);
-                match self.accept(batch, processed) {
-                    Ok(output) => BatchOutput { version: version.clone(), fields: output.fields, outcomes: output.outcomes },
-                    Err(_) if n > 1 => self.one_by_one(version, batch),
-                    Err((kind, reason)) => single_failure(version, batch, fail(kind, reason)),
+                match self.accept(&batch, &processed) {
+                    Ok(()) => compose(version, batch, processed),
+                    Err(_) if n > 1 => self.one_by_one(version, batch.into_owned()),
+                    Err((kind, reason)) => single_failure(version, &batch, fail(kind, reason)),
                 }
             }
-            Err(_) if n > 1 => self.one_by_one(version, batch),
+            Err(_) if n > 1 => self.one_by_one(version, batch.into_owned()),
             Err(failure) => {
                 let kind = match failure {
                     CallFailure::Timeout => FailureKind::Timeout,
                     CallFailure::OutOfMemory { .. } => FailureKind::OutOfMemory,
                     CallFailure::Trap { .. } => FailureKind::Trap,
                 };
-                single_failure(version, batch, fail(kind, instance.explain(&failure)))
+                single_failure(version, &batch, fail(kind, instance.explain(&failure)))
             }
         }
     }
 
     /// Checks a plugin's answer: one outcome per event, sizes within the limits.
-    fn accept(&self, batch: &Batch, processed: Processed) -> Result<Accepted, (FailureKind, String)> {
+    fn accept(&self, batch: &Batch, processed: &Processed) -> Result<(), (FailureKind, String)> {
         if processed.outcomes.len() != batch.events.len() {
             return Err((FailureKind::Invalid, format!(
                 "returned {} outcomes for {} events (the contract requires one per event)",
@@ -188,35 +197,74 @@ impl HandleInner {
         if bytes > self.limits.output_bytes {
             return Err((FailureKind::Oversize, format!("output of {bytes} bytes is above the limit of {} bytes", self.limits.output_bytes)));
         }
-        let outcomes = processed
-            .outcomes
-            .into_iter()
-            .map(|o| o.map_err(|message| EventFailure { kind: FailureKind::Rejected, reason: message }))
-            .collect();
-        Ok(Accepted { fields: processed.fields, outcomes })
+        Ok(())
     }
 
-    fn split(&self, version: &Arc<PluginVersion>, batch: &Batch) -> BatchOutput {
-        let half = batch.events.len() / 2;
-        let parts = [&batch.events[..half], &batch.events[half..]]
-            .map(|events| self.process_on(version, &Batch { fields: batch.fields.clone(), events: events.to_vec() }));
-        merge(version, parts.into_iter().collect())
+    fn split(&self, version: &Arc<PluginVersion>, mut batch: Batch) -> BatchOutput {
+        let second = batch.events.split_off(batch.events.len() / 2);
+        let second = Batch { fields: batch.fields.clone(), events: second };
+        let parts = vec![self.process_on(version, Cow::Owned(batch)), self.process_on(version, Cow::Owned(second))];
+        merge(version, parts)
     }
 
     /// Retries each event of a failed batch on its own, so only the culprit fails.
-    fn one_by_one(&self, version: &Arc<PluginVersion>, batch: &Batch) -> BatchOutput {
+    fn one_by_one(&self, version: &Arc<PluginVersion>, batch: Batch) -> BatchOutput {
+        let fields = batch.fields;
         let parts = batch
             .events
-            .iter()
-            .map(|event| self.process_on(version, &Batch { fields: batch.fields.clone(), events: vec![event.clone()] }))
+            .into_iter()
+            .map(|event| self.process_on(version, Cow::Owned(Batch { fields: fields.clone(), events: vec![event] })))
             .collect();
         merge(version, parts)
     }
 }
 
-struct Accepted {
-    fields: Vec<String>,
-    outcomes: Vec<Result<Vec<Event>, EventFailure>>,
+/// Builds the output events: each inherits its input event's fields and carries the
+/// plugin's values over them. The output fields are the input fields followed by new ones.
+fn compose(version: &Arc<PluginVersion>, batch: Cow<'_, Batch>, processed: Processed) -> BatchOutput {
+    let mut fields = batch.fields.clone();
+    let targets: Vec<usize> = processed
+        .fields
+        .iter()
+        .map(|f| {
+            fields.iter().position(|g| g == f).unwrap_or_else(|| {
+                fields.push(f.clone());
+                fields.len() - 1
+            })
+        })
+        .collect();
+    let width = fields.len();
+    let (mut owned, borrowed) = match batch {
+        Cow::Owned(batch) => (Some(batch.events), None),
+        Cow::Borrowed(batch) => (None, Some(&batch.events)),
+    };
+    let outcomes = processed
+        .outcomes
+        .into_iter()
+        .enumerate()
+        .map(|(i, outcome)| {
+            let outputs = outcome.map_err(|message| EventFailure { kind: FailureKind::Rejected, reason: message })?;
+            let count = outputs.len();
+            let mut base = match (&mut owned, borrowed) {
+                (Some(events), _) => Some(std::mem::take(&mut events[i].values)),
+                (None, Some(events)) if count > 0 => Some(events[i].values.clone()),
+                _ => None,
+            };
+            Ok(outputs
+                .into_iter()
+                .enumerate()
+                .map(|(k, out)| {
+                    let mut values = if k + 1 == count { base.take() } else { base.clone() }.unwrap_or_default();
+                    values.resize(width, Value::Null);
+                    for (value, &to) in out.values.into_iter().zip(&targets) {
+                        values[to] = value;
+                    }
+                    Event { key: out.key, time: out.time, values }
+                })
+                .collect())
+        })
+        .collect();
+    BatchOutput { version: version.clone(), fields, outcomes }
 }
 
 fn single_failure(version: &Arc<PluginVersion>, batch: &Batch, failure: EventFailure) -> BatchOutput {

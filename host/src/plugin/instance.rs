@@ -2,9 +2,11 @@
 
 use std::sync::Arc;
 
+use wasmtime::component::{Func, TypedFunc};
 use wasmtime::{Store, Trap};
 
 use super::bindings::{HostState, Transform};
+use super::call::{projection, with_view, BatchRef};
 use super::limits::{deadline_ticks, Limits};
 use super::lookup::OnlineLookup;
 use super::registry::PluginVersion;
@@ -26,8 +28,13 @@ pub(crate) enum CallFailure {
 pub(crate) struct Instance {
     store: Store<HostState>,
     transform: Transform,
+    /// `process`, checked at instantiation to accept a borrowed batch view.
+    process: Func,
+    /// The fields the plugin reads (`None`: all), as it answered after `init`.
+    reads: Option<Vec<String>>,
     pub(crate) version: Arc<PluginVersion>,
 }
+
 
 impl Instance {
     /// Instantiates a version and, with a configuration, calls its `init`.
@@ -48,7 +55,11 @@ impl Instance {
             .pre()
             .instantiate(&mut store)
             .map_err(|e| init_error(format!("instantiation failed: {}", describe(&e))))?;
-        let mut instance = Instance { store, transform, version: version.clone() };
+        let process = *transform.sluice_plugin_transformer().func_process().func();
+        process
+            .typed::<(BatchRef<'static>,), (Processed,)>(&store)
+            .map_err(|e| init_error(format!("`process` has an unexpected type: {}", describe(&e))))?;
+        let mut instance = Instance { store, transform, process, reads: None, version: version.clone() };
         if let Some(config) = config {
             instance.begin_call(limits);
             let guest = instance.transform.sluice_plugin_transformer();
@@ -61,6 +72,11 @@ impl Instance {
                 }
             }
         }
+        let guest = instance.transform.sluice_plugin_transformer();
+        instance.reads = guest.call_reads(&mut instance.store).map_err(|e| {
+            let failure = instance.classify(&e);
+            init_error(format!("`reads` failed: {}", instance.explain(&failure)))
+        })?;
         Ok(instance)
     }
 
@@ -69,11 +85,20 @@ impl Instance {
         self.store.set_epoch_deadline(deadline_ticks(limits.call_deadline, EPOCH_TICK));
     }
 
-    /// Calls `process` on one batch within the limits.
+    /// Calls `process` on one batch within the limits, sending only the fields the plugin
+    /// reads.
     pub(crate) fn process(&mut self, batch: &Batch, limits: &Limits) -> Result<Processed, CallFailure> {
         self.begin_call(limits);
-        let guest = self.transform.sluice_plugin_transformer();
-        guest.call_process(&mut self.store, batch).map_err(|e| self.classify(&e))
+        let columns = projection(batch, self.reads.as_deref());
+        let store = &mut self.store;
+        let func = self.process;
+        let result = with_view(batch, &columns, |view| {
+            // SAFETY: `func` was checked at instantiation to have exactly this signature
+            // (`typed::<(BatchRef, ), (Processed, )>`); lifetimes do not change the type.
+            let typed: TypedFunc<(BatchRef<'_>,), (Processed,)> = unsafe { TypedFunc::new_unchecked(func) };
+            typed.call(&mut *store, (view,))
+        });
+        result.map(|(processed,)| processed).map_err(|e| self.classify(&e))
     }
 
     fn classify(&self, error: &wasmtime::Error) -> CallFailure {

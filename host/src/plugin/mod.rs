@@ -11,6 +11,7 @@
 //!   configuration — and batch execution that isolates a failing event.
 
 pub mod bindings;
+mod call;
 pub mod contract;
 pub mod engine;
 pub mod handle;

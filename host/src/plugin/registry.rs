@@ -82,6 +82,16 @@ impl PluginVersion {
     pub(crate) fn pre(&self) -> &TransformPre<HostState> {
         &self.pre
     }
+
+    /// Instantiates this version once (without `init`) and drops the instance, returning
+    /// how long instantiation took: what a new instance costs, for benchmarks and diagnostics.
+    pub fn time_instantiation(self: &Arc<Self>, engine: &PluginEngine) -> Result<std::time::Duration, PluginError> {
+        let started = std::time::Instant::now();
+        let instance = Instance::new(engine, self, &Limits::default(), Arc::new(NoLookup), None)?;
+        let elapsed = started.elapsed();
+        drop(instance);
+        Ok(elapsed)
+    }
 }
 
 /// The versions of one plugin and the active one.

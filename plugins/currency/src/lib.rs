@@ -20,6 +20,10 @@ impl Plugin for Currency {
         Ok(Currency { rates })
     }
 
+    fn reads(&self) -> Option<Vec<String>> {
+        Some(vec!["amount".into(), "currency".into()])
+    }
+
     fn process(&mut self, mut event: Event<'_>, out: &mut Emit<'_>) -> Result<(), Error> {
         let currency = event.str("currency")?.ok_or_else(|| Error::missing("currency"))?;
         let rate = *self

@@ -32,6 +32,10 @@ impl Plugin for Risk {
         })
     }
 
+    fn reads(&self) -> Option<Vec<String>> {
+        Some(vec!["merchant".into()])
+    }
+
     fn prepare(&mut self, events: &[Event<'_>]) -> Result<(), Error> {
         self.looked_up.clear();
         let Some(set) = &self.lookup_set else { return Ok(()) };
