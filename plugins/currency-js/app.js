@@ -55,4 +55,4 @@ function convert(event) {
   return event;
 }
 
-export const transformer = defineTransformer(convert, { init: setup });
+export const transformer = defineTransformer(convert, { init: setup, reads: ["amount", "currency"] });

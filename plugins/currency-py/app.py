@@ -61,4 +61,4 @@ def convert(event):
     return event
 
 
-Transformer = sluice.transformer(convert, init=setup)
+Transformer = sluice.transformer(convert, init=setup, reads=["amount", "currency"])

@@ -227,8 +227,13 @@ function messageOf(e) {
  *   event; a thrown exception refuses the deployment with its message.
  * - `prepare(events, metas)` is called once per batch before its events, e.g. to `lookup`
  *   what the whole batch needs at once; a thrown exception fails every event of the batch.
+ * - `reads`: the names of the fields the plugin reads (undefined: all). The host then sends
+ *   only those, which makes every call cheaper; the other fields are kept untouched.
+ *
+ * Output events inherit every field of their input event that they do not carry, so a
+ * returned object may hold only the fields it adds or changes; set a field to null to clear it.
  */
-export function defineTransformer(event, { init, prepare } = {}) {
+export function defineTransformer(event, { init, prepare, reads } = {}) {
   if (typeof event !== "function") throw new TypeError("defineTransformer needs a function");
   let ready = false;
   return {
@@ -242,6 +247,9 @@ export function defineTransformer(event, { init, prepare } = {}) {
         }
       }
       ready = true;
+    },
+    reads() {
+      return reads === undefined || reads === null ? undefined : [...reads];
     },
     process(batch) {
       if (!ready) {
@@ -257,10 +265,13 @@ function eventsOf(batch) {
   const fields = batch.fields;
   const events = [];
   const metas = [];
+  const originals = [];
   for (const e of batch.events) {
     const obj = {};
+    const original = [];
     for (let i = 0; i < fields.length; i++) {
       const value = i < e.values.length ? decode(e.values[i]) : null;
+      original.push(value);
       if (fields[i] === "__proto__") {
         Object.defineProperty(obj, "__proto__", { value, enumerable: true, writable: true });
       } else {
@@ -269,8 +280,9 @@ function eventsOf(batch) {
     }
     events.push(obj);
     metas.push({ key: e.key, time: e.time });
+    originals.push(original);
   }
-  return { events, metas };
+  return { events, metas, originals };
 }
 
 function outputsOf(result) {
@@ -291,8 +303,12 @@ class Schema {
     this.index = new Map();
   }
 
-  /** [key, time, [[name, witValue]...]] for one output object. */
-  encode(source, meta, out) {
+  /**
+   * [key, time, [[name, witValue]...]] for one output object: only the fields it adds,
+   * changes or deletes (sent as null); unchanged input fields are inherited by the host,
+   * which also keeps integers above 2^53 exact.
+   */
+  encode(source, meta, out, original) {
     if (out === null || typeof out !== "object" || Array.isArray(out)) {
       throw new PluginError("each output event must be an object of fields");
     }
@@ -309,9 +325,10 @@ class Schema {
       const inputTag = i === undefined ? undefined : source.values[i]?.tag;
       pairs.push([name, encode(name, out[name], inputTag)]);
     };
-    for (const name of this.inputFields) {
-      if (Object.prototype.hasOwnProperty.call(out, name)) add(name);
-    }
+    this.inputFields.forEach((name, i) => {
+      if (!Object.prototype.hasOwnProperty.call(out, name)) pairs.push([name, NULL]);
+      else if (!Object.is(out[name], original[i])) add(name);
+    });
     for (const name of Object.keys(out)) {
       if (!this.inputIndex.has(name)) add(name);
     }
@@ -330,7 +347,7 @@ class Schema {
 }
 
 function runBatch(batch, handle, prepare) {
-  const { events, metas } = eventsOf(batch);
+  const { events, metas, originals } = eventsOf(batch);
   if (prepare) {
     try {
       prepare(events, metas);
@@ -344,7 +361,7 @@ function runBatch(batch, handle, prepare) {
     try {
       const source = batch.events[n];
       const encoded = outputsOf(handle(event, metas[n])).map((out) =>
-        schema.encode(source, metas[n], out),
+        schema.encode(source, metas[n], out, originals[n]),
       );
       return encoded.map(([key, time, pairs]) => [
         key,
@@ -355,12 +372,22 @@ function runBatch(batch, handle, prepare) {
       return { tag: "err", val: messageOf(e) };
     }
   });
-  const width = schema.names.length;
-  const outcomes = pending.map((item) => {
+  // A field this event does not carry but another one does: resend its input value (or
+  // null for a new field). Fields past the last one carried are simply not sent.
+  const inputIndex = schema.inputIndex;
+  const outcomes = pending.map((item, n) => {
     if (!Array.isArray(item)) return item;
+    const source = batch.events[n];
     const val = item.map(([key, time, placed]) => {
-      const values = new Array(width).fill(NULL);
+      const width = placed.reduce((w, [i]) => Math.max(w, i + 1), 0);
+      const values = new Array(width).fill(undefined);
       for (const [i, value] of placed) values[i] = value;
+      for (let i = 0; i < width; i++) {
+        if (values[i] === undefined) {
+          const j = inputIndex.get(schema.names[i]);
+          values[i] = (j === undefined ? undefined : source.values[j]) ?? NULL;
+        }
+      }
       return { key, time, values };
     });
     return { tag: "ok", val };

@@ -238,7 +238,7 @@ def _message(exc):
 # ---- the exported `transformer` -----------------------------------------------------------
 
 
-def transformer(handle, *, init=None, prepare=None):
+def transformer(handle, *, init=None, prepare=None, reads=None):
     """The `Transformer` class componentize-py exports: assign it in your app module,
     `Transformer = sluice.transformer(my_function, init=my_init)`.
 
@@ -248,7 +248,14 @@ def transformer(handle, *, init=None, prepare=None):
       exception refuses the deployment with its message.
     - `prepare(events: list[Event])` is called once per batch before its events, e.g. to
       `lookup` what the whole batch needs at once; an exception fails every event of the batch.
+    - `reads`: the names of the fields the plugin reads (None: all). The host then sends only
+      those, which makes every call cheaper; the other fields are kept in the output untouched.
+
+    Output events inherit every field of their input event that they do not carry, so a
+    returned dict may hold only the fields it adds or changes; set a field to None to clear it.
     """
+    if reads is not None and (isinstance(reads, str) or not all(isinstance(r, str) for r in reads)):
+        raise TypeError("reads must be a list of field names")
     if not callable(handle):
         raise TypeError("transformer() needs the per-event function")
     state = {"ready": False}
@@ -262,6 +269,9 @@ def transformer(handle, *, init=None, prepare=None):
                 except Exception as exc:  # noqa: BLE001 - every error refuses the deployment
                     raise Err(_message(exc)) from None
             state["ready"] = True
+
+        def reads(self):
+            return None if reads is None else list(reads)
 
         def process(self, batch):
             if not state["ready"]:
