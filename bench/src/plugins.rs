@@ -25,6 +25,9 @@ pub struct Options {
     /// Skip the Python and JavaScript plugins.
     #[arg(long)]
     rust_only: bool,
+    /// Skip the native baseline (e.g. to profile the plugin path alone).
+    #[arg(long)]
+    skip_native: bool,
 }
 
 fn plugin_paths() -> (PathBuf, PathBuf) {
@@ -175,7 +178,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     println!("|---|{}---|", "---|".repeat(options.batches.len()));
     let mut native_256 = None;
     let mut row = String::from("| native Rust |");
-    for &b in &options.batches {
+    for &b in options.batches.iter().filter(|_| !options.skip_native) {
         let batch = transactions(b, 42);
         let ns = per_event(b, options.millis, || {
             std::hint::black_box(native_currency(&rates, &batch));

@@ -124,7 +124,7 @@ class Event(dict):
     time; return `Event(fields, key=..., time=...)` to change them.
     """
 
-    __slots__ = ("key", "time")
+    __slots__ = ("key", "time", "_sluice_input")
 
     def __init__(self, fields=(), key=None, time=None):
         super().__init__(fields)
@@ -294,6 +294,7 @@ def _events_of(batch):
         ev = Event(zip(fields, values, strict=True))
         ev.key = e.key
         ev.time = e.time
+        ev._sluice_input = (e, values)  # the raw event and its decoded values, to spot changes
         events.append(ev)
     return events
 
@@ -313,21 +314,32 @@ def _outputs(result):
 class _Schema:
     """The output field names of a batch, in first-seen order."""
 
-    def __init__(self):
+    def __init__(self, input_fields=()):
         self.names = []
         self.index = {}
+        self.inputs = {name: i for i, name in enumerate(input_fields)}
 
     def encode(self, source, out):
+        """(key, time, pairs) for one output dict: only the fields it adds, changes or deletes
+        (sent as None); unchanged input fields are inherited by the host untouched."""
         key = out.key if isinstance(out, Event) and out.key is not None else source.key
         time = out.time if isinstance(out, Event) and out.time is not None else source.time
         if not isinstance(key, str):
             raise PluginError(f"the event key must be a str, not {type(key).__name__}")
         if isinstance(time, bool) or not isinstance(time, int) or not _I64_MIN <= time <= _I64_MAX:
             raise PluginError("the event time must be an int (microseconds since the epoch)")
-        pairs = [(name, _encode(name, v)) for name, v in out.items()]
-        for name, _ in pairs:
+        original = source._sluice_input[1]
+        inputs = self.inputs
+        pairs = []
+        for name, v in out.items():
+            i = inputs.get(name)
+            if i is not None and v is original[i]:
+                continue
             if not isinstance(name, str):
                 raise PluginError(f"field names must be str, not {type(name).__name__}")
+            pairs.append((name, _encode(name, v)))
+        if len(out) < len(inputs) or any(name not in out for name in inputs):
+            pairs.extend((name, _NULL) for name in inputs if name not in out)
         return key, time, pairs
 
     def position(self, name):
@@ -346,7 +358,7 @@ def _run_batch(batch, handle, prepare):
         except Exception as exc:  # noqa: BLE001 - fails the batch's events, never traps
             err = Err(_message(exc))
             return _t.Processed(fields=list(batch.fields), outcomes=[err] * len(events))
-    schema = _Schema()
+    schema = _Schema(batch.fields)
     pending = []  # per input event: list of (key, time, [(position, value)]) or Err
     for ev in events:
         try:
@@ -360,17 +372,26 @@ def _run_batch(batch, handle, prepare):
                 for key, time, pairs in encoded
             ]
         )
-    width = len(schema.names)
+    # A field this event does not carry but another one does: resend its input value (or
+    # null for a new field). Fields past the last one carried are simply not sent.
+    names = schema.names
+    inputs = schema.inputs
     outcomes = []
-    for item in pending:
+    for ev, item in zip(events, pending):
         if isinstance(item, Err):
             outcomes.append(item)
             continue
+        raw = ev._sluice_input[0].values
         out_events = []
         for key, time, placed in item:
-            values = [_NULL] * width
+            width = max((i for i, _ in placed), default=-1) + 1
+            values = [None] * width
             for i, v in placed:
                 values[i] = v
+            for i in range(width):
+                if values[i] is None:
+                    j = inputs.get(names[i])
+                    values[i] = raw[j] if j is not None and j < len(raw) else _NULL
             out_events.append(_t.Event(key=key, time=time, values=values))
         outcomes.append(Ok(out_events))
     return _t.Processed(fields=schema.names, outcomes=outcomes)

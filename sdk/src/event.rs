@@ -203,9 +203,18 @@ pub(crate) fn run_batch<P: Plugin>(plugin: &mut P, batch: wit::Batch) -> wit::Pr
     let written = schema.written.into_inner();
     let keep: Vec<usize> = (0..names.len()).filter(|&i| written.get(i).copied().unwrap_or(false)).collect();
     if keep.len() != names.len() {
+        // Compact each event's values in place to the written fields (no new allocation).
         for event in outcomes.iter_mut().flatten().flatten() {
-            let mut values = std::mem::take(&mut event.values);
-            event.values = keep.iter().map(|&i| values.get_mut(i).map_or(Value::Null, take_value)).collect();
+            let values = &mut event.values;
+            for (to, &from) in keep.iter().enumerate() {
+                let value = values.get_mut(from).map_or(Value::Null, take_value);
+                if to < values.len() {
+                    values[to] = value;
+                } else {
+                    values.push(value);
+                }
+            }
+            values.truncate(keep.len());
         }
     }
     let fields = keep.iter().map(|&i| names[i].clone()).collect();
