@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const RUST_PLUGINS: &[&str] = &["currency", "risk", "bad-loop", "bad-memory", "bad-panic", "bad-version"];
+const RUST_PLUGINS: &[&str] = &["currency", "risk", "modes", "bad-loop", "bad-memory", "bad-panic", "bad-version"];
 
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -18,7 +18,7 @@ fn main() {
         println!("cargo:rerun-if-changed={}", plugins.join(name).join("src").display());
         println!("cargo:rerun-if-changed={}", plugins.join(name).join("Cargo.toml").display());
     }
-    for name in ["currency-py", "currency-js"] {
+    for name in ["currency-py", "currency-js", "modes-py", "modes-js"] {
         println!("cargo:rerun-if-changed={}", plugins.join(name).display());
     }
     println!("cargo:rerun-if-env-changed=SLUICE_TOOLCHAINS");

@@ -91,3 +91,85 @@ fn every_language_refuses_a_missing_or_malformed_rate_table_the_same_way() {
         );
     }
 }
+
+/// Output events as (key, time, sorted named values), errors as their message.
+type Named = Result<Vec<(String, i64, Vec<(String, Value)>)>, String>;
+
+fn named(out: sluice::plugin::BatchOutput) -> Vec<Named> {
+    out.outcomes
+        .into_iter()
+        .map(|o| {
+            o.map(|events| {
+                events
+                    .into_iter()
+                    .map(|e| {
+                        let mut values: Vec<_> = out.fields.iter().cloned().zip(e.values).collect();
+                        values.sort_by(|a, b| a.0.cmp(&b.0));
+                        (e.key, e.time, values)
+                    })
+                    .collect()
+            })
+            .map_err(|f| f.reason)
+        })
+        .collect()
+}
+
+#[test]
+fn the_three_sdks_agree_on_map_filter_flat_map_errors_inheritance_and_rekeying() {
+    use sluice::event::{Batch, Event};
+    let modes = ["keep", "drop", "split", "fail", "add", "clear", "rekey"];
+    let batch = Batch {
+        fields: ["mode", "note", "big", "doc"].map(String::from).to_vec(),
+        events: modes
+            .iter()
+            .enumerate()
+            .map(|(i, m)| Event {
+                key: format!("k{i}"),
+                time: 1000 + i as i64,
+                values: vec![text(m), text("hello"), Value::Integer((1 << 60) + 1), Value::Json(r#"{"a": [1, 2.50]}"#.into())],
+            })
+            .collect(),
+    };
+    let registry = Registry::new(engine(), 2);
+    let mut results = Vec::new();
+    for (language, path) in [("rust", rust_plugin("modes")), ("python", guest_plugin("modes-py")), ("javascript", guest_plugin("modes-js"))] {
+        registry.deploy(language, &bytes(&path), None).unwrap();
+        let handle = registry.handle(language, vec![], Limits::default(), Arc::new(NoLookup)).unwrap();
+        results.push((language, named(handle.process(&batch))));
+    }
+    let rust = &results[0].1;
+    let input = |i: usize| -> Vec<(String, Value)> {
+        vec![
+            ("big".into(), Value::Integer((1 << 60) + 1)),
+            ("doc".into(), Value::Json(r#"{"a": [1, 2.50]}"#.into())),
+            ("mode".into(), text(modes[i])),
+            ("note".into(), text("hello")),
+        ]
+    };
+    let with = |i: usize, extra: &[(&str, Value)]| {
+        let mut v = input(i);
+        v.extend(extra.iter().map(|(n, x)| (n.to_string(), x.clone())));
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    let no_new = [("extra", Value::Null), ("part", Value::Null)];
+    assert_eq!(rust[0], Ok(vec![("k0".into(), 1000, with(0, &no_new))]), "keep: unchanged, json byte-exact");
+    assert_eq!(rust[1], Ok(vec![]), "drop");
+    assert_eq!(
+        rust[2],
+        Ok(vec![
+            ("k2".into(), 1002, with(2, &[("extra", Value::Null), ("part", Value::Integer(1))])),
+            ("k2".into(), 1002, with(2, &[("extra", Value::Null), ("part", Value::Integer(2))])),
+        ]),
+        "split"
+    );
+    assert_eq!(rust[3], Err("failed on purpose".into()));
+    assert_eq!(rust[4], Ok(vec![("k4".into(), 1004, with(4, &[("extra", text("yes")), ("part", Value::Null)]))]), "add inherits");
+    let mut cleared = with(5, &no_new);
+    cleared.iter_mut().find(|(n, _)| n == "note").unwrap().1 = Value::Null;
+    assert_eq!(rust[5], Ok(vec![("k5".into(), 1005, cleared)]), "clear");
+    assert_eq!(rust[6], Ok(vec![("k6!".into(), 1007, with(6, &no_new))]), "rekey");
+    for (language, got) in &results[1..] {
+        assert_eq!(got, rust, "{language} differs from rust");
+    }
+}

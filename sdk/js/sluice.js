@@ -304,9 +304,9 @@ class Schema {
   }
 
   /**
-   * [key, time, [[name, witValue]...]] for one output object: only the fields it adds,
-   * changes or deletes (sent as null); unchanged input fields are inherited by the host,
-   * which also keeps integers above 2^53 exact.
+   * [key, time, [[name, witValue]...]] for one output object: only the fields it adds or
+   * changes; input fields it leaves unchanged or does not hold are inherited by the host
+   * (which also keeps integers above 2^53 exact).
    */
   encode(source, meta, out, original) {
     if (out === null || typeof out !== "object" || Array.isArray(out)) {
@@ -326,8 +326,7 @@ class Schema {
       pairs.push([name, encode(name, out[name], inputTag)]);
     };
     this.inputFields.forEach((name, i) => {
-      if (!Object.prototype.hasOwnProperty.call(out, name)) pairs.push([name, NULL]);
-      else if (!Object.is(out[name], original[i])) add(name);
+      if (Object.prototype.hasOwnProperty.call(out, name) && !Object.is(out[name], original[i])) add(name);
     });
     for (const name of Object.keys(out)) {
       if (!this.inputIndex.has(name)) add(name);

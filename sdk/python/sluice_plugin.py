@@ -320,8 +320,8 @@ class _Schema:
         self.inputs = {name: i for i, name in enumerate(input_fields)}
 
     def encode(self, source, out):
-        """(key, time, pairs) for one output dict: only the fields it adds, changes or deletes
-        (sent as None); unchanged input fields are inherited by the host untouched."""
+        """(key, time, pairs) for one output dict: only the fields it adds or changes; input
+        fields it leaves unchanged or does not hold are inherited by the host untouched."""
         key = out.key if isinstance(out, Event) and out.key is not None else source.key
         time = out.time if isinstance(out, Event) and out.time is not None else source.time
         if not isinstance(key, str):
@@ -338,8 +338,6 @@ class _Schema:
             if not isinstance(name, str):
                 raise PluginError(f"field names must be str, not {type(name).__name__}")
             pairs.append((name, _encode(name, v)))
-        if len(out) < len(inputs) or any(name not in out for name in inputs):
-            pairs.extend((name, _NULL) for name in inputs if name not in out)
         return key, time, pairs
 
     def position(self, name):
