@@ -18,7 +18,7 @@ fn main() {
         println!("cargo:rerun-if-changed={}", plugins.join(name).join("src").display());
         println!("cargo:rerun-if-changed={}", plugins.join(name).join("Cargo.toml").display());
     }
-    for name in ["currency-py", "currency-js", "modes-py", "modes-js"] {
+    for name in ["currency-py", "currency-js", "modes-py", "modes-js", "sandbox-py"] {
         println!("cargo:rerun-if-changed={}", plugins.join(name).display());
     }
     println!("cargo:rerun-if-env-changed=SLUICE_TOOLCHAINS");

@@ -337,3 +337,24 @@ fn the_artifact_cache_is_used_after_a_restart() {
     let third = PluginEngine::new(Some(dir.path().to_path_buf())).unwrap().compile(&component).unwrap();
     assert!(!third.cached);
 }
+
+#[test]
+fn a_plugin_reaches_no_environment_files_network_or_clock() {
+    let registry = registry();
+    registry.deploy("sandbox", &bytes(&guest_plugin("sandbox-py")), None).unwrap();
+    let handle = registry.handle("sandbox", vec![], Limits::default(), Arc::new(NoLookup)).unwrap();
+    let out = handle.process(&simple_batch(&["probe"]));
+    let event = &out.outcomes[0].as_ref().unwrap()[0];
+    assert_eq!(field(&out.fields, event, "env"), &Value::Integer(0), "no environment variables");
+    for what in ["file", "listdir", "network"] {
+        let Value::Text(answer) = field(&out.fields, event, what) else { panic!("{what}: not text") };
+        assert!(answer.starts_with("refused"), "{what}: {answer}");
+    }
+    assert_eq!(field(&out.fields, event, "clock"), &Value::Float(0.0), "the clock reads zero unless granted");
+    // Granting the clock gives the real time.
+    let limits = Limits { grant_clock: true, ..Limits::default() };
+    let handle = registry.handle("sandbox", vec![], limits, Arc::new(NoLookup)).unwrap();
+    let out = handle.process(&simple_batch(&["probe"]));
+    let Value::Float(now) = field(&out.fields, &out.outcomes[0].as_ref().unwrap()[0], "clock") else { panic!() };
+    assert!(*now > 1.7e9, "real clock when granted: {now}");
+}
