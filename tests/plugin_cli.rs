@@ -4,7 +4,7 @@ use sluice::cli::plugin::{check, run, RunOptions};
 use sluice_tests::*;
 
 fn options(config: &[&str]) -> RunOptions {
-    RunOptions { config: config.iter().map(|s| s.to_string()).collect(), key: "user_id".into(), time: "ts".into(), batch: 2, meta: true }
+    RunOptions { config: config.iter().map(|s| s.to_string()).collect(), key: "user_id".into(), time: "ts".into(), batch: 2, meta: true, grant_clock: false }
 }
 
 #[test]

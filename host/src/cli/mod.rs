@@ -55,6 +55,9 @@ pub enum PluginCommand {
         /// Also write each output event's key and time as `_key` and `_time` (RFC 3339).
         #[arg(long)]
         meta: bool,
+        /// Let the plugin read the real clocks (otherwise they read zero).
+        #[arg(long)]
+        grant_clock: bool,
         /// Folder of compiled artifacts (default: $SLUICE_CACHE_DIR or ~/.cache/sluice/artifacts).
         #[arg(long)]
         cache_dir: Option<PathBuf>,
@@ -77,8 +80,8 @@ pub fn default_cache_dir() -> PathBuf {
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Plugin(PluginCommand::Check { file, cache_dir }) => plugin::check(&file, cache_dir),
-        Command::Plugin(PluginCommand::Run { file, config, key, time, batch, meta, cache_dir }) => {
-            let options = plugin::RunOptions { config, key, time, batch, meta };
+        Command::Plugin(PluginCommand::Run { file, config, key, time, batch, meta, grant_clock, cache_dir }) => {
+            let options = plugin::RunOptions { config, key, time, batch, meta, grant_clock };
             plugin::run(&file, cache_dir, options, std::io::stdin().lock(), &mut std::io::stdout().lock())
         }
     }

@@ -24,6 +24,8 @@ pub struct RunOptions {
     pub batch: usize,
     /// Write `_key` and `_time` too.
     pub meta: bool,
+    /// Let the plugin read the real clocks.
+    pub grant_clock: bool,
 }
 
 fn read(file: &Path) -> anyhow::Result<Vec<u8>> {
@@ -105,74 +107,85 @@ pub fn run(
     let config = parse_config(&options.config)?;
     let registry = Registry::new(engine(cache_dir)?, 2);
     registry.deploy("cli", &bytes, None).with_context(|| file.display().to_string())?;
-    let handle = registry.handle("cli", config, Limits::default(), Arc::new(NoLookup))?;
-    let mut failed = 0usize;
-    let mut pending: Vec<(usize, Map<String, Json>)> = Vec::new();
-    let flush = |pending: &mut Vec<(usize, Map<String, Json>)>, out: &mut dyn Write| -> anyhow::Result<usize> {
-        let mut fields = Vec::new();
-        let mut lines = Vec::new();
-        let mut events = Vec::new();
-        let mut failures = 0;
-        for (line, object) in pending.drain(..) {
-            match time_of(object.get(&options.time), &options.time) {
-                Ok(time) => {
-                    let key = key_of(object.get(&options.key));
+    let limits = Limits { grant_clock: options.grant_clock, ..Limits::default() };
+    let handle = registry.handle("cli", config, limits, Arc::new(NoLookup))?;
+    let mut runner = Runner { handle, options, pending: Vec::new(), failed: 0 };
+    for (i, line) in input.lines().enumerate() {
+        let line = line.context("reading stdin")?;
+        if !line.trim().is_empty() {
+            runner.push(i + 1, &line, output)?;
+        }
+    }
+    runner.flush(output)?;
+    output.flush()?;
+    Ok(if runner.failed == 0 { 0 } else { 1 })
+}
+
+/// Gathers input lines into batches, runs them, writes outputs and reports errors in line
+/// order.
+struct Runner {
+    handle: crate::plugin::PluginHandle,
+    options: RunOptions,
+    pending: Vec<(usize, Result<Map<String, Json>, String>)>,
+    failed: usize,
+}
+
+impl Runner {
+    fn push(&mut self, line: usize, text: &str, out: &mut impl Write) -> anyhow::Result<()> {
+        let object = match serde_json::from_str::<Json>(text) {
+            Ok(Json::Object(object)) => Ok(object),
+            Ok(other) => Err(format!("expected a JSON object, found {}", kind(&other))),
+            Err(e) => Err(format!("invalid JSON: {e}")),
+        };
+        self.pending.push((line, object));
+        if self.pending.len() >= self.options.batch.max(1) {
+            self.flush(out)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, out: &mut impl Write) -> anyhow::Result<()> {
+        let (mut fields, mut events, mut lines, mut errors) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (line, object) in std::mem::take(&mut self.pending) {
+            let timed = object.and_then(|o| Ok((time_of(o.get(&self.options.time), &self.options.time)?, o)));
+            match timed {
+                Ok((time, object)) => {
+                    let key = key_of(object.get(&self.options.key));
                     events.push(Event { key, time, values: values_from_json(&object, &mut fields) });
                     lines.push(line);
                 }
-                Err(e) => {
-                    eprintln!("line {line}: {e}");
-                    failures += 1;
+                Err(e) => errors.push((line, e)),
+            }
+        }
+        if !events.is_empty() {
+            let result = self.handle.process(&Batch { fields, events });
+            for (line, outcome) in lines.into_iter().zip(result.outcomes) {
+                match outcome {
+                    Ok(events) => self.write(out, &result.fields, &events)?,
+                    Err(failure) => errors.push((line, failure.reason)),
                 }
             }
         }
-        let result = handle.process(&Batch { fields, events });
-        for (line, outcome) in lines.iter().zip(result.outcomes) {
-            match outcome {
-                Ok(events) => {
-                    for event in events {
-                        let mut object = event_to_json(&result.fields, &event);
-                        if options.meta {
-                            object.insert("_key".into(), Json::String(event.key.clone()));
-                            object.insert("_time".into(), crate::event::value_to_json(&time_value(event.time)));
-                        }
-                        serde_json::to_writer(&mut *out, &object)?;
-                        out.write_all(b"\n")?;
-                    }
-                }
-                Err(failure) => {
-                    eprintln!("line {line}: {}", failure.reason);
-                    failures += 1;
-                }
-            }
+        errors.sort_by_key(|(line, _)| *line);
+        for (line, error) in &errors {
+            eprintln!("line {line}: {error}");
         }
-        Ok(failures)
-    };
-    for (i, line) in input.lines().enumerate() {
-        let line = line.context("reading stdin")?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str::<Json>(&line) {
-            Ok(Json::Object(object)) => pending.push((i + 1, object)),
-            Ok(other) => {
-                eprintln!("line {}: expected a JSON object, found {}", i + 1, kind(&other));
-                failed += 1;
-            }
-            Err(e) => {
-                eprintln!("line {}: invalid JSON: {e}", i + 1);
-                failed += 1;
-            }
-        }
-        if pending.len() >= options.batch.max(1) {
-            failed += flush(&mut pending, output)?;
-        }
+        self.failed += errors.len();
+        Ok(())
     }
-    if !pending.is_empty() {
-        failed += flush(&mut pending, output)?;
+
+    fn write(&self, out: &mut impl Write, fields: &[String], events: &[Event]) -> anyhow::Result<()> {
+        for event in events {
+            let mut object = event_to_json(fields, event);
+            if self.options.meta {
+                object.insert("_key".into(), Json::String(event.key.clone()));
+                object.insert("_time".into(), crate::event::value_to_json(&time_value(event.time)));
+            }
+            serde_json::to_writer(&mut *out, &object)?;
+            out.write_all(b"\n")?;
+        }
+        Ok(())
     }
-    output.flush()?;
-    Ok(if failed == 0 { 0 } else { 1 })
 }
 
 fn time_value(us: i64) -> Value {

@@ -56,11 +56,13 @@ impl Drop for PluginEngine {
 
 fn engine_config() -> Config {
     let mut pool = PoolingAllocationConfig::default();
-    pool.total_component_instances(1000)
-        .total_core_instances(4000)
-        .total_memories(1000)
-        .total_tables(4000)
-        .total_stacks(1000)
+    // Each memory slot reserves 4 GiB of address space plus guards (so bounds checks are
+    // elided); 256 slots bound the reservation to about 1.5 TiB per engine.
+    pool.total_component_instances(256)
+        .total_core_instances(2048)
+        .total_memories(256)
+        .total_tables(2048)
+        .total_stacks(256)
         .max_memory_size(1 << 30)
         .max_core_instances_per_component(64)
         .max_memories_per_component(16)

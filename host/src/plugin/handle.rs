@@ -114,7 +114,9 @@ impl HandleInner {
     fn checkout(&self, version: &Arc<PluginVersion>) -> Result<Instance, PluginError> {
         let reused = {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-            idle.retain(|i| Arc::ptr_eq(&i.version, version) || i.version.hash != version.hash);
+            // Keep warm instances of the version asked for and of the active one only.
+            let active = self.slot.active();
+            idle.retain(|i| Arc::ptr_eq(&i.version, version) || Arc::ptr_eq(&i.version, &active));
             let at = idle.iter().rposition(|i| Arc::ptr_eq(&i.version, version));
             at.map(|i| idle.swap_remove(i))
         };

@@ -191,24 +191,28 @@ impl Registry {
         };
         let users = existing.as_ref().map(|s| s.live_users()).unwrap_or_default();
         self.smoke_test(&version, &users)?;
-        let previous = match existing {
-            Some(slot) => {
-                let mut history = slot.history.lock().unwrap_or_else(|e| e.into_inner());
-                history.retain(|v| v.hash != version.hash);
-                history.push(version.clone());
-                let excess = history.len().saturating_sub(self.keep_versions);
-                history.drain(..excess);
-                Some(slot.active.swap(version.clone()))
-            }
-            None => {
-                let slot = PluginSlot {
-                    name: name.clone(),
-                    active: ArcSwap::new(version.clone()),
-                    history: Mutex::new(vec![version.clone()]),
-                    users: Mutex::new(Vec::new()),
-                };
-                self.slots.write().unwrap_or_else(|e| e.into_inner()).insert(name, Arc::new(slot));
-                None
+        let previous = {
+            // Decided under the write lock, so two first deployments of one name cannot race.
+            let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
+            match slots.get(&name) {
+                Some(slot) => {
+                    let mut history = slot.history.lock().unwrap_or_else(|e| e.into_inner());
+                    history.retain(|v| v.hash != version.hash);
+                    history.push(version.clone());
+                    let excess = history.len().saturating_sub(self.keep_versions);
+                    history.drain(..excess);
+                    Some(slot.active.swap(version.clone()))
+                }
+                None => {
+                    let slot = PluginSlot {
+                        name: name.clone(),
+                        active: ArcSwap::new(version.clone()),
+                        history: Mutex::new(vec![version.clone()]),
+                        users: Mutex::new(Vec::new()),
+                    };
+                    slots.insert(name, Arc::new(slot));
+                    None
+                }
             }
         };
         tracing::info!(plugin = %version.label(), by = deployed_by.unwrap_or("-"), cached = compiled.cached, "plugin deployed");
