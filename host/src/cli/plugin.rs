@@ -121,12 +121,15 @@ pub fn run(
     Ok(if runner.failed == 0 { 0 } else { 1 })
 }
 
+/// One input line: a JSON object, or why it is not one.
+type Parsed = Result<Map<String, Json>, String>;
+
 /// Gathers input lines into batches, runs them, writes outputs and reports errors in line
 /// order.
 struct Runner {
     handle: crate::plugin::PluginHandle,
     options: RunOptions,
-    pending: Vec<(usize, Result<Map<String, Json>, String>)>,
+    pending: Vec<(usize, Parsed)>,
     failed: usize,
 }
 
