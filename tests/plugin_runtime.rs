@@ -358,3 +358,22 @@ fn a_plugin_reaches_no_environment_files_network_or_clock() {
     let Value::Float(now) = field(&out.fields, &out.outcomes[0].as_ref().unwrap()[0], "clock") else { panic!() };
     assert!(*now > 1.7e9, "real clock when granted: {now}");
 }
+
+#[test]
+fn lookup_keys_within_the_limit_are_answered_and_above_it_refused() {
+    let registry = registry();
+    registry.deploy("risk", &bytes(&rust_plugin("risk")), None).unwrap();
+    let store = Arc::new(MemoryLookup::default());
+    store.put("merchants", "m1", vec![("risk_score".into(), Value::Float(0.9))]);
+    let limits = Limits { lookup_keys_per_call: 2, ..Limits::default() };
+    let config = vec![("lookup_set".to_string(), "merchants".to_string())];
+    let handle = registry.handle("risk", config, limits, store).unwrap();
+    let rows = |merchants: &[&'static str]| -> Vec<_> {
+        merchants.iter().enumerate().map(|(i, m)| (i as i64, "u", Value::Float(1.0), text("USD"), *m)).collect()
+    };
+    let out = handle.process(&transactions(&rows(&["m1", "m2", "m1"])));
+    assert!(out.outcomes.iter().all(|o| o.is_ok()), "two distinct keys: one lookup");
+    let out = handle.process(&transactions(&rows(&["m1", "m2", "m3"])));
+    let failure = out.outcomes[0].as_ref().unwrap_err();
+    assert!(failure.reason.contains("lookup of 3 keys refused: at most 2 keys per call"), "{}", failure.reason);
+}
