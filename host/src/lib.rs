@@ -7,9 +7,24 @@
 //! - [`plugin`]: the plugin runtime — the one `bindgen!` of the WIT contract, the wasmtime
 //!   engine with its artifact cache, sandbox limits, the registry of versioned plugins with
 //!   hot swap and rollback, and batch execution that isolates a failing event.
+//! - [`config`]: the config file (host, plugins, feature sets): parse, then validate with
+//!   every problem reported at once.
+//! - [`graph`]: the step graph of a feature set, run per batch; rows keep their input sequence.
+//! - [`steps`]: the built-in steps, one file per kind (`filter`, `map`, `wasm`, `select`,
+//!   `drop`, `rename`, `impute`), registered in one list.
+//! - [`sources`]: decoding raw events; the JetStream and file sources.
+//! - [`targets`]: Redis (online), stream (feature rows), Parquet (offline), dead letters.
+//! - [`pipeline`]: `sluice run` — one loop per feature set and one offline writer per Parquet
+//!   target, with the delivery protocol (durable before ack; redelivery absorbed).
 //! - [`cli`]: the `sluice` command line (the binary only parses arguments and calls it).
 #![deny(missing_docs)]
 
 pub mod cli;
+pub mod config;
 pub mod event;
+pub mod graph;
+pub mod pipeline;
 pub mod plugin;
+pub mod sources;
+pub mod steps;
+pub mod targets;

@@ -6,7 +6,8 @@ fn main() {
     let cli = sluice::cli::Cli::parse();
     // Plugin commands are tools for authors: only warnings unless RUST_LOG says otherwise.
     let default = match cli.command {
-        sluice::cli::Command::Plugin(_) => "warn",
+        sluice::cli::Command::Plugin(_) | sluice::cli::Command::Validate { .. } => "warn",
+        _ => "warn,sluice=info",
     };
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into()))

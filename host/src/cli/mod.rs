@@ -21,6 +21,18 @@ pub enum Command {
     /// Work with plugins (WebAssembly components).
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Checks a config file and prints every problem found (exit 1 if any).
+    Validate {
+        /// The config file (TOML).
+        config: PathBuf,
+    },
+    /// Runs every feature set of a config until SIGINT or SIGTERM, then finishes the batch in
+    /// hand, commits and exits 0.
+    Run {
+        /// The config file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 /// Plugin commands for authors: no server needed.
@@ -84,5 +96,36 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             let options = plugin::RunOptions { config, key, time, batch, meta, grant_clock };
             plugin::run(&file, cache_dir, options, std::io::stdin().lock(), &mut std::io::stdout().lock())
         }
+        Command::Validate { config } => match crate::config::load(&config) {
+            Ok(c) => {
+                println!("{}: ok ({} feature sets, {} plugins)", config.display(), c.feature_sets.len(), c.plugins.len());
+                Ok(0)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(1)
+            }
+        },
+        Command::Run { config } => run_pipeline(&config),
     }
+}
+
+/// `sluice run`: the pipeline on a multi-threaded runtime, stopped by SIGINT or SIGTERM.
+fn run_pipeline(file: &std::path::Path) -> anyhow::Result<i32> {
+    let config = crate::config::load(file)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            }
+            tracing::info!("shutdown requested: finishing the batches in hand");
+            let _ = stop.send(true);
+        });
+        crate::pipeline::run(config, shutdown).await?;
+        Ok(0)
+    })
 }

@@ -1,0 +1,274 @@
+//! The shape of a feature set definition in the config file.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+/// A feature set: entity key, event time, source, steps and targets.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureSetConfig {
+    /// Name (`[a-z0-9_-]`, used in subjects, keys and paths).
+    pub name: String,
+    /// Version: a new version runs beside the old one and never touches its data.
+    #[serde(default = "one")]
+    pub version: u32,
+    /// Field(s) holding the entity key; several are joined with `:`.
+    #[serde(deserialize_with = "one_or_many")]
+    pub entity: Vec<String>,
+    /// Field holding the event time, and its format.
+    pub timestamp: TimestampConfig,
+    /// How long online values live after their last write (`30d`, `12h`, `90m`, `3600s`).
+    #[serde(default)]
+    pub ttl: Option<String>,
+    /// The input fields, when known: lets validation check what steps refer to.
+    #[serde(default)]
+    pub fields: Vec<String>,
+    /// Largest accepted input event, in bytes; larger ones go to the dead-letter subject.
+    #[serde(default = "max_event_bytes")]
+    pub max_event_bytes: usize,
+    /// Where events come from.
+    pub source: SourceConfig,
+    /// The graph, in order.
+    #[serde(default)]
+    pub steps: Vec<StepConfig>,
+    /// Where feature rows go.
+    #[serde(default)]
+    pub targets: Vec<TargetConfig>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn max_event_bytes() -> usize {
+    1 << 20
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+/// The event-time field and how to read it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimestampConfig {
+    /// The field.
+    pub field: String,
+    /// Its format.
+    #[serde(default)]
+    pub format: TimeFormat,
+}
+
+/// How an event time is written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeFormat {
+    /// RFC 3339 text, or an integer of epoch milliseconds.
+    #[default]
+    Auto,
+    /// RFC 3339 text only.
+    Rfc3339,
+    /// Integer seconds since the epoch.
+    EpochS,
+    /// Integer milliseconds since the epoch.
+    EpochMs,
+    /// Integer microseconds since the epoch.
+    EpochUs,
+}
+
+/// Where a feature set's events come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// A JetStream stream, read by a durable pull consumer.
+    Jetstream {
+        /// Stream name.
+        stream: String,
+        /// Subject the events are published on.
+        subject: String,
+        /// Create the stream if it does not exist.
+        #[serde(default)]
+        create: bool,
+        /// Most messages per batch.
+        #[serde(default = "batch")]
+        batch: usize,
+        /// Longest wait for a batch to fill, in milliseconds.
+        #[serde(default = "max_wait_ms")]
+        max_wait_ms: u64,
+        /// Most unacknowledged messages at once.
+        #[serde(default = "max_ack_pending")]
+        max_ack_pending: i64,
+        /// Seconds before an unacknowledged message is redelivered.
+        #[serde(default = "ack_wait_s")]
+        ack_wait_s: u64,
+    },
+    /// A file of events (JSON lines), read once.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Events per batch.
+        #[serde(default = "batch")]
+        batch: usize,
+    },
+}
+
+fn batch() -> usize {
+    1000
+}
+fn max_wait_ms() -> u64 {
+    50
+}
+fn max_ack_pending() -> i64 {
+    20_000
+}
+fn ack_wait_s() -> u64 {
+    60
+}
+
+/// One step of the graph: `id`, `kind` and the kind's own keys.
+#[derive(Debug, Clone)]
+pub struct StepConfig {
+    /// Step id, unique in its feature set.
+    pub id: String,
+    /// What the step does.
+    pub kind: StepKind,
+}
+
+impl<'de> Deserialize<'de> for StepConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        // `id` is taken out first so that the kind's keys are still checked strictly
+        // (serde cannot refuse unknown keys through `flatten`).
+        let mut table = toml::Table::deserialize(d)?;
+        let id = match table.remove("id") {
+            Some(toml::Value::String(id)) => id,
+            Some(other) => return Err(D::Error::custom(format!("step `id` must be text, found {}", other.type_str()))),
+            None => return Err(D::Error::custom("every step needs an `id`")),
+        };
+        let kind = StepKind::deserialize(toml::Value::Table(table))
+            .map_err(|e| D::Error::custom(format!("step \"{id}\": {}", e.message())))?;
+        Ok(StepConfig { id, kind })
+    }
+}
+
+/// The kinds of step (`kind = "..."`), each implemented by the file of that name in `steps/`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum StepKind {
+    /// Keeps the events for which a CEL expression is true.
+    Filter {
+        /// The condition, e.g. `amount_usd > 1.0`.
+        expr: String,
+    },
+    /// Computes fields with CEL expressions, in order (a later one may use an earlier one).
+    Map {
+        /// Field name → expression.
+        fields: IndexMap<String, String>,
+    },
+    /// Runs a deployed plugin.
+    Wasm {
+        /// The plugin's name (see `[plugins]`).
+        plugin: String,
+        /// Its configuration; non-text values are passed as JSON.
+        #[serde(default)]
+        config: BTreeMap<String, toml::Value>,
+    },
+    /// Keeps only these fields.
+    Select {
+        /// Fields to keep.
+        fields: Vec<String>,
+    },
+    /// Removes these fields.
+    Drop {
+        /// Fields to remove.
+        fields: Vec<String>,
+    },
+    /// Renames fields.
+    Rename {
+        /// Old name → new name.
+        fields: IndexMap<String, String>,
+    },
+    /// Fills null fields with a constant or with the running mean of the field.
+    Impute {
+        /// Field → constant to use when it is null.
+        #[serde(default)]
+        constant: IndexMap<String, toml::Value>,
+        /// Numeric fields to fill with the mean of the values seen so far.
+        #[serde(default)]
+        mean: Vec<String>,
+    },
+}
+
+impl StepKind {
+    /// The `kind` string.
+    pub fn name(&self) -> &'static str {
+        match self {
+            StepKind::Filter { .. } => "filter",
+            StepKind::Map { .. } => "map",
+            StepKind::Wasm { .. } => "wasm",
+            StepKind::Select { .. } => "select",
+            StepKind::Drop { .. } => "drop",
+            StepKind::Rename { .. } => "rename",
+            StepKind::Impute { .. } => "impute",
+        }
+    }
+}
+
+/// Where feature rows go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TargetConfig {
+    /// Online values in Redis: one hash per entity.
+    Redis {},
+    /// Feature rows on a JetStream subject, in batches, de-duplicated by input sequence.
+    Stream {
+        /// Stream name.
+        stream: String,
+        /// Subject.
+        subject: String,
+        /// Create the stream if it does not exist.
+        #[serde(default)]
+        create: bool,
+    },
+    /// Parquet files written by the offline writer, from the stream target.
+    Parquet {
+        /// Root folder (relative to the config file).
+        root: PathBuf,
+        /// Rows per part file at most.
+        #[serde(default = "roll_rows")]
+        roll_rows: usize,
+        /// Seconds before a part with rows is committed.
+        #[serde(default = "roll_seconds")]
+        roll_seconds: u64,
+    },
+}
+
+fn roll_rows() -> usize {
+    250_000
+}
+fn roll_seconds() -> u64 {
+    10
+}
+
+impl TargetConfig {
+    /// The `kind` string.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TargetConfig::Redis {} => "redis",
+            TargetConfig::Stream { .. } => "stream",
+            TargetConfig::Parquet { .. } => "parquet",
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! Configuration: the host (services, data folder, plugins) and the feature sets, from TOML.
+//!
+//! Two phases: [`parse`] reads the file (serde, unknown keys refused) and [`validate`] checks
+//! everything that can be checked without I/O, reporting every problem at once, each with the
+//! file and the key. Building the running pipeline (connecting) happens elsewhere.
+
+mod feature_set;
+mod validate;
+
+pub use feature_set::{
+    FeatureSetConfig, SourceConfig, StepConfig, StepKind, TargetConfig, TimeFormat, TimestampConfig,
+};
+pub use validate::{parse_duration, validate};
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Services and folders.
+    #[serde(default)]
+    pub host: HostConfig,
+    /// Plugins to deploy at start: name → component file (relative to the config file).
+    #[serde(default)]
+    pub plugins: BTreeMap<String, PathBuf>,
+    /// The feature sets.
+    #[serde(default, rename = "feature_set")]
+    pub feature_sets: Vec<FeatureSetConfig>,
+    /// The folder of the config file, to resolve relative paths.
+    #[serde(skip)]
+    pub base: PathBuf,
+    /// The config file, for messages.
+    #[serde(skip)]
+    pub file: PathBuf,
+}
+
+/// Where the services are and where data goes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostConfig {
+    /// NATS server URL.
+    pub nats: String,
+    /// Redis URL (`redis://host:port/db`).
+    pub redis: String,
+    /// Prefix of every Redis key Sluice writes (tests use their own).
+    pub redis_prefix: String,
+    /// Folder for offline data and the artifact cache (relative to the config file).
+    pub data_dir: PathBuf,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig { nats: "nats://127.0.0.1:4222".into(), redis: "redis://127.0.0.1:6379/0".into(), redis_prefix: "sluice".into(), data_dir: "data".into() }
+    }
+}
+
+impl Config {
+    /// Resolves a path from the config against the config file's folder.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() { path.to_path_buf() } else { self.base.join(path) }
+    }
+}
+
+/// One problem found in a configuration: where and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The key, e.g. `feature_set[0].steps[2].expr`.
+    pub key: String,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+/// A configuration that cannot be used, with every problem found.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// Every problem.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(f, "{}: {n} problem{}", self.file.display(), if n == 1 { "" } else { "s" })?;
+        for p in &self.problems {
+            write!(f, "\n  {}: {}", p.key, p.message)?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads and parses a config file (no validation beyond the file's shape).
+pub fn parse(file: &Path) -> Result<Config, ConfigError> {
+    let fail = |key: &str, message: String| ConfigError {
+        file: file.to_path_buf(),
+        problems: vec![Problem { key: key.into(), message }],
+    };
+    let text = std::fs::read_to_string(file).map_err(|e| fail("(file)", format!("cannot read: {e}")))?;
+    parse_str(&text, file)
+}
+
+/// Parses config text; `file` names it in messages and anchors relative paths.
+pub fn parse_str(text: &str, file: &Path) -> Result<Config, ConfigError> {
+    let mut config: Config = toml::from_str(text).map_err(|e| {
+        let key = e.span().map(|s| locate(text, s.start)).unwrap_or_else(|| "(file)".into());
+        ConfigError { file: file.to_path_buf(), problems: vec![Problem { key, message: e.message().to_string() }] }
+    })?;
+    config.base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+    config.file = file.to_path_buf();
+    Ok(config)
+}
+
+/// `line N` of a byte offset, for parse errors.
+fn locate(text: &str, offset: usize) -> String {
+    let line = text[..offset.min(text.len())].matches('\n').count() + 1;
+    format!("line {line}")
+}
+
+/// Parses and validates: the one call `sluice validate` and `sluice run` make.
+pub fn load(file: &Path) -> Result<Config, ConfigError> {
+    let config = parse(file)?;
+    let problems = validate(&config);
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError { file: file.to_path_buf(), problems })
+    }
+}

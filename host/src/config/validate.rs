@@ -1,0 +1,188 @@
+//! Validation without I/O: every problem at once, each with its key.
+
+use std::collections::{BTreeSet, HashSet};
+use std::time::Duration;
+
+use super::{Config, FeatureSetConfig, Problem, SourceConfig, StepKind, TargetConfig};
+
+/// Checks a parsed config; returns every problem found (empty: valid).
+pub fn validate(config: &Config) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut report = |key: String, message: String| problems.push(Problem { key, message });
+    for name in config.plugins.keys() {
+        if crate::plugin::PluginName::new(name).is_err() {
+            report(format!("plugins.{name}"), "plugin names are 1-64 characters of a-z, 0-9, '-' or '_'".into());
+        }
+    }
+    let mut seen = HashSet::new();
+    for (i, set) in config.feature_sets.iter().enumerate() {
+        let at = format!("feature_set[{i}]");
+        if !seen.insert((set.name.clone(), set.version)) {
+            report(format!("{at}.name"), format!("feature set \"{}\" version {} is defined twice", set.name, set.version));
+        }
+        check_set(config, set, &at, &mut report);
+    }
+    problems
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+fn check_set(config: &Config, set: &FeatureSetConfig, at: &str, report: &mut impl FnMut(String, String)) {
+    if !valid_name(&set.name) {
+        report(format!("{at}.name"), format!("{:?}: expected 1-64 characters of a-z, 0-9, '_' or '-'", set.name));
+    }
+    if set.entity.is_empty() || set.entity.iter().any(String::is_empty) {
+        report(format!("{at}.entity"), "expected the field (or list of fields) holding the entity key".into());
+    }
+    if set.timestamp.field.is_empty() {
+        report(format!("{at}.timestamp.field"), "expected the field holding the event time".into());
+    }
+    if let Some(ttl) = &set.ttl {
+        if let Err(e) = parse_duration(ttl) {
+            report(format!("{at}.ttl"), e);
+        }
+    }
+    match &set.source {
+        SourceConfig::Jetstream { stream, subject, batch, .. } => {
+            if stream.is_empty() || stream.contains(['.', ' ', '*', '>']) {
+                report(format!("{at}.source.stream"), format!("{stream:?}: expected a stream name without '.', ' ', '*' or '>'"));
+            }
+            if subject.is_empty() {
+                report(format!("{at}.source.subject"), "expected the subject events are published on".into());
+            }
+            if !(1..=10_000).contains(batch) {
+                report(format!("{at}.source.batch"), format!("{batch}: expected 1 to 10000 messages per batch"));
+            }
+        }
+        SourceConfig::File { batch, .. } => {
+            if *batch == 0 {
+                report(format!("{at}.source.batch"), "expected at least 1 event per batch".into());
+            }
+        }
+    }
+    check_steps(config, set, at, report);
+    check_targets(set, at, report);
+}
+
+/// Fields known at each step, when the input fields are declared; `None` once unknown
+/// (after a plugin, which may add any field).
+fn check_steps(config: &Config, set: &FeatureSetConfig, at: &str, report: &mut impl FnMut(String, String)) {
+    let mut known: Option<BTreeSet<String>> = (!set.fields.is_empty()).then(|| set.fields.iter().cloned().collect());
+    let mut ids = HashSet::new();
+    for (j, step) in set.steps.iter().enumerate() {
+        let key = format!("{at}.steps[{j}]");
+        if !valid_name(&step.id) {
+            report(format!("{key}.id"), format!("{:?}: expected 1-64 characters of a-z, 0-9, '_' or '-'", step.id));
+        }
+        if !ids.insert(step.id.clone()) {
+            report(format!("{key}.id"), format!("step id \"{}\" is used twice in this feature set", step.id));
+        }
+        let need = |known: &Option<BTreeSet<String>>, field: &str, what: &str, report: &mut dyn FnMut(String, String)| {
+            if let Some(known) = known {
+                if !known.contains(field) {
+                    let list: Vec<_> = known.iter().map(String::as_str).collect();
+                    report(format!("{key}.{what}"), format!("refers to field \"{field}\", which no earlier step produces (known: {})", list.join(", ")));
+                }
+            }
+        };
+        match &step.kind {
+            StepKind::Filter { expr } => {
+                for var in expression_variables(expr, &format!("{key}.expr"), report) {
+                    need(&known, &var, "expr", report);
+                }
+            }
+            StepKind::Map { fields } => {
+                for (name, expr) in fields {
+                    for var in expression_variables(expr, &format!("{key}.fields.{name}"), report) {
+                        need(&known, &var, &format!("fields.{name}"), report);
+                    }
+                    if let Some(known) = &mut known {
+                        known.insert(name.clone());
+                    }
+                }
+            }
+            StepKind::Wasm { plugin, .. } => {
+                if !config.plugins.contains_key(plugin) {
+                    report(format!("{key}.plugin"), format!("no plugin \"{plugin}\" in [plugins]: add `{plugin} = \"path/to/{plugin}.wasm\"`"));
+                }
+                known = None;
+            }
+            StepKind::Select { fields } | StepKind::Drop { fields } => {
+                if fields.is_empty() {
+                    report(format!("{key}.fields"), "expected at least one field".into());
+                }
+                for f in fields {
+                    need(&known, f, "fields", report);
+                }
+                if let (Some(k), StepKind::Select { .. }) = (&mut known, &step.kind) {
+                    k.retain(|f| fields.contains(f));
+                } else if let Some(k) = &mut known {
+                    k.retain(|f| !fields.contains(f));
+                }
+            }
+            StepKind::Rename { fields } => {
+                for (from, to) in fields {
+                    need(&known, from, &format!("fields.{from}"), report);
+                    if let Some(known) = &mut known {
+                        known.remove(from);
+                        known.insert(to.clone());
+                    }
+                }
+            }
+            StepKind::Impute { constant, mean } => {
+                if constant.is_empty() && mean.is_empty() {
+                    report(format!("{key}"), "expected `constant` and/or `mean` fields to fill".into());
+                }
+                for f in constant.keys().chain(mean.iter()) {
+                    need(&known, f, "fields", report);
+                }
+            }
+        }
+    }
+}
+
+/// The variables an expression uses; reports it when it does not parse.
+fn expression_variables(expr: &str, key: &str, report: &mut impl FnMut(String, String)) -> Vec<String> {
+    match cel::Program::compile(expr) {
+        Ok(program) => program.references().variables().into_iter().map(str::to_string).collect(),
+        Err(e) => {
+            let text = e.to_string().replace('\n', " ");
+            report(key.to_string(), format!("not a valid CEL expression: {text}"));
+            Vec::new()
+        }
+    }
+}
+
+fn check_targets(set: &FeatureSetConfig, at: &str, report: &mut impl FnMut(String, String)) {
+    let mut kinds = HashSet::new();
+    for (k, target) in set.targets.iter().enumerate() {
+        if !kinds.insert(target.name()) {
+            report(format!("{at}.targets[{k}]"), format!("a second \"{}\" target: one of each kind per feature set", target.name()));
+        }
+    }
+    let has_stream = set.targets.iter().any(|t| matches!(t, TargetConfig::Stream { .. }));
+    for (k, target) in set.targets.iter().enumerate() {
+        if matches!(target, TargetConfig::Parquet { .. }) && !has_stream {
+            report(format!("{at}.targets[{k}]"), "the parquet target reads the stream target: add a `kind = \"stream\"` target".into());
+        }
+    }
+}
+
+/// Parses `30d`, `12h`, `90m`, `45s` or a number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = number.parse().map_err(|_| format!("{text:?}: expected a duration like 30d, 12h, 90m or 45s"))?;
+    let seconds = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?}; expected s, m, h or d")),
+    };
+    Ok(Duration::from_secs(seconds))
+}

@@ -1,0 +1,107 @@
+//! The step graph of a feature set: built once from its config, run per batch.
+//!
+//! Rows carry the stream sequence of the input event they came from, so every output row,
+//! dead letter and Redis write can be traced to (and de-duplicated by) its input.
+
+use crate::config::{Config, FeatureSetConfig};
+use crate::event::{Batch, Event, Value};
+use crate::plugin::{OnlineLookup, Registry};
+use crate::steps::{self, Step, StepError};
+use std::sync::Arc;
+
+/// A batch flowing through the graph: events with the input sequence of each.
+#[derive(Debug, Clone)]
+pub struct Rows {
+    /// Field names and events.
+    pub batch: Batch,
+    /// `seqs[i]` is the input stream sequence of `batch.events[i]`.
+    pub seqs: Vec<u64>,
+}
+
+impl Default for Rows {
+    fn default() -> Self {
+        Rows::new(Vec::new())
+    }
+}
+
+impl Rows {
+    /// An empty batch with these fields.
+    pub fn new(fields: Vec<String>) -> Self {
+        Rows { batch: Batch { fields, events: Vec::new() }, seqs: Vec::new() }
+    }
+
+    /// Number of events.
+    pub fn len(&self) -> usize {
+        self.batch.events.len()
+    }
+
+    /// Whether there are no events.
+    pub fn is_empty(&self) -> bool {
+        self.batch.events.is_empty()
+    }
+
+    /// Appends an event.
+    pub fn push(&mut self, seq: u64, event: Event) {
+        self.seqs.push(seq);
+        self.batch.events.push(event);
+    }
+
+    /// The position of a field, appending it (and a null to every event) if new.
+    pub fn field_position(&mut self, name: &str) -> usize {
+        if let Some(i) = self.batch.fields.iter().position(|f| f == name) {
+            return i;
+        }
+        self.batch.fields.push(name.to_string());
+        self.batch.fields.len() - 1
+    }
+
+    /// The value of a field of event `i` (null when absent).
+    pub fn value(&self, i: usize, field: usize) -> &Value {
+        self.batch.events[i].values.get(field).unwrap_or(&Value::Null)
+    }
+}
+
+/// An event that failed in a step: it goes to the dead-letter subject with this reason.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    /// Input stream sequence of the event.
+    pub seq: u64,
+    /// The step (or `decode` for input that never became an event).
+    pub step: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// The built graph of one feature set.
+pub struct Graph {
+    steps: Vec<Box<dyn Step>>,
+}
+
+impl Graph {
+    /// Builds every step of a feature set (plugins must be deployed in `registry`).
+    pub fn build(
+        config: &Config,
+        set: &FeatureSetConfig,
+        registry: &Registry,
+        lookup: Arc<dyn OnlineLookup>,
+    ) -> Result<Graph, StepError> {
+        let _ = config;
+        let steps = set
+            .steps
+            .iter()
+            .map(|step| steps::build(step, registry, lookup.clone()))
+            .collect::<Result<_, _>>()?;
+        Ok(Graph { steps })
+    }
+
+    /// Runs a batch through every step; failed events are appended to `failures`.
+    pub fn run(&mut self, mut rows: Rows, failures: &mut Vec<Failure>) -> Rows {
+        for step in &mut self.steps {
+            if rows.is_empty() {
+                break;
+            }
+            rows = step.apply(rows, failures);
+        }
+        rows
+    }
+}

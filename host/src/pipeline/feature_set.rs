@@ -1,0 +1,143 @@
+//! The loop of one feature set version: fetch a batch, decode, run the graph, make every
+//! result durable (dead letters, stream rows, Redis values with the applied sequence), then
+//! acknowledge. A crash anywhere before the ack means redelivery, which the targets absorb.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use super::retry::retry;
+use super::{PipelineError, Services};
+use crate::config::{parse_duration, Config, FeatureSetConfig, SourceConfig, TargetConfig};
+use crate::graph::{Failure, Graph, Rows};
+use crate::plugin::OnlineLookup;
+use crate::sources::jetstream::{ensure_stream, sequence, JetStreamSource, SourceOptions};
+use crate::sources::Decoder;
+use crate::targets::dlq::DeadLetters;
+use crate::targets::redis::RedisTarget;
+use crate::targets::stream::StreamTarget;
+
+/// A running feature set version.
+pub struct FeatureSetRunner {
+    label: String,
+    source: JetStreamSource,
+    decoder: Decoder,
+    graph: Graph,
+    dead_letters: DeadLetters,
+    stream: Option<StreamTarget>,
+    redis: Option<RedisTarget>,
+}
+
+impl FeatureSetRunner {
+    /// Builds the graph, binds the consumer and the targets.
+    pub async fn start(
+        config: &Config,
+        set: &FeatureSetConfig,
+        services: &Services,
+        lookup: Arc<dyn OnlineLookup>,
+    ) -> Result<Self, PipelineError> {
+        let label = format!("{}@v{}", set.name, set.version);
+        let fail = |reason: String| PipelineError::Build { set: label.clone(), reason };
+        let SourceConfig::Jetstream { stream, subject, create, batch, max_wait_ms, max_ack_pending, ack_wait_s } = &set.source else {
+            return Err(fail("`sluice run` reads JetStream sources; a file source is for backfill".into()));
+        };
+        let graph = Graph::build(config, set, &services.registry, lookup).map_err(|e| fail(e.to_string()))?;
+        let options = SourceOptions {
+            stream,
+            subject,
+            durable: format!("sluice-{}-v{}", set.name, set.version),
+            create: *create,
+            batch: *batch,
+            max_wait: Duration::from_millis(*max_wait_ms),
+            max_ack_pending: *max_ack_pending,
+            ack_wait: Duration::from_secs(*ack_wait_s),
+        };
+        let source = JetStreamSource::open(&services.js, options).await.map_err(|e| fail(e.to_string()))?;
+        let ttl_ms = set.ttl.as_deref().map(parse_duration).transpose().map_err(fail)?.map_or(0, |d| d.as_millis() as u64);
+        let mut runner = FeatureSetRunner {
+            label: label.clone(),
+            source,
+            decoder: Decoder::new(set),
+            graph,
+            dead_letters: DeadLetters::new(services.js.clone(), &set.name, set.version),
+            stream: None,
+            redis: None,
+        };
+        for target in &set.targets {
+            match target {
+                TargetConfig::Redis {} => {
+                    runner.redis = Some(RedisTarget::new(services.redis.clone(), &services.prefix, &set.name, set.version, ttl_ms));
+                }
+                TargetConfig::Stream { stream, subject, create } => {
+                    ensure_stream(&services.js, stream, subject, *create).await.map_err(|e| fail(e.to_string()))?;
+                    runner.stream = Some(StreamTarget::new(services.js.clone(), subject, &set.name, set.version));
+                }
+                TargetConfig::Parquet { .. } => {}
+            }
+        }
+        Ok(runner)
+    }
+
+    /// Processes batches until shutdown; the batch in hand is finished first.
+    pub async fn run(mut self, shutdown: watch::Receiver<bool>) {
+        tracing::info!(set = %self.label, "feature set running");
+        while !*shutdown.borrow() {
+            let Some(messages) = retry(&format!("{}: reading", self.label), &shutdown, || self.source.next_batch()).await else {
+                break;
+            };
+            if messages.is_empty() {
+                continue;
+            }
+            if !self.process(&messages, &shutdown).await {
+                break;
+            }
+            let last = messages.last().expect("a non-empty batch");
+            if let Err(e) = last.ack().await {
+                tracing::warn!(set = %self.label, "ack failed (the batch will be redelivered and skipped): {e}");
+            }
+        }
+        tracing::info!(set = %self.label, "feature set stopped");
+    }
+
+    /// Runs one batch and makes its results durable; false if shutdown interrupted retries.
+    async fn process(&mut self, messages: &[async_nats::jetstream::Message], shutdown: &watch::Receiver<bool>) -> bool {
+        let mut rows = Rows::default();
+        let mut failures = Vec::new();
+        let mut raw: HashMap<u64, Bytes> = HashMap::new();
+        let mut last_seq = 0;
+        for message in messages {
+            let Ok(seq) = sequence(message) else { continue };
+            last_seq = last_seq.max(seq);
+            match self.decoder.decode(&message.payload, &mut rows.batch.fields) {
+                Ok(event) => rows.push(seq, event),
+                Err(reason) => failures.push(Failure { seq, step: "decode".into(), reason }),
+            }
+            raw.insert(seq, message.payload.clone());
+        }
+        let graph = &mut self.graph;
+        let rows = tokio::task::block_in_place(|| graph.run(rows, &mut failures));
+        if !failures.is_empty() {
+            let letters: Vec<(Failure, Bytes)> =
+                failures.into_iter().map(|f| { let body = raw.get(&f.seq).cloned().unwrap_or_default(); (f, body) }).collect();
+            let dlq = &self.dead_letters;
+            if retry(&format!("{}: dead letters", self.label), shutdown, || dlq.publish(&letters)).await.is_none() {
+                return false;
+            }
+        }
+        if let Some(stream) = &self.stream {
+            if !rows.is_empty() && retry(&format!("{}: stream target", self.label), shutdown, || stream.publish(&rows)).await.is_none() {
+                return false;
+            }
+        }
+        if let Some(redis) = &mut self.redis {
+            let label = format!("{}: redis target", self.label);
+            if retry(&label, shutdown, || { let mut r = redis.clone(); let rows = &rows; async move { r.apply(rows, last_seq).await } }).await.is_none() {
+                return false;
+            }
+        }
+        true
+    }
+}

@@ -1,0 +1,68 @@
+//! The plugins' `lookup` import served from Redis: the online features of several entities
+//! of a feature set (its highest configured version) in one pipelined round trip.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::PipelineError;
+use crate::config::Config;
+use crate::event::{value_from_json, Field};
+use crate::plugin::OnlineLookup;
+
+/// Lookups against the online store, for plugins.
+pub struct RedisLookup {
+    client: redis::Client,
+    connection: Mutex<Option<redis::Connection>>,
+    prefixes: HashMap<String, String>,
+}
+
+impl RedisLookup {
+    /// Knows every feature set of the config (by name, its highest version).
+    pub fn new(config: &Config, url: &str) -> Result<Self, PipelineError> {
+        let client = redis::Client::open(url).map_err(|e| PipelineError::Service(format!("Redis URL {url}: {e}")))?;
+        let mut versions: HashMap<String, u32> = HashMap::new();
+        for set in &config.feature_sets {
+            let v = versions.entry(set.name.clone()).or_insert(set.version);
+            *v = (*v).max(set.version);
+        }
+        let prefix = &config.host.redis_prefix;
+        let prefixes = versions.into_iter().map(|(name, v)| (name.clone(), format!("{prefix}:{name}:v{v}"))).collect();
+        Ok(RedisLookup { client, connection: Mutex::new(None), prefixes })
+    }
+}
+
+impl OnlineLookup for RedisLookup {
+    fn lookup(&self, feature_set: &str, keys: &[String]) -> Result<Vec<Option<Vec<Field>>>, String> {
+        let prefix = self.prefixes.get(feature_set).ok_or_else(|| format!("lookup failed: unknown feature set \"{feature_set}\""))?;
+        let mut slot = self.connection.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            *slot = Some(self.client.get_connection().map_err(|e| format!("lookup failed: Redis unreachable: {e}"))?);
+        }
+        let connection = slot.as_mut().expect("connected above");
+        let mut pipe = redis::pipe();
+        for key in keys {
+            pipe.cmd("HGETALL").arg(format!("{prefix}:{{{key}}}"));
+        }
+        let found: Vec<HashMap<String, String>> = pipe.query(connection).map_err(|e| {
+            *slot = None;
+            format!("lookup failed: {e}")
+        })?;
+        Ok(found
+            .into_iter()
+            .map(|hash| {
+                (!hash.is_empty()).then(|| {
+                    let mut fields: Vec<Field> = hash
+                        .into_iter()
+                        .filter(|(name, _)| !name.starts_with('_'))
+                        .map(|(name, text)| {
+                            let value = serde_json::from_str(&text).map(|j| value_from_json(&j)).unwrap_or(crate::event::Value::Text(text));
+                            Field { name, value }
+                        })
+                        .collect();
+                    fields.sort_by(|a, b| a.name.cmp(&b.name));
+                    fields
+                })
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,109 @@
+//! `sluice run`: connects to NATS and Redis, deploys the configured plugins, and runs every
+//! feature set (and its offline writer) until shutdown is requested; then each finishes the
+//! batch in hand, commits, and returns.
+
+mod feature_set;
+mod lookup;
+mod offline;
+mod retry;
+
+pub use feature_set::FeatureSetRunner;
+pub use lookup::RedisLookup;
+pub use offline::OfflineRunner;
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::config::{Config, TargetConfig};
+use crate::plugin::{PluginEngine, Registry};
+use crate::targets::dlq::DeadLetters;
+
+/// Errors that stop the pipeline before it runs (bad plugins, unreachable services at start).
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// A service could not be reached or set up.
+    #[error("{0}")]
+    Service(String),
+    /// A plugin could not be deployed.
+    #[error("plugin {name}: {reason}")]
+    Plugin {
+        /// Plugin name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// A feature set could not be built.
+    #[error("feature set {set}: {reason}")]
+    Build {
+        /// Feature set.
+        set: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What every feature set of a host shares.
+#[derive(Clone)]
+pub struct Services {
+    /// JetStream.
+    pub js: async_nats::jetstream::Context,
+    /// Redis (reconnects by itself).
+    pub redis: redis::aio::ConnectionManager,
+    /// Redis URL, for the plugins' synchronous lookups.
+    pub redis_url: String,
+    /// Prefix of every Redis key.
+    pub prefix: String,
+    /// Deployed plugins.
+    pub registry: Arc<Registry>,
+}
+
+impl Services {
+    /// Connects to NATS and Redis and deploys the configured plugins.
+    pub async fn connect(config: &Config) -> Result<Self, PipelineError> {
+        let client = async_nats::connect(&config.host.nats)
+            .await
+            .map_err(|e| PipelineError::Service(format!("NATS at {}: {e}", config.host.nats)))?;
+        let js = async_nats::jetstream::new(client);
+        let redis_client = redis::Client::open(config.host.redis.as_str())
+            .map_err(|e| PipelineError::Service(format!("Redis URL {}: {e}", config.host.redis)))?;
+        let redis = redis::aio::ConnectionManager::new(redis_client)
+            .await
+            .map_err(|e| PipelineError::Service(format!("Redis at {}: {e}", config.host.redis)))?;
+        DeadLetters::ensure_stream(&js).await.map_err(|e| PipelineError::Service(e.to_string()))?;
+        let cache = config.resolve(&config.host.data_dir).join("artifacts");
+        let engine = PluginEngine::new(Some(cache)).map_err(|e| PipelineError::Service(e.to_string()))?;
+        let registry = Arc::new(Registry::new(engine, 4));
+        for (name, path) in &config.plugins {
+            let path = config.resolve(path);
+            let fail = |reason: String| PipelineError::Plugin { name: name.clone(), reason };
+            let bytes = std::fs::read(&path).map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
+            registry.deploy(name, &bytes, Some("config")).map_err(|e| fail(e.to_string()))?;
+        }
+        Ok(Services { js, redis, redis_url: config.host.redis.clone(), prefix: config.host.redis_prefix.clone(), registry })
+    }
+}
+
+/// Runs every feature set of the config until `shutdown` turns true.
+pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), PipelineError> {
+    let services = Services::connect(&config).await?;
+    let lookup = Arc::new(RedisLookup::new(&config, &services.redis_url)?);
+    let mut tasks = tokio::task::JoinSet::new();
+    for set in &config.feature_sets {
+        let runner = FeatureSetRunner::start(&config, set, &services, lookup.clone()).await?;
+        tasks.spawn(runner.run(shutdown.clone()));
+        for target in &set.targets {
+            if let TargetConfig::Parquet { .. } = target {
+                let offline = OfflineRunner::start(&config, set, &services).await?;
+                tasks.spawn(offline.run(shutdown.clone()));
+            }
+        }
+    }
+    tracing::info!(feature_sets = config.feature_sets.len(), "pipeline running");
+    while let Some(done) = tasks.join_next().await {
+        if let Err(e) = done {
+            tracing::error!("a pipeline task failed: {e}");
+        }
+    }
+    Ok(())
+}

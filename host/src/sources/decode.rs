@@ -1,0 +1,132 @@
+//! Raw input (one JSON object per message or line) → an event with its entity key and event
+//! time. Input that cannot become an event gets a reason for the dead-letter subject.
+
+use serde_json::{Map, Value as Json};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::config::{FeatureSetConfig, TimeFormat};
+use crate::event::{values_from_json, Event};
+
+/// Decodes raw events of one feature set.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    entity: Vec<String>,
+    time_field: String,
+    format: TimeFormat,
+    max_bytes: usize,
+}
+
+impl Decoder {
+    /// The decoder of a feature set.
+    pub fn new(set: &FeatureSetConfig) -> Self {
+        Decoder {
+            entity: set.entity.clone(),
+            time_field: set.timestamp.field.clone(),
+            format: set.timestamp.format,
+            max_bytes: set.max_event_bytes,
+        }
+    }
+
+    /// Decodes one event, extending `fields` with names not seen yet in this batch.
+    pub fn decode(&self, bytes: &[u8], fields: &mut Vec<String>) -> Result<Event, String> {
+        if bytes.len() > self.max_bytes {
+            return Err(format!("event of {} bytes is larger than max_event_bytes ({})", bytes.len(), self.max_bytes));
+        }
+        let object: Map<String, Json> = match serde_json::from_slice(bytes) {
+            Ok(Json::Object(object)) => object,
+            Ok(other) => return Err(format!("expected a JSON object, found {}", json_kind(&other))),
+            Err(e) => return Err(format!("invalid JSON: {e}")),
+        };
+        let key = self.key(&object)?;
+        let time = parse_time(object.get(&self.time_field), &self.time_field, self.format)?
+            .ok_or_else(|| format!("missing event time field \"{}\"", self.time_field))?;
+        Ok(Event { key, time, values: values_from_json(&object, fields) })
+    }
+
+    fn key(&self, object: &Map<String, Json>) -> Result<String, String> {
+        let mut key = String::new();
+        for (i, field) in self.entity.iter().enumerate() {
+            if i > 0 {
+                key.push(':');
+            }
+            match object.get(field) {
+                Some(Json::String(s)) if !s.is_empty() => key.push_str(s),
+                Some(Json::Number(n)) if n.is_i64() || n.is_u64() => key.push_str(&n.to_string()),
+                None | Some(Json::Null) => return Err(format!("missing entity key field \"{field}\"")),
+                Some(Json::String(_)) => return Err(format!("entity key field \"{field}\" is empty")),
+                Some(other) => {
+                    return Err(format!("entity key field \"{field}\" must be text or an integer, found {}", json_kind(other)))
+                }
+            }
+        }
+        Ok(key)
+    }
+}
+
+/// Event time in microseconds from a JSON value; `None` when absent or null.
+pub fn parse_time(json: Option<&Json>, field: &str, format: TimeFormat) -> Result<Option<i64>, String> {
+    let bad = |expected: &str, found: &Json| format!("event time field \"{field}\": expected {expected}, found {found}");
+    let Some(json) = json.filter(|j| !j.is_null()) else { return Ok(None) };
+    let integer = |scale: i64, what: &str| {
+        json.as_i64().and_then(|n| n.checked_mul(scale)).ok_or_else(|| bad(what, json))
+    };
+    let time = match (format, json) {
+        (TimeFormat::Auto | TimeFormat::Rfc3339, Json::String(s)) => OffsetDateTime::parse(s, &Rfc3339)
+            .map(|t| (t.unix_timestamp_nanos() / 1000) as i64)
+            .map_err(|e| format!("event time field \"{field}\": expected RFC 3339 (e.g. 2026-11-26T10:00:00Z), found {s:?}: {e}"))?,
+        (TimeFormat::Auto | TimeFormat::EpochMs, _) => integer(1000, "epoch milliseconds (an integer) or RFC 3339 text")?,
+        (TimeFormat::EpochS, _) => integer(1_000_000, "epoch seconds (an integer)")?,
+        (TimeFormat::EpochUs, _) => integer(1, "epoch microseconds (an integer)")?,
+        (TimeFormat::Rfc3339, other) => return Err(bad("RFC 3339 text", other)),
+    };
+    Ok(Some(time))
+}
+
+fn json_kind(json: &Json) -> &'static str {
+    match json {
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(_) => "a number",
+        Json::String(_) => "text",
+        Json::Array(_) => "an array",
+        Json::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decoder() -> Decoder {
+        Decoder { entity: vec!["user_id".into()], time_field: "ts".into(), format: TimeFormat::Auto, max_bytes: 200 }
+    }
+
+    #[test]
+    fn a_good_event_gets_its_key_and_time() {
+        let mut fields = Vec::new();
+        let e = decoder().decode(br#"{"user_id":"u1","ts":"2026-11-26T10:00:00Z","amount":2}"#, &mut fields).unwrap();
+        assert_eq!(e.key, "u1");
+        assert_eq!(e.time, 1_764_151_200_000_000);
+        let e = decoder().decode(br#"{"user_id":7,"ts":1764151200000}"#, &mut fields).unwrap();
+        assert_eq!((e.key.as_str(), e.time), ("7", 1_764_151_200_000_000));
+    }
+
+    #[test]
+    fn poison_gets_a_reason_that_says_what_was_expected() {
+        let cases: [(&[u8], &str); 6] = [
+            (b"{not json", "invalid JSON"),
+            (b"[1,2]", "expected a JSON object, found an array"),
+            (br#"{"ts":1}"#, "missing entity key field \"user_id\""),
+            (br#"{"user_id":1.5,"ts":1}"#, "must be text or an integer, found a number"),
+            (br#"{"user_id":"u"}"#, "missing event time field \"ts\""),
+            (br#"{"user_id":"u","ts":"yesterday"}"#, "expected RFC 3339"),
+        ];
+        for (input, expected) in cases {
+            let err = decoder().decode(input, &mut Vec::new()).unwrap_err();
+            assert!(err.contains(expected), "{err}");
+        }
+        let big = format!(r#"{{"user_id":"u","ts":1,"x":"{}"}}"#, "a".repeat(300));
+        assert!(decoder().decode(big.as_bytes(), &mut Vec::new()).unwrap_err().contains("larger than max_event_bytes"));
+    }
+}

@@ -1,0 +1,36 @@
+//! `drop`: removes the listed fields.
+
+use super::Step;
+use crate::graph::{Failure, Rows};
+
+pub(crate) struct Drop {
+    fields: Vec<String>,
+}
+
+impl Drop {
+    pub(crate) fn new(fields: &[String]) -> Self {
+        Drop { fields: fields.to_vec() }
+    }
+}
+
+impl Step for Drop {
+    fn apply(&mut self, mut rows: Rows, _failures: &mut Vec<Failure>) -> Rows {
+        let keep: Vec<bool> = rows.batch.fields.iter().map(|f| !self.fields.contains(f)).collect();
+        if keep.iter().all(|k| *k) {
+            return rows;
+        }
+        for event in &mut rows.batch.events {
+            let mut i = 0;
+            event.values.retain(|_| {
+                i += 1;
+                keep.get(i - 1).copied().unwrap_or(true)
+            });
+        }
+        let mut i = 0;
+        rows.batch.fields.retain(|_| {
+            i += 1;
+            keep[i - 1]
+        });
+        rows
+    }
+}

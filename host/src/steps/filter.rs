@@ -1,0 +1,38 @@
+//! `filter`: keeps the events for which a CEL expression is true.
+
+use super::cel::Expression;
+use super::{Step, StepError};
+use crate::graph::{Failure, Rows};
+
+pub(crate) struct Filter {
+    id: String,
+    expr: Expression,
+}
+
+impl Filter {
+    pub(crate) fn new(id: String, expr: &str) -> Result<Self, StepError> {
+        Ok(Filter { expr: Expression::compile(&id, expr)?, id })
+    }
+}
+
+impl Step for Filter {
+    fn apply(&mut self, rows: Rows, failures: &mut Vec<Failure>) -> Rows {
+        let positions = self.expr.positions(&rows);
+        let verdicts: Vec<Result<bool, String>> = (0..rows.len())
+            .map(|i| match self.expr.evaluate(&rows, i, &positions)? {
+                cel::Value::Bool(keep) => Ok(keep),
+                cel::Value::Null => Ok(false),
+                other => Err(format!("the condition gave {other:?}, expected true or false")),
+            })
+            .collect();
+        let mut out = Rows::new(rows.batch.fields);
+        for ((event, seq), verdict) in rows.batch.events.into_iter().zip(rows.seqs).zip(verdicts) {
+            match verdict {
+                Ok(true) => out.push(seq, event),
+                Ok(false) => {}
+                Err(reason) => failures.push(Failure { seq, step: self.id.clone(), reason }),
+            }
+        }
+        out
+    }
+}

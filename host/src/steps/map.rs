@@ -1,0 +1,59 @@
+//! `map`: computes fields with CEL expressions, in order (a later one may use an earlier one).
+
+use indexmap::IndexMap;
+
+use super::cel::{from_cel, Expression};
+use super::{Step, StepError};
+use crate::event::Value;
+use crate::graph::{Failure, Rows};
+
+pub(crate) struct Map {
+    id: String,
+    fields: Vec<(String, Expression)>,
+}
+
+impl Map {
+    pub(crate) fn new(id: String, fields: &IndexMap<String, String>) -> Result<Self, StepError> {
+        let fields = fields
+            .iter()
+            .map(|(name, expr)| Ok((name.clone(), Expression::compile(&id, expr)?)))
+            .collect::<Result<_, StepError>>()?;
+        Ok(Map { id, fields })
+    }
+}
+
+impl Step for Map {
+    fn apply(&mut self, mut rows: Rows, failures: &mut Vec<Failure>) -> Rows {
+        let mut failed = vec![None; rows.len()];
+        for (name, expr) in &self.fields {
+            let positions = expr.positions(&rows);
+            let target = rows.field_position(name);
+            for (i, slot) in failed.iter_mut().enumerate() {
+                if slot.is_some() {
+                    continue;
+                }
+                match expr.evaluate(&rows, i, &positions).and_then(from_cel) {
+                    Ok(value) => {
+                        let values = &mut rows.batch.events[i].values;
+                        if values.len() <= target {
+                            values.resize(target + 1, Value::Null);
+                        }
+                        values[target] = value;
+                    }
+                    Err(reason) => *slot = Some(format!("field \"{name}\": {reason}")),
+                }
+            }
+        }
+        if failed.iter().all(Option::is_none) {
+            return rows;
+        }
+        let mut out = Rows::new(rows.batch.fields);
+        for ((event, seq), failure) in rows.batch.events.into_iter().zip(rows.seqs).zip(failed) {
+            match failure {
+                None => out.push(seq, event),
+                Some(reason) => failures.push(Failure { seq, step: self.id.clone(), reason }),
+            }
+        }
+        out
+    }
+}

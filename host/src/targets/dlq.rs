@@ -1,0 +1,67 @@
+//! The dead-letter subject `sluice.dlq.<set>`: every event that could not be processed, with
+//! the original bytes as the body and the reason, step and input sequence as headers.
+
+use async_nats::jetstream::Context;
+use async_nats::HeaderMap;
+use bytes::Bytes;
+
+use super::TargetError;
+use crate::graph::Failure;
+
+/// The stream that keeps every dead-letter subject.
+pub const DLQ_STREAM: &str = "SLUICE_DLQ";
+
+/// Publishes dead letters of one feature set.
+#[derive(Clone)]
+pub struct DeadLetters {
+    js: Context,
+    set: String,
+    version: u32,
+}
+
+impl DeadLetters {
+    /// Dead letters of `set` go to `sluice.dlq.<set>`.
+    pub fn new(js: Context, set: &str, version: u32) -> Self {
+        DeadLetters { js, set: set.to_string(), version }
+    }
+
+    /// The subject.
+    pub fn subject(&self) -> String {
+        format!("sluice.dlq.{}", self.set)
+    }
+
+    /// Makes sure the dead-letter stream exists.
+    pub async fn ensure_stream(js: &Context) -> Result<(), TargetError> {
+        let config = async_nats::jetstream::stream::Config {
+            name: DLQ_STREAM.to_string(),
+            subjects: vec!["sluice.dlq.>".to_string()],
+            ..Default::default()
+        };
+        js.get_or_create_stream(config).await.map_err(|e| TargetError::Nats(format!("dead-letter stream: {e}")))?;
+        Ok(())
+    }
+
+    /// Publishes failures (with the original bytes of their input) and waits for the acks.
+    pub async fn publish(&self, failures: &[(Failure, Bytes)]) -> Result<(), TargetError> {
+        let mut acks = Vec::new();
+        for (failure, body) in failures {
+            let mut headers = HeaderMap::new();
+            let id = format!("dlq:{}:v{}:{}:{}", self.set, self.version, failure.seq, failure.step);
+            headers.insert("Nats-Msg-Id", id.as_str());
+            headers.insert("Sluice-Reason", failure.reason.replace(['\r', '\n'], " ").as_str());
+            headers.insert("Sluice-Step", failure.step.as_str());
+            headers.insert("Sluice-Seq", failure.seq.to_string().as_str());
+            headers.insert("Sluice-Version", self.version.to_string().as_str());
+            let ack = self
+                .js
+                .publish_with_headers(self.subject(), headers, body.clone())
+                .await
+                .map_err(|e| TargetError::Nats(format!("publishing a dead letter: {e}")))?;
+            acks.push(ack);
+        }
+        for ack in acks {
+            ack.await.map_err(|e| TargetError::Nats(format!("dead letter not stored: {e}")))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,33 @@
+//! Where feature rows go: Redis (online values), a JetStream subject (feature rows in
+//! batches), Parquet files (the offline writer, reading that subject), and the dead-letter
+//! subject for events that failed.
+
+pub mod dlq;
+pub mod parquet;
+pub mod redis;
+pub mod stream;
+
+/// A target that could not take a batch. Every variant is retried with backoff by the
+/// pipeline: an outage of Redis or NATS pauses the pipeline, it does not lose events.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// Redis refused or is unreachable.
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    /// NATS refused or is unreachable.
+    #[error("nats: {0}")]
+    Nats(String),
+    /// Writing a file failed.
+    #[error("{path}: {reason}")]
+    File {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The JSON text of a value as stored online and in feature-row messages.
+pub(crate) fn json_text(value: &crate::event::Value) -> String {
+    crate::event::value_to_json(value).to_string()
+}
