@@ -1,6 +1,8 @@
 //! Shared test harness: where the test plugins are, one engine with an on-disk artifact
 //! cache shared by every test, and small helpers to build batches.
 
+pub mod live;
+
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 

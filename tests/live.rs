@@ -1,0 +1,309 @@
+//! Harness for tests against the real NATS and Redis: unique stream, subject and key names
+//! per test (so tests run in parallel and leave nothing behind), a config written for them,
+//! an event generator, and readers of what the pipeline wrote.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_nats::jetstream::{self, Context};
+use serde_json::{json, Value as Json};
+
+/// NATS URL used by the tests.
+pub const NATS: &str = "nats://127.0.0.1:4222";
+/// Redis URL used by the tests.
+pub const REDIS: &str = "redis://127.0.0.1:6379/0";
+
+/// One test's names and folder.
+pub struct Live {
+    /// Unique id (lowercase letters and digits).
+    pub id: String,
+    /// Temporary folder holding the config and the offline data.
+    pub dir: tempfile::TempDir,
+    /// Feature set name.
+    pub set: String,
+    /// Input stream and subject.
+    pub stream: String,
+    /// Input subject.
+    pub subject: String,
+    /// Stream target's stream.
+    pub features: String,
+    /// Redis key prefix.
+    pub prefix: String,
+    /// Redis URL the pipeline uses.
+    pub redis_url: String,
+}
+
+impl Live {
+    /// Fresh names for a test tagged `tag`.
+    pub fn new(tag: &str) -> Live {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+        let id = format!("{tag}{}x{}x{nanos}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        Live {
+            set: format!("s{id}"),
+            stream: format!("EV{}", id.to_uppercase()),
+            subject: format!("ev.{id}"),
+            features: format!("FT{}", id.to_uppercase()),
+            prefix: format!("test{id}"),
+            redis_url: REDIS.to_string(),
+            dir: tempfile::tempdir().unwrap(),
+            id,
+        }
+    }
+
+    /// The fraud pipeline's config for this test (currency plugin, filter, map; Redis, stream
+    /// and Parquet targets), written into the test folder; returns its path.
+    pub fn write_config(&self, extra_steps: &str) -> PathBuf {
+        let plugin = crate::rust_plugin("currency");
+        let text = format!(
+            r#"
+[host]
+nats = "{NATS}"
+redis = "{redis}"
+redis_prefix = "{prefix}"
+data_dir = "data"
+
+[plugins]
+currency = "{plugin}"
+
+[[feature_set]]
+name = "{set}"
+entity = "user_id"
+timestamp = {{ field = "ts" }}
+ttl = "1d"
+max_event_bytes = 65536
+
+[feature_set.source]
+kind = "jetstream"
+stream = "{stream}"
+subject = "{subject}"
+create = true
+batch = 500
+max_wait_ms = 20
+
+[[feature_set.steps]]
+id = "to_usd"
+kind = "wasm"
+plugin = "currency"
+config = {{ rates = '{rates}' }}
+
+[[feature_set.steps]]
+id = "with_amount"
+kind = "filter"
+expr = "amount_usd != null && amount_usd > 0.0"
+
+[[feature_set.steps]]
+id = "derived"
+kind = "map"
+fields = {{ is_foreign = "country != 'US'", amount_cents = "int(amount_usd * 100.0)" }}
+{extra_steps}
+[[feature_set.targets]]
+kind = "redis"
+
+[[feature_set.targets]]
+kind = "stream"
+stream = "{features}"
+subject = "ft.{id}"
+create = true
+
+[[feature_set.targets]]
+kind = "parquet"
+root = "offline"
+roll_seconds = 1
+"#,
+            redis = self.redis_url,
+            prefix = self.prefix,
+            plugin = plugin.display(),
+            set = self.set,
+            stream = self.stream,
+            subject = self.subject,
+            features = self.features,
+            id = self.id,
+            rates = crate::RATES,
+        );
+        let path = self.dir.path().join("sluice.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Where the offline writer puts this set's parts.
+    pub fn offline_dir(&self) -> PathBuf {
+        self.dir.path().join("offline").join(&self.set).join("v1")
+    }
+
+    /// JetStream.
+    pub async fn jetstream(&self) -> Context {
+        jetstream::new(async_nats::connect(NATS).await.expect("NATS must run on 127.0.0.1:4222"))
+    }
+
+    /// Publishes raw events on the input subject (creating the stream) and waits for acks.
+    pub async fn publish(&self, events: &[Vec<u8>]) {
+        let js = self.jetstream().await;
+        let config = jetstream::stream::Config { name: self.stream.clone(), subjects: vec![self.subject.clone()], ..Default::default() };
+        js.get_or_create_stream(config).await.unwrap();
+        for chunk in events.chunks(1000) {
+            let mut acks = Vec::new();
+            for event in chunk {
+                acks.push(js.publish(self.subject.clone(), event.clone().into()).await.unwrap());
+            }
+            for ack in acks {
+                ack.await.unwrap();
+            }
+        }
+    }
+
+    /// A Redis connection.
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.redis_url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap()
+    }
+
+    /// The applied sequence the pipeline recorded (0 if none).
+    pub async fn applied(&self) -> u64 {
+        let mut r = self.redis().await;
+        let v: Option<u64> = redis::cmd("GET").arg(format!("{}:{}:v1:_applied", self.prefix, self.set)).query_async(&mut r).await.unwrap();
+        v.unwrap_or(0)
+    }
+
+    /// Every entity hash of the set: entity → field → JSON text.
+    pub async fn hashes(&self) -> HashMap<String, HashMap<String, String>> {
+        let mut r = self.redis().await;
+        let pattern = format!("{}:{}:v1:{{*", self.prefix, self.set);
+        let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query_async(&mut r).await.unwrap();
+        let mut out = HashMap::new();
+        for key in keys {
+            let hash: HashMap<String, String> = redis::cmd("HGETALL").arg(&key).query_async(&mut r).await.unwrap();
+            let entity = key.rsplit_once('{').unwrap().1.trim_end_matches('}').to_string();
+            out.insert(entity, hash);
+        }
+        out
+    }
+
+    /// Removes this test's streams, Redis keys and dead letters.
+    pub async fn cleanup(&self) {
+        let js = self.jetstream().await;
+        let _ = js.delete_stream(&self.stream).await;
+        let _ = js.delete_stream(&self.features).await;
+        if let Ok(dlq) = js.get_stream("SLUICE_DLQ").await {
+            let _ = dlq.purge().filter(format!("sluice.dlq.{}", self.set)).await;
+        }
+        let mut r = self.redis().await;
+        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}:*", self.prefix)).query_async(&mut r).await.unwrap_or_default();
+        if !keys.is_empty() {
+            let _: () = redis::cmd("DEL").arg(keys).query_async(&mut r).await.unwrap_or(());
+        }
+    }
+
+    /// Dead letters of the set: (reason, step, sequence, body).
+    pub async fn dead_letters(&self) -> Vec<(String, String, u64, Vec<u8>)> {
+        let js = self.jetstream().await;
+        let Ok(stream) = js.get_stream("SLUICE_DLQ").await else { return Vec::new() };
+        let consumer = stream
+            .create_consumer(jetstream::consumer::pull::Config {
+                filter_subject: format!("sluice.dlq.{}", self.set),
+                ack_policy: jetstream::consumer::AckPolicy::None,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        use futures::StreamExt;
+        loop {
+            let before = out.len();
+            let mut batch = consumer.fetch().max_messages(5_000).messages().await.unwrap();
+            while let Some(Ok(m)) = batch.next().await {
+                let h = m.headers.clone().unwrap_or_default();
+                let get = |k: &str| h.get(k).map(|v| v.to_string()).unwrap_or_default();
+                out.push((get("Sluice-Reason"), get("Sluice-Step"), get("Sluice-Seq").parse().unwrap_or(0), m.payload.to_vec()));
+            }
+            if out.len() == before {
+                break;
+            }
+        }
+        out
+    }
+}
+
+/// A deterministic synthetic transaction: skewed users, some null amounts, a few unknown
+/// currencies, event times with small out-of-order jitter.
+pub fn transaction(i: u64) -> Json {
+    let h = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 33;
+    let user = (h % 1000) * (h % 1000) / 1000; // skewed towards small ids
+    let currencies = ["USD", "EUR", "GBP", "JPY", "CHF"];
+    let currency = if i % 97 == 13 { "XYZ" } else { currencies[(h % 5) as usize] };
+    let amount = if i % 50 == 7 { Json::Null } else { json!(((h % 100_000) as f64) / 100.0 + 0.01) };
+    let ts = 1_764_000_000_000i64 + i as i64 * 10 - ((h % 5) as i64) * 3;
+    let country = ["US", "DE", "GB", "JP", "CH"][(h % 5) as usize];
+    json!({
+        "transaction_id": i,
+        "user_id": format!("u{user}"),
+        "amount": amount,
+        "currency": currency,
+        "merchant": format!("m{}", h % 50),
+        "country": country,
+        "ts": ts,
+    })
+}
+
+/// The USD rate of a currency in the test config (`RATES`); `None`: unknown (dead letter).
+pub fn rate(currency: &str) -> Option<f64> {
+    match currency {
+        "USD" => Some(1.0),
+        "EUR" => Some(1.08),
+        "GBP" => Some(1.27),
+        "JPY" => Some(0.0067),
+        _ => None,
+    }
+}
+
+/// Whether the fraud pipeline keeps a transaction (known currency, a positive amount).
+pub fn kept(t: &Json) -> bool {
+    rate(t["currency"].as_str().unwrap_or("")).is_some() && t["amount"].as_f64().is_some_and(|a| a > 0.0)
+}
+
+/// Reads every Parquet part of a folder: rows as (seq, key, ts, column → JSON value).
+pub fn parquet_rows(dir: &Path) -> Vec<(u64, String, i64, HashMap<String, Json>)> {
+    use arrow_array::{Array, BooleanArray, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray, UInt64Array};
+    let mut rows = Vec::new();
+    let Ok(dates) = std::fs::read_dir(dir) else { return rows };
+    for date in dates.flatten() {
+        for part in std::fs::read_dir(date.path()).unwrap().flatten() {
+            let path = part.path();
+            if path.extension().is_none_or(|e| e != "parquet") {
+                continue;
+            }
+            let file = std::fs::File::open(&path).unwrap();
+            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+            for batch in reader {
+                let batch = batch.unwrap();
+                let schema = batch.schema();
+                let seq = batch.column(0).as_any().downcast_ref::<UInt64Array>().unwrap();
+                let key = batch.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+                let ts = batch.column(2).as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap();
+                for r in 0..batch.num_rows() {
+                    let mut values = HashMap::new();
+                    for (c, field) in schema.fields().iter().enumerate().skip(3) {
+                        let col = batch.column(c);
+                        let v = if col.is_null(r) {
+                            Json::Null
+                        } else if let Some(a) = col.as_any().downcast_ref::<Float64Array>() {
+                            json!(a.value(r))
+                        } else if let Some(a) = col.as_any().downcast_ref::<Int64Array>() {
+                            json!(a.value(r))
+                        } else if let Some(a) = col.as_any().downcast_ref::<BooleanArray>() {
+                            json!(a.value(r))
+                        } else if let Some(a) = col.as_any().downcast_ref::<StringArray>() {
+                            json!(a.value(r))
+                        } else {
+                            json!(format!("{:?}", col.data_type()))
+                        };
+                        values.insert(field.name().clone(), v);
+                    }
+                    rows.push((seq.value(r), key.value(r).to_string(), ts.value(r), values));
+                }
+            }
+        }
+    }
+    rows.sort_by_key(|r| r.0);
+    rows
+}

@@ -1,0 +1,137 @@
+//! The streaming pipeline against the real NATS JetStream and Redis: every event lands
+//! exactly once in Redis and Parquet, poison goes to the dead-letter subject with its reason,
+//! and shutdown leaves nothing uncommitted.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use serde_json::Value as Json;
+use sluice_tests::live::{kept, parquet_rows, rate, transaction, Live};
+use tokio::sync::watch;
+
+async fn wait_for(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let started = Instant::now();
+    while !check().await {
+        if started.elapsed() > timeout {
+            eprintln!("timed out waiting for {what}");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Expected online values: per user, the kept transaction with the latest (ts, seq).
+fn expected_latest(events: &[Json]) -> HashMap<String, (u64, &Json)> {
+    let mut latest: HashMap<String, (u64, &Json)> = HashMap::new();
+    for (i, e) in events.iter().enumerate().filter(|(_, e)| kept(e)) {
+        let seq = i as u64 + 1;
+        let user = e["user_id"].as_str().unwrap().to_string();
+        let newer = |(s, old): &(u64, &Json)| (e["ts"].as_i64(), seq) > (old["ts"].as_i64(), *s);
+        if latest.get(&user).is_none_or(newer) {
+            latest.insert(user, (seq, e));
+        }
+    }
+    latest
+}
+
+/// Checks Redis and Parquet against the events: every kept event once, the latest per user.
+async fn check_outputs(live: &Live, events: &[Json]) {
+    let expected = expected_latest(events);
+    let hashes = live.hashes().await;
+    assert_eq!(hashes.len(), expected.len(), "one hash per user with a kept transaction");
+    for (user, (seq, e)) in &expected {
+        let hash = &hashes[user];
+        assert_eq!(hash["_seq"], seq.to_string(), "user {user}: latest row by event time");
+        let usd: f64 = hash["amount_usd"].parse().unwrap();
+        assert_eq!(usd, e["amount"].as_f64().unwrap() * rate(e["currency"].as_str().unwrap()).unwrap());
+        assert_eq!(hash["is_foreign"], (e["country"] != "US").to_string());
+    }
+    let rows = parquet_rows(&live.offline_dir());
+    let kept_seqs: Vec<u64> = events.iter().enumerate().filter(|(_, e)| kept(e)).map(|(i, _)| i as u64 + 1).collect();
+    let seqs: Vec<u64> = rows.iter().map(|r| r.0).collect();
+    assert_eq!(seqs.len(), kept_seqs.len(), "exactly one Parquet row per kept event");
+    assert_eq!(seqs, kept_seqs);
+    let (seq, key, ts, values) = &rows[rows.len() / 2];
+    let e = &events[*seq as usize - 1];
+    assert_eq!(key, e["user_id"].as_str().unwrap());
+    assert_eq!(*ts, e["ts"].as_i64().unwrap() * 1000);
+    assert!(values["amount_usd"].is_f64() && values["amount_cents"].is_i64() && values["is_foreign"].is_boolean());
+    assert_eq!(values["transaction_id"], e["transaction_id"]);
+}
+
+fn start(live: &Live, config: &std::path::Path) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let config = sluice::config::load(config).unwrap_or_else(|e| panic!("{e}"));
+    let (stop, shutdown) = watch::channel(false);
+    let set = live.set.clone();
+    let task = tokio::spawn(async move {
+        sluice::pipeline::run(config, shutdown).await.unwrap_or_else(|e| panic!("{set}: {e}"));
+    });
+    (stop, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_thousand_events_land_once_in_redis_and_parquet() {
+    let live = Live::new("flow");
+    let config = live.write_config("");
+    let n = 100_000u64;
+    let events: Vec<Json> = (0..n).map(transaction).collect();
+    live.publish(&events.iter().map(|e| serde_json::to_vec(e).unwrap()).collect::<Vec<_>>()).await;
+    let (stop, task) = start(&live, &config);
+    let expected_rows = events.iter().filter(|e| kept(e)).count();
+    wait_for("every event applied", Duration::from_secs(240), async || live.applied().await == n).await;
+    wait_for("every row in Parquet", Duration::from_secs(60), async || parquet_rows(&live.offline_dir()).len() >= expected_rows).await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    check_outputs(&live, &events).await;
+    let letters = live.dead_letters().await;
+    let unknown: HashSet<u64> = events.iter().enumerate().filter(|(_, e)| rate(e["currency"].as_str().unwrap()).is_none()).map(|(i, _)| i as u64 + 1).collect();
+    assert_eq!(letters.len(), unknown.len(), "every unknown currency, and nothing else, is a dead letter");
+    for (reason, step, seq, body) in &letters {
+        assert!(unknown.contains(seq));
+        assert_eq!(step, "to_usd");
+        assert!(reason.starts_with("unknown currency"), "{reason}");
+        assert_eq!(serde_json::from_slice::<Json>(body).unwrap(), events[*seq as usize - 1], "original bytes kept");
+    }
+    live.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_kind_of_poison_goes_to_the_dead_letter_subject_and_the_rest_flows() {
+    let live = Live::new("poison");
+    let config = live.write_config("");
+    let good = |i: u64| serde_json::to_vec(&serde_json::json!({"user_id": format!("u{i}"), "amount": 10.0, "currency": "EUR", "country": "US", "ts": 1_764_000_000_000i64 + i as i64})).unwrap();
+    let poison: Vec<(Vec<u8>, &str, &str)> = vec![
+        (b"{not json".to_vec(), "decode", "invalid JSON"),
+        (br#"{"amount": 1, "currency": "EUR", "ts": 1}"#.to_vec(), "decode", "missing entity key field \"user_id\""),
+        (br#"{"user_id": "x", "amount": 1, "currency": "EUR"}"#.to_vec(), "decode", "missing event time field \"ts\""),
+        (br#"{"user_id": "x", "amount": 1, "currency": 5, "ts": 1}"#.to_vec(), "to_usd", "field \"currency\" must be text"),
+        (br#"{"user_id": "x", "amount": "ten", "currency": "EUR", "ts": 1}"#.to_vec(), "to_usd", "field \"amount\" must be a number"),
+        (format!(r#"{{"user_id": "x", "ts": 1, "pad": "{}"}}"#, "p".repeat(100_000)).into_bytes(), "decode", "larger than max_event_bytes"),
+        (br#"{"user_id": "x", "amount": 1e300, "currency": "USD", "country": "US", "ts": 1}"#.to_vec(), "derived", "amount_cents"),
+    ];
+    let mut events = Vec::new();
+    for (i, (bad, _, _)) in poison.iter().enumerate() {
+        events.push(good(i as u64 * 2));
+        events.push(bad.clone());
+    }
+    events.push(good(1000));
+    live.publish(&events).await;
+    let (stop, task) = start(&live, &config);
+    let n = events.len() as u64;
+    wait_for("every event applied", Duration::from_secs(60), async || live.applied().await == n).await;
+    wait_for("every dead letter", Duration::from_secs(10), async || live.dead_letters().await.len() >= poison.len())
+        .await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    let letters = live.dead_letters().await;
+    assert_eq!(letters.len(), poison.len());
+    for (k, (bad, step, reason)) in poison.iter().enumerate() {
+        let seq = (k as u64) * 2 + 2;
+        let letter = letters.iter().find(|l| l.2 == seq).unwrap_or_else(|| panic!("no dead letter for seq {seq}"));
+        assert_eq!(letter.1, *step, "seq {seq}");
+        assert!(letter.0.contains(reason), "seq {seq}: {}", letter.0);
+        assert_eq!(&letter.3, bad, "the original bytes");
+    }
+    assert_eq!(live.hashes().await.len(), poison.len() + 1, "every good event around the poison is online");
+    live.cleanup().await;
+}
