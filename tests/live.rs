@@ -55,6 +55,11 @@ impl Live {
     /// The fraud pipeline's config for this test (currency plugin, filter, map; Redis, stream
     /// and Parquet targets), written into the test folder; returns its path.
     pub fn write_config(&self, extra_steps: &str) -> PathBuf {
+        self.write_config_with(extra_steps, 1)
+    }
+
+    /// Like [`Live::write_config`], with the Parquet roll period in seconds.
+    pub fn write_config_with(&self, extra_steps: &str, roll_seconds: u64) -> PathBuf {
         let plugin = crate::rust_plugin("currency");
         let text = format!(
             r#"
@@ -110,7 +115,7 @@ create = true
 [[feature_set.targets]]
 kind = "parquet"
 root = "offline"
-roll_seconds = 1
+roll_seconds = {roll_seconds}
 "#,
             redis = self.redis_url,
             prefix = self.prefix,
@@ -121,6 +126,7 @@ roll_seconds = 1
             features = self.features,
             id = self.id,
             rates = crate::RATES,
+            roll_seconds = roll_seconds,
         );
         let path = self.dir.path().join("sluice.toml");
         std::fs::write(&path, text).unwrap();
@@ -177,6 +183,15 @@ roll_seconds = 1
             out.insert(entity, hash);
         }
         out
+    }
+
+    /// (pending, unacknowledged) messages of a durable consumer on a stream.
+    pub async fn consumer_backlog(&self, stream: &str, durable: &str) -> (u64, usize) {
+        let js = self.jetstream().await;
+        let stream = js.get_stream(stream).await.unwrap();
+        let mut consumer: jetstream::consumer::PullConsumer = stream.get_consumer(durable).await.unwrap();
+        let info = consumer.info().await.unwrap();
+        (info.num_pending, info.num_ack_pending)
     }
 
     /// Removes this test's streams, Redis keys and dead letters.

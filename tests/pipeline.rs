@@ -135,3 +135,93 @@ async fn each_kind_of_poison_goes_to_the_dead_letter_subject_and_the_rest_flows(
     assert_eq!(live.hashes().await.len(), poison.len() + 1, "every good event around the poison is online");
     live.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_commits_everything_it_has_taken() {
+    let live = Live::new("stop");
+    // A long roll period: only the shutdown can commit the Parquet rows in time.
+    let config = live.write_config_with("", 3600);
+    let events: Vec<Json> = (0..5_000).map(transaction).collect();
+    live.publish(&events.iter().map(|e| serde_json::to_vec(e).unwrap()).collect::<Vec<_>>()).await;
+    let (stop, task) = start(&live, &config);
+    wait_for("every event applied", Duration::from_secs(60), async || live.applied().await == 5_000).await;
+    assert!(parquet_rows(&live.offline_dir()).is_empty(), "nothing committed before the roll period");
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    check_outputs(&live, &events).await;
+    let offline = format!("sluice-offline-{}-v1", live.set);
+    assert_eq!(live.consumer_backlog(&live.features, &offline).await, (0, 0), "offline writer acknowledged all");
+    let online = format!("sluice-{}-v1", live.set);
+    assert_eq!(live.consumer_backlog(&live.stream, &online).await, (0, 0), "pipeline acknowledged all");
+    live.cleanup().await;
+}
+
+/// Not a test on its own: the body of the child process that the kill test starts and kills
+/// (`SLUICE_CHILD_CONFIG` names its config). It runs `sluice run` as the binary does.
+#[test]
+#[ignore]
+fn child_pipeline() {
+    let Ok(config) = std::env::var("SLUICE_CHILD_CONFIG") else { return };
+    let cli = <sluice::cli::Cli as clap::Parser>::parse_from(["sluice", "run", "--config", &config]);
+    std::process::exit(sluice::cli::run(cli).unwrap());
+}
+
+fn spawn_child(config: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_pipeline", "--ignored", "--nocapture", "--test-threads=1"])
+        .env("SLUICE_CHILD_CONFIG", config)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_with_sigkill_at_random_points_and_restarted_nothing_is_lost_or_doubled() {
+    let live = Live::new("kill");
+    let config = live.write_config("");
+    let n = 100_000u64;
+    let events: Vec<Json> = (0..n).map(transaction).collect();
+    let bodies: Vec<Vec<u8>> = events.iter().map(|e| serde_json::to_vec(e).unwrap()).collect();
+    let publisher = {
+        let live_subject = (live.stream.clone(), live.subject.clone());
+        let bodies = bodies.clone();
+        tokio::spawn(async move {
+            let js = async_nats::jetstream::new(async_nats::connect(sluice_tests::live::NATS).await.unwrap());
+            let config = async_nats::jetstream::stream::Config { name: live_subject.0, subjects: vec![live_subject.1.clone()], ..Default::default() };
+            js.get_or_create_stream(config).await.unwrap();
+            for chunk in bodies.chunks(2_000) {
+                let mut acks = Vec::new();
+                for b in chunk {
+                    acks.push(js.publish(live_subject.1.clone(), b.clone().into()).await.unwrap());
+                }
+                for a in acks {
+                    a.await.unwrap();
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    for round in 0..5 {
+        let mut child = spawn_child(&config);
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let after = Duration::from_millis(300 + seed % 1200);
+        tokio::time::sleep(after).await;
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        eprintln!("round {round}: killed after {after:?}, applied {}", live.applied().await);
+    }
+    publisher.await.unwrap();
+    let mut child = spawn_child(&config);
+    let expected_rows = events.iter().filter(|e| kept(e)).count();
+    wait_for("every event applied", Duration::from_secs(240), async || live.applied().await == n).await;
+    wait_for("every row in Parquet", Duration::from_secs(60), async || parquet_rows(&live.offline_dir()).len() >= expected_rows).await;
+    // SIGTERM: graceful stop.
+    std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    assert!(child.wait().unwrap().success(), "a graceful stop exits 0");
+    check_outputs(&live, &events).await;
+    live.cleanup().await;
+}

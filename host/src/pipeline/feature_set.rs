@@ -20,6 +20,29 @@ use crate::targets::dlq::DeadLetters;
 use crate::targets::redis::RedisTarget;
 use crate::targets::stream::StreamTarget;
 
+/// Reads the next batch, retrying while NATS is unreachable; `None` on shutdown.
+async fn retry_read(
+    label: &str,
+    shutdown: &watch::Receiver<bool>,
+    source: &mut JetStreamSource,
+) -> Option<Vec<async_nats::jetstream::Message>> {
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match source.next_batch().await {
+            Ok(batch) => return Some(batch),
+            Err(e) if *shutdown.borrow() => {
+                tracing::warn!(set = %label, "{e}; stopping");
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(set = %label, "{e}; retrying in {} ms", delay.as_millis());
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
 /// A running feature set version.
 pub struct FeatureSetRunner {
     label: String,
@@ -85,7 +108,7 @@ impl FeatureSetRunner {
     pub async fn run(mut self, shutdown: watch::Receiver<bool>) {
         tracing::info!(set = %self.label, "feature set running");
         while !*shutdown.borrow() {
-            let Some(messages) = retry(&format!("{}: reading", self.label), &shutdown, || self.source.next_batch()).await else {
+            let Some(messages) = retry_read(&self.label, &shutdown, &mut self.source).await else {
                 break;
             };
             if messages.is_empty() {

@@ -3,22 +3,18 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
-use futures::StreamExt;
 use tokio::sync::watch;
 
-use super::retry::retry;
 use super::{PipelineError, Services};
 use crate::config::{Config, FeatureSetConfig, TargetConfig};
-use crate::sources::jetstream::ensure_stream;
+use crate::sources::jetstream::{JetStreamSource, SourceOptions};
 use crate::targets::parquet::PartWriter;
 use crate::targets::stream::RowBatch;
-use crate::targets::TargetError;
 
 /// A running offline writer.
 pub struct OfflineRunner {
     label: String,
-    consumer: PullConsumer,
+    source: JetStreamSource,
     writer: PartWriter,
     roll_rows: usize,
     roll: Duration,
@@ -42,38 +38,18 @@ impl OfflineRunner {
             return Err(fail("no parquet target".into()));
         };
         let writer = PartWriter::open(&config.resolve(root), &set.name, set.version).map_err(|e| fail(e.to_string()))?;
-        let stream = ensure_stream(&services.js, stream, subject, create).await.map_err(|e| fail(e.to_string()))?;
-        let durable = format!("sluice-offline-{}-v{}", set.name, set.version);
-        let consumer_config = pull::Config {
-            durable_name: Some(durable.clone()),
-            filter_subject: subject.clone(),
-            ack_policy: AckPolicy::All,
-            ack_wait: Duration::from_secs(roll_seconds * 3 + 30),
+        let options = SourceOptions {
+            stream,
+            subject,
+            durable: format!("sluice-offline-{}-v{}", set.name, set.version),
+            create,
+            batch: 500,
+            max_wait: Duration::from_millis(500),
             max_ack_pending: -1,
-            ..Default::default()
+            ack_wait: Duration::from_secs(roll_seconds * 3 + 30),
         };
-        let consumer = stream
-            .get_or_create_consumer(&durable, consumer_config)
-            .await
-            .map_err(|e| fail(format!("consumer {durable}: {e}")))?;
-        Ok(OfflineRunner { label, consumer, writer, roll_rows, roll: Duration::from_secs(roll_seconds) })
-    }
-
-    async fn fetch(&self) -> Result<Vec<async_nats::jetstream::Message>, TargetError> {
-        let nats = |e: &dyn std::fmt::Display| TargetError::Nats(format!("offline writer: {e}"));
-        let mut messages = self
-            .consumer
-            .batch()
-            .max_messages(500)
-            .expires(Duration::from_millis(500))
-            .messages()
-            .await
-            .map_err(|e| nats(&e))?;
-        let mut batch = Vec::new();
-        while let Some(m) = messages.next().await {
-            batch.push(m.map_err(|e| nats(&e))?);
-        }
-        Ok(batch)
+        let source = JetStreamSource::open(&services.js, options).await.map_err(|e| fail(e.to_string()))?;
+        Ok(OfflineRunner { label, source, writer, roll_rows, roll: Duration::from_secs(roll_seconds) })
     }
 
     /// Writes parts until shutdown; pending rows are committed before returning.
@@ -83,7 +59,14 @@ impl OfflineRunner {
         loop {
             let stopping = *shutdown.borrow();
             if !stopping {
-                let Some(messages) = retry(&self.label, &shutdown, || self.fetch()).await else { break };
+                let messages = match self.source.next_batch().await {
+                    Ok(messages) => messages,
+                    Err(e) => {
+                        tracing::warn!(writer = %self.label, "{e}; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                };
                 for message in messages {
                     match serde_json::from_slice::<RowBatch>(&message.payload) {
                         Ok(batch) => {

@@ -1,21 +1,22 @@
-//! The JetStream source: a durable pull consumer per feature set version, read in batches
-//! (up to N messages or T ms), acknowledged explicitly with "ack all" after everything a batch
-//! produced is durable, with a bounded number of unacknowledged messages.
+//! The JetStream source: a durable pull consumer, read in batches (up to N messages or T ms),
+//! acknowledged with "ack all" after everything a batch produced is durable, with a bounded
+//! number of unacknowledged messages.
+//!
+//! "Ack all" acknowledges every earlier message too, so the source must never move past a
+//! message it has not processed. Two situations would: a restart while the previous instance
+//! still had messages in flight (the server redelivers them only after `ack_wait`, and would
+//! hand the new instance later ones first), and a delivered message lost on the way. So the
+//! source starts from the consumer's acknowledged floor (re-creating the consumer there) and,
+//! should a batch not start where the last one ended, repositions the consumer to that point.
 
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::stream::Stream;
 use async_nats::jetstream::{self, Context};
 use futures::StreamExt;
 
 use crate::targets::TargetError;
-
-/// A durable pull consumer of one feature set version.
-pub struct JetStreamSource {
-    consumer: PullConsumer,
-    batch: usize,
-    max_wait: Duration,
-}
 
 /// How to read a stream.
 pub struct SourceOptions<'a> {
@@ -31,10 +32,21 @@ pub struct SourceOptions<'a> {
     pub batch: usize,
     /// Longest wait for a batch.
     pub max_wait: Duration,
-    /// Most unacknowledged messages.
+    /// Most unacknowledged messages (-1: no limit).
     pub max_ack_pending: i64,
     /// Redelivery delay of an unacknowledged message.
     pub ack_wait: Duration,
+}
+
+/// A durable pull consumer that never skips a message.
+pub struct JetStreamSource {
+    stream: Stream,
+    template: pull::Config,
+    consumer: PullConsumer,
+    batch: usize,
+    max_wait: Duration,
+    /// The stream sequence the next batch must start at, once known.
+    next: Option<u64>,
 }
 
 fn nats(what: &str, e: impl std::fmt::Display) -> TargetError {
@@ -42,7 +54,7 @@ fn nats(what: &str, e: impl std::fmt::Display) -> TargetError {
 }
 
 /// Gets (or creates) a stream capturing `subject`.
-pub async fn ensure_stream(js: &Context, name: &str, subject: &str, create: bool) -> Result<jetstream::stream::Stream, TargetError> {
+pub async fn ensure_stream(js: &Context, name: &str, subject: &str, create: bool) -> Result<Stream, TargetError> {
     if create {
         let config = jetstream::stream::Config { name: name.to_string(), subjects: vec![subject.to_string()], ..Default::default() };
         js.get_or_create_stream(config).await.map_err(|e| nats(&format!("stream {name}"), e))
@@ -52,10 +64,10 @@ pub async fn ensure_stream(js: &Context, name: &str, subject: &str, create: bool
 }
 
 impl JetStreamSource {
-    /// Binds (creating if needed) the durable consumer.
+    /// Binds the durable consumer, resuming right after its acknowledged floor.
     pub async fn open(js: &Context, options: SourceOptions<'_>) -> Result<Self, TargetError> {
         let stream = ensure_stream(js, options.stream, options.subject, options.create).await?;
-        let config = pull::Config {
+        let template = pull::Config {
             durable_name: Some(options.durable.clone()),
             filter_subject: options.subject.to_string(),
             ack_policy: AckPolicy::All,
@@ -63,15 +75,26 @@ impl JetStreamSource {
             max_ack_pending: options.max_ack_pending,
             ..Default::default()
         };
-        let consumer = stream
-            .get_or_create_consumer(&options.durable, config)
-            .await
-            .map_err(|e| nats(&format!("consumer {}", options.durable), e))?;
-        Ok(JetStreamSource { consumer, batch: options.batch, max_wait: options.max_wait })
+        let floor = match stream.get_consumer::<pull::Config>(&options.durable).await {
+            Ok(mut existing) => existing.info().await.map_err(|e| nats("consumer info", e))?.ack_floor.stream_sequence,
+            Err(_) => 0,
+        };
+        let consumer = Self::create_at(&stream, &template, floor + 1).await?;
+        Ok(JetStreamSource { stream, template, consumer, batch: options.batch, max_wait: options.max_wait, next: None })
     }
 
-    /// The next batch: up to `batch` messages, waiting at most `max_wait` for them.
-    pub async fn next_batch(&self) -> Result<Vec<jetstream::Message>, TargetError> {
+    /// (Re)creates the durable consumer delivering from stream sequence `start`.
+    async fn create_at(stream: &Stream, template: &pull::Config, start: u64) -> Result<PullConsumer, TargetError> {
+        let name = template.durable_name.clone().unwrap_or_default();
+        let _ = stream.delete_consumer(&name).await;
+        let mut config = template.clone();
+        config.deliver_policy = if start <= 1 { DeliverPolicy::All } else { DeliverPolicy::ByStartSequence { start_sequence: start } };
+        stream.create_consumer(config).await.map_err(|e| nats(&format!("consumer {name}"), e))
+    }
+
+    /// The next batch: up to `batch` messages, waiting at most `max_wait` for them; empty when
+    /// none came, or when the consumer had to be repositioned.
+    pub async fn next_batch(&mut self) -> Result<Vec<jetstream::Message>, TargetError> {
         let mut messages = self
             .consumer
             .batch()
@@ -82,8 +105,26 @@ impl JetStreamSource {
             .map_err(|e| nats("fetching a batch", e))?;
         let mut batch = Vec::with_capacity(self.batch);
         while let Some(message) = messages.next().await {
-            batch.push(message.map_err(|e| nats("reading a batch", e))?);
+            match message {
+                Ok(m) => batch.push(m),
+                // Keep what was delivered: dropping it would let a later "ack all" skip it.
+                Err(e) if !batch.is_empty() => {
+                    tracing::debug!("batch ended early: {e}");
+                    break;
+                }
+                Err(e) => return Err(nats("reading a batch", e)),
+            }
         }
+        let (Some(first), Some(last)) = (batch.first(), batch.last()) else { return Ok(batch) };
+        let (first, last) = (sequence(first)?, sequence(last)?);
+        if let Some(next) = self.next {
+            if first > next {
+                tracing::warn!(expected = next, got = first, "a batch skipped messages: repositioning the consumer");
+                self.consumer = Self::create_at(&self.stream, &self.template, next).await?;
+                return Ok(Vec::new());
+            }
+        }
+        self.next = Some(last + 1);
         Ok(batch)
     }
 }

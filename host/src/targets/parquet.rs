@@ -166,9 +166,10 @@ impl PartWriter {
         !self.pending.is_empty() && (self.pending.len() >= roll_rows || self.started.is_some_and(|s| s.elapsed() >= roll))
     }
 
-    /// Writes the pending rows as one part file per date; returns the files written.
+    /// Writes the pending rows as one part file per date; returns the files written. On an
+    /// error the rows stay pending (a retry rewrites the same files, same names, same rows).
     pub fn commit(&mut self) -> Result<Vec<PathBuf>, TargetError> {
-        let pending = std::mem::take(&mut self.pending);
+        let pending = &self.pending;
         if pending.is_empty() {
             return Ok(Vec::new());
         }
@@ -183,11 +184,16 @@ impl PartWriter {
             let folder = self.dir.join(format!("date={date}"));
             fs::create_dir_all(&folder).map_err(|e| file_error(&folder, e))?;
             let path = folder.join(format!("part-{first:020}-{last:020}.parquet"));
-            write_part(&path, &pending, rows)?;
-            self.committed.ranges.entry(date.clone()).or_default().push((first, last));
-            written.push(path);
+            write_part(&path, pending, rows)?;
+            written.push((date.clone(), path));
         }
-        Ok(written)
+        self.pending = Pending::default();
+        let mut files = Vec::new();
+        for (date, path) in written {
+            self.committed.ranges.entry(date).or_default().push((first, last));
+            files.push(path);
+        }
+        Ok(files)
     }
 }
 
