@@ -225,3 +225,80 @@ async fn killed_with_sigkill_at_random_points_and_restarted_nothing_is_lost_or_d
     check_outputs(&live, &events).await;
     live.cleanup().await;
 }
+
+/// A Redis server owned by one test, on its own port, keeping its data in a folder so it can
+/// be stopped (saving) and started again.
+struct OwnRedis {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl OwnRedis {
+    fn start() -> OwnRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut redis = OwnRedis { port, dir: tempfile::tempdir().unwrap(), child: None };
+        redis.restart();
+        redis
+    }
+
+    fn restart(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis-server on port {} did not start", self.port);
+    }
+
+    /// Stops the server, saving its data first (as an operator's restart would).
+    fn stop(&mut self) {
+        let _ = std::process::Command::new("redis-cli").args(["-p", &self.port.to_string(), "shutdown", "save"]).output();
+        if let Some(mut child) = self.child.take() {
+            child.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_for_seconds_mid_stream_pauses_the_pipeline_and_nothing_is_lost() {
+    let mut redis = OwnRedis::start();
+    let mut live = Live::new("outage");
+    live.redis_url = format!("redis://127.0.0.1:{}/0", redis.port);
+    let config = live.write_config("");
+    let n = 30_000u64;
+    let events: Vec<Json> = (0..n).map(transaction).collect();
+    let bodies: Vec<Vec<u8>> = events.iter().map(|e| serde_json::to_vec(e).unwrap()).collect();
+    live.publish(&bodies[..10_000]).await;
+    let (stop, task) = start(&live, &config);
+    wait_for("the first events applied", Duration::from_secs(60), async || live.applied().await >= 10_000).await;
+    redis.stop();
+    live.publish(&bodies[10_000..]).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    redis.restart();
+    let expected_rows = events.iter().filter(|e| kept(e)).count();
+    wait_for("every event applied", Duration::from_secs(120), async || live.applied().await == n).await;
+    wait_for("every row in Parquet", Duration::from_secs(60), async || parquet_rows(&live.offline_dir()).len() >= expected_rows).await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    check_outputs(&live, &events).await;
+    live.cleanup().await;
+}
