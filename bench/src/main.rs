@@ -2,6 +2,7 @@
 //! runtime: per-event cost of the currency transform natively and as Rust, Python and
 //! JavaScript plugins at several batch sizes, instantiation time, compile vs cached load.
 
+mod pipeline;
 mod plugins;
 
 use clap::{Parser, Subcommand};
@@ -17,10 +18,13 @@ struct Cli {
 enum Command {
     /// Plugin runtime: per-event cost, instantiation, compile vs cached load.
     Plugins(plugins::Options),
+    /// Streaming pipeline: events/s against a bare consumer, and freshness.
+    Pipeline(pipeline::Options),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Plugins(options) => plugins::run(options),
+        Command::Pipeline(options) => pipeline::run(options, plugins::rust_plugin_dir().join("currency.wasm")),
     }
 }

@@ -30,6 +30,11 @@ pub struct Options {
     skip_native: bool,
 }
 
+/// Where the Rust plugins are built.
+pub fn rust_plugin_dir() -> PathBuf {
+    plugin_paths().0
+}
+
 fn plugin_paths() -> (PathBuf, PathBuf) {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let rust = std::env::var_os("SLUICE_PLUGINS_TARGET_DIR")

@@ -12,6 +12,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
+use tokio::time::Instant;
 use async_nats::jetstream::stream::Stream;
 use async_nats::jetstream::{self, Context};
 use futures::StreamExt;
@@ -43,6 +44,8 @@ pub struct JetStreamSource {
     stream: Stream,
     template: pull::Config,
     consumer: PullConsumer,
+    /// The continuous pull (prefetching while a batch is processed).
+    messages: pull::Stream,
     batch: usize,
     max_wait: Duration,
     /// The stream sequence the next batch must start at, once known.
@@ -80,7 +83,19 @@ impl JetStreamSource {
             Err(_) => 0,
         };
         let consumer = Self::create_at(&stream, &template, floor + 1).await?;
-        Ok(JetStreamSource { stream, template, consumer, batch: options.batch, max_wait: options.max_wait, next: None })
+        let messages = Self::pull(&consumer, options.batch).await?;
+        Ok(JetStreamSource { stream, template, consumer, messages, batch: options.batch, max_wait: options.max_wait, next: None })
+    }
+
+    async fn pull(consumer: &PullConsumer, batch: usize) -> Result<pull::Stream, TargetError> {
+        consumer
+            .stream()
+            .max_messages_per_batch(batch)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+            .map_err(|e| nats("pulling messages", e))
     }
 
     /// (Re)creates the durable consumer delivering from stream sequence `start`.
@@ -92,27 +107,37 @@ impl JetStreamSource {
         stream.create_consumer(config).await.map_err(|e| nats(&format!("consumer {name}"), e))
     }
 
-    /// The next batch: up to `batch` messages, waiting at most `max_wait` for them; empty when
-    /// none came, or when the consumer had to be repositioned.
+    /// The next batch: up to `batch` messages, waiting at most `max_wait` once the first has
+    /// come (and as long for the first); empty when none came, or when the consumer had to be
+    /// repositioned.
     pub async fn next_batch(&mut self) -> Result<Vec<jetstream::Message>, TargetError> {
-        let mut messages = self
-            .consumer
-            .batch()
-            .max_messages(self.batch)
-            .expires(self.max_wait)
-            .messages()
-            .await
-            .map_err(|e| nats("fetching a batch", e))?;
         let mut batch = Vec::with_capacity(self.batch);
-        while let Some(message) = messages.next().await {
-            match message {
-                Ok(m) => batch.push(m),
+        let mut deadline = Instant::now() + self.max_wait;
+        while batch.len() < self.batch {
+            let next = match tokio::time::timeout_at(deadline, self.messages.next()).await {
+                Err(_) => break,
+                Ok(next) => next,
+            };
+            match next {
+                Some(Ok(m)) => {
+                    if batch.is_empty() {
+                        deadline = Instant::now() + self.max_wait;
+                    }
+                    batch.push(m);
+                }
                 // Keep what was delivered: dropping it would let a later "ack all" skip it.
-                Err(e) if !batch.is_empty() => {
+                Some(Err(e)) if !batch.is_empty() => {
                     tracing::debug!("batch ended early: {e}");
                     break;
                 }
-                Err(e) => return Err(nats("reading a batch", e)),
+                Some(Err(e)) => {
+                    self.messages = Self::pull(&self.consumer, self.batch).await?;
+                    return Err(nats("reading messages", e));
+                }
+                None => {
+                    self.messages = Self::pull(&self.consumer, self.batch).await?;
+                    break;
+                }
             }
         }
         let (Some(first), Some(last)) = (batch.first(), batch.last()) else { return Ok(batch) };
@@ -121,6 +146,7 @@ impl JetStreamSource {
             if first > next {
                 tracing::warn!(expected = next, got = first, "a batch skipped messages: repositioning the consumer");
                 self.consumer = Self::create_at(&self.stream, &self.template, next).await?;
+                self.messages = Self::pull(&self.consumer, self.batch).await?;
                 return Ok(Vec::new());
             }
         }

@@ -1,0 +1,319 @@
+//! The pipeline benchmark: JetStream → currency plugin (Rust) → filter → map → Redis +
+//! stream targets, against a bare `async-nats` consumer draining the same stream; and
+//! publish-to-readable-in-Redis freshness at a fixed publish rate.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy};
+use futures::StreamExt;
+use serde_json::json;
+use tokio::sync::watch;
+
+const NATS: &str = "nats://127.0.0.1:4222";
+const REDIS: &str = "redis://127.0.0.1:6379/0";
+const RATES: &str = r#"{"USD":1.0,"EUR":1.08,"GBP":1.27,"JPY":0.0067,"CHF":1.13}"#;
+
+/// Options of `sluice-bench pipeline`.
+#[derive(clap::Args)]
+pub struct Options {
+    /// Events for the throughput run.
+    #[arg(long, default_value_t = 200_000)]
+    events: u64,
+    /// Publish rate of the freshness run (events/s).
+    #[arg(long, default_value_t = 10_000)]
+    rate: u64,
+    /// Seconds of the freshness run.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Events per batch.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+}
+
+/// A seeded synthetic transaction: skewed users, some nulls, small out-of-order jitter.
+fn transaction(i: u64, user: Option<String>) -> Vec<u8> {
+    let h = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 33;
+    let u = (h % 10_000) * (h % 10_000) / 10_000;
+    let amount = if i % 50 == 7 { serde_json::Value::Null } else { json!(((h % 100_000) as f64) / 100.0 + 0.01) };
+    let ts = 1_764_000_000_000i64 + i as i64 - ((h % 5) as i64) * 3;
+    let currency = ["USD", "EUR", "GBP", "JPY", "CHF"][(h % 5) as usize];
+    let country = ["US", "DE", "GB", "JP", "CH"][(h % 5) as usize];
+    serde_json::to_vec(&json!({
+        "transaction_id": i,
+        "user_id": user.unwrap_or_else(|| format!("u{u}")),
+        "amount": amount,
+        "currency": currency,
+        "merchant": format!("m{}", h % 500),
+        "country": country,
+        "ts": ts,
+    }))
+    .unwrap()
+}
+
+struct Names {
+    id: String,
+    stream: String,
+    subject: String,
+    features: String,
+    prefix: String,
+}
+
+impl Names {
+    fn new(tag: &str) -> Names {
+        let id = format!("{tag}{}", std::process::id());
+        Names {
+            stream: format!("BENCH{}", id.to_uppercase()),
+            subject: format!("bench.{id}"),
+            features: format!("BENCHFT{}", id.to_uppercase()),
+            prefix: format!("bench{id}"),
+            id,
+        }
+    }
+
+    fn config(&self, dir: &Path, plugin: &Path, batch: usize) -> PathBuf {
+        let text = format!(
+            r#"
+[host]
+nats = "{NATS}"
+redis = "{REDIS}"
+redis_prefix = "{prefix}"
+data_dir = "data"
+
+[plugins]
+currency = "{plugin}"
+
+[[feature_set]]
+name = "tx{id}"
+entity = "user_id"
+timestamp = {{ field = "ts" }}
+ttl = "1d"
+
+[feature_set.source]
+kind = "jetstream"
+stream = "{stream}"
+subject = "{subject}"
+create = true
+batch = {batch}
+max_wait_ms = 5
+max_ack_pending = 50000
+
+[[feature_set.steps]]
+id = "to_usd"
+kind = "wasm"
+plugin = "currency"
+config = {{ rates = '{RATES}' }}
+
+[[feature_set.steps]]
+id = "with_amount"
+kind = "filter"
+expr = "amount_usd != null && amount_usd > 0.0"
+
+[[feature_set.steps]]
+id = "derived"
+kind = "map"
+fields = {{ is_foreign = "country != 'US'", amount_cents = "int(amount_usd * 100.0)" }}
+
+[[feature_set.targets]]
+kind = "redis"
+
+[[feature_set.targets]]
+kind = "stream"
+stream = "{features}"
+subject = "benchft.{id}"
+create = true
+"#,
+            prefix = self.prefix,
+            plugin = plugin.display(),
+            id = self.id,
+            stream = self.stream,
+            subject = self.subject,
+            features = self.features,
+        );
+        let path = dir.join("bench.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    async fn cleanup(&self, js: &jetstream::Context) {
+        let _ = js.delete_stream(&self.stream).await;
+        let _ = js.delete_stream(&self.features).await;
+        if let Ok(mut r) = redis_connection().await {
+            let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}:*", self.prefix)).query_async(&mut r).await.unwrap_or_default();
+            for chunk in keys.chunks(10_000) {
+                let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query_async(&mut r).await;
+            }
+        }
+    }
+}
+
+async fn redis_connection() -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    redis::Client::open(REDIS)?.get_multiplexed_async_connection().await
+}
+
+async fn applied(prefix: &str, set: &str) -> u64 {
+    let mut r = redis_connection().await.unwrap();
+    let v: Option<u64> = redis::cmd("GET").arg(format!("{prefix}:{set}:v1:_applied")).query_async(&mut r).await.unwrap();
+    v.unwrap_or(0)
+}
+
+async fn publish_all(js: &jetstream::Context, names: &Names, n: u64) -> f64 {
+    let config = jetstream::stream::Config { name: names.stream.clone(), subjects: vec![names.subject.clone()], ..Default::default() };
+    js.get_or_create_stream(config).await.unwrap();
+    let started = Instant::now();
+    let mut acks = std::collections::VecDeque::new();
+    for i in 0..n {
+        acks.push_back(js.publish(names.subject.clone(), transaction(i, None).into()).await.unwrap());
+        if acks.len() >= 1024 {
+            acks.pop_front().unwrap().await.unwrap();
+        }
+    }
+    for ack in acks {
+        ack.await.unwrap();
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn bare_drain(js: &jetstream::Context, names: &Names, n: u64, batch: usize) -> f64 {
+    let stream = js.get_stream(&names.stream).await.unwrap();
+    let consumer = stream
+        .create_consumer(pull::Config { durable_name: Some("bare".into()), ack_policy: AckPolicy::All, max_ack_pending: 50_000, ..Default::default() })
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut seen = 0;
+    while seen < n {
+        let mut messages = consumer.batch().max_messages(batch).expires(Duration::from_millis(100)).messages().await.unwrap();
+        let mut last = None;
+        while let Some(m) = messages.next().await {
+            let m = m.unwrap();
+            std::hint::black_box(&m.payload);
+            seen += 1;
+            last = Some(m);
+        }
+        if let Some(m) = last {
+            m.ack().await.unwrap();
+        }
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    stream.delete_consumer("bare").await.unwrap();
+    rate
+}
+
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+/// Runs the pipeline benchmark and prints a table.
+pub fn run(options: Options, plugin: PathBuf) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let js = jetstream::new(async_nats::connect(NATS).await?);
+        let dir = tempfile::tempdir()?;
+        println!("machine: {} cores; load average before: {}", std::thread::available_parallelism()?.get(), load());
+
+        // Throughput: publish, drain bare, then the pipeline over the same stream.
+        let names = Names::new("tp");
+        names.cleanup(&js).await;
+        let published = publish_all(&js, &names, options.events).await;
+        let bare = bare_drain(&js, &names, options.events, options.batch).await;
+        let config = sluice::config::load(&names.config(dir.path(), &plugin, options.batch))?;
+        let set = format!("tx{}", names.id);
+        let (stop, shutdown) = watch::channel(false);
+        let started = Instant::now();
+        let task = tokio::spawn(sluice::pipeline::run(config, shutdown));
+        while applied(&names.prefix, &set).await < options.events {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let pipeline = options.events as f64 / started.elapsed().as_secs_f64();
+        stop.send(true)?;
+        task.await??;
+        names.cleanup(&js).await;
+
+        // Freshness: a fixed publish rate; probes with their own entity, polled in Redis.
+        let names = Names::new("fr");
+        names.cleanup(&js).await;
+        let stream_config = jetstream::stream::Config { name: names.stream.clone(), subjects: vec![names.subject.clone()], ..Default::default() };
+        js.get_or_create_stream(stream_config).await?;
+        let config = sluice::config::load(&names.config(dir.path(), &plugin, options.batch))?;
+        let set = format!("tx{}", names.id);
+        let (stop, shutdown) = watch::channel(false);
+        let task = tokio::spawn(sluice::pipeline::run(config, shutdown));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut latencies = measure_freshness(&js, &names, &set, options.rate, options.seconds).await;
+        stop.send(true)?;
+        task.await??;
+        names.cleanup(&js).await;
+        latencies.sort();
+        let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)].as_secs_f64() * 1e3;
+
+        println!("\n| measure | value |\n|---|---|");
+        println!("| publish with acks (1024 in flight) | {published:.0} events/s |");
+        println!("| bare async-nats consumer drain (batch {}, ack all) | {bare:.0} events/s |", options.batch);
+        println!("| pipeline: plugin + filter + map → Redis + stream | {pipeline:.0} events/s ({:.0}% of bare) |", pipeline / bare * 100.0);
+        println!("| freshness at {} events/s, p50 / p99 / max ({} probes) | {:.1} / {:.1} / {:.1} ms |", options.rate, latencies.len(), pct(0.5), pct(0.99), pct(1.0));
+        println!("\nload average after: {}", load());
+        Ok(())
+    })
+}
+
+/// Publishes at `rate` for `seconds`; every 100th event is a probe whose entity is polled in
+/// Redis until readable. Returns publish-to-readable latencies.
+async fn measure_freshness(js: &jetstream::Context, names: &Names, set: &str, rate: u64, seconds: u64) -> Vec<Duration> {
+    let (probe_tx, mut probe_rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+    let prefix = names.prefix.clone();
+    let set = set.to_string();
+    let poller = tokio::spawn(async move {
+        let mut r = redis_connection().await.unwrap();
+        let mut latencies = Vec::new();
+        let mut waiting: Vec<(String, Instant)> = Vec::new();
+        loop {
+            while let Ok(p) = probe_rx.try_recv() {
+                waiting.push(p);
+            }
+            if waiting.is_empty() {
+                match probe_rx.recv().await {
+                    Some(p) => waiting.push(p),
+                    None => break,
+                }
+            }
+            let mut pipe = redis::pipe();
+            for (user, _) in &waiting {
+                pipe.cmd("EXISTS").arg(format!("{prefix}:{set}:v1:{{{user}}}"));
+            }
+            let found: Vec<bool> = pipe.query_async(&mut r).await.unwrap();
+            let now = Instant::now();
+            let mut still = Vec::new();
+            for ((user, at), ok) in waiting.drain(..).zip(found) {
+                if ok { latencies.push(now - at) } else { still.push((user, at)) }
+            }
+            waiting = still;
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        latencies
+    });
+    let total = rate * seconds;
+    let started = Instant::now();
+    let mut acks = std::collections::VecDeque::new();
+    for i in 0..total {
+        let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
+        let now = Instant::now();
+        if due > now {
+            tokio::time::sleep(due - now).await;
+        }
+        let probe = (i % 100 == 0).then(|| format!("probe{i}"));
+        let body = transaction(i * 5, probe.clone()); // i*5: USD, a non-null amount
+        acks.push_back(js.publish(names.subject.clone(), body.into()).await.unwrap());
+        if let Some(user) = probe {
+            probe_tx.send((user, Instant::now())).unwrap();
+        }
+        while acks.len() > 1024 {
+            acks.pop_front().unwrap().await.unwrap();
+        }
+    }
+    for ack in acks {
+        ack.await.unwrap();
+    }
+    drop(probe_tx);
+    tokio::time::timeout(Duration::from_secs(30), poller).await.expect("probes readable").unwrap()
+}
