@@ -133,6 +133,19 @@ async fn each_kind_of_poison_goes_to_the_dead_letter_subject_and_the_rest_flows(
         assert_eq!(&letter.3, bad, "the original bytes");
     }
     assert_eq!(live.hashes().await.len(), poison.len() + 1, "every good event around the poison is online");
+    // Plugins' `lookup` reads the same online values.
+    use sluice::plugin::OnlineLookup;
+    let lookup = sluice::pipeline::RedisLookup::new(&sluice::config::load(&config).unwrap(), &live.redis_url).unwrap();
+    let found = tokio::task::spawn_blocking({
+        let set = live.set.clone();
+        move || lookup.lookup(&set, &["u0".to_string(), "nobody".to_string()]).unwrap()
+    })
+    .await
+    .unwrap();
+    let u0 = found[0].as_ref().expect("u0 is online");
+    let usd = u0.iter().find(|f| f.name == "amount_usd").unwrap();
+    assert_eq!(usd.value, sluice::event::Value::Float(10.0 * 1.08));
+    assert!(found[1].is_none());
     live.cleanup().await;
 }
 

@@ -23,6 +23,10 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
     match Cli::parse().command {
         Command::Plugins(options) => plugins::run(options),
         Command::Pipeline(options) => pipeline::run(options, plugins::rust_plugin_dir().join("currency.wasm")),

@@ -29,6 +29,9 @@ pub struct Options {
     /// Events per batch.
     #[arg(long, default_value_t = 1000)]
     batch: usize,
+    /// Longest wait for a batch to fill, in milliseconds.
+    #[arg(long, default_value_t = 1)]
+    max_wait_ms: u64,
 }
 
 /// A seeded synthetic transaction: skewed users, some nulls, small out-of-order jitter.
@@ -71,7 +74,7 @@ impl Names {
         }
     }
 
-    fn config(&self, dir: &Path, plugin: &Path, batch: usize) -> PathBuf {
+    fn config(&self, dir: &Path, plugin: &Path, batch: usize, max_wait_ms: u64) -> PathBuf {
         let text = format!(
             r#"
 [host]
@@ -95,7 +98,7 @@ stream = "{stream}"
 subject = "{subject}"
 create = true
 batch = {batch}
-max_wait_ms = 5
+max_wait_ms = {max_wait}
 max_ack_pending = 50000
 
 [[feature_set.steps]]
@@ -129,6 +132,7 @@ create = true
             stream = self.stream,
             subject = self.subject,
             features = self.features,
+            max_wait = max_wait_ms,
         );
         let path = dir.join("bench.toml");
         std::fs::write(&path, text).unwrap();
@@ -217,7 +221,7 @@ pub fn run(options: Options, plugin: PathBuf) -> anyhow::Result<()> {
         names.cleanup(&js).await;
         let published = publish_all(&js, &names, options.events).await;
         let bare = bare_drain(&js, &names, options.events, options.batch).await;
-        let config = sluice::config::load(&names.config(dir.path(), &plugin, options.batch))?;
+        let config = sluice::config::load(&names.config(dir.path(), &plugin, options.batch, options.max_wait_ms))?;
         let set = format!("tx{}", names.id);
         let (stop, shutdown) = watch::channel(false);
         let started = Instant::now();
@@ -235,7 +239,7 @@ pub fn run(options: Options, plugin: PathBuf) -> anyhow::Result<()> {
         names.cleanup(&js).await;
         let stream_config = jetstream::stream::Config { name: names.stream.clone(), subjects: vec![names.subject.clone()], ..Default::default() };
         js.get_or_create_stream(stream_config).await?;
-        let config = sluice::config::load(&names.config(dir.path(), &plugin, options.batch))?;
+        let config = sluice::config::load(&names.config(dir.path(), &plugin, options.batch, options.max_wait_ms))?;
         let set = format!("tx{}", names.id);
         let (stop, shutdown) = watch::channel(false);
         let task = tokio::spawn(sluice::pipeline::run(config, shutdown));

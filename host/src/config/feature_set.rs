@@ -114,14 +114,6 @@ pub enum SourceConfig {
         #[serde(default = "ack_wait_s")]
         ack_wait_s: u64,
     },
-    /// A file of events (JSON lines), read once.
-    File {
-        /// The file.
-        path: PathBuf,
-        /// Events per batch.
-        #[serde(default = "batch")]
-        batch: usize,
-    },
 }
 
 fn batch() -> usize {

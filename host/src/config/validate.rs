@@ -58,11 +58,6 @@ fn check_set(config: &Config, set: &FeatureSetConfig, at: &str, report: &mut imp
                 report(format!("{at}.source.batch"), format!("{batch}: expected 1 to 10000 messages per batch"));
             }
         }
-        SourceConfig::File { batch, .. } => {
-            if *batch == 0 {
-                report(format!("{at}.source.batch"), "expected at least 1 event per batch".into());
-            }
-        }
     }
     check_steps(config, set, at, report);
     check_targets(set, at, report);

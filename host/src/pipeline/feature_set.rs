@@ -64,9 +64,7 @@ impl FeatureSetRunner {
     ) -> Result<Self, PipelineError> {
         let label = format!("{}@v{}", set.name, set.version);
         let fail = |reason: String| PipelineError::Build { set: label.clone(), reason };
-        let SourceConfig::Jetstream { stream, subject, create, batch, max_wait_ms, max_ack_pending, ack_wait_s } = &set.source else {
-            return Err(fail("`sluice run` reads JetStream sources; a file source is for backfill".into()));
-        };
+        let SourceConfig::Jetstream { stream, subject, create, batch, max_wait_ms, max_ack_pending, ack_wait_s } = &set.source;
         let graph = Graph::build(config, set, &services.registry, lookup).map_err(|e| fail(e.to_string()))?;
         let options = SourceOptions {
             stream,
@@ -105,28 +103,43 @@ impl FeatureSetRunner {
     }
 
     /// Processes batches until shutdown; the batch in hand is finished first.
+    ///
+    /// The Redis write and the acknowledgement of a batch run while the next batch is decoded,
+    /// computed and published to the stream target: Redis works in parallel with the host.
+    /// Writes and acks still happen strictly in batch order (the next batch's start waits for
+    /// the previous batch's end).
     pub async fn run(mut self, shutdown: watch::Receiver<bool>) {
         tracing::info!(set = %self.label, "feature set running");
+        let mut in_flight: Option<tokio::task::JoinHandle<bool>> = None;
         while !*shutdown.borrow() {
-            let Some(messages) = retry_read(&self.label, &shutdown, &mut self.source).await else {
+            let Some(mut messages) = retry_read(&self.label, &shutdown, &mut self.source).await else {
                 break;
             };
             if messages.is_empty() {
                 continue;
             }
-            if !self.process(&messages, &shutdown).await {
+            let Some((rows, last_seq)) = self.process(&messages, &shutdown).await else {
                 break;
+            };
+            if let Some(previous) = in_flight.take() {
+                if !previous.await.unwrap_or(false) {
+                    break;
+                }
             }
-            let last = messages.last().expect("a non-empty batch");
-            if let Err(e) = last.ack().await {
-                tracing::warn!(set = %self.label, "ack failed (the batch will be redelivered and skipped): {e}");
-            }
+            let last = messages.pop().expect("a non-empty batch");
+            let finish = Finish { label: self.label.clone(), redis: self.redis.clone(), shutdown: shutdown.clone() };
+            in_flight = Some(tokio::spawn(finish.run(rows, last_seq, last)));
+        }
+        if let Some(previous) = in_flight.take() {
+            let _ = previous.await;
         }
         tracing::info!(set = %self.label, "feature set stopped");
     }
 
-    /// Runs one batch and makes its results durable; false if shutdown interrupted retries.
-    async fn process(&mut self, messages: &[async_nats::jetstream::Message], shutdown: &watch::Receiver<bool>) -> bool {
+    /// Decodes and runs one batch, publishes its dead letters and stream rows; returns the
+    /// rows for Redis. `None` if shutdown interrupted retries.
+    async fn process(&mut self, messages: &[async_nats::jetstream::Message], shutdown: &watch::Receiver<bool>) -> Option<(Rows, u64)> {
+        let started = std::time::Instant::now();
         let mut rows = Rows::default();
         let mut failures = Vec::new();
         let mut raw: HashMap<u64, Bytes> = HashMap::new();
@@ -140,26 +153,57 @@ impl FeatureSetRunner {
             }
             raw.insert(seq, message.payload.clone());
         }
+        let decoded = std::time::Instant::now();
         let graph = &mut self.graph;
         let rows = tokio::task::block_in_place(|| graph.run(rows, &mut failures));
+        let computed = std::time::Instant::now();
         if !failures.is_empty() {
             let letters: Vec<(Failure, Bytes)> =
                 failures.into_iter().map(|f| { let body = raw.get(&f.seq).cloned().unwrap_or_default(); (f, body) }).collect();
             let dlq = &self.dead_letters;
-            if retry(&format!("{}: dead letters", self.label), shutdown, || dlq.publish(&letters)).await.is_none() {
-                return false;
-            }
+            retry(&format!("{}: dead letters", self.label), shutdown, || dlq.publish(&letters)).await?;
         }
         if let Some(stream) = &self.stream {
-            if !rows.is_empty() && retry(&format!("{}: stream target", self.label), shutdown, || stream.publish(&rows)).await.is_none() {
-                return false;
+            if !rows.is_empty() {
+                retry(&format!("{}: stream target", self.label), shutdown, || stream.publish(&rows)).await?;
             }
         }
-        if let Some(redis) = &mut self.redis {
+        tracing::debug!(
+            set = %self.label,
+            events = messages.len(),
+            decode_us = (decoded - started).as_micros() as u64,
+            graph_us = (computed - decoded).as_micros() as u64,
+            stream_us = computed.elapsed().as_micros() as u64,
+            "batch"
+        );
+        Some((rows, last_seq))
+    }
+}
+
+/// The end of a batch: its Redis write (values and applied sequence), then its ack.
+struct Finish {
+    label: String,
+    redis: Option<RedisTarget>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Finish {
+    async fn run(self, rows: Rows, last_seq: u64, last: async_nats::jetstream::Message) -> bool {
+        if let Some(redis) = &self.redis {
+            let started = std::time::Instant::now();
             let label = format!("{}: redis target", self.label);
-            if retry(&label, shutdown, || { let mut r = redis.clone(); let rows = &rows; async move { r.apply(rows, last_seq).await } }).await.is_none() {
+            let write = || {
+                let mut r = redis.clone();
+                let rows = &rows;
+                async move { r.apply(rows, last_seq).await }
+            };
+            if retry(&label, &self.shutdown, write).await.is_none() {
                 return false;
             }
+            tracing::debug!(set = %self.label, redis_us = started.elapsed().as_micros() as u64, "batch written");
+        }
+        if let Err(e) = last.ack().await {
+            tracing::warn!(set = %self.label, "ack failed (the batch will be redelivered and skipped): {e}");
         }
         true
     }

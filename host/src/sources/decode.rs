@@ -107,7 +107,7 @@ mod tests {
         let mut fields = Vec::new();
         let e = decoder().decode(br#"{"user_id":"u1","ts":"2026-11-26T10:00:00Z","amount":2}"#, &mut fields).unwrap();
         assert_eq!(e.key, "u1");
-        assert_eq!(e.time, 1_764_151_200_000_000);
+        assert_eq!(e.time, 1_795_687_200_000_000);
         let e = decoder().decode(br#"{"user_id":7,"ts":1764151200000}"#, &mut fields).unwrap();
         assert_eq!((e.key.as_str(), e.time), ("7", 1_764_151_200_000_000));
     }

@@ -1,8 +1,6 @@
-//! Where events come from: decoding raw messages into events, the JetStream source and the
-//! file source.
+//! Where events come from: decoding raw messages into events, and the JetStream source.
 
 pub mod decode;
-pub mod file;
 pub mod jetstream;
 
 pub use decode::Decoder;

@@ -15,19 +15,29 @@ use crate::graph::Rows;
 const APPLY: &str = r#"
 local applied = tonumber(redis.call('GET', ARGV[1]) or '0')
 local ttl = tonumber(ARGV[3])
-local n = tonumber(ARGV[4])
-local i = 5
+local nf = tonumber(ARGV[4])
+local names = {}
+for f = 1, nf do names[f] = ARGV[4 + f] end
+local n = tonumber(ARGV[5 + nf])
+local i = 6 + nf
+local args = {'_ts', 0, '_seq', 0}
 for r = 1, n do
-  local key, seq, ts, nf = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+  local key, seq, ts = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   if seq > applied then
     local cur = redis.call('HMGET', key, '_ts', '_seq')
     local cts, cseq = tonumber(cur[1]), tonumber(cur[2])
     if (not cts) or cts < ts or (cts == ts and cseq < seq) then
-      redis.call('HSET', key, '_ts', ARGV[i + 2], '_seq', ARGV[i + 1], unpack(ARGV, i + 4, i + 3 + 2 * nf))
+      args[2] = ARGV[i + 2]
+      args[4] = ARGV[i + 1]
+      for f = 1, nf do
+        args[3 + 2 * f] = names[f]
+        args[4 + 2 * f] = ARGV[i + 2 + f]
+      end
+      redis.call('HSET', key, unpack(args))
       if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
     end
   end
-  i = i + 4 + 2 * nf
+  i = i + 3 + nf
 end
 if tonumber(ARGV[2]) > applied then redis.call('SET', ARGV[1], ARGV[2]) end
 return applied
@@ -63,19 +73,61 @@ impl RedisTarget {
         Ok(applied.unwrap_or(0))
     }
 
-    /// Writes a batch's rows and marks `last_seq` applied, atomically.
+    /// Writes a batch's rows and marks `last_seq` applied, atomically. Only the latest row
+    /// of each entity (by event time, then sequence) is sent: the others would be overwritten
+    /// in the same transaction anyway.
     pub async fn apply(&mut self, rows: &Rows, last_seq: u64) -> Result<(), TargetError> {
+        let fields = &rows.batch.fields;
+        let latest = latest_per_entity(rows);
         let mut cmd = redis::cmd("EVAL");
-        cmd.arg(APPLY).arg(0).arg(self.applied_key()).arg(last_seq).arg(self.ttl_ms).arg(rows.len());
-        for (event, seq) in rows.batch.events.iter().zip(&rows.seqs) {
-            let present = rows.batch.fields.len().min(event.values.len());
-            cmd.arg(self.key(&event.key)).arg(seq).arg(event.time).arg(rows.batch.fields.len());
-            for (i, field) in rows.batch.fields.iter().enumerate() {
-                let value = if i < present { json_text(&event.values[i]) } else { "null".to_string() };
-                cmd.arg(field).arg(value);
+        cmd.arg(APPLY).arg(0).arg(self.applied_key()).arg(last_seq).arg(self.ttl_ms).arg(fields.len());
+        for field in fields {
+            cmd.arg(field);
+        }
+        cmd.arg(latest.len());
+        for i in latest {
+            let (event, seq) = (&rows.batch.events[i], rows.seqs[i]);
+            cmd.arg(self.key(&event.key)).arg(seq).arg(event.time);
+            for f in 0..fields.len() {
+                cmd.arg(event.values.get(f).map_or_else(|| "null".to_string(), json_text));
             }
         }
         let _: i64 = cmd.query_async(&mut self.conn).await?;
         Ok(())
+    }
+}
+
+/// Positions of the rows to write: per entity, the one with the latest (time, sequence), in
+/// batch order.
+fn latest_per_entity(rows: &Rows) -> Vec<usize> {
+    let mut best: std::collections::HashMap<&str, usize> = std::collections::HashMap::with_capacity(rows.len());
+    for (i, event) in rows.batch.events.iter().enumerate() {
+        let newer = |&j: &usize| (event.time, rows.seqs[i]) > (rows.batch.events[j].time, rows.seqs[j]);
+        match best.get_mut(event.key.as_str()) {
+            Some(j) if !newer(j) => {}
+            Some(j) => *j = i,
+            None => {
+                best.insert(&event.key, i);
+            }
+        }
+    }
+    let mut chosen: Vec<usize> = best.into_values().collect();
+    chosen.sort_unstable();
+    chosen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, Value};
+
+    #[test]
+    fn only_the_latest_row_of_each_entity_is_written() {
+        let mut rows = Rows::new(vec!["x".into()]);
+        for (seq, key, time) in [(1, "a", 10), (2, "b", 5), (3, "a", 9), (4, "a", 10), (5, "b", 5)] {
+            rows.push(seq, Event { key: key.into(), time, values: vec![Value::Integer(seq as i64)] });
+        }
+        // a: (10, 4) beats (10, 1) and (9, 3); b: (5, 5) beats (5, 2).
+        assert_eq!(latest_per_entity(&rows), [3, 4]);
     }
 }
