@@ -130,7 +130,7 @@ fn check_steps(config: &Config, set: &FeatureSetConfig, at: &str, report: &mut i
             }
             StepKind::Impute { constant, mean } => {
                 if constant.is_empty() && mean.is_empty() {
-                    report(format!("{key}"), "expected `constant` and/or `mean` fields to fill".into());
+                    report(key.clone(), "expected `constant` and/or `mean` fields to fill".into());
                 }
                 for f in constant.keys().chain(mean.iter()) {
                     need(&known, f, "fields", report);
