@@ -52,84 +52,59 @@ impl Live {
         }
     }
 
-    /// The fraud pipeline's config for this test (currency plugin, filter, map; Redis, stream
-    /// and Parquet targets), written into the test folder; returns its path.
-    pub fn write_config(&self, extra_steps: &str) -> PathBuf {
-        self.write_config_with(extra_steps, 1)
+    /// The fraud example's config (`examples/fraud/sluice.toml`) pointed at this test's
+    /// services, names and folder, with a 1 s Parquet roll; returns its path.
+    pub fn write_config(&self) -> PathBuf {
+        self.write_config_with(1)
     }
 
     /// Like [`Live::write_config`], with the Parquet roll period in seconds.
-    pub fn write_config_with(&self, extra_steps: &str, roll_seconds: u64) -> PathBuf {
+    pub fn write_config_with(&self, roll_seconds: u64) -> PathBuf {
+        self.write_fraud_config(|set| {
+            set.insert("max_event_bytes".into(), 65536.into());
+            let source = set["source"].as_table_mut().unwrap();
+            source.insert("batch".into(), 500.into());
+            for target in set["targets"].as_array_mut().unwrap() {
+                let target = target.as_table_mut().unwrap();
+                if target["kind"].as_str() == Some("parquet") {
+                    target.insert("roll_seconds".into(), (roll_seconds as i64).into());
+                }
+            }
+        })
+    }
+
+    /// The fraud example's config with this test's names, changed further by `tweak` (which
+    /// gets the feature set's table); written into the test folder.
+    pub fn write_fraud_config(&self, tweak: impl FnOnce(&mut toml::Table)) -> PathBuf {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/fraud/sluice.toml");
+        let mut config: toml::Table = std::fs::read_to_string(&example).unwrap().parse().unwrap();
+        let host = config["host"].as_table_mut().unwrap();
+        host.insert("nats".into(), NATS.into());
+        host.insert("redis".into(), self.redis_url.as_str().into());
+        host.insert("redis_prefix".into(), self.prefix.as_str().into());
         let plugin = crate::rust_plugin("currency");
-        let text = format!(
-            r#"
-[host]
-nats = "{NATS}"
-redis = "{redis}"
-redis_prefix = "{prefix}"
-data_dir = "data"
-
-[plugins]
-currency = "{plugin}"
-
-[[feature_set]]
-name = "{set}"
-entity = "user_id"
-timestamp = {{ field = "ts" }}
-ttl = "1d"
-max_event_bytes = 65536
-
-[feature_set.source]
-kind = "jetstream"
-stream = "{stream}"
-subject = "{subject}"
-create = true
-batch = 500
-max_wait_ms = 20
-
-[[feature_set.steps]]
-id = "to_usd"
-kind = "wasm"
-plugin = "currency"
-config = {{ rates = '{rates}' }}
-
-[[feature_set.steps]]
-id = "with_amount"
-kind = "filter"
-expr = "amount_usd != null && amount_usd > 0.0"
-
-[[feature_set.steps]]
-id = "derived"
-kind = "map"
-fields = {{ is_foreign = "country != 'US'", amount_cents = "int(amount_usd * 100.0)" }}
-{extra_steps}
-[[feature_set.targets]]
-kind = "redis"
-
-[[feature_set.targets]]
-kind = "stream"
-stream = "{features}"
-subject = "ft.{id}"
-create = true
-
-[[feature_set.targets]]
-kind = "parquet"
-root = "offline"
-roll_seconds = {roll_seconds}
-"#,
-            redis = self.redis_url,
-            prefix = self.prefix,
-            plugin = plugin.display(),
-            set = self.set,
-            stream = self.stream,
-            subject = self.subject,
-            features = self.features,
-            id = self.id,
-            rates = crate::RATES,
-            roll_seconds = roll_seconds,
-        );
+        config["plugins"].as_table_mut().unwrap().insert("currency".into(), plugin.display().to_string().into());
+        let set = config["feature_set"].as_array_mut().unwrap()[0].as_table_mut().unwrap();
+        set.insert("name".into(), self.set.as_str().into());
+        let source = set["source"].as_table_mut().unwrap();
+        source.insert("stream".into(), self.stream.as_str().into());
+        source.insert("subject".into(), self.subject.as_str().into());
+        for target in set["targets"].as_array_mut().unwrap() {
+            let target = target.as_table_mut().unwrap();
+            match target["kind"].as_str() {
+                Some("stream") => {
+                    target.insert("stream".into(), self.features.as_str().into());
+                    target.insert("subject".into(), format!("ft.{}", self.id).into());
+                }
+                Some("parquet") => {
+                    target.insert("root".into(), "offline".into());
+                }
+                _ => {}
+            }
+        }
+        tweak(set);
         let path = self.dir.path().join("sluice.toml");
-        std::fs::write(&path, text).unwrap();
+        std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
         path
     }
 
@@ -260,13 +235,14 @@ pub fn transaction(i: u64) -> Json {
     })
 }
 
-/// The USD rate of a currency in the test config (`RATES`); `None`: unknown (dead letter).
+/// The USD rate of a currency in the fraud example's config; `None`: unknown (dead letter).
 pub fn rate(currency: &str) -> Option<f64> {
     match currency {
         "USD" => Some(1.0),
         "EUR" => Some(1.08),
         "GBP" => Some(1.27),
         "JPY" => Some(0.0067),
+        "CHF" => Some(1.13),
         _ => None,
     }
 }

@@ -72,7 +72,7 @@ fn start(live: &Live, config: &std::path::Path) -> (watch::Sender<bool>, tokio::
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_thousand_events_land_once_in_redis_and_parquet() {
     let live = Live::new("flow");
-    let config = live.write_config("");
+    let config = live.write_config();
     let n = 100_000u64;
     let events: Vec<Json> = (0..n).map(transaction).collect();
     live.publish(&events.iter().map(|e| serde_json::to_vec(e).unwrap()).collect::<Vec<_>>()).await;
@@ -98,8 +98,11 @@ async fn a_hundred_thousand_events_land_once_in_redis_and_parquet() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_kind_of_poison_goes_to_the_dead_letter_subject_and_the_rest_flows() {
     let live = Live::new("poison");
-    let config = live.write_config("");
-    let good = |i: u64| serde_json::to_vec(&serde_json::json!({"user_id": format!("u{i}"), "amount": 10.0, "currency": "EUR", "country": "US", "ts": 1_764_000_000_000i64 + i as i64})).unwrap();
+    let config = live.write_config();
+    let good = |i: u64| {
+        let event = serde_json::json!({"transaction_id": i, "user_id": format!("u{i}"), "amount": 10.0, "currency": "EUR", "merchant": "m", "country": "US", "ts": 1_764_000_000_000i64 + i as i64});
+        serde_json::to_vec(&event).unwrap()
+    };
     let poison: Vec<(Vec<u8>, &str, &str)> = vec![
         (b"{not json".to_vec(), "decode", "invalid JSON"),
         (br#"{"amount": 1, "currency": "EUR", "ts": 1}"#.to_vec(), "decode", "missing entity key field \"user_id\""),
@@ -153,7 +156,7 @@ async fn each_kind_of_poison_goes_to_the_dead_letter_subject_and_the_rest_flows(
 async fn graceful_shutdown_commits_everything_it_has_taken() {
     let live = Live::new("stop");
     // A long roll period: only the shutdown can commit the Parquet rows in time.
-    let config = live.write_config_with("", 3600);
+    let config = live.write_config_with(3600);
     let events: Vec<Json> = (0..5_000).map(transaction).collect();
     live.publish(&events.iter().map(|e| serde_json::to_vec(e).unwrap()).collect::<Vec<_>>()).await;
     let (stop, task) = start(&live, &config);
@@ -192,7 +195,7 @@ fn spawn_child(config: &std::path::Path) -> std::process::Child {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_with_sigkill_at_random_points_and_restarted_nothing_is_lost_or_doubled() {
     let live = Live::new("kill");
-    let config = live.write_config("");
+    let config = live.write_config();
     let n = 100_000u64;
     let events: Vec<Json> = (0..n).map(transaction).collect();
     let bodies: Vec<Vec<u8>> = events.iter().map(|e| serde_json::to_vec(e).unwrap()).collect();
@@ -296,7 +299,7 @@ async fn redis_down_for_seconds_mid_stream_pauses_the_pipeline_and_nothing_is_lo
     let mut redis = OwnRedis::start();
     let mut live = Live::new("outage");
     live.redis_url = format!("redis://127.0.0.1:{}/0", redis.port);
-    let config = live.write_config("");
+    let config = live.write_config();
     let n = 30_000u64;
     let events: Vec<Json> = (0..n).map(transaction).collect();
     let bodies: Vec<Vec<u8>> = events.iter().map(|e| serde_json::to_vec(e).unwrap()).collect();

@@ -29,6 +29,6 @@ fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Plugins(options) => plugins::run(options),
-        Command::Pipeline(options) => pipeline::run(options, plugins::rust_plugin_dir().join("currency.wasm")),
+        Command::Pipeline(options) => pipeline::run(options),
     }
 }

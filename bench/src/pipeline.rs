@@ -2,17 +2,17 @@
 //! stream targets, against a bare `async-nats` consumer draining the same stream; and
 //! publish-to-readable-in-Redis freshness at a fixed publish rate.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy};
 use futures::StreamExt;
 use serde_json::json;
+use sluice_tests::live::Live;
 use tokio::sync::watch;
 
-const NATS: &str = "nats://127.0.0.1:4222";
-const REDIS: &str = "redis://127.0.0.1:6379/0";
-const RATES: &str = r#"{"USD":1.0,"EUR":1.08,"GBP":1.27,"JPY":0.0067,"CHF":1.13}"#;
+const NATS: &str = sluice_tests::live::NATS;
+const REDIS: &str = sluice_tests::live::REDIS;
 
 /// Options of `sluice-bench pipeline`.
 #[derive(clap::Args)]
@@ -54,101 +54,17 @@ fn transaction(i: u64, user: Option<String>) -> Vec<u8> {
     .unwrap()
 }
 
-struct Names {
-    id: String,
-    stream: String,
-    subject: String,
-    features: String,
-    prefix: String,
-}
-
-impl Names {
-    fn new(tag: &str) -> Names {
-        let id = format!("{tag}{}", std::process::id());
-        Names {
-            stream: format!("BENCH{}", id.to_uppercase()),
-            subject: format!("bench.{id}"),
-            features: format!("BENCHFT{}", id.to_uppercase()),
-            prefix: format!("bench{id}"),
-            id,
-        }
-    }
-
-    fn config(&self, dir: &Path, plugin: &Path, batch: usize, max_wait_ms: u64) -> PathBuf {
-        let text = format!(
-            r#"
-[host]
-nats = "{NATS}"
-redis = "{REDIS}"
-redis_prefix = "{prefix}"
-data_dir = "data"
-
-[plugins]
-currency = "{plugin}"
-
-[[feature_set]]
-name = "tx{id}"
-entity = "user_id"
-timestamp = {{ field = "ts" }}
-ttl = "1d"
-
-[feature_set.source]
-kind = "jetstream"
-stream = "{stream}"
-subject = "{subject}"
-create = true
-batch = {batch}
-max_wait_ms = {max_wait}
-max_ack_pending = 50000
-
-[[feature_set.steps]]
-id = "to_usd"
-kind = "wasm"
-plugin = "currency"
-config = {{ rates = '{RATES}' }}
-
-[[feature_set.steps]]
-id = "with_amount"
-kind = "filter"
-expr = "amount_usd != null && amount_usd > 0.0"
-
-[[feature_set.steps]]
-id = "derived"
-kind = "map"
-fields = {{ is_foreign = "country != 'US'", amount_cents = "int(amount_usd * 100.0)" }}
-
-[[feature_set.targets]]
-kind = "redis"
-
-[[feature_set.targets]]
-kind = "stream"
-stream = "{features}"
-subject = "benchft.{id}"
-create = true
-"#,
-            prefix = self.prefix,
-            plugin = plugin.display(),
-            id = self.id,
-            stream = self.stream,
-            subject = self.subject,
-            features = self.features,
-            max_wait = max_wait_ms,
-        );
-        let path = dir.join("bench.toml");
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-
-    async fn cleanup(&self, js: &jetstream::Context) {
-        let _ = js.delete_stream(&self.stream).await;
-        let _ = js.delete_stream(&self.features).await;
-        if let Ok(mut r) = redis_connection().await {
-            let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}:*", self.prefix)).query_async(&mut r).await.unwrap_or_default();
-            for chunk in keys.chunks(10_000) {
-                let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query_async(&mut r).await;
-            }
-        }
-    }
+/// This run's names (streams, subjects, key prefix) and its config: the fraud example's, as
+/// the tests use it, with the source batch and wait of the options and without Parquet.
+fn bench_config(live: &Live, options: &Options) -> PathBuf {
+    let (batch, max_wait) = (options.batch as i64, options.max_wait_ms as i64);
+    live.write_fraud_config(|set| {
+        let source = set["source"].as_table_mut().unwrap();
+        source.insert("batch".into(), batch.into());
+        source.insert("max_wait_ms".into(), max_wait.into());
+        source.insert("max_ack_pending".into(), 50_000.into());
+        set["targets"].as_array_mut().unwrap().retain(|t| t["kind"].as_str() != Some("parquet"));
+    })
 }
 
 async fn redis_connection() -> redis::RedisResult<redis::aio::MultiplexedConnection> {
@@ -161,7 +77,7 @@ async fn applied(prefix: &str, set: &str) -> u64 {
     v.unwrap_or(0)
 }
 
-async fn publish_all(js: &jetstream::Context, names: &Names, n: u64) -> f64 {
+async fn publish_all(js: &jetstream::Context, names: &Live, n: u64) -> f64 {
     let config = jetstream::stream::Config { name: names.stream.clone(), subjects: vec![names.subject.clone()], ..Default::default() };
     js.get_or_create_stream(config).await.unwrap();
     let started = Instant::now();
@@ -178,7 +94,7 @@ async fn publish_all(js: &jetstream::Context, names: &Names, n: u64) -> f64 {
     n as f64 / started.elapsed().as_secs_f64()
 }
 
-async fn bare_drain(js: &jetstream::Context, names: &Names, n: u64, batch: usize) -> f64 {
+async fn bare_drain(js: &jetstream::Context, names: &Live, n: u64, batch: usize) -> f64 {
     let stream = js.get_stream(&names.stream).await.unwrap();
     let consumer = stream
         .create_consumer(pull::Config { durable_name: Some("bare".into()), ack_policy: AckPolicy::All, max_ack_pending: 50_000, ..Default::default() })
@@ -209,20 +125,18 @@ fn load() -> String {
 }
 
 /// Runs the pipeline benchmark and prints a table.
-pub fn run(options: Options, plugin: PathBuf) -> anyhow::Result<()> {
+pub fn run(options: Options) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let js = jetstream::new(async_nats::connect(NATS).await?);
-        let dir = tempfile::tempdir()?;
         println!("machine: {} cores; load average before: {}", std::thread::available_parallelism()?.get(), load());
 
         // Throughput: publish, drain bare, then the pipeline over the same stream.
-        let names = Names::new("tp");
-        names.cleanup(&js).await;
+        let names = Live::new("benchtp");
         let published = publish_all(&js, &names, options.events).await;
         let bare = bare_drain(&js, &names, options.events, options.batch).await;
-        let config = sluice::config::load(&names.config(dir.path(), &plugin, options.batch, options.max_wait_ms))?;
-        let set = format!("tx{}", names.id);
+        let config = sluice::config::load(&bench_config(&names, &options))?;
+        let set = names.set.clone();
         let (stop, shutdown) = watch::channel(false);
         let started = Instant::now();
         let task = tokio::spawn(sluice::pipeline::run(config, shutdown));
@@ -232,22 +146,21 @@ pub fn run(options: Options, plugin: PathBuf) -> anyhow::Result<()> {
         let pipeline = options.events as f64 / started.elapsed().as_secs_f64();
         stop.send(true)?;
         task.await??;
-        names.cleanup(&js).await;
+        names.cleanup().await;
 
         // Freshness: a fixed publish rate; probes with their own entity, polled in Redis.
-        let names = Names::new("fr");
-        names.cleanup(&js).await;
+        let names = Live::new("benchfr");
         let stream_config = jetstream::stream::Config { name: names.stream.clone(), subjects: vec![names.subject.clone()], ..Default::default() };
         js.get_or_create_stream(stream_config).await?;
-        let config = sluice::config::load(&names.config(dir.path(), &plugin, options.batch, options.max_wait_ms))?;
-        let set = format!("tx{}", names.id);
+        let config = sluice::config::load(&bench_config(&names, &options))?;
+        let set = names.set.clone();
         let (stop, shutdown) = watch::channel(false);
         let task = tokio::spawn(sluice::pipeline::run(config, shutdown));
         tokio::time::sleep(Duration::from_millis(500)).await;
         let mut latencies = measure_freshness(&js, &names, &set, options.rate, options.seconds).await;
         stop.send(true)?;
         task.await??;
-        names.cleanup(&js).await;
+        names.cleanup().await;
         latencies.sort();
         let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)].as_secs_f64() * 1e3;
 
@@ -263,7 +176,7 @@ pub fn run(options: Options, plugin: PathBuf) -> anyhow::Result<()> {
 
 /// Publishes at `rate` for `seconds`; every 100th event is a probe whose entity is polled in
 /// Redis until readable. Returns publish-to-readable latencies.
-async fn measure_freshness(js: &jetstream::Context, names: &Names, set: &str, rate: u64, seconds: u64) -> Vec<Duration> {
+async fn measure_freshness(js: &jetstream::Context, names: &Live, set: &str, rate: u64, seconds: u64) -> Vec<Duration> {
     let (probe_tx, mut probe_rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
     let prefix = names.prefix.clone();
     let set = set.to_string();

@@ -3,7 +3,6 @@
 //! plugins, called through the runtime exactly as a `wasm` step calls them.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,20 +27,6 @@ pub struct Options {
     /// Skip the native baseline (e.g. to profile the plugin path alone).
     #[arg(long)]
     skip_native: bool,
-}
-
-/// Where the Rust plugins are built.
-pub fn rust_plugin_dir() -> PathBuf {
-    plugin_paths().0
-}
-
-fn plugin_paths() -> (PathBuf, PathBuf) {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let rust = std::env::var_os("SLUICE_PLUGINS_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("plugins/target"))
-        .join("wasm32-wasip2/release");
-    (rust, root.join("plugins/dist"))
 }
 
 /// A seeded batch of transactions: 7 fields, like the fraud example's events.
@@ -132,11 +117,10 @@ fn fmt_ns(ns: f64) -> String {
 
 /// Runs the plugin benchmark and prints markdown tables.
 pub fn run(options: Options) -> anyhow::Result<()> {
-    let (rust_dir, guest_dir) = plugin_paths();
-    let mut plugins = vec![("Rust plugin", rust_dir.join("currency.wasm"))];
+    let mut plugins = vec![("Rust plugin", sluice_tests::rust_plugin("currency"))];
     if !options.rust_only {
-        plugins.push(("Python plugin", guest_dir.join("currency-py.wasm")));
-        plugins.push(("JavaScript plugin", guest_dir.join("currency-js.wasm")));
+        plugins.push(("Python plugin", sluice_tests::guest_plugin("currency-py")));
+        plugins.push(("JavaScript plugin", sluice_tests::guest_plugin("currency-js")));
     }
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
