@@ -202,7 +202,9 @@ impl Finish {
             }
             tracing::debug!(set = %self.label, redis_us = started.elapsed().as_micros() as u64, "batch written");
         }
-        if let Err(e) = last.ack().await {
+        // Confirmed by the server: an ack still buffered in the client when the process exits
+        // would be lost (harmless, the batch is redelivered and skipped, but not clean).
+        if let Err(e) = last.double_ack().await {
             tracing::warn!(set = %self.label, "ack failed (the batch will be redelivered and skipped): {e}");
         }
         true

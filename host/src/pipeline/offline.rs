@@ -90,7 +90,7 @@ impl OfflineRunner {
             }
             if self.writer.pending() == 0 {
                 if let Some(message) = unacked.take() {
-                    if let Err(e) = message.ack().await {
+                    if let Err(e) = message.double_ack().await {
                         tracing::warn!(writer = %self.label, "ack failed (rows will be redelivered and skipped): {e}");
                     }
                 }
