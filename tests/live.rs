@@ -32,6 +32,8 @@ pub struct Live {
     pub prefix: String,
     /// Redis URL the pipeline uses.
     pub redis_url: String,
+    /// NATS URL the pipeline and the test use.
+    pub nats_url: String,
 }
 
 impl Live {
@@ -47,6 +49,7 @@ impl Live {
             features: format!("FT{}", id.to_uppercase()),
             prefix: format!("test{id}"),
             redis_url: REDIS.to_string(),
+            nats_url: NATS.to_string(),
             dir: tempfile::tempdir().unwrap(),
             id,
         }
@@ -79,7 +82,7 @@ impl Live {
         let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/fraud/sluice.toml");
         let mut config: toml::Table = std::fs::read_to_string(&example).unwrap().parse().unwrap();
         let host = config["host"].as_table_mut().unwrap();
-        host.insert("nats".into(), NATS.into());
+        host.insert("nats".into(), self.nats_url.as_str().into());
         host.insert("redis".into(), self.redis_url.as_str().into());
         host.insert("redis_prefix".into(), self.prefix.as_str().into());
         let plugin = crate::rust_plugin("currency");
@@ -115,7 +118,7 @@ impl Live {
 
     /// JetStream.
     pub async fn jetstream(&self) -> Context {
-        jetstream::new(async_nats::connect(NATS).await.expect("NATS must run on 127.0.0.1:4222"))
+        jetstream::new(async_nats::connect(&self.nats_url).await.expect("NATS must run on 127.0.0.1:4222"))
     }
 
     /// Publishes raw events on the input subject (creating the stream) and waits for acks.

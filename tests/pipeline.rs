@@ -242,6 +242,57 @@ async fn killed_with_sigkill_at_random_points_and_restarted_nothing_is_lost_or_d
     live.cleanup().await;
 }
 
+/// A NATS server (with JetStream, file storage) owned by one test, on its own port, so it can
+/// be stopped and started again with its streams.
+struct OwnNats {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl OwnNats {
+    fn start() -> OwnNats {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut nats = OwnNats { port, dir: tempfile::tempdir().unwrap(), child: None };
+        nats.restart();
+        nats
+    }
+
+    fn restart(&mut self) {
+        let child = std::process::Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .arg(self.dir.path())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server must be installed");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                std::thread::sleep(Duration::from_millis(200));
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("nats-server on port {} did not start", self.port);
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            child.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for OwnNats {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// A Redis server owned by one test, on its own port, keeping its data in a folder so it can
 /// be stopped (saving) and started again.
 struct OwnRedis {
@@ -310,6 +361,31 @@ async fn redis_down_for_seconds_mid_stream_pauses_the_pipeline_and_nothing_is_lo
     live.publish(&bodies[10_000..]).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     redis.restart();
+    let expected_rows = events.iter().filter(|e| kept(e)).count();
+    wait_for("every event applied", Duration::from_secs(120), async || live.applied().await == n).await;
+    wait_for("every row in Parquet", Duration::from_secs(60), async || parquet_rows(&live.offline_dir()).len() >= expected_rows).await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    check_outputs(&live, &events).await;
+    live.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_down_for_seconds_mid_stream_pauses_the_pipeline_and_nothing_is_lost() {
+    let mut nats = OwnNats::start();
+    let mut live = Live::new("natsdown");
+    live.nats_url = format!("nats://127.0.0.1:{}", nats.port);
+    let config = live.write_config();
+    let n = 30_000u64;
+    let events: Vec<Json> = (0..n).map(transaction).collect();
+    let bodies: Vec<Vec<u8>> = events.iter().map(|e| serde_json::to_vec(e).unwrap()).collect();
+    live.publish(&bodies[..10_000]).await;
+    let (stop, task) = start(&live, &config);
+    wait_for("the first events applied", Duration::from_secs(60), async || live.applied().await >= 10_000).await;
+    nats.stop();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    nats.restart();
+    live.publish(&bodies[10_000..]).await;
     let expected_rows = events.iter().filter(|e| kept(e)).count();
     wait_for("every event applied", Duration::from_secs(120), async || live.applied().await == n).await;
     wait_for("every row in Parquet", Duration::from_secs(60), async || parquet_rows(&live.offline_dir()).len() >= expected_rows).await;
