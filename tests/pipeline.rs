@@ -394,3 +394,65 @@ async fn nats_down_for_seconds_mid_stream_pauses_the_pipeline_and_nothing_is_los
     check_outputs(&live, &events).await;
     live.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feature_set_reads_another_sets_rows_through_jetstream() {
+    let live = Live::new("chain");
+    let config = live.write_config();
+    let chained = format!("{}m", live.set);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        r#"
+[[feature_set]]
+name = "{chained}"
+entity = "merchant"
+timestamp = {{ field = "ts" }}
+source = {{ kind = "feature_set", name = "{set}" }}
+
+[[feature_set.steps]]
+id = "big"
+kind = "map"
+fields = {{ big = "amount_usd > 100.0" }}
+
+[[feature_set.targets]]
+kind = "redis"
+"#,
+        set = live.set
+    ));
+    std::fs::write(&config, text).unwrap();
+    let events: Vec<Json> = (0..20_000).map(transaction).collect();
+    live.publish(&events.iter().map(|e| serde_json::to_vec(e).unwrap()).collect::<Vec<_>>()).await;
+    // Expected: per merchant, its kept transaction with the latest (ts, seq).
+    let mut expected: HashMap<String, (i64, usize)> = HashMap::new();
+    for (i, e) in events.iter().enumerate().filter(|(_, e)| kept(e)) {
+        let m = e["merchant"].as_str().unwrap().to_string();
+        let at = (e["ts"].as_i64().unwrap(), i);
+        if expected.get(&m).is_none_or(|old| at > *old) {
+            expected.insert(m, at);
+        }
+    }
+    let (stop, task) = start(&live, &config);
+    let merchants = |live: &Live| {
+        let mut other = Live::new("view");
+        other.set = chained.clone();
+        other.prefix = live.prefix.clone();
+        other
+    };
+    let view = merchants(&live);
+    wait_for("every merchant online", Duration::from_secs(60), async || {
+        let hashes = view.hashes().await;
+        hashes.len() == expected.len() && expected.iter().all(|(m, (_, i))| hashes.get(m).is_some_and(|h| h["transaction_id"] == i.to_string()))
+    })
+    .await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    let hashes = view.hashes().await;
+    assert_eq!(hashes.len(), expected.len(), "one hash per merchant");
+    for (m, (_, i)) in &expected {
+        let e = &events[*i];
+        assert_eq!(hashes[m]["transaction_id"], e["transaction_id"].to_string(), "merchant {m}: its latest transaction");
+        let usd = e["amount"].as_f64().unwrap() * rate(e["currency"].as_str().unwrap()).unwrap();
+        assert_eq!(hashes[m]["big"], (usd > 100.0).to_string());
+    }
+    live.cleanup().await; // both sets' keys share the test's prefix
+}

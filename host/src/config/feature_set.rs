@@ -114,6 +114,59 @@ pub enum SourceConfig {
         #[serde(default = "ack_wait_s")]
         ack_wait_s: u64,
     },
+    /// The feature rows of another feature set (its stream target): graphs chain across
+    /// feature sets, and hosts, through JetStream.
+    FeatureSet {
+        /// The upstream feature set.
+        name: String,
+        /// Its version (default: the highest configured).
+        #[serde(default)]
+        version: Option<u32>,
+        /// Most messages (of up to hundreds of rows each) per batch.
+        #[serde(default = "chained_batch")]
+        batch: usize,
+        /// Longest wait for a batch to fill, in milliseconds.
+        #[serde(default = "max_wait_ms")]
+        max_wait_ms: u64,
+        /// Most unacknowledged messages at once.
+        #[serde(default = "chained_ack_pending")]
+        max_ack_pending: i64,
+        /// Seconds before an unacknowledged message is redelivered.
+        #[serde(default = "ack_wait_s")]
+        ack_wait_s: u64,
+    },
+}
+
+/// How a source is read, whatever its kind.
+#[derive(Debug, Clone, Copy)]
+pub struct Reading {
+    /// Messages per batch.
+    pub batch: usize,
+    /// Longest wait for a batch, ms.
+    pub max_wait_ms: u64,
+    /// Most unacknowledged messages.
+    pub max_ack_pending: i64,
+    /// Redelivery delay, s.
+    pub ack_wait_s: u64,
+}
+
+impl SourceConfig {
+    /// Batch size and timing.
+    pub fn reading(&self) -> Reading {
+        match self {
+            SourceConfig::Jetstream { batch, max_wait_ms, max_ack_pending, ack_wait_s, .. }
+            | SourceConfig::FeatureSet { batch, max_wait_ms, max_ack_pending, ack_wait_s, .. } => {
+                Reading { batch: *batch, max_wait_ms: *max_wait_ms, max_ack_pending: *max_ack_pending, ack_wait_s: *ack_wait_s }
+            }
+        }
+    }
+}
+
+fn chained_batch() -> usize {
+    20
+}
+fn chained_ack_pending() -> i64 {
+    200
 }
 
 fn batch() -> usize {

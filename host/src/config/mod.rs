@@ -8,7 +8,7 @@ mod feature_set;
 mod validate;
 
 pub use feature_set::{
-    FeatureSetConfig, SourceConfig, StepConfig, StepKind, TargetConfig, TimeFormat, TimestampConfig,
+    FeatureSetConfig, Reading, SourceConfig, StepConfig, StepKind, TargetConfig, TimeFormat, TimestampConfig,
 };
 pub use validate::{parse_duration, validate};
 
@@ -60,6 +60,22 @@ impl Default for HostConfig {
 }
 
 impl Config {
+    /// The feature set a chained source reads: by name, the given version or the highest.
+    pub fn upstream(&self, name: &str, version: Option<u32>) -> Option<&FeatureSetConfig> {
+        self.feature_sets
+            .iter()
+            .filter(|s| s.name == name && version.is_none_or(|v| s.version == v))
+            .max_by_key(|s| s.version)
+    }
+
+    /// The stream and subject of a feature set's stream target.
+    pub fn stream_target(set: &FeatureSetConfig) -> Option<(&str, &str, bool)> {
+        set.targets.iter().find_map(|t| match t {
+            TargetConfig::Stream { stream, subject, create } => Some((stream.as_str(), subject.as_str(), *create)),
+            _ => None,
+        })
+    }
+
     /// Resolves a path from the config against the config file's folder.
     pub fn resolve(&self, path: &Path) -> PathBuf {
         if path.is_absolute() { path.to_path_buf() } else { self.base.join(path) }

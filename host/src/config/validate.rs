@@ -58,6 +58,22 @@ fn check_set(config: &Config, set: &FeatureSetConfig, at: &str, report: &mut imp
                 report(format!("{at}.source.batch"), format!("{batch}: expected 1 to 10000 messages per batch"));
             }
         }
+        SourceConfig::FeatureSet { name, version, batch, .. } => {
+            match config.upstream(name, *version) {
+                None => report(format!("{at}.source.name"), format!("no feature set \"{name}\"{} in this config", version.map(|v| format!(" version {v}")).unwrap_or_default())),
+                Some(up) if up.name == set.name && up.version == set.version => {
+                    report(format!("{at}.source.name"), "a feature set cannot read its own rows".into())
+                }
+                Some(up) if Config::stream_target(up).is_none() => report(
+                    format!("{at}.source.name"),
+                    format!("feature set \"{name}\" has no stream target to read: add a `kind = \"stream\"` target to it"),
+                ),
+                Some(_) => {}
+            }
+            if !(1..=10_000).contains(batch) {
+                report(format!("{at}.source.batch"), format!("{batch}: expected 1 to 10000 messages per batch"));
+            }
+        }
     }
     check_steps(config, set, at, report);
     check_targets(set, at, report);

@@ -18,7 +18,7 @@ use crate::sources::jetstream::{ensure_stream, sequence, JetStreamSource, Source
 use crate::sources::Decoder;
 use crate::targets::dlq::DeadLetters;
 use crate::targets::redis::RedisTarget;
-use crate::targets::stream::StreamTarget;
+use crate::targets::stream::{RowBatch, StreamTarget};
 
 /// Reads the next batch, retrying while NATS is unreachable; `None` on shutdown.
 async fn retry_read(
@@ -48,6 +48,8 @@ pub struct FeatureSetRunner {
     label: String,
     source: JetStreamSource,
     decoder: Decoder,
+    /// Whether the input is another feature set's rows (many per message).
+    chained: bool,
     graph: Graph,
     dead_letters: DeadLetters,
     stream: Option<StreamTarget>,
@@ -64,17 +66,26 @@ impl FeatureSetRunner {
     ) -> Result<Self, PipelineError> {
         let label = format!("{}@v{}", set.name, set.version);
         let fail = |reason: String| PipelineError::Build { set: label.clone(), reason };
-        let SourceConfig::Jetstream { stream, subject, create, batch, max_wait_ms, max_ack_pending, ack_wait_s } = &set.source;
+        let (stream, subject, create, chained) = match &set.source {
+            SourceConfig::Jetstream { stream, subject, create, .. } => (stream.as_str(), subject.as_str(), *create, false),
+            SourceConfig::FeatureSet { name, version, .. } => {
+                let upstream = config.upstream(name, *version).ok_or_else(|| fail(format!("no feature set \"{name}\"")))?;
+                let (stream, subject, create) =
+                    Config::stream_target(upstream).ok_or_else(|| fail(format!("feature set \"{name}\" has no stream target")))?;
+                (stream, subject, create, true)
+            }
+        };
+        let reading = set.source.reading();
         let graph = Graph::build(config, set, &services.registry, lookup).map_err(|e| fail(e.to_string()))?;
         let options = SourceOptions {
             stream,
             subject,
             durable: format!("sluice-{}-v{}", set.name, set.version),
-            create: *create,
-            batch: *batch,
-            max_wait: Duration::from_millis(*max_wait_ms),
-            max_ack_pending: *max_ack_pending,
-            ack_wait: Duration::from_secs(*ack_wait_s),
+            create,
+            batch: reading.batch,
+            max_wait: Duration::from_millis(reading.max_wait_ms),
+            max_ack_pending: reading.max_ack_pending,
+            ack_wait: Duration::from_secs(reading.ack_wait_s),
         };
         let source = JetStreamSource::open(&services.js, options).await.map_err(|e| fail(e.to_string()))?;
         let ttl_ms = set.ttl.as_deref().map(parse_duration).transpose().map_err(fail)?.map_or(0, |d| d.as_millis() as u64);
@@ -82,6 +93,7 @@ impl FeatureSetRunner {
             label: label.clone(),
             source,
             decoder: Decoder::new(set),
+            chained,
             graph,
             dead_letters: DeadLetters::new(services.js.clone(), &set.name, set.version),
             stream: None,
@@ -146,6 +158,10 @@ impl FeatureSetRunner {
         let mut last_seq = 0;
         for message in messages {
             let Ok(seq) = sequence(message) else { continue };
+            if self.chained {
+                last_seq = last_seq.max(self.decode_rows(seq, &message.payload, &mut rows, &mut failures, &mut raw));
+                continue;
+            }
             last_seq = last_seq.max(seq);
             match self.decoder.decode(&message.payload, &mut rows.batch.fields) {
                 Ok(event) => rows.push(seq, event),
@@ -179,6 +195,39 @@ impl FeatureSetRunner {
         Some((rows, last_seq))
     }
 }
+
+impl FeatureSetRunner {
+    /// Decodes a message of another feature set's rows. Row `i` of the message at stream
+    /// sequence `s` gets the sequence `s * 2^16 + i`: unique, increasing, and stable across
+    /// redeliveries, as the delivery protocol needs. Returns the highest sequence.
+    fn decode_rows(&self, seq: u64, payload: &[u8], rows: &mut Rows, failures: &mut Vec<Failure>, raw: &mut HashMap<u64, Bytes>) -> u64 {
+        let first = seq << ROW_BITS;
+        let batch: RowBatch = match serde_json::from_slice(payload) {
+            Ok(batch) => batch,
+            Err(e) => {
+                failures.push(Failure { seq: first, step: "decode".into(), reason: format!("not a feature-row message: {e}") });
+                raw.insert(first, Bytes::copy_from_slice(payload));
+                return first;
+            }
+        };
+        let mut last = first;
+        for (i, row) in batch.rows.iter().enumerate() {
+            let row_seq = first + i as u64;
+            last = row_seq;
+            let object: serde_json::Map<String, serde_json::Value> = batch.fields.iter().cloned().zip(row.values.iter().cloned()).collect();
+            let body = serde_json::to_vec(&object).unwrap_or_default();
+            match self.decoder.decode_row(&object, row.ts, &mut rows.batch.fields) {
+                Ok(event) => rows.push(row_seq, event),
+                Err(reason) => failures.push(Failure { seq: row_seq, step: "decode".into(), reason }),
+            }
+            raw.insert(row_seq, body.into());
+        }
+        last
+    }
+}
+
+/// Bits of a chained row's sequence that number the rows of one message.
+const ROW_BITS: u32 = 16;
 
 /// The end of a batch: its Redis write (values and applied sequence), then its ack.
 struct Finish {

@@ -44,6 +44,13 @@ impl Decoder {
         Ok(Event { key, time, values: values_from_json(&object, fields) })
     }
 
+    /// Builds an event from a feature row of another set (values already decoded, event time
+    /// given): only the entity key is taken from its fields.
+    pub fn decode_row(&self, object: &Map<String, Json>, time: i64, fields: &mut Vec<String>) -> Result<Event, String> {
+        let key = self.key(object)?;
+        Ok(Event { key, time, values: values_from_json(object, fields) })
+    }
+
     fn key(&self, object: &Map<String, Json>) -> Result<String, String> {
         let mut key = String::new();
         for (i, field) in self.entity.iter().enumerate() {

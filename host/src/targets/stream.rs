@@ -95,7 +95,8 @@ impl StreamTarget {
         for (event, seq) in rows.batch.events.iter().zip(&rows.seqs) {
             let values: Vec<_> = event.values.iter().map(value_to_json).collect();
             let row_size = 64 + event.key.len() + values.iter().map(|v| v.to_string().len() + 1).sum::<usize>();
-            if size + row_size > MAX_MESSAGE && !current.rows.is_empty() {
+            // At most 2^16 rows per message: a chained feature set numbers them in 16 bits.
+            if (size + row_size > MAX_MESSAGE || current.rows.len() == u16::MAX as usize) && !current.rows.is_empty() {
                 chunks.push(std::mem::replace(&mut current, self.empty(&rows.batch)));
                 size = 0;
             }
