@@ -456,3 +456,89 @@ kind = "redis"
     }
     live.cleanup().await; // both sets' keys share the test's prefix
 }
+
+/// The fraud config with a file source instead of JetStream.
+fn file_config(live: &Live, file: &std::path::Path) -> std::path::PathBuf {
+    let file = file.display().to_string();
+    live.write_fraud_config(move |set| {
+        let mut source = toml::Table::new();
+        source.insert("kind".into(), "file".into());
+        source.insert("path".into(), file.into());
+        set.insert("source".into(), source.into());
+        for target in set["targets"].as_array_mut().unwrap() {
+            let target = target.as_table_mut().unwrap();
+            if target["kind"].as_str() == Some("parquet") {
+                target.insert("roll_seconds".into(), 1.into());
+            }
+        }
+    })
+}
+
+async fn run_until_applied(live: &Live, config: &std::path::Path, last: u64, rows: usize) {
+    let (stop, task) = start(live, config);
+    wait_for("the whole file applied", Duration::from_secs(60), async || live.applied().await == last).await;
+    wait_for("every row in Parquet", Duration::from_secs(30), async || parquet_rows(&live.offline_dir()).len() >= rows).await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jsonl_file_runs_through_the_same_graph_and_a_second_run_writes_nothing_twice() {
+    let live = Live::new("jsonl");
+    let events: Vec<Json> = (0..5_000).map(transaction).collect();
+    let path = live.dir.path().join("events.jsonl");
+    std::fs::write(&path, events.iter().map(|e| e.to_string() + "\n").collect::<String>()).unwrap();
+    let config = file_config(&live, &path);
+    let rows = events.iter().filter(|e| kept(e)).count();
+    run_until_applied(&live, &config, 5_000, rows).await;
+    check_outputs(&live, &events).await;
+    run_until_applied(&live, &config, 5_000, rows).await;
+    check_outputs(&live, &events).await;
+    live.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_and_parquet_files_are_read_with_their_types() {
+    use arrow_array::{Float64Array, Int64Array, RecordBatch, StringArray};
+    let events: Vec<Json> = (0..2_000).map(transaction).filter(|e| !e["amount"].is_null()).collect();
+    let expected = expected_latest(&events);
+    let columns = ["transaction_id", "user_id", "amount", "currency", "merchant", "country", "ts"];
+    // CSV, with a header line.
+    let live = Live::new("csv");
+    let path = live.dir.path().join("events.csv");
+    let mut text = columns.join(",") + "\n";
+    for e in &events {
+        let cells: Vec<String> = columns.iter().map(|c| match &e[*c] { Json::String(s) => s.clone(), other => other.to_string() }).collect();
+        text += &(cells.join(",") + "\n");
+    }
+    std::fs::write(&path, text).unwrap();
+    let config = file_config(&live, &path);
+    let rows = events.iter().filter(|e| kept(e)).count();
+    run_until_applied(&live, &config, events.len() as u64 + 1, rows).await;
+    let hashes = live.hashes().await;
+    assert_eq!(hashes.len(), expected.len());
+    live.cleanup().await;
+    // Parquet.
+    let live = Live::new("pq");
+    let path = live.dir.path().join("events.parquet");
+    let ints = |c: &str| std::sync::Arc::new(Int64Array::from_iter_values(events.iter().map(|e| e[c].as_i64().unwrap()))) as _;
+    let texts = |c: &str| std::sync::Arc::new(StringArray::from_iter_values(events.iter().map(|e| e[c].as_str().unwrap().to_string()))) as _;
+    let amounts = std::sync::Arc::new(Float64Array::from_iter_values(events.iter().map(|e| e["amount"].as_f64().unwrap()))) as _;
+    let batch = RecordBatch::try_from_iter(vec![
+        ("transaction_id", ints("transaction_id")),
+        ("user_id", texts("user_id")),
+        ("amount", amounts),
+        ("currency", texts("currency")),
+        ("merchant", texts("merchant")),
+        ("country", texts("country")),
+        ("ts", ints("ts")),
+    ])
+    .unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    let config = file_config(&live, &path);
+    run_until_applied(&live, &config, events.len() as u64, rows).await;
+    check_outputs(&live, &events).await;
+    live.cleanup().await;
+}

@@ -114,6 +114,18 @@ pub enum SourceConfig {
         #[serde(default = "ack_wait_s")]
         ack_wait_s: u64,
     },
+    /// A file of events, read once from start to end (line or row numbers are the sequence,
+    /// so running it again writes nothing twice).
+    File {
+        /// The file (relative to the config file).
+        path: PathBuf,
+        /// Its format (default: from the extension: .jsonl/.json, .csv, .parquet).
+        #[serde(default)]
+        format: Option<FileFormat>,
+        /// Events per batch.
+        #[serde(default = "batch")]
+        batch: usize,
+    },
     /// The feature rows of another feature set (its stream target): graphs chain across
     /// feature sets, and hosts, through JetStream.
     FeatureSet {
@@ -137,6 +149,19 @@ pub enum SourceConfig {
     },
 }
 
+/// The format of a file source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileFormat {
+    /// One JSON object per line.
+    Jsonl,
+    /// Comma-separated values with a header line; numbers, booleans and empty cells (null) are
+    /// recognised.
+    Csv,
+    /// Parquet (any columns of scalar types).
+    Parquet,
+}
+
 /// How a source is read, whatever its kind.
 #[derive(Debug, Clone, Copy)]
 pub struct Reading {
@@ -158,6 +183,7 @@ impl SourceConfig {
             | SourceConfig::FeatureSet { batch, max_wait_ms, max_ack_pending, ack_wait_s, .. } => {
                 Reading { batch: *batch, max_wait_ms: *max_wait_ms, max_ack_pending: *max_ack_pending, ack_wait_s: *ack_wait_s }
             }
+            SourceConfig::File { batch, .. } => Reading { batch: *batch, max_wait_ms: 0, max_ack_pending: 0, ack_wait_s: 0 },
         }
     }
 }

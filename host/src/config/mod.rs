@@ -8,7 +8,7 @@ mod feature_set;
 mod validate;
 
 pub use feature_set::{
-    FeatureSetConfig, Reading, SourceConfig, StepConfig, StepKind, TargetConfig, TimeFormat, TimestampConfig,
+    FeatureSetConfig, FileFormat, Reading, SourceConfig, StepConfig, StepKind, TargetConfig, TimeFormat, TimestampConfig,
 };
 pub use validate::{parse_duration, validate};
 

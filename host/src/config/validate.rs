@@ -58,6 +58,14 @@ fn check_set(config: &Config, set: &FeatureSetConfig, at: &str, report: &mut imp
                 report(format!("{at}.source.batch"), format!("{batch}: expected 1 to 10000 messages per batch"));
             }
         }
+        SourceConfig::File { path, format, batch } => {
+            if format.is_none() && crate::sources::file::format_of(path).is_none() {
+                report(format!("{at}.source.format"), format!("{}: cannot tell the format from the extension; set format = \"jsonl\", \"csv\" or \"parquet\"", path.display()));
+            }
+            if *batch == 0 {
+                report(format!("{at}.source.batch"), "expected at least 1 event per batch".into());
+            }
+        }
         SourceConfig::FeatureSet { name, version, batch, .. } => {
             match config.upstream(name, *version) {
                 None => report(format!("{at}.source.name"), format!("no feature set \"{name}\"{} in this config", version.map(|v| format!(" version {v}")).unwrap_or_default())),

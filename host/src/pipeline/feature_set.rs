@@ -15,10 +15,56 @@ use crate::config::{parse_duration, Config, FeatureSetConfig, SourceConfig, Targ
 use crate::graph::{Failure, Graph, Rows};
 use crate::plugin::OnlineLookup;
 use crate::sources::jetstream::{ensure_stream, sequence, JetStreamSource, SourceOptions};
+use crate::sources::file::FileSource;
 use crate::sources::Decoder;
 use crate::targets::dlq::DeadLetters;
 use crate::targets::redis::RedisTarget;
 use crate::targets::stream::{RowBatch, StreamTarget};
+
+/// Where a feature set's events come from.
+enum Input {
+    /// A JetStream consumer (raw events, or another set's rows).
+    Stream(Box<JetStreamSource>),
+    /// A file, read once.
+    File(FileSource),
+}
+
+/// One batch of input: (sequence, bytes) items and what to acknowledge once it is durable.
+struct InputBatch {
+    items: Vec<(u64, Bytes)>,
+    ack: Option<async_nats::jetstream::Message>,
+}
+
+/// What reading the input gave.
+enum Next {
+    Batch(Box<InputBatch>),
+    Idle,
+    /// Shutdown was requested, or a file ended.
+    End,
+}
+
+impl Input {
+    async fn next(&mut self, label: &str, shutdown: &watch::Receiver<bool>) -> Next {
+        match self {
+            Input::Stream(source) => match retry_read(label, shutdown, source).await {
+                None => Next::End,
+                Some(messages) if messages.is_empty() => Next::Idle,
+                Some(mut messages) => {
+                    let items = messages.iter().filter_map(|m| Some((sequence(m).ok()?, m.payload.clone()))).collect();
+                    Next::Batch(Box::new(InputBatch { items, ack: messages.pop() }))
+                }
+            },
+            Input::File(file) => match tokio::task::block_in_place(|| file.next_batch()) {
+                Ok(items) if items.is_empty() => Next::End,
+                Ok(items) => Next::Batch(Box::new(InputBatch { items, ack: None })),
+                Err(e) => {
+                    tracing::error!(set = %label, "reading the file failed, stopping: {e}");
+                    Next::End
+                }
+            },
+        }
+    }
+}
 
 /// Reads the next batch, retrying while NATS is unreachable; `None` on shutdown.
 async fn retry_read(
@@ -46,7 +92,7 @@ async fn retry_read(
 /// A running feature set version.
 pub struct FeatureSetRunner {
     label: String,
-    source: JetStreamSource,
+    input: Input,
     decoder: Decoder,
     /// Whether the input is another feature set's rows (many per message).
     chained: bool,
@@ -66,6 +112,7 @@ impl FeatureSetRunner {
     ) -> Result<Self, PipelineError> {
         let label = format!("{}@v{}", set.name, set.version);
         let fail = |reason: String| PipelineError::Build { set: label.clone(), reason };
+        let reading = set.source.reading();
         let (stream, subject, create, chained) = match &set.source {
             SourceConfig::Jetstream { stream, subject, create, .. } => (stream.as_str(), subject.as_str(), *create, false),
             SourceConfig::FeatureSet { name, version, .. } => {
@@ -74,24 +121,31 @@ impl FeatureSetRunner {
                     Config::stream_target(upstream).ok_or_else(|| fail(format!("feature set \"{name}\" has no stream target")))?;
                 (stream, subject, create, true)
             }
+            SourceConfig::File { .. } => ("", "", false, false),
         };
-        let reading = set.source.reading();
         let graph = Graph::build(config, set, &services.registry, lookup).map_err(|e| fail(e.to_string()))?;
-        let options = SourceOptions {
-            stream,
-            subject,
-            durable: format!("sluice-{}-v{}", set.name, set.version),
-            create,
-            batch: reading.batch,
-            max_wait: Duration::from_millis(reading.max_wait_ms),
-            max_ack_pending: reading.max_ack_pending,
-            ack_wait: Duration::from_secs(reading.ack_wait_s),
+        let input = match &set.source {
+            SourceConfig::File { path, format, batch } => {
+                Input::File(FileSource::open(&config.resolve(path), *format, *batch).map_err(|e| fail(e.to_string()))?)
+            }
+            _ => {
+                let options = SourceOptions {
+                    stream,
+                    subject,
+                    durable: format!("sluice-{}-v{}", set.name, set.version),
+                    create,
+                    batch: reading.batch,
+                    max_wait: Duration::from_millis(reading.max_wait_ms),
+                    max_ack_pending: reading.max_ack_pending,
+                    ack_wait: Duration::from_secs(reading.ack_wait_s),
+                };
+                Input::Stream(Box::new(JetStreamSource::open(&services.js, options).await.map_err(|e| fail(e.to_string()))?))
+            }
         };
-        let source = JetStreamSource::open(&services.js, options).await.map_err(|e| fail(e.to_string()))?;
         let ttl_ms = set.ttl.as_deref().map(parse_duration).transpose().map_err(fail)?.map_or(0, |d| d.as_millis() as u64);
         let mut runner = FeatureSetRunner {
             label: label.clone(),
-            source,
+            input,
             decoder: Decoder::new(set),
             chained,
             graph,
@@ -124,13 +178,12 @@ impl FeatureSetRunner {
         tracing::info!(set = %self.label, "feature set running");
         let mut in_flight: Option<tokio::task::JoinHandle<bool>> = None;
         while !*shutdown.borrow() {
-            let Some(mut messages) = retry_read(&self.label, &shutdown, &mut self.source).await else {
-                break;
+            let batch = match self.input.next(&self.label, &shutdown).await {
+                Next::Batch(batch) => batch,
+                Next::Idle => continue,
+                Next::End => break,
             };
-            if messages.is_empty() {
-                continue;
-            }
-            let Some((rows, last_seq)) = self.process(&messages, &shutdown).await else {
+            let Some((rows, last_seq)) = self.process(&batch.items, &shutdown).await else {
                 break;
             };
             if let Some(previous) = in_flight.take() {
@@ -138,9 +191,8 @@ impl FeatureSetRunner {
                     break;
                 }
             }
-            let last = messages.pop().expect("a non-empty batch");
             let finish = Finish { label: self.label.clone(), redis: self.redis.clone(), shutdown: shutdown.clone() };
-            in_flight = Some(tokio::spawn(finish.run(rows, last_seq, last)));
+            in_flight = Some(tokio::spawn(finish.run(rows, last_seq, batch.ack)));
         }
         if let Some(previous) = in_flight.take() {
             let _ = previous.await;
@@ -150,24 +202,24 @@ impl FeatureSetRunner {
 
     /// Decodes and runs one batch, publishes its dead letters and stream rows; returns the
     /// rows for Redis. `None` if shutdown interrupted retries.
-    async fn process(&mut self, messages: &[async_nats::jetstream::Message], shutdown: &watch::Receiver<bool>) -> Option<(Rows, u64)> {
+    async fn process(&mut self, messages: &[(u64, Bytes)], shutdown: &watch::Receiver<bool>) -> Option<(Rows, u64)> {
         let started = std::time::Instant::now();
         let mut rows = Rows::default();
         let mut failures = Vec::new();
         let mut raw: HashMap<u64, Bytes> = HashMap::new();
         let mut last_seq = 0;
-        for message in messages {
-            let Ok(seq) = sequence(message) else { continue };
+        for (seq, payload) in messages {
+            let seq = *seq;
             if self.chained {
-                last_seq = last_seq.max(self.decode_rows(seq, &message.payload, &mut rows, &mut failures, &mut raw));
+                last_seq = last_seq.max(self.decode_rows(seq, payload, &mut rows, &mut failures, &mut raw));
                 continue;
             }
             last_seq = last_seq.max(seq);
-            match self.decoder.decode(&message.payload, &mut rows.batch.fields) {
+            match self.decoder.decode(payload, &mut rows.batch.fields) {
                 Ok(event) => rows.push(seq, event),
                 Err(reason) => failures.push(Failure { seq, step: "decode".into(), reason }),
             }
-            raw.insert(seq, message.payload.clone());
+            raw.insert(seq, payload.clone());
         }
         let decoded = std::time::Instant::now();
         let graph = &mut self.graph;
@@ -237,7 +289,7 @@ struct Finish {
 }
 
 impl Finish {
-    async fn run(self, rows: Rows, last_seq: u64, last: async_nats::jetstream::Message) -> bool {
+    async fn run(self, rows: Rows, last_seq: u64, ack: Option<async_nats::jetstream::Message>) -> bool {
         if let Some(redis) = &self.redis {
             let started = std::time::Instant::now();
             let label = format!("{}: redis target", self.label);
@@ -253,8 +305,10 @@ impl Finish {
         }
         // Confirmed by the server: an ack still buffered in the client when the process exits
         // would be lost (harmless, the batch is redelivered and skipped, but not clean).
-        if let Err(e) = last.double_ack().await {
-            tracing::warn!(set = %self.label, "ack failed (the batch will be redelivered and skipped): {e}");
+        if let Some(last) = ack {
+            if let Err(e) = last.double_ack().await {
+                tracing::warn!(set = %self.label, "ack failed (the batch will be redelivered and skipped): {e}");
+            }
         }
         true
     }
