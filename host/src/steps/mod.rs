@@ -55,3 +55,73 @@ pub fn build(step: &StepConfig, registry: &Registry, lookup: Arc<dyn OnlineLooku
         StepKind::Impute { constant, mean } => Box::new(impute::Impute::new(constant, mean)),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, Value};
+
+    fn rows() -> Rows {
+        let mut rows = Rows::new(vec!["user".into(), "amount".into(), "country".into()]);
+        let data = [("a", Value::Float(10.0), "US"), ("b", Value::Null, "DE"), ("c", Value::Integer(30), "FR")];
+        for (i, (user, amount, country)) in data.into_iter().enumerate() {
+            rows.push(i as u64 + 1, Event { key: user.into(), time: 0, values: vec![Value::Text(user.into()), amount, Value::Text(country.into())] });
+        }
+        rows
+    }
+
+    fn step(toml: &str) -> Box<dyn Step> {
+        let config: StepConfig = toml::from_str(toml).unwrap();
+        let engine = crate::plugin::PluginEngine::new(None).unwrap();
+        build(&config, &Registry::new(engine, 2), Arc::new(crate::plugin::NoLookup)).unwrap()
+    }
+
+    fn column(rows: &Rows, field: &str) -> Vec<Value> {
+        let at = rows.batch.fields.iter().position(|f| f == field).unwrap_or_else(|| panic!("no {field}"));
+        (0..rows.len()).map(|i| rows.value(i, at).clone()).collect()
+    }
+
+    #[test]
+    fn filter_keeps_true_drops_false_and_dead_letters_errors() {
+        let mut failures = Vec::new();
+        let out = step("id = 'f'\nkind = 'filter'\nexpr = \"country != 'US' && amount > 5\"").apply(rows(), &mut failures);
+        assert_eq!(out.seqs, [3], "a: US; b: null amount errors; c kept");
+        assert_eq!(failures.len(), 1);
+        assert_eq!((failures[0].seq, failures[0].step.as_str()), (2, "f"));
+    }
+
+    #[test]
+    fn map_computes_fields_in_order_and_fails_only_the_event_it_cannot_compute() {
+        let mut failures = Vec::new();
+        let toml = "id = 'm'\nkind = 'map'\nfields = { twice = 'double(amount) * 2.0', big = 'twice > 30.0' }";
+        let out = step(toml).apply(rows(), &mut failures);
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert_eq!(column(&out, "twice"), [Value::Float(20.0), Value::Float(60.0)]);
+        assert_eq!(column(&out, "big"), [Value::Boolean(false), Value::Boolean(true)]);
+        assert_eq!(failures.iter().map(|f| f.seq).collect::<Vec<_>>(), [2]);
+        assert!(failures[0].reason.starts_with("field \"twice\""), "{}", failures[0].reason);
+    }
+
+    #[test]
+    fn select_drop_and_rename_reshape_every_event() {
+        let mut failures = Vec::new();
+        let out = step("id = 's'\nkind = 'select'\nfields = ['country', 'user']").apply(rows(), &mut failures);
+        assert_eq!(out.batch.fields, ["country", "user"]);
+        assert_eq!(out.batch.events[2].values, [Value::Text("FR".into()), Value::Text("c".into())]);
+        let out = step("id = 'd'\nkind = 'drop'\nfields = ['amount']").apply(rows(), &mut failures);
+        assert_eq!(out.batch.fields, ["user", "country"]);
+        assert_eq!(out.batch.events[1].values, [Value::Text("b".into()), Value::Text("DE".into())]);
+        let out = step("id = 'r'\nkind = 'rename'\nfields = { amount = 'usd', country = 'user' }").apply(rows(), &mut failures);
+        assert_eq!(out.batch.fields, ["usd", "user"], "renaming onto an existing field replaces it");
+        assert_eq!(column(&out, "user"), [Value::Text("US".into()), Value::Text("DE".into()), Value::Text("FR".into())]);
+        assert!(failures.is_empty());
+    }
+
+    #[test]
+    fn impute_fills_nulls_with_a_constant_or_the_running_mean() {
+        let mut failures = Vec::new();
+        let out = step("id = 'i'\nkind = 'impute'\nconstant = { tier = 'basic' }\nmean = ['amount']").apply(rows(), &mut failures);
+        assert_eq!(column(&out, "tier"), vec![Value::Text("basic".into()); 3]);
+        assert_eq!(column(&out, "amount"), [Value::Float(10.0), Value::Float(10.0), Value::Integer(30)], "b gets the mean of what came before it");
+    }
+}
