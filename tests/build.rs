@@ -22,6 +22,7 @@ fn main() {
         println!("cargo:rerun-if-changed={}", plugins.join(name).display());
     }
     println!("cargo:rerun-if-env-changed=SLUICE_TOOLCHAINS");
+    println!("cargo:rerun-if-env-changed=SLUICE_PLUGINS_TARGET_DIR");
 
     let target_dir = std::env::var_os("SLUICE_PLUGINS_TARGET_DIR")
         .map(PathBuf::from)
