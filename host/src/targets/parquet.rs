@@ -43,6 +43,11 @@ impl Pending {
         self.rows.is_empty()
     }
 
+    /// A row's value of a field; null for a field that appeared after the row was added.
+    fn value(&self, row: usize, field: usize) -> &Value {
+        self.rows[row].3.get(field).unwrap_or(&Value::Null)
+    }
+
     fn add(&mut self, rows: Rows, committed: &Committed) -> usize {
         let map: Vec<usize> = rows
             .batch
@@ -219,7 +224,7 @@ fn write_part(path: &Path, pending: &Pending, rows: &[usize]) -> Result<(), Targ
 fn column_type(pending: &Pending, rows: &[usize], field: usize) -> DataType {
     let mut kind: Option<DataType> = None;
     for &r in rows {
-        let this = match &pending.rows[r].3[field] {
+        let this = match pending.value(r, field) {
             Value::Null => continue,
             Value::Boolean(_) => DataType::Boolean,
             Value::Integer(_) => DataType::Int64,
@@ -239,7 +244,7 @@ fn column_type(pending: &Pending, rows: &[usize], field: usize) -> DataType {
 }
 
 fn column(pending: &Pending, rows: &[usize], field: usize, kind: &DataType) -> ArrayRef {
-    let values = rows.iter().map(|&r| &pending.rows[r].3[field]);
+    let values = rows.iter().map(|&r| pending.value(r, field));
     match kind {
         DataType::Boolean => {
             let mut b = BooleanBuilder::new();
@@ -320,6 +325,18 @@ mod tests {
             rows.push(s, Event { key: format!("u{s}"), time: day * 86_400_000_000 + s as i64, values: vec![Value::Float(s as f64), Value::Text("US".into())] });
         }
         rows
+    }
+
+    #[test]
+    fn a_field_that_appears_later_is_null_in_earlier_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = PartWriter::open(dir.path(), "tx", 1).unwrap();
+        writer.add(rows(&[1], 20000));
+        let mut later = Rows::new(vec!["amount".into(), "country".into(), "extra".into()]);
+        later.push(2, Event { key: "u2".into(), time: 20000 * 86_400_000_000, values: vec![Value::Float(2.0), Value::Null, Value::Integer(7)] });
+        writer.add(later);
+        let files = writer.commit().unwrap();
+        assert_eq!(files.len(), 1);
     }
 
     #[test]
