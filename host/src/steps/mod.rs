@@ -8,6 +8,7 @@ mod map;
 mod rename;
 mod select;
 mod wasm;
+pub mod aggregate;
 
 use std::sync::Arc;
 
