@@ -242,29 +242,44 @@ async fn killed_with_sigkill_at_random_points_and_restarted_nothing_is_lost_or_d
     live.cleanup().await;
 }
 
-/// A NATS server (with JetStream, file storage) owned by one test, on its own port, so it can
-/// be stopped and started again with its streams.
-struct OwnNats {
+/// Which server a test owns.
+#[derive(Clone, Copy)]
+enum Server {
+    /// redis-server, keeping its data in the folder across a stop (saved on shutdown).
+    Redis,
+    /// nats-server with JetStream file storage in the folder.
+    Nats,
+}
+
+/// A server owned by one test, on its own port, with its data in a folder, so it can be
+/// stopped and started again without losing its data.
+struct OwnServer {
+    kind: Server,
     port: u16,
     dir: tempfile::TempDir,
     child: Option<std::process::Child>,
 }
 
-impl OwnNats {
-    fn start() -> OwnNats {
+impl OwnServer {
+    fn start(kind: Server) -> OwnServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut nats = OwnNats { port, dir: tempfile::tempdir().unwrap(), child: None };
-        nats.restart();
-        nats
+        let mut server = OwnServer { kind, port, dir: tempfile::tempdir().unwrap(), child: None };
+        server.restart();
+        server
     }
 
     fn restart(&mut self) {
-        let child = std::process::Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
-            .arg(self.dir.path())
+        let (port, dir) = (self.port.to_string(), self.dir.path().display().to_string());
+        let (program, args) = match self.kind {
+            Server::Redis => ("redis-server", vec!["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", &dir]),
+            Server::Nats => ("nats-server", vec!["-a", "127.0.0.1", "-p", &port, "-js", "-sd", &dir]),
+        };
+        let child = std::process::Command::new(program)
+            .args(args)
+            .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .expect("nats-server must be installed");
+            .unwrap_or_else(|e| panic!("{program} must be installed: {e}"));
         self.child = Some(child);
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
@@ -273,70 +288,25 @@ impl OwnNats {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("nats-server on port {} did not start", self.port);
+        panic!("{program} on port {} did not start", self.port);
     }
 
+    /// Stops the server as an operator would (Redis saves its data first).
     fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-            child.wait().unwrap();
-        }
-    }
-}
-
-impl Drop for OwnNats {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// A Redis server owned by one test, on its own port, keeping its data in a folder so it can
-/// be stopped (saving) and started again.
-struct OwnRedis {
-    port: u16,
-    dir: tempfile::TempDir,
-    child: Option<std::process::Child>,
-}
-
-impl OwnRedis {
-    fn start() -> OwnRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut redis = OwnRedis { port, dir: tempfile::tempdir().unwrap(), child: None };
-        redis.restart();
-        redis
-    }
-
-    fn restart(&mut self) {
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed");
-        self.child = Some(child);
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
+        let Some(mut child) = self.child.take() else { return };
+        match self.kind {
+            Server::Redis => {
+                let _ = std::process::Command::new("redis-cli").args(["-p", &self.port.to_string(), "shutdown", "save"]).output();
             }
-            std::thread::sleep(Duration::from_millis(50));
+            Server::Nats => {
+                let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            }
         }
-        panic!("redis-server on port {} did not start", self.port);
-    }
-
-    /// Stops the server, saving its data first (as an operator's restart would).
-    fn stop(&mut self) {
-        let _ = std::process::Command::new("redis-cli").args(["-p", &self.port.to_string(), "shutdown", "save"]).output();
-        if let Some(mut child) = self.child.take() {
-            child.wait().unwrap();
-        }
+        child.wait().unwrap();
     }
 }
 
-impl Drop for OwnRedis {
+impl Drop for OwnServer {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -347,7 +317,7 @@ impl Drop for OwnRedis {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_for_seconds_mid_stream_pauses_the_pipeline_and_nothing_is_lost() {
-    let mut redis = OwnRedis::start();
+    let mut redis = OwnServer::start(Server::Redis);
     let mut live = Live::new("outage");
     live.redis_url = format!("redis://127.0.0.1:{}/0", redis.port);
     let config = live.write_config();
@@ -372,7 +342,7 @@ async fn redis_down_for_seconds_mid_stream_pauses_the_pipeline_and_nothing_is_lo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_down_for_seconds_mid_stream_pauses_the_pipeline_and_nothing_is_lost() {
-    let mut nats = OwnNats::start();
+    let mut nats = OwnServer::start(Server::Nats);
     let mut live = Live::new("natsdown");
     live.nats_url = format!("nats://127.0.0.1:{}", nats.port);
     let config = live.write_config();
