@@ -315,11 +315,15 @@ impl Drop for OwnServer {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_down_for_seconds_mid_stream_pauses_the_pipeline_and_nothing_is_lost() {
-    let mut redis = OwnServer::start(Server::Redis);
+/// Stops a service for 3 s while events flow (Redis: events keep arriving on NATS; NATS:
+/// more events are published once it is back), then checks that nothing was lost.
+async fn outage_mid_stream(kind: Server) {
+    let mut server = OwnServer::start(kind);
     let mut live = Live::new("outage");
-    live.redis_url = format!("redis://127.0.0.1:{}/0", redis.port);
+    match kind {
+        Server::Redis => live.redis_url = format!("redis://127.0.0.1:{}/0", server.port),
+        Server::Nats => live.nats_url = format!("nats://127.0.0.1:{}", server.port),
+    }
     let config = live.write_config();
     let n = 30_000u64;
     let events: Vec<Json> = (0..n).map(transaction).collect();
@@ -327,10 +331,15 @@ async fn redis_down_for_seconds_mid_stream_pauses_the_pipeline_and_nothing_is_lo
     live.publish(&bodies[..10_000]).await;
     let (stop, task) = start(&live, &config);
     wait_for("the first events applied", Duration::from_secs(60), async || live.applied().await >= 10_000).await;
-    redis.stop();
-    live.publish(&bodies[10_000..]).await;
+    server.stop();
+    if let Server::Redis = kind {
+        live.publish(&bodies[10_000..]).await;
+    }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    redis.restart();
+    server.restart();
+    if let Server::Nats = kind {
+        live.publish(&bodies[10_000..]).await;
+    }
     let expected_rows = events.iter().filter(|e| kept(e)).count();
     wait_for("every event applied", Duration::from_secs(120), async || live.applied().await == n).await;
     wait_for("every row in Parquet", Duration::from_secs(60), async || parquet_rows(&live.offline_dir()).len() >= expected_rows).await;
@@ -341,28 +350,13 @@ async fn redis_down_for_seconds_mid_stream_pauses_the_pipeline_and_nothing_is_lo
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_for_seconds_mid_stream_pauses_the_pipeline_and_nothing_is_lost() {
+    outage_mid_stream(Server::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_down_for_seconds_mid_stream_pauses_the_pipeline_and_nothing_is_lost() {
-    let mut nats = OwnServer::start(Server::Nats);
-    let mut live = Live::new("natsdown");
-    live.nats_url = format!("nats://127.0.0.1:{}", nats.port);
-    let config = live.write_config();
-    let n = 30_000u64;
-    let events: Vec<Json> = (0..n).map(transaction).collect();
-    let bodies: Vec<Vec<u8>> = events.iter().map(|e| serde_json::to_vec(e).unwrap()).collect();
-    live.publish(&bodies[..10_000]).await;
-    let (stop, task) = start(&live, &config);
-    wait_for("the first events applied", Duration::from_secs(60), async || live.applied().await >= 10_000).await;
-    nats.stop();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    nats.restart();
-    live.publish(&bodies[10_000..]).await;
-    let expected_rows = events.iter().filter(|e| kept(e)).count();
-    wait_for("every event applied", Duration::from_secs(120), async || live.applied().await == n).await;
-    wait_for("every row in Parquet", Duration::from_secs(60), async || parquet_rows(&live.offline_dir()).len() >= expected_rows).await;
-    stop.send(true).unwrap();
-    task.await.unwrap();
-    check_outputs(&live, &events).await;
-    live.cleanup().await;
+    outage_mid_stream(Server::Nats).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
