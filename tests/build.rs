@@ -6,17 +6,36 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const RUST_PLUGINS: &[&str] = &["currency", "risk", "modes", "bad-loop", "bad-memory", "bad-panic", "bad-version"];
+const RUST_PLUGINS: &[&str] = &[
+    "currency",
+    "risk",
+    "modes",
+    "bad-loop",
+    "bad-memory",
+    "bad-panic",
+    "bad-version",
+];
 
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let plugins = root.join("plugins");
-    for path in ["wit", "sdk/src", "sdk/Cargo.toml", "plugins/Cargo.toml", "plugins/build-guests.sh", "sdk/python", "sdk/js"] {
+    for path in [
+        "wit",
+        "sdk/src",
+        "sdk/Cargo.toml",
+        "plugins/Cargo.toml",
+        "plugins/build-guests.sh",
+        "sdk/python",
+        "sdk/js",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(path).display());
     }
     for name in RUST_PLUGINS {
         println!("cargo:rerun-if-changed={}", plugins.join(name).join("src").display());
-        println!("cargo:rerun-if-changed={}", plugins.join(name).join("Cargo.toml").display());
+        println!(
+            "cargo:rerun-if-changed={}",
+            plugins.join(name).join("Cargo.toml").display()
+        );
     }
     for name in ["currency-py", "currency-js", "modes-py", "modes-js", "sandbox-py"] {
         println!("cargo:rerun-if-changed={}", plugins.join(name).display());
@@ -28,11 +47,16 @@ fn main() {
         .map(PathBuf::from)
         .unwrap_or_else(|| plugins.join("target"));
     let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cargo.current_dir(&plugins).args(["build", "--release", "--target", "wasm32-wasip2"]);
+    cargo
+        .current_dir(&plugins)
+        .args(["build", "--release", "--target", "wasm32-wasip2"]);
     clean_env(&mut cargo);
     cargo.env("CARGO_TARGET_DIR", &target_dir);
     let status = cargo.status().expect("running cargo to build the plugins");
-    assert!(status.success(), "building the Rust plugins failed (is the wasm32-wasip2 target installed? `rustup target add wasm32-wasip2`)");
+    assert!(
+        status.success(),
+        "building the Rust plugins failed (is the wasm32-wasip2 target installed? `rustup target add wasm32-wasip2`)"
+    );
     let wasm_dir = target_dir.join("wasm32-wasip2").join("release");
     println!("cargo:rustc-env=SLUICE_RUST_PLUGINS={}", wasm_dir.display());
 
@@ -66,8 +90,23 @@ fn clean_env(command: &mut Command) {
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy().into_owned();
         let keep = key == "CARGO_HOME" || key == "CARGO" || key == "CARGO_NET_OFFLINE";
-        let outer = key.starts_with("CARGO_") || key.starts_with("RUSTC") || key.starts_with("DEP_")
-            || matches!(key.as_str(), "TARGET" | "HOST" | "OUT_DIR" | "OPT_LEVEL" | "PROFILE" | "DEBUG" | "NUM_JOBS" | "RUSTDOC" | "RUSTFLAGS" | "MAKEFLAGS" | "MFLAGS");
+        let outer = key.starts_with("CARGO_")
+            || key.starts_with("RUSTC")
+            || key.starts_with("DEP_")
+            || matches!(
+                key.as_str(),
+                "TARGET"
+                    | "HOST"
+                    | "OUT_DIR"
+                    | "OPT_LEVEL"
+                    | "PROFILE"
+                    | "DEBUG"
+                    | "NUM_JOBS"
+                    | "RUSTDOC"
+                    | "RUSTFLAGS"
+                    | "MAKEFLAGS"
+                    | "MFLAGS"
+            );
         if outer && !keep {
             command.env_remove(&key);
         }

@@ -59,7 +59,9 @@ fn a_bad_config_reports_every_problem_with_its_key() {
             "feature_set[0].steps[2].plugin",
         ]
     );
-    assert!(problems[5].message.contains("refers to field \"zz\", which no earlier step produces"));
+    assert!(problems[5]
+        .message
+        .contains("refers to field \"zz\", which no earlier step produces"));
     let unknown = sluice::config::parse_str("[host]\nnats_url = \"x\"\n", std::path::Path::new("u.toml")).unwrap_err();
     assert!(unknown.to_string().contains("unknown field `nats_url`"), "{unknown}");
     let step = "[[feature_set]]\nname='a'\nentity='u'\ntimestamp={field='t'}\nsource={kind='jetstream',stream='S',subject='s'}\n[[feature_set.steps]]\nid='x'\nkind='filter'\nexpr='true'\ncolour='red'\n";

@@ -40,7 +40,9 @@ pub fn cache_dir() -> PathBuf {
 /// One engine per test process, with the shared artifact cache.
 pub fn engine() -> Arc<PluginEngine> {
     static ENGINE: OnceLock<Arc<PluginEngine>> = OnceLock::new();
-    ENGINE.get_or_init(|| PluginEngine::new(Some(cache_dir())).expect("creating the plugin engine")).clone()
+    ENGINE
+        .get_or_init(|| PluginEngine::new(Some(cache_dir())).expect("creating the plugin engine"))
+        .clone()
 }
 
 /// Rates used by the currency plugin in tests.
@@ -48,13 +50,21 @@ pub const RATES: &str = r#"{"USD":1.0,"EUR":1.08,"GBP":1.27,"JPY":0.0067}"#;
 
 /// A batch of transactions with fields `transaction_id, user_id, amount, currency, merchant`.
 pub fn transactions(rows: &[(i64, &str, Value, Value, &str)]) -> Batch {
-    let fields = ["transaction_id", "user_id", "amount", "currency", "merchant"].map(String::from).to_vec();
+    let fields = ["transaction_id", "user_id", "amount", "currency", "merchant"]
+        .map(String::from)
+        .to_vec();
     let events = rows
         .iter()
         .map(|(id, user, amount, currency, merchant)| Event {
             key: user.to_string(),
             time: 1_700_000_000_000_000 + id * 1000,
-            values: vec![Value::Integer(*id), Value::Text(user.to_string()), amount.clone(), currency.clone(), Value::Text(merchant.to_string())],
+            values: vec![
+                Value::Integer(*id),
+                Value::Text(user.to_string()),
+                amount.clone(),
+                currency.clone(),
+                Value::Text(merchant.to_string()),
+            ],
         })
         .collect();
     Batch { fields, events }
@@ -67,6 +77,9 @@ pub fn text(s: &str) -> Value {
 
 /// The value of `field` in an output event.
 pub fn field<'a>(fields: &[String], event: &'a Event, field: &str) -> &'a Value {
-    let i = fields.iter().position(|f| f == field).unwrap_or_else(|| panic!("no field {field} in {fields:?}"));
+    let i = fields
+        .iter()
+        .position(|f| f == field)
+        .unwrap_or_else(|| panic!("no field {field} in {fields:?}"));
     event.values.get(i).unwrap_or(&Value::Null)
 }

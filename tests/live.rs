@@ -40,8 +40,15 @@ impl Live {
     /// Fresh names for a test tagged `tag`.
     pub fn new(tag: &str) -> Live {
         static N: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-        let id = format!("{tag}{}x{}x{nanos}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let id = format!(
+            "{tag}{}x{}x{nanos}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
         Live {
             set: format!("s{id}"),
             stream: format!("EV{}", id.to_uppercase()),
@@ -86,7 +93,10 @@ impl Live {
         host.insert("redis".into(), self.redis_url.as_str().into());
         host.insert("redis_prefix".into(), self.prefix.as_str().into());
         let plugin = crate::rust_plugin("currency");
-        config["plugins"].as_table_mut().unwrap().insert("currency".into(), plugin.display().to_string().into());
+        config["plugins"]
+            .as_table_mut()
+            .unwrap()
+            .insert("currency".into(), plugin.display().to_string().into());
         let set = config["feature_set"].as_array_mut().unwrap()[0].as_table_mut().unwrap();
         set.insert("name".into(), self.set.as_str().into());
         let source = set["source"].as_table_mut().unwrap();
@@ -118,13 +128,21 @@ impl Live {
 
     /// JetStream.
     pub async fn jetstream(&self) -> Context {
-        jetstream::new(async_nats::connect(&self.nats_url).await.expect("NATS must run on 127.0.0.1:4222"))
+        jetstream::new(
+            async_nats::connect(&self.nats_url)
+                .await
+                .expect("NATS must run on 127.0.0.1:4222"),
+        )
     }
 
     /// Publishes raw events on the input subject (creating the stream) and waits for acks.
     pub async fn publish(&self, events: &[Vec<u8>]) {
         let js = self.jetstream().await;
-        let config = jetstream::stream::Config { name: self.stream.clone(), subjects: vec![self.subject.clone()], ..Default::default() };
+        let config = jetstream::stream::Config {
+            name: self.stream.clone(),
+            subjects: vec![self.subject.clone()],
+            ..Default::default()
+        };
         js.get_or_create_stream(config).await.unwrap();
         for chunk in events.chunks(1000) {
             let mut acks = Vec::new();
@@ -139,13 +157,21 @@ impl Live {
 
     /// A Redis connection.
     pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.redis_url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap()
+        redis::Client::open(self.redis_url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
     }
 
     /// The applied sequence the pipeline recorded (0 if none).
     pub async fn applied(&self) -> u64 {
         let mut r = self.redis().await;
-        let v: Option<u64> = redis::cmd("GET").arg(format!("{}:{}:v1:_applied", self.prefix, self.set)).query_async(&mut r).await.unwrap();
+        let v: Option<u64> = redis::cmd("GET")
+            .arg(format!("{}:{}:v1:_applied", self.prefix, self.set))
+            .query_async(&mut r)
+            .await
+            .unwrap();
         v.unwrap_or(0)
     }
 
@@ -181,7 +207,11 @@ impl Live {
             let _ = dlq.purge().filter(format!("sluice.dlq.{}", self.set)).await;
         }
         let mut r = self.redis().await;
-        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}:*", self.prefix)).query_async(&mut r).await.unwrap_or_default();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", self.prefix))
+            .query_async(&mut r)
+            .await
+            .unwrap_or_default();
         if !keys.is_empty() {
             let _: () = redis::cmd("DEL").arg(keys).query_async(&mut r).await.unwrap_or(());
         }
@@ -190,7 +220,9 @@ impl Live {
     /// Dead letters of the set: (reason, step, sequence, body).
     pub async fn dead_letters(&self) -> Vec<(String, String, u64, Vec<u8>)> {
         let js = self.jetstream().await;
-        let Ok(stream) = js.get_stream("SLUICE_DLQ").await else { return Vec::new() };
+        let Ok(stream) = js.get_stream("SLUICE_DLQ").await else {
+            return Vec::new();
+        };
         let consumer = stream
             .create_consumer(jetstream::consumer::pull::Config {
                 filter_subject: format!("sluice.dlq.{}", self.set),
@@ -207,7 +239,12 @@ impl Live {
             while let Some(Ok(m)) = batch.next().await {
                 let h = m.headers.clone().unwrap_or_default();
                 let get = |k: &str| h.get(k).map(|v| v.to_string()).unwrap_or_default();
-                out.push((get("Sluice-Reason"), get("Sluice-Step"), get("Sluice-Seq").parse().unwrap_or(0), m.payload.to_vec()));
+                out.push((
+                    get("Sluice-Reason"),
+                    get("Sluice-Step"),
+                    get("Sluice-Seq").parse().unwrap_or(0),
+                    m.payload.to_vec(),
+                ));
             }
             if out.len() == before {
                 break;
@@ -223,8 +260,16 @@ pub fn transaction(i: u64) -> Json {
     let h = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 33;
     let user = (h % 1000) * (h % 1000) / 1000; // skewed towards small ids
     let currencies = ["USD", "EUR", "GBP", "JPY", "CHF"];
-    let currency = if i % 97 == 13 { "XYZ" } else { currencies[(h % 5) as usize] };
-    let amount = if i % 50 == 7 { Json::Null } else { json!(((h % 100_000) as f64) / 100.0 + 0.01) };
+    let currency = if i % 97 == 13 {
+        "XYZ"
+    } else {
+        currencies[(h % 5) as usize]
+    };
+    let amount = if i % 50 == 7 {
+        Json::Null
+    } else {
+        json!(((h % 100_000) as f64) / 100.0 + 0.01)
+    };
     let ts = 1_764_000_000_000i64 + i as i64 * 10 - ((h % 5) as i64) * 3;
     let country = ["US", "DE", "GB", "JP", "CH"][(h % 5) as usize];
     json!({
@@ -257,7 +302,9 @@ pub fn kept(t: &Json) -> bool {
 
 /// Reads every Parquet part of a folder: rows as (seq, key, ts, column → JSON value).
 pub fn parquet_rows(dir: &Path) -> Vec<(u64, String, i64, HashMap<String, Json>)> {
-    use arrow_array::{Array, BooleanArray, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray, UInt64Array};
+    use arrow_array::{
+        Array, BooleanArray, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray, UInt64Array,
+    };
     let mut rows = Vec::new();
     let Ok(dates) = std::fs::read_dir(dir) else { return rows };
     for date in dates.flatten() {
@@ -267,13 +314,20 @@ pub fn parquet_rows(dir: &Path) -> Vec<(u64, String, i64, HashMap<String, Json>)
                 continue;
             }
             let file = std::fs::File::open(&path).unwrap();
-            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                .unwrap()
+                .build()
+                .unwrap();
             for batch in reader {
                 let batch = batch.unwrap();
                 let schema = batch.schema();
                 let seq = batch.column(0).as_any().downcast_ref::<UInt64Array>().unwrap();
                 let key = batch.column(1).as_any().downcast_ref::<StringArray>().unwrap();
-                let ts = batch.column(2).as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap();
+                let ts = batch
+                    .column(2)
+                    .as_any()
+                    .downcast_ref::<TimestampMicrosecondArray>()
+                    .unwrap();
                 for r in 0..batch.num_rows() {
                     let mut values = HashMap::new();
                     for (c, field) in schema.fields().iter().enumerate().skip(3) {

@@ -38,16 +38,28 @@ fn expected_latest(events: &[Json]) -> HashMap<String, (u64, &Json)> {
 async fn check_outputs(live: &Live, events: &[Json]) {
     let expected = expected_latest(events);
     let hashes = live.hashes().await;
-    assert_eq!(hashes.len(), expected.len(), "one hash per user with a kept transaction");
+    assert_eq!(
+        hashes.len(),
+        expected.len(),
+        "one hash per user with a kept transaction"
+    );
     for (user, (seq, e)) in &expected {
         let hash = &hashes[user];
         assert_eq!(hash["_seq"], seq.to_string(), "user {user}: latest row by event time");
         let usd: f64 = hash["amount_usd"].parse().unwrap();
-        assert_eq!(usd, e["amount"].as_f64().unwrap() * rate(e["currency"].as_str().unwrap()).unwrap());
+        assert_eq!(
+            usd,
+            e["amount"].as_f64().unwrap() * rate(e["currency"].as_str().unwrap()).unwrap()
+        );
         assert_eq!(hash["is_foreign"], (e["country"] != "US").to_string());
     }
     let rows = parquet_rows(&live.offline_dir());
-    let kept_seqs: Vec<u64> = events.iter().enumerate().filter(|(_, e)| kept(e)).map(|(i, _)| i as u64 + 1).collect();
+    let kept_seqs: Vec<u64> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| kept(e))
+        .map(|(i, _)| i as u64 + 1)
+        .collect();
     let seqs: Vec<u64> = rows.iter().map(|r| r.0).collect();
     assert_eq!(seqs.len(), kept_seqs.len(), "exactly one Parquet row per kept event");
     assert_eq!(seqs, kept_seqs);
@@ -64,7 +76,9 @@ fn start(live: &Live, config: &std::path::Path) -> (watch::Sender<bool>, tokio::
     let (stop, shutdown) = watch::channel(false);
     let set = live.set.clone();
     let task = tokio::spawn(async move {
-        sluice::pipeline::run(config, shutdown).await.unwrap_or_else(|e| panic!("{set}: {e}"));
+        sluice::pipeline::run(config, shutdown)
+            .await
+            .unwrap_or_else(|e| panic!("{set}: {e}"));
     });
     (stop, task)
 }
@@ -75,22 +89,47 @@ async fn a_hundred_thousand_events_land_once_in_redis_and_parquet() {
     let config = live.write_config();
     let n = 100_000u64;
     let events: Vec<Json> = (0..n).map(transaction).collect();
-    live.publish(&events.iter().map(|e| serde_json::to_vec(e).unwrap()).collect::<Vec<_>>()).await;
+    live.publish(
+        &events
+            .iter()
+            .map(|e| serde_json::to_vec(e).unwrap())
+            .collect::<Vec<_>>(),
+    )
+    .await;
     let (stop, task) = start(&live, &config);
     let expected_rows = events.iter().filter(|e| kept(e)).count();
-    wait_for("every event applied", Duration::from_secs(240), async || live.applied().await == n).await;
-    wait_for("every row in Parquet", Duration::from_secs(60), async || parquet_rows(&live.offline_dir()).len() >= expected_rows).await;
+    wait_for("every event applied", Duration::from_secs(240), async || {
+        live.applied().await == n
+    })
+    .await;
+    wait_for("every row in Parquet", Duration::from_secs(60), async || {
+        parquet_rows(&live.offline_dir()).len() >= expected_rows
+    })
+    .await;
     stop.send(true).unwrap();
     task.await.unwrap();
     check_outputs(&live, &events).await;
     let letters = live.dead_letters().await;
-    let unknown: HashSet<u64> = events.iter().enumerate().filter(|(_, e)| rate(e["currency"].as_str().unwrap()).is_none()).map(|(i, _)| i as u64 + 1).collect();
-    assert_eq!(letters.len(), unknown.len(), "every unknown currency, and nothing else, is a dead letter");
+    let unknown: HashSet<u64> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| rate(e["currency"].as_str().unwrap()).is_none())
+        .map(|(i, _)| i as u64 + 1)
+        .collect();
+    assert_eq!(
+        letters.len(),
+        unknown.len(),
+        "every unknown currency, and nothing else, is a dead letter"
+    );
     for (reason, step, seq, body) in &letters {
         assert!(unknown.contains(seq));
         assert_eq!(step, "to_usd");
         assert!(reason.starts_with("unknown currency"), "{reason}");
-        assert_eq!(serde_json::from_slice::<Json>(body).unwrap(), events[*seq as usize - 1], "original bytes kept");
+        assert_eq!(
+            serde_json::from_slice::<Json>(body).unwrap(),
+            events[*seq as usize - 1],
+            "original bytes kept"
+        );
     }
     live.cleanup().await;
 }
@@ -105,12 +144,36 @@ async fn each_kind_of_poison_goes_to_the_dead_letter_subject_and_the_rest_flows(
     };
     let poison: Vec<(Vec<u8>, &str, &str)> = vec![
         (b"{not json".to_vec(), "decode", "invalid JSON"),
-        (br#"{"amount": 1, "currency": "EUR", "ts": 1}"#.to_vec(), "decode", "missing entity key field \"user_id\""),
-        (br#"{"user_id": "x", "amount": 1, "currency": "EUR"}"#.to_vec(), "decode", "missing event time field \"ts\""),
-        (br#"{"user_id": "x", "amount": 1, "currency": 5, "ts": 1}"#.to_vec(), "to_usd", "field \"currency\" must be text"),
-        (br#"{"user_id": "x", "amount": "ten", "currency": "EUR", "ts": 1}"#.to_vec(), "to_usd", "field \"amount\" must be a number"),
-        (format!(r#"{{"user_id": "x", "ts": 1, "pad": "{}"}}"#, "p".repeat(100_000)).into_bytes(), "decode", "larger than max_event_bytes"),
-        (br#"{"user_id": "x", "amount": 1e300, "currency": "USD", "country": "US", "ts": 1}"#.to_vec(), "derived", "amount_cents"),
+        (
+            br#"{"amount": 1, "currency": "EUR", "ts": 1}"#.to_vec(),
+            "decode",
+            "missing entity key field \"user_id\"",
+        ),
+        (
+            br#"{"user_id": "x", "amount": 1, "currency": "EUR"}"#.to_vec(),
+            "decode",
+            "missing event time field \"ts\"",
+        ),
+        (
+            br#"{"user_id": "x", "amount": 1, "currency": 5, "ts": 1}"#.to_vec(),
+            "to_usd",
+            "field \"currency\" must be text",
+        ),
+        (
+            br#"{"user_id": "x", "amount": "ten", "currency": "EUR", "ts": 1}"#.to_vec(),
+            "to_usd",
+            "field \"amount\" must be a number",
+        ),
+        (
+            format!(r#"{{"user_id": "x", "ts": 1, "pad": "{}"}}"#, "p".repeat(100_000)).into_bytes(),
+            "decode",
+            "larger than max_event_bytes",
+        ),
+        (
+            br#"{"user_id": "x", "amount": 1e300, "currency": "USD", "country": "US", "ts": 1}"#.to_vec(),
+            "derived",
+            "amount_cents",
+        ),
     ];
     let mut events = Vec::new();
     for (i, (bad, _, _)) in poison.iter().enumerate() {
@@ -121,21 +184,33 @@ async fn each_kind_of_poison_goes_to_the_dead_letter_subject_and_the_rest_flows(
     live.publish(&events).await;
     let (stop, task) = start(&live, &config);
     let n = events.len() as u64;
-    wait_for("every event applied", Duration::from_secs(60), async || live.applied().await == n).await;
-    wait_for("every dead letter", Duration::from_secs(10), async || live.dead_letters().await.len() >= poison.len())
-        .await;
+    wait_for("every event applied", Duration::from_secs(60), async || {
+        live.applied().await == n
+    })
+    .await;
+    wait_for("every dead letter", Duration::from_secs(10), async || {
+        live.dead_letters().await.len() >= poison.len()
+    })
+    .await;
     stop.send(true).unwrap();
     task.await.unwrap();
     let letters = live.dead_letters().await;
     assert_eq!(letters.len(), poison.len());
     for (k, (bad, step, reason)) in poison.iter().enumerate() {
         let seq = (k as u64) * 2 + 2;
-        let letter = letters.iter().find(|l| l.2 == seq).unwrap_or_else(|| panic!("no dead letter for seq {seq}"));
+        let letter = letters
+            .iter()
+            .find(|l| l.2 == seq)
+            .unwrap_or_else(|| panic!("no dead letter for seq {seq}"));
         assert_eq!(letter.1, *step, "seq {seq}");
         assert!(letter.0.contains(reason), "seq {seq}: {}", letter.0);
         assert_eq!(&letter.3, bad, "the original bytes");
     }
-    assert_eq!(live.hashes().await.len(), poison.len() + 1, "every good event around the poison is online");
+    assert_eq!(
+        live.hashes().await.len(),
+        poison.len() + 1,
+        "every good event around the poison is online"
+    );
     // Plugins' `lookup` reads the same online values.
     use sluice::plugin::OnlineLookup;
     let lookup = sluice::pipeline::RedisLookup::new(&sluice::config::load(&config).unwrap(), &live.redis_url).unwrap();
@@ -158,17 +233,37 @@ async fn graceful_shutdown_commits_everything_it_has_taken() {
     // A long roll period: only the shutdown can commit the Parquet rows in time.
     let config = live.write_config_with(3600);
     let events: Vec<Json> = (0..5_000).map(transaction).collect();
-    live.publish(&events.iter().map(|e| serde_json::to_vec(e).unwrap()).collect::<Vec<_>>()).await;
+    live.publish(
+        &events
+            .iter()
+            .map(|e| serde_json::to_vec(e).unwrap())
+            .collect::<Vec<_>>(),
+    )
+    .await;
     let (stop, task) = start(&live, &config);
-    wait_for("every event applied", Duration::from_secs(60), async || live.applied().await == 5_000).await;
-    assert!(parquet_rows(&live.offline_dir()).is_empty(), "nothing committed before the roll period");
+    wait_for("every event applied", Duration::from_secs(60), async || {
+        live.applied().await == 5_000
+    })
+    .await;
+    assert!(
+        parquet_rows(&live.offline_dir()).is_empty(),
+        "nothing committed before the roll period"
+    );
     stop.send(true).unwrap();
     task.await.unwrap();
     check_outputs(&live, &events).await;
     let offline = format!("sluice-offline-{}-v1", live.set);
-    assert_eq!(live.consumer_backlog(&live.features, &offline).await, (0, 0), "offline writer acknowledged all");
+    assert_eq!(
+        live.consumer_backlog(&live.features, &offline).await,
+        (0, 0),
+        "offline writer acknowledged all"
+    );
     let online = format!("sluice-{}-v1", live.set);
-    assert_eq!(live.consumer_backlog(&live.stream, &online).await, (0, 0), "pipeline acknowledged all");
+    assert_eq!(
+        live.consumer_backlog(&live.stream, &online).await,
+        (0, 0),
+        "pipeline acknowledged all"
+    );
     live.cleanup().await;
 }
 
@@ -177,14 +272,22 @@ async fn graceful_shutdown_commits_everything_it_has_taken() {
 #[test]
 #[ignore]
 fn child_pipeline() {
-    let Ok(config) = std::env::var("SLUICE_CHILD_CONFIG") else { return };
+    let Ok(config) = std::env::var("SLUICE_CHILD_CONFIG") else {
+        return;
+    };
     let cli = <sluice::cli::Cli as clap::Parser>::parse_from(["sluice", "run", "--config", &config]);
     std::process::exit(sluice::cli::run(cli).unwrap());
 }
 
 fn spawn_child(config: &std::path::Path) -> std::process::Child {
     std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_pipeline", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "child_pipeline",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("SLUICE_CHILD_CONFIG", config)
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
@@ -204,7 +307,11 @@ async fn killed_with_sigkill_at_random_points_and_restarted_nothing_is_lost_or_d
         let bodies = bodies.clone();
         tokio::spawn(async move {
             let js = async_nats::jetstream::new(async_nats::connect(sluice_tests::live::NATS).await.unwrap());
-            let config = async_nats::jetstream::stream::Config { name: live_subject.0, subjects: vec![live_subject.1.clone()], ..Default::default() };
+            let config = async_nats::jetstream::stream::Config {
+                name: live_subject.0,
+                subjects: vec![live_subject.1.clone()],
+                ..Default::default()
+            };
             js.get_or_create_stream(config).await.unwrap();
             for chunk in bodies.chunks(2_000) {
                 let mut acks = Vec::new();
@@ -228,15 +335,28 @@ async fn killed_with_sigkill_at_random_points_and_restarted_nothing_is_lost_or_d
         tokio::time::sleep(after).await;
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        eprintln!("round {round}: killed after {after:?}, applied {}", live.applied().await);
+        eprintln!(
+            "round {round}: killed after {after:?}, applied {}",
+            live.applied().await
+        );
     }
     publisher.await.unwrap();
     let mut child = spawn_child(&config);
     let expected_rows = events.iter().filter(|e| kept(e)).count();
-    wait_for("every event applied", Duration::from_secs(240), async || live.applied().await == n).await;
-    wait_for("every row in Parquet", Duration::from_secs(60), async || parquet_rows(&live.offline_dir()).len() >= expected_rows).await;
+    wait_for("every event applied", Duration::from_secs(240), async || {
+        live.applied().await == n
+    })
+    .await;
+    wait_for("every row in Parquet", Duration::from_secs(60), async || {
+        parquet_rows(&live.offline_dir()).len() >= expected_rows
+    })
+    .await;
     // SIGTERM: graceful stop.
-    std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
     assert!(child.wait().unwrap().success(), "a graceful stop exits 0");
     check_outputs(&live, &events).await;
     live.cleanup().await;
@@ -262,8 +382,17 @@ struct OwnServer {
 
 impl OwnServer {
     fn start(kind: Server) -> OwnServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut server = OwnServer { kind, port, dir: tempfile::tempdir().unwrap(), child: None };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut server = OwnServer {
+            kind,
+            port,
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
         server.restart();
         server
     }
@@ -271,7 +400,21 @@ impl OwnServer {
     fn restart(&mut self) {
         let (port, dir) = (self.port.to_string(), self.dir.path().display().to_string());
         let (program, args) = match self.kind {
-            Server::Redis => ("redis-server", vec!["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", &dir]),
+            Server::Redis => (
+                "redis-server",
+                vec![
+                    "--port",
+                    &port,
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    &dir,
+                ],
+            ),
             Server::Nats => ("nats-server", vec!["-a", "127.0.0.1", "-p", &port, "-js", "-sd", &dir]),
         };
         let child = std::process::Command::new(program)
@@ -296,10 +439,15 @@ impl OwnServer {
         let Some(mut child) = self.child.take() else { return };
         match self.kind {
             Server::Redis => {
-                let _ = std::process::Command::new("redis-cli").args(["-p", &self.port.to_string(), "shutdown", "save"]).output();
+                let _ = std::process::Command::new("redis-cli")
+                    .args(["-p", &self.port.to_string(), "shutdown", "save"])
+                    .output();
             }
             Server::Nats => {
-                let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+                let _ = std::process::Command::new("kill")
+                    .arg("-TERM")
+                    .arg(child.id().to_string())
+                    .status();
             }
         }
         child.wait().unwrap();
@@ -330,7 +478,10 @@ async fn outage_mid_stream(kind: Server) {
     let bodies: Vec<Vec<u8>> = events.iter().map(|e| serde_json::to_vec(e).unwrap()).collect();
     live.publish(&bodies[..10_000]).await;
     let (stop, task) = start(&live, &config);
-    wait_for("the first events applied", Duration::from_secs(60), async || live.applied().await >= 10_000).await;
+    wait_for("the first events applied", Duration::from_secs(60), async || {
+        live.applied().await >= 10_000
+    })
+    .await;
     server.stop();
     if let Server::Redis = kind {
         live.publish(&bodies[10_000..]).await;
@@ -341,8 +492,14 @@ async fn outage_mid_stream(kind: Server) {
         live.publish(&bodies[10_000..]).await;
     }
     let expected_rows = events.iter().filter(|e| kept(e)).count();
-    wait_for("every event applied", Duration::from_secs(120), async || live.applied().await == n).await;
-    wait_for("every row in Parquet", Duration::from_secs(60), async || parquet_rows(&live.offline_dir()).len() >= expected_rows).await;
+    wait_for("every event applied", Duration::from_secs(120), async || {
+        live.applied().await == n
+    })
+    .await;
+    wait_for("every row in Parquet", Duration::from_secs(60), async || {
+        parquet_rows(&live.offline_dir()).len() >= expected_rows
+    })
+    .await;
     stop.send(true).unwrap();
     task.await.unwrap();
     check_outputs(&live, &events).await;
@@ -385,7 +542,13 @@ kind = "redis"
     ));
     std::fs::write(&config, text).unwrap();
     let events: Vec<Json> = (0..20_000).map(transaction).collect();
-    live.publish(&events.iter().map(|e| serde_json::to_vec(e).unwrap()).collect::<Vec<_>>()).await;
+    live.publish(
+        &events
+            .iter()
+            .map(|e| serde_json::to_vec(e).unwrap())
+            .collect::<Vec<_>>(),
+    )
+    .await;
     // Expected: per merchant, its kept transaction with the latest (ts, seq).
     let mut expected: HashMap<String, (i64, usize)> = HashMap::new();
     for (i, e) in events.iter().enumerate().filter(|(_, e)| kept(e)) {
@@ -405,7 +568,10 @@ kind = "redis"
     let view = merchants(&live);
     wait_for("every merchant online", Duration::from_secs(60), async || {
         let hashes = view.hashes().await;
-        hashes.len() == expected.len() && expected.iter().all(|(m, (_, i))| hashes.get(m).is_some_and(|h| h["transaction_id"] == i.to_string()))
+        hashes.len() == expected.len()
+            && expected
+                .iter()
+                .all(|(m, (_, i))| hashes.get(m).is_some_and(|h| h["transaction_id"] == i.to_string()))
     })
     .await;
     stop.send(true).unwrap();
@@ -414,7 +580,11 @@ kind = "redis"
     assert_eq!(hashes.len(), expected.len(), "one hash per merchant");
     for (m, (_, i)) in &expected {
         let e = &events[*i];
-        assert_eq!(hashes[m]["transaction_id"], e["transaction_id"].to_string(), "merchant {m}: its latest transaction");
+        assert_eq!(
+            hashes[m]["transaction_id"],
+            e["transaction_id"].to_string(),
+            "merchant {m}: its latest transaction"
+        );
         let usd = e["amount"].as_f64().unwrap() * rate(e["currency"].as_str().unwrap()).unwrap();
         assert_eq!(hashes[m]["big"], (usd > 100.0).to_string());
     }
@@ -440,8 +610,14 @@ fn file_config(live: &Live, file: &std::path::Path) -> std::path::PathBuf {
 
 async fn run_until_applied(live: &Live, config: &std::path::Path, last: u64, rows: usize) {
     let (stop, task) = start(live, config);
-    wait_for("the whole file applied", Duration::from_secs(60), async || live.applied().await == last).await;
-    wait_for("every row in Parquet", Duration::from_secs(30), async || parquet_rows(&live.offline_dir()).len() >= rows).await;
+    wait_for("the whole file applied", Duration::from_secs(60), async || {
+        live.applied().await == last
+    })
+    .await;
+    wait_for("every row in Parquet", Duration::from_secs(30), async || {
+        parquet_rows(&live.offline_dir()).len() >= rows
+    })
+    .await;
     stop.send(true).unwrap();
     task.await.unwrap();
 }
@@ -466,13 +642,27 @@ async fn csv_and_parquet_files_are_read_with_their_types() {
     use arrow_array::{Float64Array, Int64Array, RecordBatch, StringArray};
     let events: Vec<Json> = (0..2_000).map(transaction).filter(|e| !e["amount"].is_null()).collect();
     let expected = expected_latest(&events);
-    let columns = ["transaction_id", "user_id", "amount", "currency", "merchant", "country", "ts"];
+    let columns = [
+        "transaction_id",
+        "user_id",
+        "amount",
+        "currency",
+        "merchant",
+        "country",
+        "ts",
+    ];
     // CSV, with a header line.
     let live = Live::new("csv");
     let path = live.dir.path().join("events.csv");
     let mut text = columns.join(",") + "\n";
     for e in &events {
-        let cells: Vec<String> = columns.iter().map(|c| match &e[*c] { Json::String(s) => s.clone(), other => other.to_string() }).collect();
+        let cells: Vec<String> = columns
+            .iter()
+            .map(|c| match &e[*c] {
+                Json::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect();
         text += &(cells.join(",") + "\n");
     }
     std::fs::write(&path, text).unwrap();
@@ -485,9 +675,19 @@ async fn csv_and_parquet_files_are_read_with_their_types() {
     // Parquet.
     let live = Live::new("pq");
     let path = live.dir.path().join("events.parquet");
-    let ints = |c: &str| std::sync::Arc::new(Int64Array::from_iter_values(events.iter().map(|e| e[c].as_i64().unwrap()))) as _;
-    let texts = |c: &str| std::sync::Arc::new(StringArray::from_iter_values(events.iter().map(|e| e[c].as_str().unwrap().to_string()))) as _;
-    let amounts = std::sync::Arc::new(Float64Array::from_iter_values(events.iter().map(|e| e["amount"].as_f64().unwrap()))) as _;
+    let ints = |c: &str| {
+        std::sync::Arc::new(Int64Array::from_iter_values(
+            events.iter().map(|e| e[c].as_i64().unwrap()),
+        )) as _
+    };
+    let texts = |c: &str| {
+        std::sync::Arc::new(StringArray::from_iter_values(
+            events.iter().map(|e| e[c].as_str().unwrap().to_string()),
+        )) as _
+    };
+    let amounts = std::sync::Arc::new(Float64Array::from_iter_values(
+        events.iter().map(|e| e["amount"].as_f64().unwrap()),
+    )) as _;
     let batch = RecordBatch::try_from_iter(vec![
         ("transaction_id", ints("transaction_id")),
         ("user_id", texts("user_id")),
@@ -498,7 +698,8 @@ async fn csv_and_parquet_files_are_read_with_their_types() {
         ("ts", ints("ts")),
     ])
     .unwrap();
-    let mut writer = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), batch.schema(), None).unwrap();
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), batch.schema(), None).unwrap();
     writer.write(&batch).unwrap();
     writer.close().unwrap();
     let config = file_config(&live, &path);

@@ -22,9 +22,13 @@ fn run_all(rows: &[(i64, &str, Value, Value, &str)]) -> Vec<(&'static str, Vec<S
     plugins()
         .into_iter()
         .map(|(language, path)| {
-            registry.deploy(language, &bytes(&path), None).unwrap_or_else(|e| panic!("{language}: {e}"));
+            registry
+                .deploy(language, &bytes(&path), None)
+                .unwrap_or_else(|e| panic!("{language}: {e}"));
             let config = vec![("rates".to_string(), RATES.to_string())];
-            let handle = registry.handle(language, config, Limits::default(), Arc::new(NoLookup)).unwrap();
+            let handle = registry
+                .handle(language, config, Limits::default(), Arc::new(NoLookup))
+                .unwrap();
             let out = handle.process(&transactions(rows));
             let outcomes = out
                 .outcomes
@@ -60,10 +64,19 @@ fn rust_python_and_javascript_agree_on_values_and_errors() {
     let results = run_all(&rows);
     let (_, rust_fields, rust) = &results[0];
     assert_eq!(rust[0].as_ref().unwrap().last(), Some(&Value::Float(12.34 * 1.08)));
-    assert_eq!(rust[3], Err((FailureKind::Rejected, "missing field \"currency\"".into())));
-    assert_eq!(rust[4], Err((FailureKind::Rejected, "field \"currency\" must be text".into())));
+    assert_eq!(
+        rust[3],
+        Err((FailureKind::Rejected, "missing field \"currency\"".into()))
+    );
+    assert_eq!(
+        rust[4],
+        Err((FailureKind::Rejected, "field \"currency\" must be text".into()))
+    );
     assert_eq!(rust[5], Err((FailureKind::Rejected, "unknown currency \"XYZ\"".into())));
-    assert_eq!(rust[6], Err((FailureKind::Rejected, "field \"amount\" must be a number".into())));
+    assert_eq!(
+        rust[6],
+        Err((FailureKind::Rejected, "field \"amount\" must be a number".into()))
+    );
     assert_eq!(rust[8], Err((FailureKind::Rejected, "unknown currency \"eur\"".into())));
     for (language, fields, outcomes) in &results[1..] {
         assert_eq!(fields, rust_fields, "{language}: output fields");
@@ -78,13 +91,21 @@ fn every_language_refuses_a_missing_or_malformed_rate_table_the_same_way() {
     let registry = Registry::new(engine(), 2);
     for (language, path) in plugins() {
         registry.deploy(language, &bytes(&path), None).unwrap();
-        let err = registry.handle(language, vec![], Limits::default(), Arc::new(NoLookup)).err().unwrap().to_string();
+        let err = registry
+            .handle(language, vec![], Limits::default(), Arc::new(NoLookup))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(
             err.ends_with("init refused the configuration: config key \"rates\" is required: a JSON object of currency code to USD rate"),
             "{language}: {err}"
         );
         let bad = vec![("rates".to_string(), "[1, 2]".to_string())];
-        let err = registry.handle(language, bad, Limits::default(), Arc::new(NoLookup)).err().unwrap().to_string();
+        let err = registry
+            .handle(language, bad, Limits::default(), Arc::new(NoLookup))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(
             err.contains("init refused the configuration: config key \"rates\" must be a JSON object of currency code to USD rate: "),
             "{language}: {err}"
@@ -126,15 +147,26 @@ fn the_three_sdks_agree_on_map_filter_flat_map_errors_inheritance_and_rekeying()
             .map(|(i, m)| Event {
                 key: format!("k{i}"),
                 time: 1000 + i as i64,
-                values: vec![text(m), text("hello"), Value::Integer((1 << 60) + 1), Value::Json(r#"{"a": [1, 2.50]}"#.into())],
+                values: vec![
+                    text(m),
+                    text("hello"),
+                    Value::Integer((1 << 60) + 1),
+                    Value::Json(r#"{"a": [1, 2.50]}"#.into()),
+                ],
             })
             .collect(),
     };
     let registry = Registry::new(engine(), 2);
     let mut results = Vec::new();
-    for (language, path) in [("rust", rust_plugin("modes")), ("python", guest_plugin("modes-py")), ("javascript", guest_plugin("modes-js"))] {
+    for (language, path) in [
+        ("rust", rust_plugin("modes")),
+        ("python", guest_plugin("modes-py")),
+        ("javascript", guest_plugin("modes-js")),
+    ] {
         registry.deploy(language, &bytes(&path), None).unwrap();
-        let handle = registry.handle(language, vec![], Limits::default(), Arc::new(NoLookup)).unwrap();
+        let handle = registry
+            .handle(language, vec![], Limits::default(), Arc::new(NoLookup))
+            .unwrap();
         results.push((language, named(handle.process(&batch))));
     }
     let rust = &results[0].1;
@@ -153,18 +185,38 @@ fn the_three_sdks_agree_on_map_filter_flat_map_errors_inheritance_and_rekeying()
         v
     };
     let no_new = [("extra", Value::Null), ("part", Value::Null)];
-    assert_eq!(rust[0], Ok(vec![("k0".into(), 1000, with(0, &no_new))]), "keep: unchanged, json byte-exact");
+    assert_eq!(
+        rust[0],
+        Ok(vec![("k0".into(), 1000, with(0, &no_new))]),
+        "keep: unchanged, json byte-exact"
+    );
     assert_eq!(rust[1], Ok(vec![]), "drop");
     assert_eq!(
         rust[2],
         Ok(vec![
-            ("k2".into(), 1002, with(2, &[("extra", Value::Null), ("part", Value::Integer(1))])),
-            ("k2".into(), 1002, with(2, &[("extra", Value::Null), ("part", Value::Integer(2))])),
+            (
+                "k2".into(),
+                1002,
+                with(2, &[("extra", Value::Null), ("part", Value::Integer(1))])
+            ),
+            (
+                "k2".into(),
+                1002,
+                with(2, &[("extra", Value::Null), ("part", Value::Integer(2))])
+            ),
         ]),
         "split"
     );
     assert_eq!(rust[3], Err("failed on purpose".into()));
-    assert_eq!(rust[4], Ok(vec![("k4".into(), 1004, with(4, &[("extra", text("yes")), ("part", Value::Null)]))]), "add inherits");
+    assert_eq!(
+        rust[4],
+        Ok(vec![(
+            "k4".into(),
+            1004,
+            with(4, &[("extra", text("yes")), ("part", Value::Null)])
+        )]),
+        "add inherits"
+    );
     let mut cleared = with(5, &no_new);
     cleared.iter_mut().find(|(n, _)| n == "note").unwrap().1 = Value::Null;
     assert_eq!(rust[5], Ok(vec![("k5".into(), 1005, cleared)]), "clear");

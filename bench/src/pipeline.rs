@@ -38,7 +38,11 @@ pub struct Options {
 fn transaction(i: u64, user: Option<String>) -> Vec<u8> {
     let h = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 33;
     let u = (h % 10_000) * (h % 10_000) / 10_000;
-    let amount = if i % 50 == 7 { serde_json::Value::Null } else { json!(((h % 100_000) as f64) / 100.0 + 0.01) };
+    let amount = if i % 50 == 7 {
+        serde_json::Value::Null
+    } else {
+        json!(((h % 100_000) as f64) / 100.0 + 0.01)
+    };
     let ts = 1_764_000_000_000i64 + i as i64 - ((h % 5) as i64) * 3;
     let currency = ["USD", "EUR", "GBP", "JPY", "CHF"][(h % 5) as usize];
     let country = ["US", "DE", "GB", "JP", "CH"][(h % 5) as usize];
@@ -63,7 +67,10 @@ fn bench_config(live: &Live, options: &Options) -> PathBuf {
         source.insert("batch".into(), batch.into());
         source.insert("max_wait_ms".into(), max_wait.into());
         source.insert("max_ack_pending".into(), 50_000.into());
-        set["targets"].as_array_mut().unwrap().retain(|t| t["kind"].as_str() != Some("parquet"));
+        set["targets"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|t| t["kind"].as_str() != Some("parquet"));
     })
 }
 
@@ -73,17 +80,29 @@ async fn redis_connection() -> redis::RedisResult<redis::aio::MultiplexedConnect
 
 async fn applied(prefix: &str, set: &str) -> u64 {
     let mut r = redis_connection().await.unwrap();
-    let v: Option<u64> = redis::cmd("GET").arg(format!("{prefix}:{set}:v1:_applied")).query_async(&mut r).await.unwrap();
+    let v: Option<u64> = redis::cmd("GET")
+        .arg(format!("{prefix}:{set}:v1:_applied"))
+        .query_async(&mut r)
+        .await
+        .unwrap();
     v.unwrap_or(0)
 }
 
 async fn publish_all(js: &jetstream::Context, names: &Live, n: u64) -> f64 {
-    let config = jetstream::stream::Config { name: names.stream.clone(), subjects: vec![names.subject.clone()], ..Default::default() };
+    let config = jetstream::stream::Config {
+        name: names.stream.clone(),
+        subjects: vec![names.subject.clone()],
+        ..Default::default()
+    };
     js.get_or_create_stream(config).await.unwrap();
     let started = Instant::now();
     let mut acks = std::collections::VecDeque::new();
     for i in 0..n {
-        acks.push_back(js.publish(names.subject.clone(), transaction(i, None).into()).await.unwrap());
+        acks.push_back(
+            js.publish(names.subject.clone(), transaction(i, None).into())
+                .await
+                .unwrap(),
+        );
         if acks.len() >= 1024 {
             acks.pop_front().unwrap().await.unwrap();
         }
@@ -97,13 +116,24 @@ async fn publish_all(js: &jetstream::Context, names: &Live, n: u64) -> f64 {
 async fn bare_drain(js: &jetstream::Context, names: &Live, n: u64, batch: usize) -> f64 {
     let stream = js.get_stream(&names.stream).await.unwrap();
     let consumer = stream
-        .create_consumer(pull::Config { durable_name: Some("bare".into()), ack_policy: AckPolicy::All, max_ack_pending: 50_000, ..Default::default() })
+        .create_consumer(pull::Config {
+            durable_name: Some("bare".into()),
+            ack_policy: AckPolicy::All,
+            max_ack_pending: 50_000,
+            ..Default::default()
+        })
         .await
         .unwrap();
     let started = Instant::now();
     let mut seen = 0;
     while seen < n {
-        let mut messages = consumer.batch().max_messages(batch).expires(Duration::from_millis(100)).messages().await.unwrap();
+        let mut messages = consumer
+            .batch()
+            .max_messages(batch)
+            .expires(Duration::from_millis(100))
+            .messages()
+            .await
+            .unwrap();
         let mut last = None;
         while let Some(m) = messages.next().await {
             let m = m.unwrap();
@@ -121,7 +151,12 @@ async fn bare_drain(js: &jetstream::Context, names: &Live, n: u64, batch: usize)
 }
 
 fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Runs the pipeline benchmark and prints a table.
@@ -129,7 +164,11 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let js = jetstream::new(async_nats::connect(NATS).await?);
-        println!("machine: {} cores; load average before: {}", std::thread::available_parallelism()?.get(), load());
+        println!(
+            "machine: {} cores; load average before: {}",
+            std::thread::available_parallelism()?.get(),
+            load()
+        );
 
         // Throughput: publish, drain bare, then the pipeline over the same stream.
         let names = Live::new("benchtp");
@@ -150,7 +189,11 @@ pub fn run(options: Options) -> anyhow::Result<()> {
 
         // Freshness: a fixed publish rate; probes with their own entity, polled in Redis.
         let names = Live::new("benchfr");
-        let stream_config = jetstream::stream::Config { name: names.stream.clone(), subjects: vec![names.subject.clone()], ..Default::default() };
+        let stream_config = jetstream::stream::Config {
+            name: names.stream.clone(),
+            subjects: vec![names.subject.clone()],
+            ..Default::default()
+        };
         js.get_or_create_stream(stream_config).await?;
         let config = sluice::config::load(&bench_config(&names, &options))?;
         let set = names.set.clone();
@@ -162,13 +205,27 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         task.await??;
         names.cleanup().await;
         latencies.sort();
-        let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)].as_secs_f64() * 1e3;
+        let pct =
+            |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)].as_secs_f64() * 1e3;
 
         println!("\n| measure | value |\n|---|---|");
         println!("| publish with acks (1024 in flight) | {published:.0} events/s |");
-        println!("| bare async-nats consumer drain (batch {}, ack all) | {bare:.0} events/s |", options.batch);
-        println!("| pipeline: plugin + filter + map → Redis + stream | {pipeline:.0} events/s ({:.0}% of bare) |", pipeline / bare * 100.0);
-        println!("| freshness at {} events/s, p50 / p99 / max ({} probes) | {:.1} / {:.1} / {:.1} ms |", options.rate, latencies.len(), pct(0.5), pct(0.99), pct(1.0));
+        println!(
+            "| bare async-nats consumer drain (batch {}, ack all) | {bare:.0} events/s |",
+            options.batch
+        );
+        println!(
+            "| pipeline: plugin + filter + map → Redis + stream | {pipeline:.0} events/s ({:.0}% of bare) |",
+            pipeline / bare * 100.0
+        );
+        println!(
+            "| freshness at {} events/s, p50 / p99 / max ({} probes) | {:.1} / {:.1} / {:.1} ms |",
+            options.rate,
+            latencies.len(),
+            pct(0.5),
+            pct(0.99),
+            pct(1.0)
+        );
         println!("\nload average after: {}", load());
         Ok(())
     })
@@ -202,7 +259,11 @@ async fn measure_freshness(js: &jetstream::Context, names: &Live, set: &str, rat
             let now = Instant::now();
             let mut still = Vec::new();
             for ((user, at), ok) in waiting.drain(..).zip(found) {
-                if ok { latencies.push(now - at) } else { still.push((user, at)) }
+                if ok {
+                    latencies.push(now - at)
+                } else {
+                    still.push((user, at))
+                }
             }
             waiting = still;
             tokio::time::sleep(Duration::from_micros(200)).await;
@@ -232,5 +293,8 @@ async fn measure_freshness(js: &jetstream::Context, names: &Live, set: &str, rat
         ack.await.unwrap();
     }
     drop(probe_tx);
-    tokio::time::timeout(Duration::from_secs(30), poller).await.expect("probes readable").unwrap()
+    tokio::time::timeout(Duration::from_secs(30), poller)
+        .await
+        .expect("probes readable")
+        .unwrap()
 }

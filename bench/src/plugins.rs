@@ -31,7 +31,15 @@ pub struct Options {
 
 /// A seeded batch of transactions: 7 fields, like the fraud example's events.
 fn transactions(n: usize, seed: u64) -> Batch {
-    let fields = ["transaction_id", "user_id", "amount", "currency", "merchant", "country", "ts"];
+    let fields = [
+        "transaction_id",
+        "user_id",
+        "amount",
+        "currency",
+        "merchant",
+        "country",
+        "ts",
+    ];
     let mut state = seed;
     let mut next = move || {
         state ^= state << 13;
@@ -58,7 +66,10 @@ fn transactions(n: usize, seed: u64) -> Batch {
             }
         })
         .collect();
-    Batch { fields: fields.map(String::from).to_vec(), events }
+    Batch {
+        fields: fields.map(String::from).to_vec(),
+        events,
+    }
 }
 
 /// The currency transform compiled natively: the plugin's logic over the host's batch,
@@ -80,7 +91,9 @@ fn native_currency(rates: &HashMap<String, f64>, batch: &Batch) -> (Vec<String>,
                 None | Some(Value::Null) => return Err("missing field \"currency\"".to_string()),
                 Some(_) => return Err("field \"currency\" must be text".to_string()),
             };
-            let rate = *rates.get(code.as_str()).ok_or_else(|| format!("unknown currency \"{code}\""))?;
+            let rate = *rates
+                .get(code.as_str())
+                .ok_or_else(|| format!("unknown currency \"{code}\""))?;
             let usd = match amount.and_then(|i| event.values.get(i)) {
                 Some(Value::Float(a)) => Value::Float(a * rate),
                 Some(Value::Integer(a)) => Value::Float(*a as f64 * rate),
@@ -89,8 +102,16 @@ fn native_currency(rates: &HashMap<String, f64>, batch: &Batch) -> (Vec<String>,
             };
             let mut values = event.values.clone();
             values.resize(out.max(values.len()), Value::Null);
-            if out < values.len() { values[out] = usd } else { values.push(usd) }
-            Ok(vec![Event { key: event.key.clone(), time: event.time, values }])
+            if out < values.len() {
+                values[out] = usd
+            } else {
+                values.push(usd)
+            }
+            Ok(vec![Event {
+                key: event.key.clone(),
+                time: event.time,
+                values,
+            }])
         })
         .collect();
     (fields, outcomes)
@@ -112,7 +133,13 @@ fn per_event(batch_size: usize, millis: u64, mut f: impl FnMut()) -> f64 {
 }
 
 fn fmt_ns(ns: f64) -> String {
-    if ns >= 10_000.0 { format!("{:.0} µs", ns / 1000.0) } else if ns >= 1000.0 { format!("{:.2} µs", ns / 1000.0) } else { format!("{ns:.0} ns") }
+    if ns >= 10_000.0 {
+        format!("{:.0} µs", ns / 1000.0)
+    } else if ns >= 1000.0 {
+        format!("{:.2} µs", ns / 1000.0)
+    } else {
+        format!("{ns:.0} ns")
+    }
 }
 
 /// Runs the plugin benchmark and prints markdown tables.
@@ -124,20 +151,26 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     }
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!("machine: {cores} cores; load average before: {}", load.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
+    println!(
+        "machine: {cores} cores; load average before: {}",
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
 
     // Compile (fresh cache) vs cached load, and instantiation.
     let cache = tempfile::tempdir()?;
     let mut load_rows = Vec::new();
     let registry = Registry::new(PluginEngine::new(Some(cache.path().to_path_buf()))?, 4);
     for (label, path) in &plugins {
-        let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e} (build the plugins first)", path.display()))?;
+        let bytes =
+            std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e} (build the plugins first)", path.display()))?;
         let compiled = PluginEngine::new(Some(cache.path().to_path_buf()))?.compile(&bytes)?;
         let cached = PluginEngine::new(Some(cache.path().to_path_buf()))?.compile(&bytes)?;
         assert!(!compiled.cached && cached.cached);
         let name = label.split(' ').next().unwrap_or("p").to_lowercase();
         let version = registry.deploy(&name, &bytes, None)?.version;
-        let mut times: Vec<Duration> = (0..50).map(|_| version.time_instantiation(registry.engine())).collect::<Result<_, _>>()?;
+        let mut times: Vec<Duration> = (0..50)
+            .map(|_| version.time_instantiation(registry.engine()))
+            .collect::<Result<_, _>>()?;
         times.sort();
         load_rows.push(format!(
             "| {label} | {:.0} KB | {:.2} s | {:.2} ms | {:.0} µs |",
@@ -159,7 +192,9 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         .iter()
         .map(|(label, _)| {
             let name = label.split(' ').next().unwrap_or("p").to_lowercase();
-            registry.handle(&name, config.clone(), Limits::default(), Arc::new(NoLookup)).map(|h| (*label, h))
+            registry
+                .handle(&name, config.clone(), Limits::default(), Arc::new(NoLookup))
+                .map(|h| (*label, h))
         })
         .collect::<Result<_, _>>()?;
     let header: String = options.batches.iter().map(|b| format!(" batch {b} |")).collect();
@@ -188,7 +223,11 @@ pub fn run(options: Options) -> anyhow::Result<()> {
             assert_eq!(check.outcomes.len(), expected.len());
             for (got, want) in check.outcomes.iter().zip(&expected) {
                 let want = want.as_ref().unwrap();
-                assert_eq!(got.as_ref().unwrap()[0].values, want[0].values, "{label} disagrees with native");
+                assert_eq!(
+                    got.as_ref().unwrap()[0].values,
+                    want[0].values,
+                    "{label} disagrees with native"
+                );
             }
             let ns = per_event(b, options.millis, || {
                 std::hint::black_box(handle.process(&batch));
@@ -205,6 +244,9 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         println!("{row} {ratio} |");
     }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!("\nload average after: {}", load.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
+    println!(
+        "\nload average after: {}",
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
     Ok(())
 }

@@ -54,7 +54,9 @@ pub fn value_to_json(value: &Value) -> Json {
         Value::Text(s) => Json::String(s.clone()),
         Value::Bytes(b) => Json::Array(b.iter().map(|x| Json::from(*x)).collect()),
         Value::Floats(v) => Json::Array(
-            v.iter().map(|f| Number::from_f64(*f).map_or(Json::Null, Json::Number)).collect(),
+            v.iter()
+                .map(|f| Number::from_f64(*f).map_or(Json::Null, Json::Number))
+                .collect(),
         ),
         Value::Json(s) => serde_json::from_str(s).unwrap_or_else(|_| Json::String(s.clone())),
     }
@@ -63,7 +65,11 @@ pub fn value_to_json(value: &Value) -> Json {
 /// Converts an event's values into a JSON object, naming them after `fields`; null values
 /// are written as null, values past the end of `fields` are ignored.
 pub fn event_to_json(fields: &[String], event: &Event) -> Map<String, Json> {
-    fields.iter().zip(&event.values).map(|(f, v)| (f.clone(), value_to_json(v))).collect()
+    fields
+        .iter()
+        .zip(&event.values)
+        .map(|(f, v)| (f.clone(), value_to_json(v)))
+        .collect()
 }
 
 /// Approximate in-memory size of a batch in bytes, used to enforce batch size limits.
@@ -99,8 +105,15 @@ mod tests {
         assert_eq!(values[2], Value::Integer(-3));
         assert_eq!(values[5], Value::Floats(vec![1.0, 2.5]));
         assert!(matches!(&values[6], Value::Json(s) if s == r#"{"k":[1,"z"]}"#));
-        let event = Event { key: String::new(), time: 0, values };
-        assert_eq!(Json::Object(event_to_json(&fields, &event)), serde_json::from_str::<Json>(line).unwrap());
+        let event = Event {
+            key: String::new(),
+            time: 0,
+            values,
+        };
+        assert_eq!(
+            Json::Object(event_to_json(&fields, &event)),
+            serde_json::from_str::<Json>(line).unwrap()
+        );
     }
 
     #[test]

@@ -54,13 +54,22 @@ pub struct Emit<'b> {
 impl<'b> Emit<'b> {
     /// Emits an event (the input event, changed or not, or a new one).
     pub fn emit(&mut self, event: Event<'_>) {
-        self.events.push(wit::Event { key: event.key, time: event.time, values: event.values });
+        self.events.push(wit::Event {
+            key: event.key,
+            time: event.time,
+            values: event.values,
+        });
     }
 
     /// A new event with no fields set, to fill and [`emit`](Emit::emit) (flat-map). Like every
     /// output event it inherits the input event's fields it does not set.
     pub fn new_event(&self, key: impl Into<String>, time_us: i64) -> Event<'b> {
-        Event { key: key.into(), time: time_us, values: Vec::new(), schema: self.schema }
+        Event {
+            key: key.into(),
+            time: time_us,
+            values: Vec::new(),
+            schema: self.schema,
+        }
     }
 }
 
@@ -184,24 +193,37 @@ impl<T: Into<Value>> From<Option<T>> for Value {
 /// Runs a plugin over one batch: one outcome per input event, in order. Output events carry
 /// only the written fields.
 pub(crate) fn run_batch<P: Plugin>(plugin: &mut P, batch: wit::Batch) -> wit::Processed {
-    let schema = Schema { names: RefCell::new(batch.fields), written: RefCell::new(Vec::new()) };
+    let schema = Schema {
+        names: RefCell::new(batch.fields),
+        written: RefCell::new(Vec::new()),
+    };
     let events: Vec<Event<'_>> = batch
         .events
         .into_iter()
-        .map(|e| Event { key: e.key, time: e.time, values: e.values, schema: &schema })
+        .map(|e| Event {
+            key: e.key,
+            time: e.time,
+            values: e.values,
+            schema: &schema,
+        })
         .collect();
     let mut outcomes: Vec<Result<Vec<wit::Event>, String>> = Vec::with_capacity(events.len());
     if let Err(e) = plugin.prepare(&events) {
         outcomes.extend(events.iter().map(|_| Err(e.0.clone())));
     } else {
         for event in events {
-            let mut out = Emit { events: Vec::with_capacity(1), schema: &schema };
+            let mut out = Emit {
+                events: Vec::with_capacity(1),
+                schema: &schema,
+            };
             outcomes.push(plugin.process(event, &mut out).map(|()| out.events).map_err(|e| e.0));
         }
     }
     let names = schema.names.into_inner();
     let written = schema.written.into_inner();
-    let keep: Vec<usize> = (0..names.len()).filter(|&i| written.get(i).copied().unwrap_or(false)).collect();
+    let keep: Vec<usize> = (0..names.len())
+        .filter(|&i| written.get(i).copied().unwrap_or(false))
+        .collect();
     if keep.len() != names.len() {
         // Compact each event's values in place to the written fields (no new allocation).
         for event in outcomes.iter_mut().flatten().flatten() {

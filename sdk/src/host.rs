@@ -18,7 +18,11 @@ pub struct Features(pub Vec<(String, Value)>);
 impl Features {
     /// The value of a feature, if present and not null.
     pub fn get(&self, name: &str) -> Option<&Value> {
-        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v).filter(|v| !matches!(v, Value::Null))
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
+            .filter(|v| !matches!(v, Value::Null))
     }
 }
 

@@ -129,7 +129,9 @@ impl Config {
 
 impl FromIterator<(String, String)> for Config {
     fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Self {
-        Config { entries: iter.into_iter().collect() }
+        Config {
+            entries: iter.into_iter().collect(),
+        }
     }
 }
 
@@ -180,16 +182,13 @@ macro_rules! export {
                     INSTANCE.with(|slot| $crate::__process::<$plugin>(slot, batch))
                 }
             }
-            $crate::bindings::__export_transform!(Guest with_types_in $crate::bindings);
+    $crate::bindings::__export_transform!(Guest with_types_in $crate::bindings);
         };
     };
 }
 
 #[doc(hidden)]
-pub fn __init<P: Plugin>(
-    slot: &std::cell::RefCell<Option<P>>,
-    config: Vec<(String, String)>,
-) -> Result<(), String> {
+pub fn __init<P: Plugin>(slot: &std::cell::RefCell<Option<P>>, config: Vec<(String, String)>) -> Result<(), String> {
     let config: Config = config.into_iter().collect();
     let plugin = P::init(&config).map_err(|e| e.0)?;
     *slot.borrow_mut() = Some(plugin);
@@ -197,15 +196,15 @@ pub fn __init<P: Plugin>(
 }
 
 #[doc(hidden)]
-pub fn __process<P: Plugin>(
-    slot: &std::cell::RefCell<Option<P>>,
-    batch: wit::Batch,
-) -> wit::Processed {
+pub fn __process<P: Plugin>(slot: &std::cell::RefCell<Option<P>>, batch: wit::Batch) -> wit::Processed {
     let mut slot = slot.borrow_mut();
     let count = batch.events.len();
     let Some(plugin) = slot.as_mut() else {
         let outcomes = (0..count).map(|_| Err("plugin not initialised".to_string())).collect();
-        return wit::Processed { fields: batch.fields, outcomes };
+        return wit::Processed {
+            fields: batch.fields,
+            outcomes,
+        };
     };
     event::run_batch(plugin, batch)
 }

@@ -92,13 +92,40 @@ pub fn default_cache_dir() -> PathBuf {
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Plugin(PluginCommand::Check { file, cache_dir }) => plugin::check(&file, cache_dir),
-        Command::Plugin(PluginCommand::Run { file, config, key, time, batch, meta, grant_clock, cache_dir }) => {
-            let options = plugin::RunOptions { config, key, time, batch, meta, grant_clock };
-            plugin::run(&file, cache_dir, options, std::io::stdin().lock(), &mut std::io::stdout().lock())
+        Command::Plugin(PluginCommand::Run {
+            file,
+            config,
+            key,
+            time,
+            batch,
+            meta,
+            grant_clock,
+            cache_dir,
+        }) => {
+            let options = plugin::RunOptions {
+                config,
+                key,
+                time,
+                batch,
+                meta,
+                grant_clock,
+            };
+            plugin::run(
+                &file,
+                cache_dir,
+                options,
+                std::io::stdin().lock(),
+                &mut std::io::stdout().lock(),
+            )
         }
         Command::Validate { config } => match crate::config::load(&config) {
             Ok(c) => {
-                println!("{}: ok ({} feature sets, {} plugins)", config.display(), c.feature_sets.len(), c.plugins.len());
+                println!(
+                    "{}: ok ({} feature sets, {} plugins)",
+                    config.display(),
+                    c.feature_sets.len(),
+                    c.plugins.len()
+                );
                 Ok(0)
             }
             Err(e) => {

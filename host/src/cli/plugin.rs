@@ -33,7 +33,9 @@ fn read(file: &Path) -> anyhow::Result<Vec<u8>> {
 }
 
 fn engine(cache_dir: Option<PathBuf>) -> anyhow::Result<Arc<PluginEngine>> {
-    Ok(PluginEngine::new(Some(cache_dir.unwrap_or_else(super::default_cache_dir)))?)
+    Ok(PluginEngine::new(Some(
+        cache_dir.unwrap_or_else(super::default_cache_dir),
+    ))?)
 }
 
 /// Prints what a component is, or a one-line reason it is not a plugin this host runs.
@@ -51,10 +53,18 @@ pub fn check(file: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<i32> {
         eprintln!("{}: {e}", file.display());
         return Ok(1);
     }
-    println!("{}: ok, a Sluice plugin for sluice:plugin@{}", file.display(), compiled.contract.version);
+    println!(
+        "{}: ok, a Sluice plugin for sluice:plugin@{}",
+        file.display(),
+        compiled.contract.version
+    );
     println!("  version  {} (sha256 {})", &compiled.hash[..12], compiled.hash);
     println!("  size     {} bytes", compiled.size);
-    let how = if compiled.cached { "loaded from cache" } else { "compiled" };
+    let how = if compiled.cached {
+        "loaded from cache"
+    } else {
+        "compiled"
+    };
     println!("  {how} in {:.1} ms", compiled.load_time.as_secs_f64() * 1e3);
     println!("  exports  {}", compiled.contract.exports.join(", "));
     println!("  imports  {}", compiled.contract.imports.join(", "));
@@ -83,7 +93,9 @@ fn time_of(json: Option<&Json>, field: &str) -> Result<i64, String> {
         Some(Json::String(s)) => OffsetDateTime::parse(s, &Rfc3339)
             .map(|t| (t.unix_timestamp_nanos() / 1000) as i64)
             .map_err(|e| format!("field \"{field}\": expected an RFC 3339 time, found {s:?} ({e})")),
-        Some(other) => Err(format!("field \"{field}\": expected RFC 3339 text or epoch milliseconds, found {other}")),
+        Some(other) => Err(format!(
+            "field \"{field}\": expected RFC 3339 text or epoch milliseconds, found {other}"
+        )),
     }
 }
 
@@ -106,10 +118,20 @@ pub fn run(
     let bytes = read(file)?;
     let config = parse_config(&options.config)?;
     let registry = Registry::new(engine(cache_dir)?, 2);
-    registry.deploy("cli", &bytes, None).with_context(|| file.display().to_string())?;
-    let limits = Limits { grant_clock: options.grant_clock, ..Limits::default() };
+    registry
+        .deploy("cli", &bytes, None)
+        .with_context(|| file.display().to_string())?;
+    let limits = Limits {
+        grant_clock: options.grant_clock,
+        ..Limits::default()
+    };
     let handle = registry.handle("cli", config, limits, Arc::new(NoLookup))?;
-    let mut runner = Runner { handle, options, pending: Vec::new(), failed: 0 };
+    let mut runner = Runner {
+        handle,
+        options,
+        pending: Vec::new(),
+        failed: 0,
+    };
     for (i, line) in input.lines().enumerate() {
         let line = line.context("reading stdin")?;
         if !line.trim().is_empty() {
@@ -154,7 +176,11 @@ impl Runner {
             match timed {
                 Ok((time, object)) => {
                     let key = key_of(object.get(&self.options.key));
-                    events.push(Event { key, time, values: values_from_json(&object, &mut fields) });
+                    events.push(Event {
+                        key,
+                        time,
+                        values: values_from_json(&object, &mut fields),
+                    });
                     lines.push(line);
                 }
                 Err(e) => errors.push((line, e)),

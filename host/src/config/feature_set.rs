@@ -179,11 +179,31 @@ impl SourceConfig {
     /// Batch size and timing.
     pub fn reading(&self) -> Reading {
         match self {
-            SourceConfig::Jetstream { batch, max_wait_ms, max_ack_pending, ack_wait_s, .. }
-            | SourceConfig::FeatureSet { batch, max_wait_ms, max_ack_pending, ack_wait_s, .. } => {
-                Reading { batch: *batch, max_wait_ms: *max_wait_ms, max_ack_pending: *max_ack_pending, ack_wait_s: *ack_wait_s }
+            SourceConfig::Jetstream {
+                batch,
+                max_wait_ms,
+                max_ack_pending,
+                ack_wait_s,
+                ..
             }
-            SourceConfig::File { batch, .. } => Reading { batch: *batch, max_wait_ms: 0, max_ack_pending: 0, ack_wait_s: 0 },
+            | SourceConfig::FeatureSet {
+                batch,
+                max_wait_ms,
+                max_ack_pending,
+                ack_wait_s,
+                ..
+            } => Reading {
+                batch: *batch,
+                max_wait_ms: *max_wait_ms,
+                max_ack_pending: *max_ack_pending,
+                ack_wait_s: *ack_wait_s,
+            },
+            SourceConfig::File { batch, .. } => Reading {
+                batch: *batch,
+                max_wait_ms: 0,
+                max_ack_pending: 0,
+                ack_wait_s: 0,
+            },
         }
     }
 }
@@ -225,7 +245,12 @@ impl<'de> Deserialize<'de> for StepConfig {
         let mut table = toml::Table::deserialize(d)?;
         let id = match table.remove("id") {
             Some(toml::Value::String(id)) => id,
-            Some(other) => return Err(D::Error::custom(format!("step `id` must be text, found {}", other.type_str()))),
+            Some(other) => {
+                return Err(D::Error::custom(format!(
+                    "step `id` must be text, found {}",
+                    other.type_str()
+                )))
+            }
             None => return Err(D::Error::custom("every step needs an `id`")),
         };
         let kind = StepKind::deserialize(toml::Value::Table(table))

@@ -8,7 +8,8 @@ mod feature_set;
 mod validate;
 
 pub use feature_set::{
-    FeatureSetConfig, FileFormat, Reading, SourceConfig, StepConfig, StepKind, TargetConfig, TimeFormat, TimestampConfig,
+    FeatureSetConfig, FileFormat, Reading, SourceConfig, StepConfig, StepKind, TargetConfig, TimeFormat,
+    TimestampConfig,
 };
 pub use validate::{parse_duration, validate};
 
@@ -55,7 +56,12 @@ pub struct HostConfig {
 
 impl Default for HostConfig {
     fn default() -> Self {
-        HostConfig { nats: "nats://127.0.0.1:4222".into(), redis: "redis://127.0.0.1:6379/0".into(), redis_prefix: "sluice".into(), data_dir: "data".into() }
+        HostConfig {
+            nats: "nats://127.0.0.1:4222".into(),
+            redis: "redis://127.0.0.1:6379/0".into(),
+            redis_prefix: "sluice".into(),
+            data_dir: "data".into(),
+        }
     }
 }
 
@@ -71,14 +77,22 @@ impl Config {
     /// The stream and subject of a feature set's stream target.
     pub fn stream_target(set: &FeatureSetConfig) -> Option<(&str, &str, bool)> {
         set.targets.iter().find_map(|t| match t {
-            TargetConfig::Stream { stream, subject, create } => Some((stream.as_str(), subject.as_str(), *create)),
+            TargetConfig::Stream {
+                stream,
+                subject,
+                create,
+            } => Some((stream.as_str(), subject.as_str(), *create)),
             _ => None,
         })
     }
 
     /// Resolves a path from the config against the config file's folder.
     pub fn resolve(&self, path: &Path) -> PathBuf {
-        if path.is_absolute() { path.to_path_buf() } else { self.base.join(path) }
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base.join(path)
+        }
     }
 }
 
@@ -103,7 +117,12 @@ pub struct ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.problems.len();
-        write!(f, "{}: {n} problem{}", self.file.display(), if n == 1 { "" } else { "s" })?;
+        write!(
+            f,
+            "{}: {n} problem{}",
+            self.file.display(),
+            if n == 1 { "" } else { "s" }
+        )?;
         for p in &self.problems {
             write!(f, "\n  {}: {}", p.key, p.message)?;
         }
@@ -115,7 +134,10 @@ impl fmt::Display for ConfigError {
 pub fn parse(file: &Path) -> Result<Config, ConfigError> {
     let fail = |key: &str, message: String| ConfigError {
         file: file.to_path_buf(),
-        problems: vec![Problem { key: key.into(), message }],
+        problems: vec![Problem {
+            key: key.into(),
+            message,
+        }],
     };
     let text = std::fs::read_to_string(file).map_err(|e| fail("(file)", format!("cannot read: {e}")))?;
     parse_str(&text, file)
@@ -124,8 +146,17 @@ pub fn parse(file: &Path) -> Result<Config, ConfigError> {
 /// Parses config text; `file` names it in messages and anchors relative paths.
 pub fn parse_str(text: &str, file: &Path) -> Result<Config, ConfigError> {
     let mut config: Config = toml::from_str(text).map_err(|e| {
-        let key = e.span().map(|s| locate(text, s.start)).unwrap_or_else(|| "(file)".into());
-        ConfigError { file: file.to_path_buf(), problems: vec![Problem { key, message: e.message().to_string() }] }
+        let key = e
+            .span()
+            .map(|s| locate(text, s.start))
+            .unwrap_or_else(|| "(file)".into());
+        ConfigError {
+            file: file.to_path_buf(),
+            problems: vec![Problem {
+                key,
+                message: e.message().to_string(),
+            }],
+        }
     })?;
     config.base = file.parent().map(Path::to_path_buf).unwrap_or_default();
     config.file = file.to_path_buf();
@@ -145,6 +176,9 @@ pub fn load(file: &Path) -> Result<Config, ConfigError> {
     if problems.is_empty() {
         Ok(config)
     } else {
-        Err(ConfigError { file: file.to_path_buf(), problems })
+        Err(ConfigError {
+            file: file.to_path_buf(),
+            problems,
+        })
     }
 }

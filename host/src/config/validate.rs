@@ -11,14 +11,20 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     let mut report = |key: String, message: String| problems.push(Problem { key, message });
     for name in config.plugins.keys() {
         if crate::plugin::PluginName::new(name).is_err() {
-            report(format!("plugins.{name}"), "plugin names are 1-64 characters of a-z, 0-9, '-' or '_'".into());
+            report(
+                format!("plugins.{name}"),
+                "plugin names are 1-64 characters of a-z, 0-9, '-' or '_'".into(),
+            );
         }
     }
     let mut seen = HashSet::new();
     for (i, set) in config.feature_sets.iter().enumerate() {
         let at = format!("feature_set[{i}]");
         if !seen.insert((set.name.clone(), set.version)) {
-            report(format!("{at}.name"), format!("feature set \"{}\" version {} is defined twice", set.name, set.version));
+            report(
+                format!("{at}.name"),
+                format!("feature set \"{}\" version {} is defined twice", set.name, set.version),
+            );
         }
         check_set(config, set, &at, &mut report);
     }
@@ -28,18 +34,29 @@ pub fn validate(config: &Config) -> Vec<Problem> {
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 fn check_set(config: &Config, set: &FeatureSetConfig, at: &str, report: &mut impl FnMut(String, String)) {
     if !valid_name(&set.name) {
-        report(format!("{at}.name"), format!("{:?}: expected 1-64 characters of a-z, 0-9, '_' or '-'", set.name));
+        report(
+            format!("{at}.name"),
+            format!("{:?}: expected 1-64 characters of a-z, 0-9, '_' or '-'", set.name),
+        );
     }
     if set.entity.is_empty() || set.entity.iter().any(String::is_empty) {
-        report(format!("{at}.entity"), "expected the field (or list of fields) holding the entity key".into());
+        report(
+            format!("{at}.entity"),
+            "expected the field (or list of fields) holding the entity key".into(),
+        );
     }
     if set.timestamp.field.is_empty() {
-        report(format!("{at}.timestamp.field"), "expected the field holding the event time".into());
+        report(
+            format!("{at}.timestamp.field"),
+            "expected the field holding the event time".into(),
+        );
     }
     if let Some(ttl) = &set.ttl {
         if let Err(e) = parse_duration(ttl) {
@@ -47,39 +64,73 @@ fn check_set(config: &Config, set: &FeatureSetConfig, at: &str, report: &mut imp
         }
     }
     match &set.source {
-        SourceConfig::Jetstream { stream, subject, batch, .. } => {
+        SourceConfig::Jetstream {
+            stream, subject, batch, ..
+        } => {
             if stream.is_empty() || stream.contains(['.', ' ', '*', '>']) {
-                report(format!("{at}.source.stream"), format!("{stream:?}: expected a stream name without '.', ' ', '*' or '>'"));
+                report(
+                    format!("{at}.source.stream"),
+                    format!("{stream:?}: expected a stream name without '.', ' ', '*' or '>'"),
+                );
             }
             if subject.is_empty() {
-                report(format!("{at}.source.subject"), "expected the subject events are published on".into());
+                report(
+                    format!("{at}.source.subject"),
+                    "expected the subject events are published on".into(),
+                );
             }
             if !(1..=10_000).contains(batch) {
-                report(format!("{at}.source.batch"), format!("{batch}: expected 1 to 10000 messages per batch"));
+                report(
+                    format!("{at}.source.batch"),
+                    format!("{batch}: expected 1 to 10000 messages per batch"),
+                );
             }
         }
         SourceConfig::File { path, format, batch } => {
             if format.is_none() && crate::sources::file::format_of(path).is_none() {
-                report(format!("{at}.source.format"), format!("{}: cannot tell the format from the extension; set format = \"jsonl\", \"csv\" or \"parquet\"", path.display()));
+                report(
+                    format!("{at}.source.format"),
+                    format!(
+                        "{}: cannot tell the format from the extension; set format = \"jsonl\", \"csv\" or \"parquet\"",
+                        path.display()
+                    ),
+                );
             }
             if *batch == 0 {
-                report(format!("{at}.source.batch"), "expected at least 1 event per batch".into());
+                report(
+                    format!("{at}.source.batch"),
+                    "expected at least 1 event per batch".into(),
+                );
             }
         }
-        SourceConfig::FeatureSet { name, version, batch, .. } => {
+        SourceConfig::FeatureSet {
+            name, version, batch, ..
+        } => {
             match config.upstream(name, *version) {
-                None => report(format!("{at}.source.name"), format!("no feature set \"{name}\"{} in this config", version.map(|v| format!(" version {v}")).unwrap_or_default())),
-                Some(up) if up.name == set.name && up.version == set.version => {
-                    report(format!("{at}.source.name"), "a feature set cannot read its own rows".into())
-                }
+                None => report(
+                    format!("{at}.source.name"),
+                    format!(
+                        "no feature set \"{name}\"{} in this config",
+                        version.map(|v| format!(" version {v}")).unwrap_or_default()
+                    ),
+                ),
+                Some(up) if up.name == set.name && up.version == set.version => report(
+                    format!("{at}.source.name"),
+                    "a feature set cannot read its own rows".into(),
+                ),
                 Some(up) if Config::stream_target(up).is_none() => report(
                     format!("{at}.source.name"),
-                    format!("feature set \"{name}\" has no stream target to read: add a `kind = \"stream\"` target to it"),
+                    format!(
+                        "feature set \"{name}\" has no stream target to read: add a `kind = \"stream\"` target to it"
+                    ),
                 ),
                 Some(_) => {}
             }
             if !(1..=10_000).contains(batch) {
-                report(format!("{at}.source.batch"), format!("{batch}: expected 1 to 10000 messages per batch"));
+                report(
+                    format!("{at}.source.batch"),
+                    format!("{batch}: expected 1 to 10000 messages per batch"),
+                );
             }
         }
     }
@@ -95,19 +146,32 @@ fn check_steps(config: &Config, set: &FeatureSetConfig, at: &str, report: &mut i
     for (j, step) in set.steps.iter().enumerate() {
         let key = format!("{at}.steps[{j}]");
         if !valid_name(&step.id) {
-            report(format!("{key}.id"), format!("{:?}: expected 1-64 characters of a-z, 0-9, '_' or '-'", step.id));
+            report(
+                format!("{key}.id"),
+                format!("{:?}: expected 1-64 characters of a-z, 0-9, '_' or '-'", step.id),
+            );
         }
         if !ids.insert(step.id.clone()) {
-            report(format!("{key}.id"), format!("step id \"{}\" is used twice in this feature set", step.id));
+            report(
+                format!("{key}.id"),
+                format!("step id \"{}\" is used twice in this feature set", step.id),
+            );
         }
-        let need = |known: &Option<BTreeSet<String>>, field: &str, what: &str, report: &mut dyn FnMut(String, String)| {
-            if let Some(known) = known {
-                if !known.contains(field) {
-                    let list: Vec<_> = known.iter().map(String::as_str).collect();
-                    report(format!("{key}.{what}"), format!("refers to field \"{field}\", which no earlier step produces (known: {})", list.join(", ")));
+        let need =
+            |known: &Option<BTreeSet<String>>, field: &str, what: &str, report: &mut dyn FnMut(String, String)| {
+                if let Some(known) = known {
+                    if !known.contains(field) {
+                        let list: Vec<_> = known.iter().map(String::as_str).collect();
+                        report(
+                            format!("{key}.{what}"),
+                            format!(
+                                "refers to field \"{field}\", which no earlier step produces (known: {})",
+                                list.join(", ")
+                            ),
+                        );
+                    }
                 }
-            }
-        };
+            };
         match &step.kind {
             StepKind::Filter { expr } => {
                 for var in expression_variables(expr, &format!("{key}.expr"), report) {
@@ -126,7 +190,10 @@ fn check_steps(config: &Config, set: &FeatureSetConfig, at: &str, report: &mut i
             }
             StepKind::Wasm { plugin, .. } => {
                 if !config.plugins.contains_key(plugin) {
-                    report(format!("{key}.plugin"), format!("no plugin \"{plugin}\" in [plugins]: add `{plugin} = \"path/to/{plugin}.wasm\"`"));
+                    report(
+                        format!("{key}.plugin"),
+                        format!("no plugin \"{plugin}\" in [plugins]: add `{plugin} = \"path/to/{plugin}.wasm\"`"),
+                    );
                 }
                 known = None;
             }
@@ -167,7 +234,12 @@ fn check_steps(config: &Config, set: &FeatureSetConfig, at: &str, report: &mut i
 /// The variables an expression uses; reports it when it does not parse.
 fn expression_variables(expr: &str, key: &str, report: &mut impl FnMut(String, String)) -> Vec<String> {
     match cel::Program::compile(expr) {
-        Ok(program) => program.references().variables().into_iter().map(str::to_string).collect(),
+        Ok(program) => program
+            .references()
+            .variables()
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
         Err(e) => {
             let text = e.to_string().replace('\n', " ");
             report(key.to_string(), format!("not a valid CEL expression: {text}"));
@@ -180,13 +252,22 @@ fn check_targets(set: &FeatureSetConfig, at: &str, report: &mut impl FnMut(Strin
     let mut kinds = HashSet::new();
     for (k, target) in set.targets.iter().enumerate() {
         if !kinds.insert(target.name()) {
-            report(format!("{at}.targets[{k}]"), format!("a second \"{}\" target: one of each kind per feature set", target.name()));
+            report(
+                format!("{at}.targets[{k}]"),
+                format!(
+                    "a second \"{}\" target: one of each kind per feature set",
+                    target.name()
+                ),
+            );
         }
     }
     let has_stream = set.targets.iter().any(|t| matches!(t, TargetConfig::Stream { .. }));
     for (k, target) in set.targets.iter().enumerate() {
         if matches!(target, TargetConfig::Parquet { .. }) && !has_stream {
-            report(format!("{at}.targets[{k}]"), "the parquet target reads the stream target: add a `kind = \"stream\"` target".into());
+            report(
+                format!("{at}.targets[{k}]"),
+                "the parquet target reads the stream target: add a `kind = \"stream\"` target".into(),
+            );
         }
     }
 }
@@ -195,7 +276,9 @@ fn check_targets(set: &FeatureSetConfig, at: &str, report: &mut impl FnMut(Strin
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
-    let n: u64 = number.parse().map_err(|_| format!("{text:?}: expected a duration like 30d, 12h, 90m or 45s"))?;
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a duration like 30d, 12h, 90m or 45s"))?;
     let seconds = match unit {
         "" | "s" => n,
         "m" => n * 60,

@@ -27,7 +27,13 @@ impl Default for Rows {
 impl Rows {
     /// An empty batch with these fields.
     pub fn new(fields: Vec<String>) -> Self {
-        Rows { batch: Batch { fields, events: Vec::new() }, seqs: Vec::new() }
+        Rows {
+            batch: Batch {
+                fields,
+                events: Vec::new(),
+            },
+            seqs: Vec::new(),
+        }
     }
 
     /// Number of events.

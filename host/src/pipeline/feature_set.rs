@@ -14,8 +14,8 @@ use super::{PipelineError, Services};
 use crate::config::{parse_duration, Config, FeatureSetConfig, SourceConfig, TargetConfig};
 use crate::graph::{Failure, Graph, Rows};
 use crate::plugin::OnlineLookup;
-use crate::sources::jetstream::{ensure_stream, sequence, JetStreamSource, SourceOptions};
 use crate::sources::file::FileSource;
+use crate::sources::jetstream::{ensure_stream, sequence, JetStreamSource, SourceOptions};
 use crate::sources::Decoder;
 use crate::targets::dlq::DeadLetters;
 use crate::targets::redis::RedisTarget;
@@ -50,8 +50,14 @@ impl Input {
                 None => Next::End,
                 Some(messages) if messages.is_empty() => Next::Idle,
                 Some(mut messages) => {
-                    let items = messages.iter().filter_map(|m| Some((sequence(m).ok()?, m.payload.clone()))).collect();
-                    Next::Batch(Box::new(InputBatch { items, ack: messages.pop() }))
+                    let items = messages
+                        .iter()
+                        .filter_map(|m| Some((sequence(m).ok()?, m.payload.clone())))
+                        .collect();
+                    Next::Batch(Box::new(InputBatch {
+                        items,
+                        ack: messages.pop(),
+                    }))
                 }
             },
             Input::File(file) => match tokio::task::block_in_place(|| file.next_batch()) {
@@ -111,14 +117,24 @@ impl FeatureSetRunner {
         lookup: Arc<dyn OnlineLookup>,
     ) -> Result<Self, PipelineError> {
         let label = format!("{}@v{}", set.name, set.version);
-        let fail = |reason: String| PipelineError::Build { set: label.clone(), reason };
+        let fail = |reason: String| PipelineError::Build {
+            set: label.clone(),
+            reason,
+        };
         let reading = set.source.reading();
         let (stream, subject, create, chained) = match &set.source {
-            SourceConfig::Jetstream { stream, subject, create, .. } => (stream.as_str(), subject.as_str(), *create, false),
+            SourceConfig::Jetstream {
+                stream,
+                subject,
+                create,
+                ..
+            } => (stream.as_str(), subject.as_str(), *create, false),
             SourceConfig::FeatureSet { name, version, .. } => {
-                let upstream = config.upstream(name, *version).ok_or_else(|| fail(format!("no feature set \"{name}\"")))?;
-                let (stream, subject, create) =
-                    Config::stream_target(upstream).ok_or_else(|| fail(format!("feature set \"{name}\" has no stream target")))?;
+                let upstream = config
+                    .upstream(name, *version)
+                    .ok_or_else(|| fail(format!("no feature set \"{name}\"")))?;
+                let (stream, subject, create) = Config::stream_target(upstream)
+                    .ok_or_else(|| fail(format!("feature set \"{name}\" has no stream target")))?;
                 (stream, subject, create, true)
             }
             SourceConfig::File { .. } => ("", "", false, false),
@@ -139,10 +155,20 @@ impl FeatureSetRunner {
                     max_ack_pending: reading.max_ack_pending,
                     ack_wait: Duration::from_secs(reading.ack_wait_s),
                 };
-                Input::Stream(Box::new(JetStreamSource::open(&services.js, options).await.map_err(|e| fail(e.to_string()))?))
+                Input::Stream(Box::new(
+                    JetStreamSource::open(&services.js, options)
+                        .await
+                        .map_err(|e| fail(e.to_string()))?,
+                ))
             }
         };
-        let ttl_ms = set.ttl.as_deref().map(parse_duration).transpose().map_err(fail)?.map_or(0, |d| d.as_millis() as u64);
+        let ttl_ms = set
+            .ttl
+            .as_deref()
+            .map(parse_duration)
+            .transpose()
+            .map_err(fail)?
+            .map_or(0, |d| d.as_millis() as u64);
         let mut runner = FeatureSetRunner {
             label: label.clone(),
             input,
@@ -156,10 +182,22 @@ impl FeatureSetRunner {
         for target in &set.targets {
             match target {
                 TargetConfig::Redis {} => {
-                    runner.redis = Some(RedisTarget::new(services.redis.clone(), &services.prefix, &set.name, set.version, ttl_ms));
+                    runner.redis = Some(RedisTarget::new(
+                        services.redis.clone(),
+                        &services.prefix,
+                        &set.name,
+                        set.version,
+                        ttl_ms,
+                    ));
                 }
-                TargetConfig::Stream { stream, subject, create } => {
-                    ensure_stream(&services.js, stream, subject, *create).await.map_err(|e| fail(e.to_string()))?;
+                TargetConfig::Stream {
+                    stream,
+                    subject,
+                    create,
+                } => {
+                    ensure_stream(&services.js, stream, subject, *create)
+                        .await
+                        .map_err(|e| fail(e.to_string()))?;
                     runner.stream = Some(StreamTarget::new(services.js.clone(), subject, &set.name, set.version));
                 }
                 TargetConfig::Parquet { .. } => {}
@@ -191,7 +229,11 @@ impl FeatureSetRunner {
                     break;
                 }
             }
-            let finish = Finish { label: self.label.clone(), redis: self.redis.clone(), shutdown: shutdown.clone() };
+            let finish = Finish {
+                label: self.label.clone(),
+                redis: self.redis.clone(),
+                shutdown: shutdown.clone(),
+            };
             in_flight = Some(tokio::spawn(finish.run(rows, last_seq, batch.ack)));
         }
         if let Some(previous) = in_flight.take() {
@@ -217,7 +259,11 @@ impl FeatureSetRunner {
             last_seq = last_seq.max(seq);
             match self.decoder.decode(payload, &mut rows.batch.fields) {
                 Ok(event) => rows.push(seq, event),
-                Err(reason) => failures.push(Failure { seq, step: "decode".into(), reason }),
+                Err(reason) => failures.push(Failure {
+                    seq,
+                    step: "decode".into(),
+                    reason,
+                }),
             }
             raw.insert(seq, payload.clone());
         }
@@ -226,14 +272,25 @@ impl FeatureSetRunner {
         let rows = tokio::task::block_in_place(|| graph.run(rows, &mut failures));
         let computed = std::time::Instant::now();
         if !failures.is_empty() {
-            let letters: Vec<(Failure, Bytes)> =
-                failures.into_iter().map(|f| { let body = raw.get(&f.seq).cloned().unwrap_or_default(); (f, body) }).collect();
+            let letters: Vec<(Failure, Bytes)> = failures
+                .into_iter()
+                .map(|f| {
+                    let body = raw.get(&f.seq).cloned().unwrap_or_default();
+                    (f, body)
+                })
+                .collect();
             let dlq = &self.dead_letters;
-            retry(&format!("{}: dead letters", self.label), shutdown, || dlq.publish(&letters)).await?;
+            retry(&format!("{}: dead letters", self.label), shutdown, || {
+                dlq.publish(&letters)
+            })
+            .await?;
         }
         if let Some(stream) = &self.stream {
             if !rows.is_empty() {
-                retry(&format!("{}: stream target", self.label), shutdown, || stream.publish(&rows)).await?;
+                retry(&format!("{}: stream target", self.label), shutdown, || {
+                    stream.publish(&rows)
+                })
+                .await?;
             }
         }
         tracing::debug!(
@@ -252,12 +309,23 @@ impl FeatureSetRunner {
     /// Decodes a message of another feature set's rows. Row `i` of the message at stream
     /// sequence `s` gets the sequence `s * 2^16 + i`: unique, increasing, and stable across
     /// redeliveries, as the delivery protocol needs. Returns the highest sequence.
-    fn decode_rows(&self, seq: u64, payload: &[u8], rows: &mut Rows, failures: &mut Vec<Failure>, raw: &mut HashMap<u64, Bytes>) -> u64 {
+    fn decode_rows(
+        &self,
+        seq: u64,
+        payload: &[u8],
+        rows: &mut Rows,
+        failures: &mut Vec<Failure>,
+        raw: &mut HashMap<u64, Bytes>,
+    ) -> u64 {
         let first = seq << ROW_BITS;
         let batch: RowBatch = match serde_json::from_slice(payload) {
             Ok(batch) => batch,
             Err(e) => {
-                failures.push(Failure { seq: first, step: "decode".into(), reason: format!("not a feature-row message: {e}") });
+                failures.push(Failure {
+                    seq: first,
+                    step: "decode".into(),
+                    reason: format!("not a feature-row message: {e}"),
+                });
                 raw.insert(first, Bytes::copy_from_slice(payload));
                 return first;
             }
@@ -266,11 +334,16 @@ impl FeatureSetRunner {
         for (i, row) in batch.rows.iter().enumerate() {
             let row_seq = first + i as u64;
             last = row_seq;
-            let object: serde_json::Map<String, serde_json::Value> = batch.fields.iter().cloned().zip(row.values.iter().cloned()).collect();
+            let object: serde_json::Map<String, serde_json::Value> =
+                batch.fields.iter().cloned().zip(row.values.iter().cloned()).collect();
             let body = serde_json::to_vec(&object).unwrap_or_default();
             match self.decoder.decode_row(&object, row.ts, &mut rows.batch.fields) {
                 Ok(event) => rows.push(row_seq, event),
-                Err(reason) => failures.push(Failure { seq: row_seq, step: "decode".into(), reason }),
+                Err(reason) => failures.push(Failure {
+                    seq: row_seq,
+                    step: "decode".into(),
+                    reason,
+                }),
             }
             raw.insert(row_seq, body.into());
         }

@@ -26,17 +26,31 @@ impl RedisLookup {
             *v = (*v).max(set.version);
         }
         let prefix = &config.host.redis_prefix;
-        let prefixes = versions.into_iter().map(|(name, v)| (name.clone(), format!("{prefix}:{name}:v{v}"))).collect();
-        Ok(RedisLookup { client, connection: Mutex::new(None), prefixes })
+        let prefixes = versions
+            .into_iter()
+            .map(|(name, v)| (name.clone(), format!("{prefix}:{name}:v{v}")))
+            .collect();
+        Ok(RedisLookup {
+            client,
+            connection: Mutex::new(None),
+            prefixes,
+        })
     }
 }
 
 impl OnlineLookup for RedisLookup {
     fn lookup(&self, feature_set: &str, keys: &[String]) -> Result<Vec<Option<Vec<Field>>>, String> {
-        let prefix = self.prefixes.get(feature_set).ok_or_else(|| format!("lookup failed: unknown feature set \"{feature_set}\""))?;
+        let prefix = self
+            .prefixes
+            .get(feature_set)
+            .ok_or_else(|| format!("lookup failed: unknown feature set \"{feature_set}\""))?;
         let mut slot = self.connection.lock().unwrap_or_else(|e| e.into_inner());
         if slot.is_none() {
-            *slot = Some(self.client.get_connection().map_err(|e| format!("lookup failed: Redis unreachable: {e}"))?);
+            *slot = Some(
+                self.client
+                    .get_connection()
+                    .map_err(|e| format!("lookup failed: Redis unreachable: {e}"))?,
+            );
         }
         let connection = slot.as_mut().expect("connected above");
         let mut pipe = redis::pipe();
@@ -55,7 +69,9 @@ impl OnlineLookup for RedisLookup {
                         .into_iter()
                         .filter(|(name, _)| !name.starts_with('_'))
                         .map(|(name, text)| {
-                            let value = serde_json::from_str(&text).map(|j| value_from_json(&j)).unwrap_or(crate::event::Value::Text(text));
+                            let value = serde_json::from_str(&text)
+                                .map(|j| value_from_json(&j))
+                                .unwrap_or(crate::event::Value::Text(text));
                             Field { name, value }
                         })
                         .collect();

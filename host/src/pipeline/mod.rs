@@ -70,17 +70,30 @@ impl Services {
         let redis = redis::aio::ConnectionManager::new(redis_client)
             .await
             .map_err(|e| PipelineError::Service(format!("Redis at {}: {e}", config.host.redis)))?;
-        DeadLetters::ensure_stream(&js).await.map_err(|e| PipelineError::Service(e.to_string()))?;
+        DeadLetters::ensure_stream(&js)
+            .await
+            .map_err(|e| PipelineError::Service(e.to_string()))?;
         let cache = config.resolve(&config.host.data_dir).join("artifacts");
         let engine = PluginEngine::new(Some(cache)).map_err(|e| PipelineError::Service(e.to_string()))?;
         let registry = Arc::new(Registry::new(engine, 4));
         for (name, path) in &config.plugins {
             let path = config.resolve(path);
-            let fail = |reason: String| PipelineError::Plugin { name: name.clone(), reason };
+            let fail = |reason: String| PipelineError::Plugin {
+                name: name.clone(),
+                reason,
+            };
             let bytes = std::fs::read(&path).map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
-            registry.deploy(name, &bytes, Some("config")).map_err(|e| fail(e.to_string()))?;
+            registry
+                .deploy(name, &bytes, Some("config"))
+                .map_err(|e| fail(e.to_string()))?;
         }
-        Ok(Services { js, redis, redis_url: config.host.redis.clone(), prefix: config.host.redis_prefix.clone(), registry })
+        Ok(Services {
+            js,
+            redis,
+            redis_url: config.host.redis.clone(),
+            prefix: config.host.redis_prefix.clone(),
+            registry,
+        })
     }
 }
 

@@ -24,20 +24,32 @@ impl OfflineRunner {
     /// Opens the part folder (resuming from its files) and binds the consumer.
     pub async fn start(config: &Config, set: &FeatureSetConfig, services: &Services) -> Result<Self, PipelineError> {
         let label = format!("{}@v{} offline", set.name, set.version);
-        let fail = |reason: String| PipelineError::Build { set: label.clone(), reason };
+        let fail = |reason: String| PipelineError::Build {
+            set: label.clone(),
+            reason,
+        };
         let Some((stream, subject, create)) = set.targets.iter().find_map(|t| match t {
-            TargetConfig::Stream { stream, subject, create } => Some((stream, subject, *create)),
+            TargetConfig::Stream {
+                stream,
+                subject,
+                create,
+            } => Some((stream, subject, *create)),
             _ => None,
         }) else {
             return Err(fail("the parquet target needs a stream target".into()));
         };
         let Some((root, roll_rows, roll_seconds)) = set.targets.iter().find_map(|t| match t {
-            TargetConfig::Parquet { root, roll_rows, roll_seconds } => Some((root, *roll_rows, *roll_seconds)),
+            TargetConfig::Parquet {
+                root,
+                roll_rows,
+                roll_seconds,
+            } => Some((root, *roll_rows, *roll_seconds)),
             _ => None,
         }) else {
             return Err(fail("no parquet target".into()));
         };
-        let writer = PartWriter::open(&config.resolve(root), &set.name, set.version).map_err(|e| fail(e.to_string()))?;
+        let writer =
+            PartWriter::open(&config.resolve(root), &set.name, set.version).map_err(|e| fail(e.to_string()))?;
         let options = SourceOptions {
             stream,
             subject,
@@ -48,8 +60,16 @@ impl OfflineRunner {
             max_ack_pending: -1,
             ack_wait: Duration::from_secs(roll_seconds * 3 + 30),
         };
-        let source = JetStreamSource::open(&services.js, options).await.map_err(|e| fail(e.to_string()))?;
-        Ok(OfflineRunner { label, source, writer, roll_rows, roll: Duration::from_secs(roll_seconds) })
+        let source = JetStreamSource::open(&services.js, options)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(OfflineRunner {
+            label,
+            source,
+            writer,
+            roll_rows,
+            roll: Duration::from_secs(roll_seconds),
+        })
     }
 
     /// Writes parts until shutdown; pending rows are committed before returning.
@@ -72,7 +92,9 @@ impl OfflineRunner {
                         Ok(batch) => {
                             self.writer.add(batch.into_rows());
                         }
-                        Err(e) => tracing::error!(writer = %self.label, "skipping a message that is not a row batch: {e}"),
+                        Err(e) => {
+                            tracing::error!(writer = %self.label, "skipping a message that is not a row batch: {e}")
+                        }
                     }
                     unacked = Some(message);
                 }

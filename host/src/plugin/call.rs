@@ -64,7 +64,10 @@ impl<'a> From<&'a Value> for ValueRef<'a> {
 pub(crate) fn projection(batch: &Batch, reads: Option<&[String]>) -> Vec<usize> {
     match reads {
         None => (0..batch.fields.len()).collect(),
-        Some(reads) => reads.iter().filter_map(|r| batch.fields.iter().position(|f| f == r)).collect(),
+        Some(reads) => reads
+            .iter()
+            .filter_map(|r| batch.fields.iter().position(|f| f == r))
+            .collect(),
     }
 }
 
@@ -75,13 +78,24 @@ pub(crate) fn with_view<R>(batch: &Batch, columns: &[usize], call: impl FnOnce(B
     let width = columns.len();
     let mut values: Vec<ValueRef<'_>> = Vec::with_capacity(width * batch.events.len());
     for event in &batch.events {
-        values.extend(columns.iter().map(|&i| event.values.get(i).map_or(ValueRef::Null, ValueRef::from)));
+        values.extend(
+            columns
+                .iter()
+                .map(|&i| event.values.get(i).map_or(ValueRef::Null, ValueRef::from)),
+        );
     }
     let events: Vec<EventRef<'_>> = batch
         .events
         .iter()
         .enumerate()
-        .map(|(n, e)| EventRef { key: &e.key, time: e.time, values: &values[n * width..(n + 1) * width] })
+        .map(|(n, e)| EventRef {
+            key: &e.key,
+            time: e.time,
+            values: &values[n * width..(n + 1) * width],
+        })
         .collect();
-    call(BatchRef { fields: &fields, events: &events })
+    call(BatchRef {
+        fields: &fields,
+        events: &events,
+    })
 }

@@ -98,7 +98,11 @@ pub fn check(engine: &Engine, component: &Component) -> Result<ContractInfo, Plu
             )));
         }
     }
-    Ok(ContractInfo { version: found, exports, imports })
+    Ok(ContractInfo {
+        version: found,
+        exports,
+        imports,
+    })
 }
 
 #[cfg(test)]
@@ -116,8 +120,14 @@ mod tests {
     #[test]
     fn bytes_that_are_not_a_component_are_named() {
         let module = b"\0asm\x01\0\0\0";
-        assert!(check_bytes(module).unwrap_err().to_string().contains("core WebAssembly module"));
-        assert!(check_bytes(b"hello world").unwrap_err().to_string().contains("not a WebAssembly file"));
+        assert!(check_bytes(module)
+            .unwrap_err()
+            .to_string()
+            .contains("core WebAssembly module"));
+        assert!(check_bytes(b"hello world")
+            .unwrap_err()
+            .to_string()
+            .contains("not a WebAssembly file"));
         assert!(check_bytes(b"\0asm\x0d\0\x01\0").is_ok());
     }
 }

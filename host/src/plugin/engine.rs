@@ -84,10 +84,14 @@ fn engine_config() -> Config {
 impl PluginEngine {
     /// Creates the engine. With `cache_dir`, compiled artifacts are stored there and reused.
     pub fn new(cache_dir: Option<PathBuf>) -> Result<Arc<Self>, PluginError> {
-        let engine = Engine::new(&engine_config())
-            .map_err(|e| PluginError::Compile { plugin: "engine".into(), reason: describe(&e) })?;
-        let linker = bindings::linker(&engine)
-            .map_err(|e| PluginError::Compile { plugin: "linker".into(), reason: describe(&e) })?;
+        let engine = Engine::new(&engine_config()).map_err(|e| PluginError::Compile {
+            plugin: "engine".into(),
+            reason: describe(&e),
+        })?;
+        let linker = bindings::linker(&engine).map_err(|e| PluginError::Compile {
+            plugin: "linker".into(),
+            reason: describe(&e),
+        })?;
         let mut hasher = std::hash::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let compat = format!("{:016x}", hasher.finish());
@@ -96,7 +100,13 @@ impl PluginEngine {
         if let Some(dir) = &cache_dir {
             fs::create_dir_all(dir).map_err(|e| cache_error(dir, e))?;
         }
-        Ok(Arc::new(PluginEngine { engine, linker, cache_dir, compat, stop }))
+        Ok(Arc::new(PluginEngine {
+            engine,
+            linker,
+            cache_dir,
+            compat,
+            stop,
+        }))
     }
 
     /// The wasmtime engine.
@@ -110,7 +120,10 @@ impl PluginEngine {
         contract::check_bytes(bytes)?;
         let started = Instant::now();
         let hash = hex::encode(Sha256::digest(bytes));
-        let path = self.cache_dir.as_ref().map(|d| d.join(format!("{hash}-{}.cwasm", self.compat)));
+        let path = self
+            .cache_dir
+            .as_ref()
+            .map(|d| d.join(format!("{hash}-{}.cwasm", self.compat)));
         let cached = path.as_deref().and_then(|p| self.load_cached(p));
         let (component, was_cached) = match cached {
             Some(component) => (component, true),
@@ -126,7 +139,14 @@ impl PluginEngine {
             }
         };
         let contract = contract::check(&self.engine, &component)?;
-        Ok(CompiledPlugin { component, hash, size: bytes.len(), contract, cached: was_cached, load_time: started.elapsed() })
+        Ok(CompiledPlugin {
+            component,
+            hash,
+            size: bytes.len(),
+            contract,
+            cached: was_cached,
+            load_time: started.elapsed(),
+        })
     }
 
     fn load_cached(&self, path: &Path) -> Option<Component> {
@@ -165,13 +185,19 @@ impl PluginEngine {
 
     /// Links a compiled component against the host's imports, once per version.
     pub(crate) fn instance_pre(&self, component: &Component) -> Result<TransformPre<HostState>, PluginError> {
-        let pre = self.linker.instantiate_pre(component).map_err(|e| PluginError::Contract(describe(&e)))?;
+        let pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| PluginError::Contract(describe(&e)))?;
         TransformPre::new(pre).map_err(|e| PluginError::Contract(describe(&e)))
     }
 }
 
 fn cache_error(path: &Path, e: std::io::Error) -> PluginError {
-    PluginError::Cache { path: path.display().to_string(), reason: e.to_string() }
+    PluginError::Cache {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    }
 }
 
 fn spawn_ticker(engine: Engine, stop: Arc<AtomicBool>) {

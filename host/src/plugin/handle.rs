@@ -72,7 +72,14 @@ impl PluginHandle {
         limits: Limits,
         lookup: Arc<dyn OnlineLookup>,
     ) -> Result<Self, PluginError> {
-        let inner = Arc::new(HandleInner { config, limits, lookup, engine, slot, idle: Mutex::new(Vec::new()) });
+        let inner = Arc::new(HandleInner {
+            config,
+            limits,
+            lookup,
+            engine,
+            slot,
+            idle: Mutex::new(Vec::new()),
+        });
         let version = inner.slot.active();
         let instance = inner.instantiate(&version)?;
         inner.checkin(instance);
@@ -108,7 +115,13 @@ impl PluginHandle {
 
 impl HandleInner {
     pub(crate) fn instantiate(&self, version: &Arc<PluginVersion>) -> Result<Instance, PluginError> {
-        Instance::new(&self.engine, version, &self.limits, self.lookup.clone(), Some(&self.config))
+        Instance::new(
+            &self.engine,
+            version,
+            &self.limits,
+            self.lookup.clone(),
+            Some(&self.config),
+        )
     }
 
     fn checkout(&self, version: &Arc<PluginVersion>) -> Result<Instance, PluginError> {
@@ -138,15 +151,25 @@ impl HandleInner {
     }
 
     fn process_on(&self, version: &Arc<PluginVersion>, batch: Cow<'_, Batch>) -> BatchOutput {
-        let fail = |kind, reason: String| EventFailure { kind, reason: format!("plugin {}: {reason}", version.label()) };
+        let fail = |kind, reason: String| EventFailure {
+            kind,
+            reason: format!("plugin {}: {reason}", version.label()),
+        };
         let n = batch.events.len();
         if n == 0 {
-            return BatchOutput { version: version.clone(), fields: batch.fields.clone(), outcomes: Vec::new() };
+            return BatchOutput {
+                version: version.clone(),
+                fields: batch.fields.clone(),
+                outcomes: Vec::new(),
+            };
         }
         if batch_bytes(&batch) > self.limits.batch_bytes {
             if n == 1 {
                 let size = event_bytes(&batch.events[0]);
-                let reason = format!("event of {size} bytes is larger than the batch limit of {} bytes", self.limits.batch_bytes);
+                let reason = format!(
+                    "event of {size} bytes is larger than the batch limit of {} bytes",
+                    self.limits.batch_bytes
+                );
                 return single_failure(version, &batch, fail(FailureKind::Oversize, reason));
             }
             return self.split(version, batch.into_owned());
@@ -154,8 +177,15 @@ impl HandleInner {
         let mut instance = match self.checkout(version) {
             Ok(instance) => instance,
             Err(e) => {
-                let failure = EventFailure { kind: FailureKind::Unavailable, reason: e.to_string() };
-                return BatchOutput { version: version.clone(), fields: batch.fields.clone(), outcomes: vec![Err(failure); n] };
+                let failure = EventFailure {
+                    kind: FailureKind::Unavailable,
+                    reason: e.to_string(),
+                };
+                return BatchOutput {
+                    version: version.clone(),
+                    fields: batch.fields.clone(),
+                    outcomes: vec![Err(failure); n],
+                };
             }
         };
         match instance.process(&batch, &self.limits) {
@@ -182,30 +212,49 @@ impl HandleInner {
     /// Checks a plugin's answer: one outcome per event, sizes within the limits.
     fn accept(&self, batch: &Batch, processed: &Processed) -> Result<(), (FailureKind, String)> {
         if processed.outcomes.len() != batch.events.len() {
-            return Err((FailureKind::Invalid, format!(
-                "returned {} outcomes for {} events (the contract requires one per event)",
-                processed.outcomes.len(),
-                batch.events.len()
-            )));
+            return Err((
+                FailureKind::Invalid,
+                format!(
+                    "returned {} outcomes for {} events (the contract requires one per event)",
+                    processed.outcomes.len(),
+                    batch.events.len()
+                ),
+            ));
         }
         let mut bytes = 0;
         for events in processed.outcomes.iter().flatten() {
             if events.len() > self.limits.outputs_per_event {
-                let reason = format!("emitted {} events for one input, above the limit of {}", events.len(), self.limits.outputs_per_event);
+                let reason = format!(
+                    "emitted {} events for one input, above the limit of {}",
+                    events.len(),
+                    self.limits.outputs_per_event
+                );
                 return Err((FailureKind::Oversize, reason));
             }
             bytes += events.iter().map(event_bytes).sum::<usize>();
         }
         if bytes > self.limits.output_bytes {
-            return Err((FailureKind::Oversize, format!("output of {bytes} bytes is above the limit of {} bytes", self.limits.output_bytes)));
+            return Err((
+                FailureKind::Oversize,
+                format!(
+                    "output of {bytes} bytes is above the limit of {} bytes",
+                    self.limits.output_bytes
+                ),
+            ));
         }
         Ok(())
     }
 
     fn split(&self, version: &Arc<PluginVersion>, mut batch: Batch) -> BatchOutput {
         let second = batch.events.split_off(batch.events.len() / 2);
-        let second = Batch { fields: batch.fields.clone(), events: second };
-        let parts = vec![self.process_on(version, Cow::Owned(batch)), self.process_on(version, Cow::Owned(second))];
+        let second = Batch {
+            fields: batch.fields.clone(),
+            events: second,
+        };
+        let parts = vec![
+            self.process_on(version, Cow::Owned(batch)),
+            self.process_on(version, Cow::Owned(second)),
+        ];
         merge(version, parts)
     }
 
@@ -215,7 +264,15 @@ impl HandleInner {
         let parts = batch
             .events
             .into_iter()
-            .map(|event| self.process_on(version, Cow::Owned(Batch { fields: fields.clone(), events: vec![event] })))
+            .map(|event| {
+                self.process_on(
+                    version,
+                    Cow::Owned(Batch {
+                        fields: fields.clone(),
+                        events: vec![event],
+                    }),
+                )
+            })
             .collect();
         merge(version, parts)
     }
@@ -245,7 +302,10 @@ fn compose(version: &Arc<PluginVersion>, batch: Cow<'_, Batch>, processed: Proce
         .into_iter()
         .enumerate()
         .map(|(i, outcome)| {
-            let outputs = outcome.map_err(|message| EventFailure { kind: FailureKind::Rejected, reason: message })?;
+            let outputs = outcome.map_err(|message| EventFailure {
+                kind: FailureKind::Rejected,
+                reason: message,
+            })?;
             let count = outputs.len();
             let mut base = match (&mut owned, borrowed) {
                 (Some(events), _) => Some(std::mem::take(&mut events[i].values)),
@@ -261,16 +321,28 @@ fn compose(version: &Arc<PluginVersion>, batch: Cow<'_, Batch>, processed: Proce
                     for (value, &to) in out.values.into_iter().zip(&targets) {
                         values[to] = value;
                     }
-                    Event { key: out.key, time: out.time, values }
+                    Event {
+                        key: out.key,
+                        time: out.time,
+                        values,
+                    }
                 })
                 .collect())
         })
         .collect();
-    BatchOutput { version: version.clone(), fields, outcomes }
+    BatchOutput {
+        version: version.clone(),
+        fields,
+        outcomes,
+    }
 }
 
 fn single_failure(version: &Arc<PluginVersion>, batch: &Batch, failure: EventFailure) -> BatchOutput {
-    BatchOutput { version: version.clone(), fields: batch.fields.clone(), outcomes: vec![Err(failure)] }
+    BatchOutput {
+        version: version.clone(),
+        fields: batch.fields.clone(),
+        outcomes: vec![Err(failure)],
+    }
 }
 
 /// Joins the outputs of several calls into one, over the union of their output fields.
@@ -286,14 +358,22 @@ fn merge(version: &Arc<PluginVersion>, parts: Vec<BatchOutput>) -> BatchOutput {
     let outcomes = parts
         .into_iter()
         .flat_map(|part| {
-            let map: Vec<usize> = part.fields.iter().map(|f| fields.iter().position(|g| g == f).unwrap_or(0)).collect();
+            let map: Vec<usize> = part
+                .fields
+                .iter()
+                .map(|f| fields.iter().position(|g| g == f).unwrap_or(0))
+                .collect();
             let width = fields.len();
-            part.outcomes.into_iter().map(move |outcome| {
-                outcome.map(|events| events.into_iter().map(|e| remap(e, &map, width)).collect())
-            })
+            part.outcomes
+                .into_iter()
+                .map(move |outcome| outcome.map(|events| events.into_iter().map(|e| remap(e, &map, width)).collect()))
         })
         .collect();
-    BatchOutput { version: version.clone(), fields, outcomes }
+    BatchOutput {
+        version: version.clone(),
+        fields,
+        outcomes,
+    }
 }
 
 fn remap(event: Event, map: &[usize], width: usize) -> Event {
@@ -303,5 +383,9 @@ fn remap(event: Event, map: &[usize], width: usize) -> Event {
             values[to] = value;
         }
     }
-    Event { key: event.key, time: event.time, values }
+    Event {
+        key: event.key,
+        time: event.time,
+        values,
+    }
 }

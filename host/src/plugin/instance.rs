@@ -35,7 +35,6 @@ pub(crate) struct Instance {
     pub(crate) version: Arc<PluginVersion>,
 }
 
-
 impl Instance {
     /// Instantiates a version and, with a configuration, calls its `init`.
     pub(crate) fn new(
@@ -50,7 +49,10 @@ impl Instance {
         store.limiter(|s| s.limiter());
         store.epoch_deadline_trap();
         store.set_epoch_deadline(deadline_ticks(limits.call_deadline, EPOCH_TICK));
-        let init_error = |reason: String| PluginError::Init { plugin: version.label(), reason };
+        let init_error = |reason: String| PluginError::Init {
+            plugin: version.label(),
+            reason,
+        };
         let transform = version
             .pre()
             .instantiate(&mut store)
@@ -59,7 +61,13 @@ impl Instance {
         process
             .typed::<(BatchRef<'static>,), (Processed,)>(&store)
             .map_err(|e| init_error(format!("`process` has an unexpected type: {}", describe(&e))))?;
-        let mut instance = Instance { store, transform, process, reads: None, version: version.clone() };
+        let mut instance = Instance {
+            store,
+            transform,
+            process,
+            reads: None,
+            version: version.clone(),
+        };
         if let Some(config) = config {
             instance.begin_call(limits);
             let guest = instance.transform.sluice_plugin_transformer();
@@ -82,7 +90,8 @@ impl Instance {
 
     fn begin_call(&mut self, limits: &Limits) {
         self.store.data_mut().begin_call(limits);
-        self.store.set_epoch_deadline(deadline_ticks(limits.call_deadline, EPOCH_TICK));
+        self.store
+            .set_epoch_deadline(deadline_ticks(limits.call_deadline, EPOCH_TICK));
     }
 
     /// Calls `process` on one batch within the limits, sending only the fields the plugin
@@ -108,7 +117,9 @@ impl Instance {
         if matches!(error.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
             return CallFailure::Timeout;
         }
-        CallFailure::Trap { message: describe(error) }
+        CallFailure::Trap {
+            message: describe(error),
+        }
     }
 
     /// A one-line explanation of a failure, with the tail of the guest's stderr (where
@@ -125,7 +136,14 @@ impl Instance {
         let stderr = String::from_utf8_lossy(&stderr);
         let stderr = stderr.trim();
         if !stderr.is_empty() {
-            let tail: String = stderr.chars().rev().take(600).collect::<Vec<_>>().into_iter().rev().collect();
+            let tail: String = stderr
+                .chars()
+                .rev()
+                .take(600)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
             text.push_str("; stderr: ");
             text.push_str(&tail.replace('\n', " | "));
         }

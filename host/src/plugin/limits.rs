@@ -54,7 +54,10 @@ pub(crate) struct MemoryCap {
 
 impl MemoryCap {
     pub(crate) fn new(limits: &Limits) -> Self {
-        MemoryCap { limit: limits.memory_bytes, refused: None }
+        MemoryCap {
+            limit: limits.memory_bytes,
+            refused: None,
+        }
     }
 }
 
@@ -83,7 +86,10 @@ mod tests {
 
     #[test]
     fn memory_within_the_cap_grows_and_above_it_is_refused_and_recorded() {
-        let mut cap = MemoryCap::new(&Limits { memory_bytes: 1 << 20, ..Limits::default() });
+        let mut cap = MemoryCap::new(&Limits {
+            memory_bytes: 1 << 20,
+            ..Limits::default()
+        });
         assert!(cap.memory_growing(0, 1 << 20, None).unwrap());
         assert_eq!(cap.refused, None);
         assert!(!cap.memory_growing(1 << 20, (1 << 20) + 65536, None).unwrap());

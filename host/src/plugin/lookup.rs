@@ -18,7 +18,9 @@ pub struct NoLookup;
 
 impl OnlineLookup for NoLookup {
     fn lookup(&self, feature_set: &str, _keys: &[String]) -> Result<Vec<Option<Vec<Field>>>, String> {
-        Err(format!("lookup of feature set \"{feature_set}\" failed: no online store is configured here"))
+        Err(format!(
+            "lookup of feature set \"{feature_set}\" failed: no online store is configured here"
+        ))
     }
 }
 
@@ -31,9 +33,14 @@ pub struct MemoryLookup {
 impl MemoryLookup {
     /// Stores (replaces) the features of one entity.
     pub fn put(&self, feature_set: &str, key: &str, features: Vec<(String, Value)>) {
-        let features = features.into_iter().map(|(name, value)| Field { name, value }).collect();
+        let features = features
+            .into_iter()
+            .map(|(name, value)| Field { name, value })
+            .collect();
         let mut sets = self.sets.write().unwrap_or_else(|e| e.into_inner());
-        sets.entry(feature_set.to_string()).or_default().insert(key.to_string(), features);
+        sets.entry(feature_set.to_string())
+            .or_default()
+            .insert(key.to_string(), features);
     }
 }
 
@@ -59,6 +66,9 @@ mod tests {
         let found = store.lookup("merchants", &keys).unwrap();
         assert_eq!(found[0], None);
         assert_eq!(found[1].as_ref().unwrap()[0].value, Value::Float(0.9));
-        assert!(store.lookup("users", &keys).unwrap_err().contains("unknown feature set \"users\""));
+        assert!(store
+            .lookup("users", &keys)
+            .unwrap_err()
+            .contains("unknown feature set \"users\""));
     }
 }

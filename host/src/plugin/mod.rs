@@ -61,7 +61,9 @@ pub enum PluginError {
     #[error("{0}")]
     Conflict(String),
     /// A plugin name that is not valid.
-    #[error("invalid plugin name {0:?}: expected 1-64 characters of a-z, 0-9, '-' or '_', starting with a letter or digit")]
+    #[error(
+        "invalid plugin name {0:?}: expected 1-64 characters of a-z, 0-9, '-' or '_', starting with a letter or digit"
+    )]
     InvalidName(String),
     /// Reading or writing the artifact cache failed.
     #[error("artifact cache {path}: {reason}")]

@@ -24,7 +24,9 @@ impl PluginName {
     pub fn new(name: &str) -> Result<Self, PluginError> {
         let ok = !name.is_empty()
             && name.len() <= 64
-            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
             && name.as_bytes()[0].is_ascii_alphanumeric();
         if ok {
             Ok(PluginName(name.to_string()))
@@ -146,7 +148,11 @@ pub struct Registry {
 impl Registry {
     /// An empty registry keeping the last `keep_versions` versions of each plugin.
     pub fn new(engine: Arc<PluginEngine>, keep_versions: usize) -> Self {
-        Registry { engine, slots: RwLock::new(BTreeMap::new()), keep_versions: keep_versions.max(2) }
+        Registry {
+            engine,
+            slots: RwLock::new(BTreeMap::new()),
+            keep_versions: keep_versions.max(2),
+        }
     }
 
     /// The engine plugins run on.
@@ -157,7 +163,10 @@ impl Registry {
     fn slot(&self, name: &str) -> Result<Arc<PluginSlot>, PluginError> {
         let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
         let name = PluginName::new(name)?;
-        slots.get(&name).cloned().ok_or_else(|| PluginError::NotFound(format!("no plugin named \"{name}\" is deployed")))
+        slots
+            .get(&name)
+            .cloned()
+            .ok_or_else(|| PluginError::NotFound(format!("no plugin named \"{name}\" is deployed")))
     }
 
     /// Deploys a component under `name`: compiles it (or loads the cached artifact), checks
@@ -170,7 +179,12 @@ impl Registry {
         if let Some(slot) = &existing {
             let active = slot.active();
             if active.hash == compiled.hash {
-                return Ok(Deployment { version: active, previous: None, cached: compiled.cached, unchanged: true });
+                return Ok(Deployment {
+                    version: active,
+                    previous: None,
+                    cached: compiled.cached,
+                    unchanged: true,
+                });
             }
         }
         let known = existing.as_ref().and_then(|slot| {
@@ -216,25 +230,52 @@ impl Registry {
             }
         };
         tracing::info!(plugin = %version.label(), by = deployed_by.unwrap_or("-"), cached = compiled.cached, "plugin deployed");
-        Ok(Deployment { version, previous, cached: compiled.cached, unchanged: false })
+        Ok(Deployment {
+            version,
+            previous,
+            cached: compiled.cached,
+            unchanged: false,
+        })
     }
 
     /// Instantiates the new version, runs `init` with each user's configuration and an empty
     /// batch through `process`, so a version that cannot run is refused before the swap.
     fn smoke_test(&self, version: &Arc<PluginVersion>, users: &[Arc<HandleInner>]) -> Result<(), PluginError> {
-        let refused = |reason: String| PluginError::Init { plugin: version.label(), reason: format!("deploy refused: {reason}") };
-        let empty = Batch { fields: Vec::new(), events: Vec::new() };
+        let refused = |reason: String| PluginError::Init {
+            plugin: version.label(),
+            reason: format!("deploy refused: {reason}"),
+        };
+        let empty = Batch {
+            fields: Vec::new(),
+            events: Vec::new(),
+        };
         let mut checks: Vec<Instance> = Vec::new();
         if users.is_empty() {
-            checks.push(Instance::new(&self.engine, version, &Limits::default(), Arc::new(NoLookup), None)?);
+            checks.push(Instance::new(
+                &self.engine,
+                version,
+                &Limits::default(),
+                Arc::new(NoLookup),
+                None,
+            )?);
         }
         for user in users {
             checks.push(user.instantiate(version).map_err(|e| refused(e.to_string()))?);
         }
-        for (instance, limits) in checks.iter_mut().zip(users.iter().map(|u| u.limits.clone()).chain(std::iter::repeat(Limits::default()))) {
+        for (instance, limits) in checks.iter_mut().zip(
+            users
+                .iter()
+                .map(|u| u.limits.clone())
+                .chain(std::iter::repeat(Limits::default())),
+        ) {
             match instance.process(&empty, &limits) {
                 Ok(p) if p.outcomes.is_empty() => {}
-                Ok(p) => return Err(refused(format!("returned {} outcomes for an empty batch", p.outcomes.len()))),
+                Ok(p) => {
+                    return Err(refused(format!(
+                        "returned {} outcomes for an empty batch",
+                        p.outcomes.len()
+                    )))
+                }
                 Err(failure) => return Err(refused(format!("empty batch: {}", instance.explain(&failure)))),
             }
         }
@@ -259,10 +300,9 @@ impl Registry {
         let history = slot.history.lock().unwrap_or_else(|e| e.into_inner());
         let active = slot.active();
         let at = history.iter().position(|v| Arc::ptr_eq(v, &active)).unwrap_or(0);
-        let previous = at
-            .checked_sub(1)
-            .map(|i| history[i].clone())
-            .ok_or_else(|| PluginError::Conflict(format!("plugin \"{name}\" has no earlier version to roll back to")))?;
+        let previous = at.checked_sub(1).map(|i| history[i].clone()).ok_or_else(|| {
+            PluginError::Conflict(format!("plugin \"{name}\" has no earlier version to roll back to"))
+        })?;
         slot.active.store(previous.clone());
         tracing::info!(plugin = %previous.label(), "plugin rolled back");
         Ok(previous)
@@ -300,7 +340,9 @@ impl Registry {
         let slot = self.slot(name)?;
         let users = slot.live_users().len();
         if users > 0 {
-            return Err(PluginError::Conflict(format!("plugin \"{name}\" is used by {users} running step(s); remove them first")));
+            return Err(PluginError::Conflict(format!(
+                "plugin \"{name}\" is used by {users} running step(s); remove them first"
+            )));
         }
         self.slots.write().unwrap_or_else(|e| e.into_inner()).remove(&slot.name);
         Ok(())

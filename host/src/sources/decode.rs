@@ -31,7 +31,11 @@ impl Decoder {
     /// Decodes one event, extending `fields` with names not seen yet in this batch.
     pub fn decode(&self, bytes: &[u8], fields: &mut Vec<String>) -> Result<Event, String> {
         if bytes.len() > self.max_bytes {
-            return Err(format!("event of {} bytes is larger than max_event_bytes ({})", bytes.len(), self.max_bytes));
+            return Err(format!(
+                "event of {} bytes is larger than max_event_bytes ({})",
+                bytes.len(),
+                self.max_bytes
+            ));
         }
         let object: Map<String, Json> = match serde_json::from_slice(bytes) {
             Ok(Json::Object(object)) => object,
@@ -41,14 +45,22 @@ impl Decoder {
         let key = self.key(&object)?;
         let time = parse_time(object.get(&self.time_field), &self.time_field, self.format)?
             .ok_or_else(|| format!("missing event time field \"{}\"", self.time_field))?;
-        Ok(Event { key, time, values: values_from_json(&object, fields) })
+        Ok(Event {
+            key,
+            time,
+            values: values_from_json(&object, fields),
+        })
     }
 
     /// Builds an event from a feature row of another set (values already decoded, event time
     /// given): only the entity key is taken from its fields.
     pub fn decode_row(&self, object: &Map<String, Json>, time: i64, fields: &mut Vec<String>) -> Result<Event, String> {
         let key = self.key(object)?;
-        Ok(Event { key, time, values: values_from_json(object, fields) })
+        Ok(Event {
+            key,
+            time,
+            values: values_from_json(object, fields),
+        })
     }
 
     fn key(&self, object: &Map<String, Json>) -> Result<String, String> {
@@ -63,7 +75,10 @@ impl Decoder {
                 None | Some(Json::Null) => return Err(format!("missing entity key field \"{field}\"")),
                 Some(Json::String(_)) => return Err(format!("entity key field \"{field}\" is empty")),
                 Some(other) => {
-                    return Err(format!("entity key field \"{field}\" must be text or an integer, found {}", json_kind(other)))
+                    return Err(format!(
+                        "entity key field \"{field}\" must be text or an integer, found {}",
+                        json_kind(other)
+                    ))
                 }
             }
         }
@@ -73,16 +88,25 @@ impl Decoder {
 
 /// Event time in microseconds from a JSON value; `None` when absent or null.
 pub fn parse_time(json: Option<&Json>, field: &str, format: TimeFormat) -> Result<Option<i64>, String> {
-    let bad = |expected: &str, found: &Json| format!("event time field \"{field}\": expected {expected}, found {found}");
-    let Some(json) = json.filter(|j| !j.is_null()) else { return Ok(None) };
+    let bad =
+        |expected: &str, found: &Json| format!("event time field \"{field}\": expected {expected}, found {found}");
+    let Some(json) = json.filter(|j| !j.is_null()) else {
+        return Ok(None);
+    };
     let integer = |scale: i64, what: &str| {
-        json.as_i64().and_then(|n| n.checked_mul(scale)).ok_or_else(|| bad(what, json))
+        json.as_i64()
+            .and_then(|n| n.checked_mul(scale))
+            .ok_or_else(|| bad(what, json))
     };
     let time = match (format, json) {
         (TimeFormat::Auto | TimeFormat::Rfc3339, Json::String(s)) => OffsetDateTime::parse(s, &Rfc3339)
             .map(|t| (t.unix_timestamp_nanos() / 1000) as i64)
-            .map_err(|e| format!("event time field \"{field}\": expected RFC 3339 (e.g. 2026-11-26T10:00:00Z), found {s:?}: {e}"))?,
-        (TimeFormat::Auto | TimeFormat::EpochMs, _) => integer(1000, "epoch milliseconds (an integer) or RFC 3339 text")?,
+            .map_err(|e| {
+                format!("event time field \"{field}\": expected RFC 3339 (e.g. 2026-11-26T10:00:00Z), found {s:?}: {e}")
+            })?,
+        (TimeFormat::Auto | TimeFormat::EpochMs, _) => {
+            integer(1000, "epoch milliseconds (an integer) or RFC 3339 text")?
+        }
         (TimeFormat::EpochS, _) => integer(1_000_000, "epoch seconds (an integer)")?,
         (TimeFormat::EpochUs, _) => integer(1, "epoch microseconds (an integer)")?,
         (TimeFormat::Rfc3339, other) => return Err(bad("RFC 3339 text", other)),
@@ -106,16 +130,28 @@ mod tests {
     use super::*;
 
     fn decoder() -> Decoder {
-        Decoder { entity: vec!["user_id".into()], time_field: "ts".into(), format: TimeFormat::Auto, max_bytes: 200 }
+        Decoder {
+            entity: vec!["user_id".into()],
+            time_field: "ts".into(),
+            format: TimeFormat::Auto,
+            max_bytes: 200,
+        }
     }
 
     #[test]
     fn a_good_event_gets_its_key_and_time() {
         let mut fields = Vec::new();
-        let e = decoder().decode(br#"{"user_id":"u1","ts":"2026-11-26T10:00:00Z","amount":2}"#, &mut fields).unwrap();
+        let e = decoder()
+            .decode(
+                br#"{"user_id":"u1","ts":"2026-11-26T10:00:00Z","amount":2}"#,
+                &mut fields,
+            )
+            .unwrap();
         assert_eq!(e.key, "u1");
         assert_eq!(e.time, 1_795_687_200_000_000);
-        let e = decoder().decode(br#"{"user_id":7,"ts":1764151200000}"#, &mut fields).unwrap();
+        let e = decoder()
+            .decode(br#"{"user_id":7,"ts":1764151200000}"#, &mut fields)
+            .unwrap();
         assert_eq!((e.key.as_str(), e.time), ("7", 1_764_151_200_000_000));
     }
 
@@ -125,7 +161,10 @@ mod tests {
             (b"{not json", "invalid JSON"),
             (b"[1,2]", "expected a JSON object, found an array"),
             (br#"{"ts":1}"#, "missing entity key field \"user_id\""),
-            (br#"{"user_id":1.5,"ts":1}"#, "must be text or an integer, found a number"),
+            (
+                br#"{"user_id":1.5,"ts":1}"#,
+                "must be text or an integer, found a number",
+            ),
             (br#"{"user_id":"u"}"#, "missing event time field \"ts\""),
             (br#"{"user_id":"u","ts":"yesterday"}"#, "expected RFC 3339"),
         ];
@@ -134,6 +173,9 @@ mod tests {
             assert!(err.contains(expected), "{err}");
         }
         let big = format!(r#"{{"user_id":"u","ts":1,"x":"{}"}}"#, "a".repeat(300));
-        assert!(decoder().decode(big.as_bytes(), &mut Vec::new()).unwrap_err().contains("larger than max_event_bytes"));
+        assert!(decoder()
+            .decode(big.as_bytes(), &mut Vec::new())
+            .unwrap_err()
+            .contains("larger than max_event_bytes"));
     }
 }

@@ -33,28 +33,48 @@ pub struct FileSource {
 }
 
 fn file_error(path: &Path, e: impl std::fmt::Display) -> TargetError {
-    TargetError::File { path: path.display().to_string(), reason: e.to_string() }
+    TargetError::File {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    }
 }
 
 impl FileSource {
     /// Opens a file.
     pub fn open(path: &Path, format: Option<FileFormat>, batch: usize) -> Result<Self, TargetError> {
-        let format = format.or_else(|| format_of(path)).ok_or_else(|| file_error(path, "unknown format"))?;
+        let format = format
+            .or_else(|| format_of(path))
+            .ok_or_else(|| file_error(path, "unknown format"))?;
         let file = File::open(path).map_err(|e| file_error(path, e))?;
         let at = path.to_path_buf();
         let rows: Box<dyn Iterator<Item = _> + Send> = match format {
-            FileFormat::Jsonl => Box::new(BufReader::new(file).lines().enumerate().filter_map(move |(i, line)| match line {
-                Ok(line) if line.trim().is_empty() => None,
-                Ok(line) => Some(Ok((i as u64 + 1, Bytes::from(line)))),
-                Err(e) => Some(Err(file_error(&at, e))),
-            })),
+            FileFormat::Jsonl => {
+                Box::new(
+                    BufReader::new(file)
+                        .lines()
+                        .enumerate()
+                        .filter_map(move |(i, line)| match line {
+                            Ok(line) if line.trim().is_empty() => None,
+                            Ok(line) => Some(Ok((i as u64 + 1, Bytes::from(line)))),
+                            Err(e) => Some(Err(file_error(&at, e))),
+                        }),
+                )
+            }
             FileFormat::Csv => {
                 let mut reader = csv::Reader::from_reader(file);
-                let header: Vec<String> = reader.headers().map_err(|e| file_error(path, e))?.iter().map(str::to_string).collect();
+                let header: Vec<String> = reader
+                    .headers()
+                    .map_err(|e| file_error(path, e))?
+                    .iter()
+                    .map(str::to_string)
+                    .collect();
                 Box::new(reader.into_records().enumerate().map(move |(i, record)| {
                     let record = record.map_err(|e| file_error(&at, e))?;
                     let object: Map<String, Json> = header.iter().cloned().zip(record.iter().map(csv_value)).collect();
-                    Ok((i as u64 + 2, Bytes::from(serde_json::to_vec(&object).unwrap_or_default())))
+                    Ok((
+                        i as u64 + 2,
+                        Bytes::from(serde_json::to_vec(&object).unwrap_or_default()),
+                    ))
                 }))
             }
             FileFormat::Parquet => {
@@ -77,7 +97,10 @@ impl FileSource {
                 }))
             }
         };
-        Ok(FileSource { rows, batch: batch.max(1) })
+        Ok(FileSource {
+            rows,
+            batch: batch.max(1),
+        })
     }
 
     /// The next batch; empty at the end of the file.
@@ -136,7 +159,9 @@ fn cell(column: &dyn Array, r: usize) -> Json {
         DataType::Float64 => Json::from(column.as_primitive::<Float64Type>().value(r)),
         DataType::Utf8 => Json::String(column.as_string::<i32>().value(r).to_string()),
         DataType::LargeUtf8 => Json::String(column.as_string::<i64>().value(r).to_string()),
-        DataType::Timestamp(TimeUnit::Microsecond, _) => Json::from(column.as_primitive::<TimestampMicrosecondType>().value(r)),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            Json::from(column.as_primitive::<TimestampMicrosecondType>().value(r))
+        }
         other => Json::String(format!("unsupported Parquet type {other}")),
     }
 }
@@ -153,8 +178,14 @@ mod tests {
         let mut source = FileSource::open(&path, None, 10).unwrap();
         let batch = source.next_batch().unwrap();
         assert_eq!(batch[0].0, 2);
-        assert_eq!(&batch[0].1[..], br#"{"user_id":"u1","amount":2.5,"ok":true,"note":null}"#);
-        assert_eq!(&batch[1].1[..], br#"{"user_id":"u2","amount":3,"ok":false,"note":"hi"}"#);
+        assert_eq!(
+            &batch[0].1[..],
+            br#"{"user_id":"u1","amount":2.5,"ok":true,"note":null}"#
+        );
+        assert_eq!(
+            &batch[1].1[..],
+            br#"{"user_id":"u2","amount":3,"ok":false,"note":"hi"}"#
+        );
         assert!(source.next_batch().unwrap().is_empty());
     }
 }

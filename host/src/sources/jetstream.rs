@@ -12,10 +12,10 @@
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
-use tokio::time::Instant;
 use async_nats::jetstream::stream::Stream;
 use async_nats::jetstream::{self, Context};
 use futures::StreamExt;
+use tokio::time::Instant;
 
 use crate::targets::TargetError;
 
@@ -59,10 +59,18 @@ fn nats(what: &str, e: impl std::fmt::Display) -> TargetError {
 /// Gets (or creates) a stream capturing `subject`.
 pub async fn ensure_stream(js: &Context, name: &str, subject: &str, create: bool) -> Result<Stream, TargetError> {
     if create {
-        let config = jetstream::stream::Config { name: name.to_string(), subjects: vec![subject.to_string()], ..Default::default() };
-        js.get_or_create_stream(config).await.map_err(|e| nats(&format!("stream {name}"), e))
+        let config = jetstream::stream::Config {
+            name: name.to_string(),
+            subjects: vec![subject.to_string()],
+            ..Default::default()
+        };
+        js.get_or_create_stream(config)
+            .await
+            .map_err(|e| nats(&format!("stream {name}"), e))
     } else {
-        js.get_stream(name).await.map_err(|e| nats(&format!("stream {name} (set `create = true` to create it)"), e))
+        js.get_stream(name)
+            .await
+            .map_err(|e| nats(&format!("stream {name} (set `create = true` to create it)"), e))
     }
 }
 
@@ -79,12 +87,27 @@ impl JetStreamSource {
             ..Default::default()
         };
         let floor = match stream.get_consumer::<pull::Config>(&options.durable).await {
-            Ok(mut existing) => existing.info().await.map_err(|e| nats("consumer info", e))?.ack_floor.stream_sequence,
+            Ok(mut existing) => {
+                existing
+                    .info()
+                    .await
+                    .map_err(|e| nats("consumer info", e))?
+                    .ack_floor
+                    .stream_sequence
+            }
             Err(_) => 0,
         };
         let consumer = Self::create_at(&stream, &template, floor + 1).await?;
         let messages = Self::pull(&consumer, options.batch).await?;
-        Ok(JetStreamSource { stream, template, consumer, messages, batch: options.batch, max_wait: options.max_wait, next: None })
+        Ok(JetStreamSource {
+            stream,
+            template,
+            consumer,
+            messages,
+            batch: options.batch,
+            max_wait: options.max_wait,
+            next: None,
+        })
     }
 
     async fn pull(consumer: &PullConsumer, batch: usize) -> Result<pull::Stream, TargetError> {
@@ -103,8 +126,15 @@ impl JetStreamSource {
         let name = template.durable_name.clone().unwrap_or_default();
         let _ = stream.delete_consumer(&name).await;
         let mut config = template.clone();
-        config.deliver_policy = if start <= 1 { DeliverPolicy::All } else { DeliverPolicy::ByStartSequence { start_sequence: start } };
-        stream.create_consumer(config).await.map_err(|e| nats(&format!("consumer {name}"), e))
+        config.deliver_policy = if start <= 1 {
+            DeliverPolicy::All
+        } else {
+            DeliverPolicy::ByStartSequence { start_sequence: start }
+        };
+        stream
+            .create_consumer(config)
+            .await
+            .map_err(|e| nats(&format!("consumer {name}"), e))
     }
 
     /// The next batch: up to `batch` messages, waiting at most `max_wait` once the first has
@@ -140,11 +170,17 @@ impl JetStreamSource {
                 }
             }
         }
-        let (Some(first), Some(last)) = (batch.first(), batch.last()) else { return Ok(batch) };
+        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+            return Ok(batch);
+        };
         let (first, last) = (sequence(first)?, sequence(last)?);
         if let Some(next) = self.next {
             if first > next {
-                tracing::warn!(expected = next, got = first, "a batch skipped messages: repositioning the consumer");
+                tracing::warn!(
+                    expected = next,
+                    got = first,
+                    "a batch skipped messages: repositioning the consumer"
+                );
                 self.consumer = Self::create_at(&self.stream, &self.template, next).await?;
                 self.messages = Self::pull(&self.consumer, self.batch).await?;
                 return Ok(Vec::new());
@@ -157,5 +193,8 @@ impl JetStreamSource {
 
 /// The stream sequence of a message.
 pub fn sequence(message: &jetstream::Message) -> Result<u64, TargetError> {
-    message.info().map(|i| i.stream_sequence).map_err(|e| nats("message metadata", e))
+    message
+        .info()
+        .map(|i| i.stream_sequence)
+        .map_err(|e| nats("message metadata", e))
 }

@@ -19,15 +19,30 @@ impl Expression {
     pub(crate) fn compile(step: &str, text: &str) -> Result<Self, StepError> {
         let program = Program::compile(text).map_err(|e| StepError::Expression {
             step: step.to_string(),
-            message: format!("not a valid CEL expression {text:?}: {}", e.to_string().replace('\n', " ")),
+            message: format!(
+                "not a valid CEL expression {text:?}: {}",
+                e.to_string().replace('\n', " ")
+            ),
         })?;
-        let variables = program.references().variables().into_iter().map(str::to_string).collect();
-        Ok(Expression { program, variables, root: Context::default() })
+        let variables = program
+            .references()
+            .variables()
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        Ok(Expression {
+            program,
+            variables,
+            root: Context::default(),
+        })
     }
 
     /// Positions of the expression's variables in the batch (None: not a field).
     pub(crate) fn positions(&self, rows: &Rows) -> Vec<Option<usize>> {
-        self.variables.iter().map(|v| rows.batch.fields.iter().position(|f| f == v)).collect()
+        self.variables
+            .iter()
+            .map(|v| rows.batch.fields.iter().position(|f| f == v))
+            .collect()
     }
 
     /// Evaluates the expression for event `i`. A field that is absent or null is `null`.
@@ -74,6 +89,10 @@ pub(crate) fn from_cel(value: Cel) -> Result<Value, String> {
                 })
                 .collect::<Result<_, _>>()?,
         ),
-        other => return Err(format!("the expression gave {other:?}; expected a scalar or a list of numbers")),
+        other => {
+            return Err(format!(
+                "the expression gave {other:?}; expected a scalar or a list of numbers"
+            ))
+        }
     })
 }

@@ -9,7 +9,9 @@ pub(crate) struct Drop {
 
 impl Drop {
     pub(crate) fn new(fields: &[String]) -> Self {
-        Drop { fields: fields.to_vec() }
+        Drop {
+            fields: fields.to_vec(),
+        }
     }
 }
 

@@ -11,7 +11,10 @@ pub(crate) struct Filter {
 
 impl Filter {
     pub(crate) fn new(id: String, expr: &str) -> Result<Self, StepError> {
-        Ok(Filter { expr: Expression::compile(&id, expr)?, id })
+        Ok(Filter {
+            expr: Expression::compile(&id, expr)?,
+            id,
+        })
     }
 }
 
@@ -30,7 +33,11 @@ impl Step for Filter {
             match verdict {
                 Ok(true) => out.push(seq, event),
                 Ok(false) => {}
-                Err(reason) => failures.push(Failure { seq, step: self.id.clone(), reason }),
+                Err(reason) => failures.push(Failure {
+                    seq,
+                    step: self.id.clone(),
+                    reason,
+                }),
             }
         }
         out

@@ -18,7 +18,10 @@ impl Impute {
             .iter()
             .map(|(f, v)| (f.clone(), value_from_json(&serde_json::to_value(v).unwrap_or_default())))
             .collect();
-        Impute { constant, mean: mean.iter().map(|f| (f.clone(), 0.0, 0)).collect() }
+        Impute {
+            constant,
+            mean: mean.iter().map(|f| (f.clone(), 0.0, 0)).collect(),
+        }
     }
 }
 
@@ -55,7 +58,9 @@ impl Step for Impute {
                         *sum += *i as f64;
                         *count += 1;
                     }
-                    _ if *count > 0 && is_null(&event.values, at) => set(&mut event.values, at, Value::Float(*sum / *count as f64)),
+                    _ if *count > 0 && is_null(&event.values, at) => {
+                        set(&mut event.values, at, Value::Float(*sum / *count as f64))
+                    }
                     _ => {}
                 }
             }

@@ -51,7 +51,11 @@ impl Step for Map {
         for ((event, seq), failure) in rows.batch.events.into_iter().zip(rows.seqs).zip(failed) {
             match failure {
                 None => out.push(seq, event),
-                Some(reason) => failures.push(Failure { seq, step: self.id.clone(), reason }),
+                Some(reason) => failures.push(Failure {
+                    seq,
+                    step: self.id.clone(),
+                    reason,
+                }),
             }
         }
         out

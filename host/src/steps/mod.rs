@@ -1,5 +1,6 @@
 //! Built-in steps, one file per kind, registered in [`build`].
 
+pub mod aggregate;
 mod cel;
 mod drop;
 mod filter;
@@ -8,7 +9,6 @@ mod map;
 mod rename;
 mod select;
 mod wasm;
-pub mod aggregate;
 
 use std::sync::Arc;
 
@@ -44,7 +44,11 @@ pub enum StepError {
 }
 
 /// Builds a step from its config: the one list of step kinds.
-pub fn build(step: &StepConfig, registry: &Registry, lookup: Arc<dyn OnlineLookup>) -> Result<Box<dyn Step>, StepError> {
+pub fn build(
+    step: &StepConfig,
+    registry: &Registry,
+    lookup: Arc<dyn OnlineLookup>,
+) -> Result<Box<dyn Step>, StepError> {
     let id = step.id.clone();
     Ok(match &step.kind {
         StepKind::Filter { expr } => Box::new(filter::Filter::new(id, expr)?),
@@ -64,9 +68,20 @@ mod tests {
 
     fn rows() -> Rows {
         let mut rows = Rows::new(vec!["user".into(), "amount".into(), "country".into()]);
-        let data = [("a", Value::Float(10.0), "US"), ("b", Value::Null, "DE"), ("c", Value::Integer(30), "FR")];
+        let data = [
+            ("a", Value::Float(10.0), "US"),
+            ("b", Value::Null, "DE"),
+            ("c", Value::Integer(30), "FR"),
+        ];
         for (i, (user, amount, country)) in data.into_iter().enumerate() {
-            rows.push(i as u64 + 1, Event { key: user.into(), time: 0, values: vec![Value::Text(user.into()), amount, Value::Text(country.into())] });
+            rows.push(
+                i as u64 + 1,
+                Event {
+                    key: user.into(),
+                    time: 0,
+                    values: vec![Value::Text(user.into()), amount, Value::Text(country.into())],
+                },
+            );
         }
         rows
     }
@@ -78,14 +93,20 @@ mod tests {
     }
 
     fn column(rows: &Rows, field: &str) -> Vec<Value> {
-        let at = rows.batch.fields.iter().position(|f| f == field).unwrap_or_else(|| panic!("no {field}"));
+        let at = rows
+            .batch
+            .fields
+            .iter()
+            .position(|f| f == field)
+            .unwrap_or_else(|| panic!("no {field}"));
         (0..rows.len()).map(|i| rows.value(i, at).clone()).collect()
     }
 
     #[test]
     fn filter_keeps_true_drops_false_and_dead_letters_errors() {
         let mut failures = Vec::new();
-        let out = step("id = 'f'\nkind = 'filter'\nexpr = \"country != 'US' && amount > 5\"").apply(rows(), &mut failures);
+        let out =
+            step("id = 'f'\nkind = 'filter'\nexpr = \"country != 'US' && amount > 5\"").apply(rows(), &mut failures);
         assert_eq!(out.seqs, [3], "a: US; b: null amount errors; c kept");
         assert_eq!(failures.len(), 1);
         assert_eq!((failures[0].seq, failures[0].step.as_str()), (2, "f"));
@@ -100,7 +121,11 @@ mod tests {
         assert_eq!(column(&out, "twice"), [Value::Float(20.0), Value::Float(60.0)]);
         assert_eq!(column(&out, "big"), [Value::Boolean(false), Value::Boolean(true)]);
         assert_eq!(failures.iter().map(|f| f.seq).collect::<Vec<_>>(), [2]);
-        assert!(failures[0].reason.starts_with("field \"twice\""), "{}", failures[0].reason);
+        assert!(
+            failures[0].reason.starts_with("field \"twice\""),
+            "{}",
+            failures[0].reason
+        );
     }
 
     #[test]
@@ -108,21 +133,44 @@ mod tests {
         let mut failures = Vec::new();
         let out = step("id = 's'\nkind = 'select'\nfields = ['country', 'user']").apply(rows(), &mut failures);
         assert_eq!(out.batch.fields, ["country", "user"]);
-        assert_eq!(out.batch.events[2].values, [Value::Text("FR".into()), Value::Text("c".into())]);
+        assert_eq!(
+            out.batch.events[2].values,
+            [Value::Text("FR".into()), Value::Text("c".into())]
+        );
         let out = step("id = 'd'\nkind = 'drop'\nfields = ['amount']").apply(rows(), &mut failures);
         assert_eq!(out.batch.fields, ["user", "country"]);
-        assert_eq!(out.batch.events[1].values, [Value::Text("b".into()), Value::Text("DE".into())]);
-        let out = step("id = 'r'\nkind = 'rename'\nfields = { amount = 'usd', country = 'user' }").apply(rows(), &mut failures);
-        assert_eq!(out.batch.fields, ["usd", "user"], "renaming onto an existing field replaces it");
-        assert_eq!(column(&out, "user"), [Value::Text("US".into()), Value::Text("DE".into()), Value::Text("FR".into())]);
+        assert_eq!(
+            out.batch.events[1].values,
+            [Value::Text("b".into()), Value::Text("DE".into())]
+        );
+        let out = step("id = 'r'\nkind = 'rename'\nfields = { amount = 'usd', country = 'user' }")
+            .apply(rows(), &mut failures);
+        assert_eq!(
+            out.batch.fields,
+            ["usd", "user"],
+            "renaming onto an existing field replaces it"
+        );
+        assert_eq!(
+            column(&out, "user"),
+            [
+                Value::Text("US".into()),
+                Value::Text("DE".into()),
+                Value::Text("FR".into())
+            ]
+        );
         assert!(failures.is_empty());
     }
 
     #[test]
     fn impute_fills_nulls_with_a_constant_or_the_running_mean() {
         let mut failures = Vec::new();
-        let out = step("id = 'i'\nkind = 'impute'\nconstant = { tier = 'basic' }\nmean = ['amount']").apply(rows(), &mut failures);
+        let out = step("id = 'i'\nkind = 'impute'\nconstant = { tier = 'basic' }\nmean = ['amount']")
+            .apply(rows(), &mut failures);
         assert_eq!(column(&out, "tier"), vec![Value::Text("basic".into()); 3]);
-        assert_eq!(column(&out, "amount"), [Value::Float(10.0), Value::Float(10.0), Value::Integer(30)], "b gets the mean of what came before it");
+        assert_eq!(
+            column(&out, "amount"),
+            [Value::Float(10.0), Value::Float(10.0), Value::Integer(30)],
+            "b gets the mean of what came before it"
+        );
     }
 }

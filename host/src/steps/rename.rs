@@ -12,14 +12,18 @@ pub(crate) struct Rename {
 
 impl Rename {
     pub(crate) fn new(fields: &IndexMap<String, String>) -> Self {
-        Rename { fields: fields.iter().map(|(a, b)| (a.clone(), b.clone())).collect() }
+        Rename {
+            fields: fields.iter().map(|(a, b)| (a.clone(), b.clone())).collect(),
+        }
     }
 }
 
 impl Step for Rename {
     fn apply(&mut self, mut rows: Rows, failures: &mut Vec<Failure>) -> Rows {
         for (from, to) in &self.fields {
-            let Some(at) = rows.batch.fields.iter().position(|f| f == from) else { continue };
+            let Some(at) = rows.batch.fields.iter().position(|f| f == from) else {
+                continue;
+            };
             if rows.batch.fields.iter().any(|f| f == to) {
                 rows = Drop::new(std::slice::from_ref(to)).apply(rows, failures);
             }

@@ -31,7 +31,10 @@ impl Wasm {
         let config = config.iter().map(|(k, v)| (k.clone(), config_text(v))).collect();
         let handle = registry
             .handle(plugin, config, Limits::default(), lookup)
-            .map_err(|source| StepError::Plugin { step: id.clone(), source })?;
+            .map_err(|source| StepError::Plugin {
+                step: id.clone(),
+                source,
+            })?;
         Ok(Wasm { id, handle })
     }
 }
@@ -44,7 +47,11 @@ impl Step for Wasm {
         for (seq, outcome) in seqs.into_iter().zip(output.outcomes) {
             match outcome {
                 Ok(events) => events.into_iter().for_each(|e| out.push(seq, e)),
-                Err(failure) => failures.push(Failure { seq, step: self.id.clone(), reason: failure.reason }),
+                Err(failure) => failures.push(Failure {
+                    seq,
+                    step: self.id.clone(),
+                    reason: failure.reason,
+                }),
             }
         }
         out

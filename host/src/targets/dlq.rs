@@ -22,7 +22,11 @@ pub struct DeadLetters {
 impl DeadLetters {
     /// Dead letters of `set` go to `sluice.dlq.<set>`.
     pub fn new(js: Context, set: &str, version: u32) -> Self {
-        DeadLetters { js, set: set.to_string(), version }
+        DeadLetters {
+            js,
+            set: set.to_string(),
+            version,
+        }
     }
 
     /// The subject.
@@ -37,7 +41,9 @@ impl DeadLetters {
             subjects: vec!["sluice.dlq.>".to_string()],
             ..Default::default()
         };
-        js.get_or_create_stream(config).await.map_err(|e| TargetError::Nats(format!("dead-letter stream: {e}")))?;
+        js.get_or_create_stream(config)
+            .await
+            .map_err(|e| TargetError::Nats(format!("dead-letter stream: {e}")))?;
         Ok(())
     }
 
@@ -60,7 +66,8 @@ impl DeadLetters {
             acks.push(ack);
         }
         for ack in acks {
-            ack.await.map_err(|e| TargetError::Nats(format!("dead letter not stored: {e}")))?;
+            ack.await
+                .map_err(|e| TargetError::Nats(format!("dead letter not stored: {e}")))?;
         }
         Ok(())
     }

@@ -86,11 +86,18 @@ impl Committed {
     /// Reads the ranges from the file names under a feature set version's folder.
     pub fn load(dir: &Path) -> Result<Self, TargetError> {
         let mut committed = Committed::default();
-        let Ok(dates) = fs::read_dir(dir) else { return Ok(committed) };
+        let Ok(dates) = fs::read_dir(dir) else {
+            return Ok(committed);
+        };
         for date in dates.flatten() {
             let name = date.file_name().to_string_lossy().into_owned();
-            let Some(day) = name.strip_prefix("date=") else { continue };
-            for part in fs::read_dir(date.path()).map_err(|e| file_error(&date.path(), e))?.flatten() {
+            let Some(day) = name.strip_prefix("date=") else {
+                continue;
+            };
+            for part in fs::read_dir(date.path())
+                .map_err(|e| file_error(&date.path(), e))?
+                .flatten()
+            {
                 if let Some(range) = parse_part(&part.file_name().to_string_lossy()) {
                     committed.ranges.entry(day.to_string()).or_default().push(range);
                 }
@@ -101,7 +108,9 @@ impl Committed {
 
     /// Whether a row of this date and sequence is already in a part file.
     pub fn contains(&self, date: &str, seq: u64) -> bool {
-        self.ranges.get(date).is_some_and(|r| r.iter().any(|(a, b)| (*a..=*b).contains(&seq)))
+        self.ranges
+            .get(date)
+            .is_some_and(|r| r.iter().any(|(a, b)| (*a..=*b).contains(&seq)))
     }
 
     /// The highest sequence committed.
@@ -123,7 +132,10 @@ fn date_of(ts_us: i64) -> String {
 }
 
 fn file_error(path: &Path, e: impl std::fmt::Display) -> TargetError {
-    TargetError::File { path: path.display().to_string(), reason: e.to_string() }
+    TargetError::File {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    }
 }
 
 /// Writes the part files of one feature set version.
@@ -140,7 +152,12 @@ impl PartWriter {
         let dir = root.join(set).join(format!("v{version}"));
         fs::create_dir_all(&dir).map_err(|e| file_error(&dir, e))?;
         let committed = Committed::load(&dir)?;
-        Ok(PartWriter { dir, committed, pending: Pending::default(), started: None })
+        Ok(PartWriter {
+            dir,
+            committed,
+            pending: Pending::default(),
+            started: None,
+        })
     }
 
     /// The folder of this feature set version.
@@ -168,7 +185,8 @@ impl PartWriter {
 
     /// Whether the pending rows should be committed now.
     pub fn due(&self, roll_rows: usize, roll: Duration) -> bool {
-        !self.pending.is_empty() && (self.pending.len() >= roll_rows || self.started.is_some_and(|s| s.elapsed() >= roll))
+        !self.pending.is_empty()
+            && (self.pending.len() >= roll_rows || self.started.is_some_and(|s| s.elapsed() >= roll))
     }
 
     /// Writes the pending rows as one part file per date; returns the files written. On an
@@ -214,7 +232,9 @@ fn write_part(path: &Path, pending: &Pending, rows: &[usize]) -> Result<(), Targ
     file.sync_all().map_err(|e| file_error(&tmp, e))?;
     fs::rename(&tmp, path).map_err(|e| file_error(path, e))?;
     if let Some(folder) = path.parent() {
-        fs::File::open(folder).and_then(|f| f.sync_all()).map_err(|e| file_error(folder, e))?;
+        fs::File::open(folder)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| file_error(folder, e))?;
     }
     Ok(())
 }
@@ -236,7 +256,9 @@ fn column_type(pending: &Pending, rows: &[usize], field: usize) -> DataType {
         kind = Some(match (kind, this) {
             (None, t) => t,
             (Some(a), b) if a == b => a,
-            (Some(DataType::Int64), DataType::Float64) | (Some(DataType::Float64), DataType::Int64) => DataType::Float64,
+            (Some(DataType::Int64), DataType::Float64) | (Some(DataType::Float64), DataType::Int64) => {
+                DataType::Float64
+            }
             _ => return DataType::Utf8,
         });
     }
@@ -299,12 +321,20 @@ fn record_batch(pending: &Pending, rows: &[usize]) -> Result<RecordBatch, arrow_
     let mut fields = vec![
         Field::new("_seq", DataType::UInt64, false),
         Field::new("_key", DataType::Utf8, false),
-        Field::new("_ts", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+        Field::new(
+            "_ts",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
     ];
     let mut columns: Vec<ArrayRef> = vec![
         Arc::new(UInt64Array::from_iter_values(rows.iter().map(|&r| pending.rows[r].0))),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|&r| pending.rows[r].1.as_str()))),
-        Arc::new(TimestampMicrosecondArray::from_iter_values(rows.iter().map(|&r| pending.rows[r].2)).with_timezone("UTC")),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|&r| pending.rows[r].1.as_str()),
+        )),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(rows.iter().map(|&r| pending.rows[r].2)).with_timezone("UTC"),
+        ),
     ];
     for (i, name) in pending.fields.iter().enumerate() {
         let kind = column_type(pending, rows, i);
@@ -322,7 +352,14 @@ mod tests {
     fn rows(seqs: &[u64], day: i64) -> Rows {
         let mut rows = Rows::new(vec!["amount".into(), "country".into()]);
         for &s in seqs {
-            rows.push(s, Event { key: format!("u{s}"), time: day * 86_400_000_000 + s as i64, values: vec![Value::Float(s as f64), Value::Text("US".into())] });
+            rows.push(
+                s,
+                Event {
+                    key: format!("u{s}"),
+                    time: day * 86_400_000_000 + s as i64,
+                    values: vec![Value::Float(s as f64), Value::Text("US".into())],
+                },
+            );
         }
         rows
     }
@@ -333,7 +370,14 @@ mod tests {
         let mut writer = PartWriter::open(dir.path(), "tx", 1).unwrap();
         writer.add(rows(&[1], 20000));
         let mut later = Rows::new(vec!["amount".into(), "country".into(), "extra".into()]);
-        later.push(2, Event { key: "u2".into(), time: 20000 * 86_400_000_000, values: vec![Value::Float(2.0), Value::Null, Value::Integer(7)] });
+        later.push(
+            2,
+            Event {
+                key: "u2".into(),
+                time: 20000 * 86_400_000_000,
+                values: vec![Value::Float(2.0), Value::Null, Value::Integer(7)],
+            },
+        );
         writer.add(later);
         let files = writer.commit().unwrap();
         assert_eq!(files.len(), 1);
@@ -347,10 +391,17 @@ mod tests {
         writer.add(rows(&[3], 20001));
         let files = writer.commit().unwrap();
         assert_eq!(files.len(), 2);
-        assert!(files[0].ends_with("date=2024-10-04/part-00000000000000000001-00000000000000000003.parquet"), "{files:?}");
+        assert!(
+            files[0].ends_with("date=2024-10-04/part-00000000000000000001-00000000000000000003.parquet"),
+            "{files:?}"
+        );
         let mut reopened = PartWriter::open(dir.path(), "tx", 1).unwrap();
         assert_eq!(reopened.last_committed(), 3);
-        assert_eq!(reopened.add(rows(&[2, 3, 4], 20000)), 2, "rows 2 and 3 already committed");
+        assert_eq!(
+            reopened.add(rows(&[2, 3, 4], 20000)),
+            2,
+            "rows 2 and 3 already committed"
+        );
         assert_eq!(reopened.pending(), 1);
     }
 }

@@ -54,7 +54,11 @@ pub struct RedisTarget {
 impl RedisTarget {
     /// A target for keys `<prefix>:<set>:v<version>:{<entity>}`.
     pub fn new(conn: ConnectionManager, prefix: &str, set: &str, version: u32, ttl_ms: u64) -> Self {
-        RedisTarget { conn, prefix: format!("{prefix}:{set}:v{version}"), ttl_ms }
+        RedisTarget {
+            conn,
+            prefix: format!("{prefix}:{set}:v{version}"),
+            ttl_ms,
+        }
     }
 
     /// The hash key of an entity (the entity is the cluster hash tag).
@@ -69,7 +73,10 @@ impl RedisTarget {
 
     /// The last applied input sequence (0 before any).
     pub async fn applied(&mut self) -> Result<u64, TargetError> {
-        let applied: Option<u64> = redis::cmd("GET").arg(self.applied_key()).query_async(&mut self.conn).await?;
+        let applied: Option<u64> = redis::cmd("GET")
+            .arg(self.applied_key())
+            .query_async(&mut self.conn)
+            .await?;
         Ok(applied.unwrap_or(0))
     }
 
@@ -80,7 +87,12 @@ impl RedisTarget {
         let fields = &rows.batch.fields;
         let latest = latest_per_entity(rows);
         let mut cmd = redis::cmd("EVAL");
-        cmd.arg(APPLY).arg(0).arg(self.applied_key()).arg(last_seq).arg(self.ttl_ms).arg(fields.len());
+        cmd.arg(APPLY)
+            .arg(0)
+            .arg(self.applied_key())
+            .arg(last_seq)
+            .arg(self.ttl_ms)
+            .arg(fields.len());
         for field in fields {
             cmd.arg(field);
         }
@@ -125,7 +137,14 @@ mod tests {
     fn only_the_latest_row_of_each_entity_is_written() {
         let mut rows = Rows::new(vec!["x".into()]);
         for (seq, key, time) in [(1, "a", 10), (2, "b", 5), (3, "a", 9), (4, "a", 10), (5, "b", 5)] {
-            rows.push(seq, Event { key: key.into(), time, values: vec![Value::Integer(seq as i64)] });
+            rows.push(
+                seq,
+                Event {
+                    key: key.into(),
+                    time,
+                    values: vec![Value::Integer(seq as i64)],
+                },
+            );
         }
         // a: (10, 4) beats (10, 1) and (9, 3); b: (5, 5) beats (5, 2).
         assert_eq!(latest_per_entity(&rows), [3, 4]);

@@ -46,7 +46,14 @@ impl RowBatch {
         let mut rows = Rows::new(self.fields);
         for row in self.rows {
             let values = row.values.iter().map(value_from_json).collect();
-            rows.push(row.seq, Event { key: row.key, time: row.ts, values });
+            rows.push(
+                row.seq,
+                Event {
+                    key: row.key,
+                    time: row.ts,
+                    values,
+                },
+            );
         }
         rows
     }
@@ -64,7 +71,12 @@ pub struct StreamTarget {
 impl StreamTarget {
     /// A target publishing on `subject`.
     pub fn new(js: Context, subject: &str, set: &str, version: u32) -> Self {
-        StreamTarget { js, subject: subject.to_string(), set: set.to_string(), version }
+        StreamTarget {
+            js,
+            subject: subject.to_string(),
+            set: set.to_string(),
+            version,
+        }
     }
 
     /// Publishes the rows (split into messages of at most 512 KiB) and waits for the acks.
@@ -74,7 +86,10 @@ impl StreamTarget {
             let (first, last) = (chunk.rows[0].seq, chunk.rows[chunk.rows.len() - 1].seq);
             let body = serde_json::to_vec(&chunk).map_err(|e| TargetError::Nats(e.to_string()))?;
             let mut headers = HeaderMap::new();
-            headers.insert("Nats-Msg-Id", format!("{}:v{}:{first}-{last}", self.set, self.version).as_str());
+            headers.insert(
+                "Nats-Msg-Id",
+                format!("{}:v{}:{first}-{last}", self.set, self.version).as_str(),
+            );
             let ack = self
                 .js
                 .publish_with_headers(self.subject.clone(), headers, body.into())
@@ -83,7 +98,8 @@ impl StreamTarget {
             acks.push(ack);
         }
         for ack in acks {
-            ack.await.map_err(|e| TargetError::Nats(format!("feature rows on {} not stored: {e}", self.subject)))?;
+            ack.await
+                .map_err(|e| TargetError::Nats(format!("feature rows on {} not stored: {e}", self.subject)))?;
         }
         Ok(())
     }
@@ -101,7 +117,12 @@ impl StreamTarget {
                 size = 0;
             }
             size += row_size;
-            current.rows.push(Row { seq: *seq, key: event.key.clone(), ts: event.time, values });
+            current.rows.push(Row {
+                seq: *seq,
+                key: event.key.clone(),
+                ts: event.time,
+                values,
+            });
         }
         if !current.rows.is_empty() {
             chunks.push(current);
@@ -110,6 +131,11 @@ impl StreamTarget {
     }
 
     fn empty(&self, batch: &Batch) -> RowBatch {
-        RowBatch { set: self.set.clone(), version: self.version, fields: batch.fields.clone(), rows: Vec::new() }
+        RowBatch {
+            set: self.set.clone(),
+            version: self.version,
+            fields: batch.fields.clone(),
+            rows: Vec::new(),
+        }
     }
 }

@@ -14,7 +14,10 @@ impl Guest for PassThrough {
 
     fn process(batch: Batch) -> Processed {
         let outcomes = batch.events.into_iter().map(|e| Ok(vec![e])).collect();
-        Processed { fields: batch.fields, outcomes }
+        Processed {
+            fields: batch.fields,
+            outcomes,
+        }
     }
 }
 

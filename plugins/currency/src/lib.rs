@@ -14,9 +14,8 @@ struct Currency {
 impl Plugin for Currency {
     fn init(config: &Config) -> Result<Self, Error> {
         let raw = config.require("rates", RATES_EXPECTED)?;
-        let rates = serde_json::from_str(raw).map_err(|e| {
-            Error::new(format!("config key \"rates\" must be {RATES_EXPECTED}: {e}"))
-        })?;
+        let rates = serde_json::from_str(raw)
+            .map_err(|e| Error::new(format!("config key \"rates\" must be {RATES_EXPECTED}: {e}")))?;
         Ok(Currency { rates })
     }
 

@@ -39,8 +39,11 @@ impl Plugin for Risk {
     fn prepare(&mut self, events: &[Event<'_>]) -> Result<(), Error> {
         self.looked_up.clear();
         let Some(set) = &self.lookup_set else { return Ok(()) };
-        let mut merchants: Vec<String> =
-            events.iter().filter_map(|e| e.str("merchant").ok().flatten()).map(str::to_string).collect();
+        let mut merchants: Vec<String> = events
+            .iter()
+            .filter_map(|e| e.str("merchant").ok().flatten())
+            .map(str::to_string)
+            .collect();
         merchants.sort_unstable();
         merchants.dedup();
         if merchants.is_empty() {

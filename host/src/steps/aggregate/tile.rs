@@ -137,10 +137,19 @@ mod tests {
     use std::collections::BTreeMap;
 
     /// A straightforward implementation: keep every raw event, recompute the window.
-    fn naive(events: &[(i64, u64, Option<f64>)], t: i64, window: Window, period: i64, function: Function) -> Option<f64> {
+    fn naive(
+        events: &[(i64, u64, Option<f64>)],
+        t: i64,
+        window: Window,
+        period: i64,
+        function: Function,
+    ) -> Option<f64> {
         let (a, b) = window.buckets(t, period);
-        let inside: Vec<(i64, u64, f64)> =
-            events.iter().filter(|(ts, _, _)| (a..=b).contains(&bucket(*ts, period))).filter_map(|(ts, s, v)| v.map(|v| (*ts, *s, v))).collect();
+        let inside: Vec<(i64, u64, f64)> = events
+            .iter()
+            .filter(|(ts, _, _)| (a..=b).contains(&bucket(*ts, period)))
+            .filter_map(|(ts, s, v)| v.map(|v| (*ts, *s, v)))
+            .collect();
         let n = inside.len() as f64;
         if inside.is_empty() {
             return (function == Function::Count).then_some(0.0);
@@ -172,8 +181,23 @@ mod tests {
     fn tiles_give_what_a_recomputation_from_raw_events_gives() {
         const MIN: i64 = 60_000_000;
         let period = 10 * MIN;
-        let windows = [Window::Sliding { length: 60 * MIN }, Window::Sliding { length: 1440 * MIN }, Window::Tumbling { length: 60 * MIN }, Window::SinceStart];
-        let functions = [Function::Count, Function::Sum, Function::Mean, Function::Variance, Function::Stddev, Function::Min, Function::Max, Function::First, Function::Last];
+        let windows = [
+            Window::Sliding { length: 60 * MIN },
+            Window::Sliding { length: 1440 * MIN },
+            Window::Tumbling { length: 60 * MIN },
+            Window::SinceStart,
+        ];
+        let functions = [
+            Function::Count,
+            Function::Sum,
+            Function::Mean,
+            Function::Variance,
+            Function::Stddev,
+            Function::Min,
+            Function::Max,
+            Function::First,
+            Function::Last,
+        ];
         let mut state = 0x9E37_79B9_7F4A_7C15u64;
         let mut next = move || {
             state ^= state << 13;
@@ -209,7 +233,11 @@ mod tests {
                     }
                     for f in functions {
                         let want = naive(&events, at, window, period, f);
-                        assert!(close(merged.evaluate(f), want), "{f:?} {window:?} at {at}: {:?} vs {want:?}", merged.evaluate(f));
+                        assert!(
+                            close(merged.evaluate(f), want),
+                            "{f:?} {window:?} at {at}: {:?} vs {want:?}",
+                            merged.evaluate(f)
+                        );
                     }
                 }
             }

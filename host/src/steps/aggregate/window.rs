@@ -47,7 +47,11 @@ impl Window {
         if us == 0 {
             return Err(format!("{text:?}: a window cannot be empty"));
         }
-        Ok(if tumbling { Window::Tumbling { length: us } } else { Window::Sliding { length: us } })
+        Ok(if tumbling {
+            Window::Tumbling { length: us }
+        } else {
+            Window::Sliding { length: us }
+        })
     }
 
     /// Whether the window's length is a whole number of periods.
@@ -86,7 +90,10 @@ mod tests {
     #[test]
     fn windows_parse_and_check_their_period() {
         assert_eq!(Window::parse("1h").unwrap(), Window::Sliding { length: 60 * MIN });
-        assert_eq!(Window::parse("tumbling:1d").unwrap(), Window::Tumbling { length: 1440 * MIN });
+        assert_eq!(
+            Window::parse("tumbling:1d").unwrap(),
+            Window::Tumbling { length: 1440 * MIN }
+        );
         assert_eq!(Window::parse("since_start").unwrap(), Window::SinceStart);
         assert!(Window::parse("0s").is_err());
         assert!(!Window::parse("25m").unwrap().fits(10 * MIN));
