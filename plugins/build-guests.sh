@@ -51,10 +51,11 @@ build_python() {
 build_js() {
     local name=$1 out=$2
     # --cwd makes the repo the module root, so app.js can import ../../sdk/js/sluice.js;
-    # jco needs absolute paths with it.
+    # jco needs absolute paths with it. WASI stays imported: the host decides what it grants
+    # (clocks read zero unless the feature set grants them; no files, network or env).
     "$toolchains/js/node_modules/.bin/jco" componentize "$root/plugins/$name/app.js" \
         --cwd "$root" --wit "$root/wit" --world-name transform \
-        --backend quickjs --backend-qjs-disable-async --backend-qjs-stub-wasi \
+        --backend quickjs --backend-qjs-disable-async \
         -o "$out.tmp" >/dev/null
 }
 

@@ -396,26 +396,6 @@ function runBatch(batch, handle, prepare) {
 
 // ---- globals a QuickJS component lacks -----------------------------------------------------
 
-// The component is built without WASI (--backend-qjs-stub-wasi): reading the clock would trap
-// the whole instance. Make it a catchable error instead; use the event time (`meta.time`).
-{
-  const NativeDate = globalThis.Date;
-  const noClock = () => {
-    throw new PluginError("the clock is not available in a Sluice plugin: use meta.time");
-  };
-  class Date extends NativeDate {
-    constructor(...args) {
-      if (args.length === 0) noClock();
-      super(...args);
-    }
-
-    static now() {
-      return noClock();
-    }
-  }
-  globalThis.Date = Date;
-}
-
 // `console` does not exist in QuickJS: send its lines to the host's log.
 if (typeof globalThis.console === "undefined") {
   const text = (x) => {
