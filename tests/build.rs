@@ -37,7 +37,14 @@ fn main() {
             plugins.join(name).join("Cargo.toml").display()
         );
     }
-    for name in ["currency-py", "currency-js", "modes-py", "modes-js", "sandbox-py", "sandbox-js"] {
+    for name in [
+        "currency-py",
+        "currency-js",
+        "modes-py",
+        "modes-js",
+        "sandbox-py",
+        "sandbox-js",
+    ] {
         println!("cargo:rerun-if-changed={}", plugins.join(name).display());
     }
     println!("cargo:rerun-if-env-changed=SLUICE_TOOLCHAINS");

@@ -549,14 +549,28 @@ fn lookup_keys_within_the_limit_are_answered_and_above_it_refused() {
 #[test]
 fn a_javascript_plugin_reads_a_frozen_clock_unless_granted() {
     let registry = registry();
-    registry.deploy("sandbox-js", &bytes(&guest_plugin("sandbox-js")), None).unwrap();
+    registry
+        .deploy("sandbox-js", &bytes(&guest_plugin("sandbox-js")), None)
+        .unwrap();
     let clock = |limits: Limits| {
-        let handle = registry.handle("sandbox-js", vec![], limits, Arc::new(NoLookup)).unwrap();
+        let handle = registry
+            .handle("sandbox-js", vec![], limits, Arc::new(NoLookup))
+            .unwrap();
         let out = handle.process(&simple_batch(&["probe"]));
         let event = out.outcomes[0].as_ref().unwrap().first().cloned().unwrap();
         field(&out.fields, &event, "clock").clone()
     };
-    assert_eq!(clock(Limits::default()), Value::Float(0.0), "the clock reads zero unless granted");
-    let granted = clock(Limits { grant_clock: true, ..Limits::default() });
-    assert!(matches!(granted, Value::Float(t) if t > 1.7e9), "real clock when granted: {granted:?}");
+    assert_eq!(
+        clock(Limits::default()),
+        Value::Float(0.0),
+        "the clock reads zero unless granted"
+    );
+    let granted = clock(Limits {
+        grant_clock: true,
+        ..Limits::default()
+    });
+    assert!(
+        matches!(granted, Value::Float(t) if t > 1.7e9),
+        "real clock when granted: {granted:?}"
+    );
 }

@@ -10,20 +10,29 @@ pub use crate::plugin::bindings::sluice::plugin::types::{Batch, Event, Field, Pr
 
 /// Converts one JSON object into event values, in the order of `fields` (appending names of
 /// fields not yet known). Arrays of numbers become `floats`; other arrays and objects `json`.
-pub fn values_from_json(object: &Map<String, Json>, fields: &mut Vec<String>) -> Vec<Value> {
+/// The object is consumed: its names and strings move into the result, nothing is copied.
+pub fn values_from_json(object: Map<String, Json>, fields: &mut Vec<String>) -> Vec<Value> {
     let mut values = vec![Value::Null; fields.len()];
     for (name, json) in object {
-        let i = match fields.iter().position(|f| f == name) {
+        let i = match fields.iter().position(|f| *f == name) {
             Some(i) => i,
             None => {
-                fields.push(name.clone());
+                fields.push(name);
                 values.push(Value::Null);
                 fields.len() - 1
             }
         };
-        values[i] = value_from_json(json);
+        values[i] = into_value(json);
     }
     values
+}
+
+/// Converts one JSON value into an event value, moving its strings.
+pub fn into_value(json: Json) -> Value {
+    match json {
+        Json::String(s) => Value::Text(s),
+        other => value_from_json(&other),
+    }
 }
 
 /// Converts one JSON value into an event value.
@@ -41,6 +50,50 @@ pub fn value_from_json(json: &Json) -> Value {
         }
         other => Value::Json(other.to_string()),
     }
+}
+
+/// A value serialized as JSON directly, without building a JSON tree first: what Redis
+/// stores and what feature-row messages carry. Same mapping as [`value_to_json`].
+pub struct JsonValue<'a>(pub &'a Value);
+
+impl serde::Serialize for JsonValue<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let finite = |f: f64| f.is_finite().then_some(f);
+        match self.0 {
+            Value::Null => s.serialize_unit(),
+            Value::Boolean(b) => s.serialize_bool(*b),
+            Value::Integer(i) => s.serialize_i64(*i),
+            Value::Float(f) => finite(*f).serialize(s),
+            Value::Text(t) => s.serialize_str(t),
+            Value::Bytes(b) => b.serialize(s),
+            Value::Floats(v) => {
+                let mut seq = s.serialize_seq(Some(v.len()))?;
+                for f in v {
+                    seq.serialize_element(&finite(*f))?;
+                }
+                seq.end()
+            }
+            Value::Json(text) => match serde_json::from_str::<Json>(text) {
+                Ok(json) => json.serialize(s),
+                Err(_) => s.serialize_str(text),
+            },
+        }
+    }
+}
+
+/// Several values serialized as a JSON array.
+pub struct JsonValues<'a>(pub &'a [Value]);
+
+impl serde::Serialize for JsonValues<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(JsonValue))
+    }
+}
+
+/// The JSON text of a value.
+pub fn json_text(value: &Value) -> String {
+    serde_json::to_string(&JsonValue(value)).unwrap_or_else(|_| "null".into())
 }
 
 /// Converts an event value into JSON: bytes become an array of numbers, `json` values are
@@ -101,7 +154,7 @@ mod tests {
         let line = r#"{"a":null,"b":true,"c":-3,"d":1.5,"e":"x","f":[1.0,2.5],"g":{"k":[1,"z"]}}"#;
         let object: Map<String, Json> = serde_json::from_str(line).unwrap();
         let mut fields = Vec::new();
-        let values = values_from_json(&object, &mut fields);
+        let values = values_from_json(object, &mut fields);
         assert_eq!(values[2], Value::Integer(-3));
         assert_eq!(values[5], Value::Floats(vec![1.0, 2.5]));
         assert!(matches!(&values[6], Value::Json(s) if s == r#"{"k":[1,"z"]}"#));
@@ -120,7 +173,7 @@ mod tests {
     fn new_fields_extend_the_schema_and_known_fields_keep_their_position() {
         let mut fields = vec!["b".to_string()];
         let object = serde_json::from_str(r#"{"a":1,"b":2}"#).unwrap();
-        let values = values_from_json(&object, &mut fields);
+        let values = values_from_json(object, &mut fields);
         assert_eq!(fields, ["b", "a"]);
         assert_eq!(values, [Value::Integer(2), Value::Integer(1)]);
     }

@@ -9,8 +9,10 @@ use serde_json::{Map, Value as Json};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use crate::config::TimeFormat;
 use crate::event::{event_to_json, values_from_json, Batch, Event, Value};
 use crate::plugin::{Limits, NoLookup, PluginEngine, Registry};
+use crate::sources::decode::{json_kind, parse_time};
 
 /// Options of `sluice plugin run`.
 pub struct RunOptions {
@@ -82,21 +84,10 @@ fn parse_config(pairs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
         .collect()
 }
 
-/// Event time in microseconds from a JSON field: RFC 3339 text or epoch milliseconds.
+/// Event time in microseconds (RFC 3339 text or epoch milliseconds, as a feature set's `auto`
+/// format reads it); 0 when the field is absent, so a plugin can be tried without times.
 fn time_of(json: Option<&Json>, field: &str) -> Result<i64, String> {
-    match json {
-        None | Some(Json::Null) => Ok(0),
-        Some(Json::Number(n)) => n
-            .as_i64()
-            .map(|ms| ms * 1000)
-            .ok_or_else(|| format!("field \"{field}\": expected epoch milliseconds as an integer, found {n}")),
-        Some(Json::String(s)) => OffsetDateTime::parse(s, &Rfc3339)
-            .map(|t| (t.unix_timestamp_nanos() / 1000) as i64)
-            .map_err(|e| format!("field \"{field}\": expected an RFC 3339 time, found {s:?} ({e})")),
-        Some(other) => Err(format!(
-            "field \"{field}\": expected RFC 3339 text or epoch milliseconds, found {other}"
-        )),
-    }
+    Ok(parse_time(json, field, TimeFormat::Auto)?.unwrap_or(0))
 }
 
 fn key_of(json: Option<&Json>) -> String {
@@ -159,7 +150,7 @@ impl Runner {
     fn push(&mut self, line: usize, text: &str, out: &mut impl Write) -> anyhow::Result<()> {
         let object = match serde_json::from_str::<Json>(text) {
             Ok(Json::Object(object)) => Ok(object),
-            Ok(other) => Err(format!("expected a JSON object, found {}", kind(&other))),
+            Ok(other) => Err(format!("expected a JSON object, found {}", json_kind(&other))),
             Err(e) => Err(format!("invalid JSON: {e}")),
         };
         self.pending.push((line, object));
@@ -179,7 +170,7 @@ impl Runner {
                     events.push(Event {
                         key,
                         time,
-                        values: values_from_json(&object, &mut fields),
+                        values: values_from_json(object, &mut fields),
                     });
                     lines.push(line);
                 }
@@ -222,16 +213,5 @@ fn time_value(us: i64) -> Value {
     match t.ok().and_then(|t| t.format(&Rfc3339).ok()) {
         Some(text) => Value::Text(text),
         None => Value::Integer(us),
-    }
-}
-
-fn kind(json: &Json) -> &'static str {
-    match json {
-        Json::Null => "null",
-        Json::Bool(_) => "a boolean",
-        Json::Number(_) => "a number",
-        Json::String(_) => "a string",
-        Json::Array(_) => "an array",
-        Json::Object(_) => "an object",
     }
 }

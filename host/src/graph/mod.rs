@@ -3,7 +3,7 @@
 //! Rows carry the stream sequence of the input event they came from, so every output row,
 //! dead letter and Redis write can be traced to (and de-duplicated by) its input.
 
-use crate::config::{Config, FeatureSetConfig};
+use crate::config::FeatureSetConfig;
 use crate::event::{Batch, Event, Value};
 use crate::plugin::{OnlineLookup, Registry};
 use crate::steps::{self, Step, StepError};
@@ -86,12 +86,10 @@ pub struct Graph {
 impl Graph {
     /// Builds every step of a feature set (plugins must be deployed in `registry`).
     pub fn build(
-        config: &Config,
         set: &FeatureSetConfig,
         registry: &Registry,
         lookup: Arc<dyn OnlineLookup>,
     ) -> Result<Graph, StepError> {
-        let _ = config;
         let steps = set
             .steps
             .iter()

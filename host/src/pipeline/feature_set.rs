@@ -2,7 +2,6 @@
 //! result durable (dead letters, stream rows, Redis values with the applied sequence), then
 //! acknowledge. A crash anywhere before the ack means redelivery, which the targets absorb.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -139,7 +138,7 @@ impl FeatureSetRunner {
             }
             SourceConfig::File { .. } => ("", "", false, false),
         };
-        let graph = Graph::build(config, set, &services.registry, lookup).map_err(|e| fail(e.to_string()))?;
+        let graph = Graph::build(set, &services.registry, lookup).map_err(|e| fail(e.to_string()))?;
         let input = match &set.source {
             SourceConfig::File { path, format, batch } => {
                 Input::File(FileSource::open(&config.resolve(path), *format, *batch).map_err(|e| fail(e.to_string()))?)
@@ -248,12 +247,11 @@ impl FeatureSetRunner {
         let started = std::time::Instant::now();
         let mut rows = Rows::default();
         let mut failures = Vec::new();
-        let mut raw: HashMap<u64, Bytes> = HashMap::new();
         let mut last_seq = 0;
         for (seq, payload) in messages {
             let seq = *seq;
             if self.chained {
-                last_seq = last_seq.max(self.decode_rows(seq, payload, &mut rows, &mut failures, &mut raw));
+                last_seq = last_seq.max(self.decode_rows(seq, payload, &mut rows, &mut failures));
                 continue;
             }
             last_seq = last_seq.max(seq);
@@ -265,7 +263,6 @@ impl FeatureSetRunner {
                     reason,
                 }),
             }
-            raw.insert(seq, payload.clone());
         }
         let decoded = std::time::Instant::now();
         let graph = &mut self.graph;
@@ -275,7 +272,7 @@ impl FeatureSetRunner {
             let letters: Vec<(Failure, Bytes)> = failures
                 .into_iter()
                 .map(|f| {
-                    let body = raw.get(&f.seq).cloned().unwrap_or_default();
+                    let body = self.dead_letter_body(messages, f.seq);
                     (f, body)
                 })
                 .collect();
@@ -309,35 +306,28 @@ impl FeatureSetRunner {
     /// Decodes a message of another feature set's rows. Row `i` of the message at stream
     /// sequence `s` gets the sequence `s * 2^16 + i`: unique, increasing, and stable across
     /// redeliveries, as the delivery protocol needs. Returns the highest sequence.
-    fn decode_rows(
-        &self,
-        seq: u64,
-        payload: &[u8],
-        rows: &mut Rows,
-        failures: &mut Vec<Failure>,
-        raw: &mut HashMap<u64, Bytes>,
-    ) -> u64 {
+    fn decode_rows(&self, seq: u64, payload: &[u8], rows: &mut Rows, failures: &mut Vec<Failure>) -> u64 {
         let first = seq << ROW_BITS;
         let batch: RowBatch = match serde_json::from_slice(payload) {
             Ok(batch) => batch,
             Err(e) => {
+                let reason = format!("not a feature-row message: {e}");
                 failures.push(Failure {
                     seq: first,
                     step: "decode".into(),
-                    reason: format!("not a feature-row message: {e}"),
+                    reason,
                 });
-                raw.insert(first, Bytes::copy_from_slice(payload));
                 return first;
             }
         };
         let mut last = first;
-        for (i, row) in batch.rows.iter().enumerate() {
+        for (i, row) in batch.rows.into_iter().enumerate() {
             let row_seq = first + i as u64;
             last = row_seq;
-            let object: serde_json::Map<String, serde_json::Value> =
-                batch.fields.iter().cloned().zip(row.values.iter().cloned()).collect();
-            let body = serde_json::to_vec(&object).unwrap_or_default();
-            match self.decoder.decode_row(&object, row.ts, &mut rows.batch.fields) {
+            match self
+                .decoder
+                .decode_row(&batch.fields, row.values, row.ts, &mut rows.batch.fields)
+            {
                 Ok(event) => rows.push(row_seq, event),
                 Err(reason) => failures.push(Failure {
                     seq: row_seq,
@@ -345,9 +335,30 @@ impl FeatureSetRunner {
                     reason,
                 }),
             }
-            raw.insert(row_seq, body.into());
         }
         last
+    }
+
+    /// The original bytes of a failed event, found again only when something failed: the
+    /// message itself, or for a chained row, that row as a JSON object.
+    fn dead_letter_body(&self, messages: &[(u64, Bytes)], seq: u64) -> Bytes {
+        let message_seq = if self.chained { seq >> ROW_BITS } else { seq };
+        let Ok(at) = messages.binary_search_by_key(&message_seq, |(s, _)| *s) else {
+            return Bytes::new();
+        };
+        let payload = &messages[at].1;
+        if !self.chained {
+            return payload.clone();
+        }
+        let Ok(batch) = serde_json::from_slice::<RowBatch>(payload) else {
+            return payload.clone();
+        };
+        let index = (seq & ((1 << ROW_BITS) - 1)) as usize;
+        let Some(row) = batch.rows.into_iter().nth(index) else {
+            return payload.clone();
+        };
+        let object: serde_json::Map<String, serde_json::Value> = batch.fields.into_iter().zip(row.values).collect();
+        serde_json::to_vec(&object).unwrap_or_default().into()
     }
 }
 

@@ -6,7 +6,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::config::{FeatureSetConfig, TimeFormat};
-use crate::event::{values_from_json, Event};
+use crate::event::{into_value, values_from_json, Event, Value};
 
 /// Decodes raw events of one feature set.
 #[derive(Debug, Clone)]
@@ -42,20 +42,9 @@ impl Decoder {
             Ok(other) => return Err(format!("expected a JSON object, found {}", json_kind(&other))),
             Err(e) => return Err(format!("invalid JSON: {e}")),
         };
-        let key = self.key(&object)?;
+        let key = self.key(|name| object.get(name))?;
         let time = parse_time(object.get(&self.time_field), &self.time_field, self.format)?
             .ok_or_else(|| format!("missing event time field \"{}\"", self.time_field))?;
-        Ok(Event {
-            key,
-            time,
-            values: values_from_json(&object, fields),
-        })
-    }
-
-    /// Builds an event from a feature row of another set (values already decoded, event time
-    /// given): only the entity key is taken from its fields.
-    pub fn decode_row(&self, object: &Map<String, Json>, time: i64, fields: &mut Vec<String>) -> Result<Event, String> {
-        let key = self.key(object)?;
         Ok(Event {
             key,
             time,
@@ -63,13 +52,36 @@ impl Decoder {
         })
     }
 
-    fn key(&self, object: &Map<String, Json>) -> Result<String, String> {
+    /// Builds an event from a feature row of another set (its field names, its values, its
+    /// event time): only the entity key is taken from the values, which move into the event.
+    pub fn decode_row(
+        &self,
+        names: &[String],
+        values: Vec<Json>,
+        time: i64,
+        fields: &mut Vec<String>,
+    ) -> Result<Event, String> {
+        let key = self.key(|name| names.iter().position(|n| n == name).and_then(|i| values.get(i)))?;
+        let mut out = vec![Value::Null; fields.len()];
+        for (name, json) in names.iter().zip(values) {
+            let i = fields.iter().position(|f| f == name).unwrap_or_else(|| {
+                fields.push(name.clone());
+                out.push(Value::Null);
+                fields.len() - 1
+            });
+            out[i] = into_value(json);
+        }
+        Ok(Event { key, time, values: out })
+    }
+
+    /// The entity key from the entity fields, as `get` finds them.
+    fn key<'a>(&self, get: impl Fn(&str) -> Option<&'a Json>) -> Result<String, String> {
         let mut key = String::new();
         for (i, field) in self.entity.iter().enumerate() {
             if i > 0 {
                 key.push(':');
             }
-            match object.get(field) {
+            match get(field) {
                 Some(Json::String(s)) if !s.is_empty() => key.push_str(s),
                 Some(Json::Number(n)) if n.is_i64() || n.is_u64() => key.push_str(&n.to_string()),
                 None | Some(Json::Null) => return Err(format!("missing entity key field \"{field}\"")),
@@ -114,7 +126,8 @@ pub fn parse_time(json: Option<&Json>, field: &str, format: TimeFormat) -> Resul
     Ok(Some(time))
 }
 
-fn json_kind(json: &Json) -> &'static str {
+/// How a JSON value is named in messages ("an array", "text", …).
+pub fn json_kind(json: &Json) -> &'static str {
     match json {
         Json::Null => "null",
         Json::Bool(_) => "a boolean",

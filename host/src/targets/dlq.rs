@@ -36,15 +36,9 @@ impl DeadLetters {
 
     /// Makes sure the dead-letter stream exists.
     pub async fn ensure_stream(js: &Context) -> Result<(), TargetError> {
-        let config = async_nats::jetstream::stream::Config {
-            name: DLQ_STREAM.to_string(),
-            subjects: vec!["sluice.dlq.>".to_string()],
-            ..Default::default()
-        };
-        js.get_or_create_stream(config)
+        crate::sources::jetstream::ensure_stream(js, DLQ_STREAM, "sluice.dlq.>", true)
             .await
-            .map_err(|e| TargetError::Nats(format!("dead-letter stream: {e}")))?;
-        Ok(())
+            .map(|_| ())
     }
 
     /// Publishes failures (with the original bytes of their input) and waits for the acks.

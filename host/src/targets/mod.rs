@@ -26,8 +26,3 @@ pub enum TargetError {
         reason: String,
     },
 }
-
-/// The JSON text of a value as stored online and in feature-row messages.
-pub(crate) fn json_text(value: &crate::event::Value) -> String {
-    crate::event::value_to_json(value).to_string()
-}

@@ -21,7 +21,8 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use time::OffsetDateTime;
 
-use super::{json_text, TargetError};
+use super::TargetError;
+use crate::event::json_text;
 use crate::event::Value;
 use crate::graph::Rows;
 

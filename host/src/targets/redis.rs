@@ -9,7 +9,8 @@
 
 use redis::aio::ConnectionManager;
 
-use super::{json_text, TargetError};
+use super::TargetError;
+use crate::event::json_text;
 use crate::graph::Rows;
 
 const APPLY: &str = r#"

@@ -8,7 +8,7 @@ use async_nats::HeaderMap;
 use serde::{Deserialize, Serialize};
 
 use super::TargetError;
-use crate::event::{value_from_json, value_to_json, Batch, Event};
+use crate::event::{event_bytes, into_value, Event, JsonValues};
 use crate::graph::Rows;
 
 /// Largest message body; bigger batches are split.
@@ -45,7 +45,7 @@ impl RowBatch {
     pub fn into_rows(self) -> Rows {
         let mut rows = Rows::new(self.fields);
         for row in self.rows {
-            let values = row.values.iter().map(value_from_json).collect();
+            let values = row.values.into_iter().map(into_value).collect();
             rows.push(
                 row.seq,
                 Event {
@@ -80,11 +80,18 @@ impl StreamTarget {
     }
 
     /// Publishes the rows (split into messages of at most 512 KiB) and waits for the acks.
+    /// Rows are serialized straight from the batch, once.
     pub async fn publish(&self, rows: &Rows) -> Result<(), TargetError> {
         let mut acks = Vec::new();
-        for chunk in self.chunks(rows) {
-            let (first, last) = (chunk.rows[0].seq, chunk.rows[chunk.rows.len() - 1].seq);
-            let body = serde_json::to_vec(&chunk).map_err(|e| TargetError::Nats(e.to_string()))?;
+        for range in chunks(rows) {
+            let (first, last) = (rows.seqs[range.start], rows.seqs[range.end - 1]);
+            let message = RowBatchOut {
+                set: &self.set,
+                version: self.version,
+                fields: &rows.batch.fields,
+                rows: range.map(|i| RowOut { rows, i }).collect(),
+            };
+            let body = serde_json::to_vec(&message).map_err(|e| TargetError::Nats(e.to_string()))?;
             let mut headers = HeaderMap::new();
             headers.insert(
                 "Nats-Msg-Id",
@@ -103,39 +110,51 @@ impl StreamTarget {
         }
         Ok(())
     }
+}
 
-    fn chunks(&self, rows: &Rows) -> Vec<RowBatch> {
-        let mut chunks = Vec::new();
-        let mut current = self.empty(&rows.batch);
-        let mut size = 0;
-        for (event, seq) in rows.batch.events.iter().zip(&rows.seqs) {
-            let values: Vec<_> = event.values.iter().map(value_to_json).collect();
-            let row_size = 64 + event.key.len() + values.iter().map(|v| v.to_string().len() + 1).sum::<usize>();
-            // At most 2^16 rows per message: a chained feature set numbers them in 16 bits.
-            if (size + row_size > MAX_MESSAGE || current.rows.len() == u16::MAX as usize) && !current.rows.is_empty() {
-                chunks.push(std::mem::replace(&mut current, self.empty(&rows.batch)));
-                size = 0;
-            }
-            size += row_size;
-            current.rows.push(Row {
-                seq: *seq,
-                key: event.key.clone(),
-                ts: event.time,
-                values,
-            });
+/// Splits a batch into ranges of rows that fit a message: at most 512 KiB (estimated from
+/// the events' in-memory size) and 2^16 rows (a chained feature set numbers them in 16 bits).
+fn chunks(rows: &Rows) -> Vec<std::ops::Range<usize>> {
+    let mut ranges = Vec::new();
+    let (mut start, mut size) = (0, 0);
+    for (i, event) in rows.batch.events.iter().enumerate() {
+        let row_size = event_bytes(event);
+        if i > start && (size + row_size > MAX_MESSAGE || i - start == u16::MAX as usize) {
+            ranges.push(start..i);
+            (start, size) = (i, 0);
         }
-        if !current.rows.is_empty() {
-            chunks.push(current);
-        }
-        chunks
+        size += row_size;
     }
+    if start < rows.len() {
+        ranges.push(start..rows.len());
+    }
+    ranges
+}
 
-    fn empty(&self, batch: &Batch) -> RowBatch {
-        RowBatch {
-            set: self.set.clone(),
-            version: self.version,
-            fields: batch.fields.clone(),
-            rows: Vec::new(),
-        }
+/// A message of rows as written: the same shape as [`RowBatch`], borrowed from the batch.
+#[derive(Serialize)]
+struct RowBatchOut<'a> {
+    set: &'a str,
+    version: u32,
+    fields: &'a [String],
+    rows: Vec<RowOut<'a>>,
+}
+
+/// Row `i` of a batch, serialized as a [`Row`].
+struct RowOut<'a> {
+    rows: &'a Rows,
+    i: usize,
+}
+
+impl Serialize for RowOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let event = &self.rows.batch.events[self.i];
+        let mut row = s.serialize_struct("Row", 4)?;
+        row.serialize_field("seq", &self.rows.seqs[self.i])?;
+        row.serialize_field("key", &event.key)?;
+        row.serialize_field("ts", &event.time)?;
+        row.serialize_field("values", &JsonValues(&event.values))?;
+        row.end()
     }
 }
