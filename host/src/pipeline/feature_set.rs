@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use super::retry::retry;
+use super::retry::{retry, Backoff};
 use super::{PipelineError, Services};
 use crate::config::{parse_duration, Config, FeatureSetConfig, SourceConfig, TargetConfig};
 use crate::graph::{Failure, Graph, Rows};
@@ -77,7 +77,7 @@ async fn retry_read(
     shutdown: &watch::Receiver<bool>,
     source: &mut JetStreamSource,
 ) -> Option<Vec<async_nats::jetstream::Message>> {
-    let mut delay = Duration::from_millis(50);
+    let mut backoff = Backoff::new();
     loop {
         match source.next_batch().await {
             Ok(batch) => return Some(batch),
@@ -85,11 +85,7 @@ async fn retry_read(
                 tracing::warn!(set = %label, "{e}; stopping");
                 return None;
             }
-            Err(e) => {
-                tracing::warn!(set = %label, "{e}; retrying in {} ms", delay.as_millis());
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
+            Err(e) => backoff.failed(&format!("{label}: reading"), &e).await,
         }
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::retry::Backoff;
 use super::{PipelineError, Services};
 use crate::config::{Config, FeatureSetConfig, TargetConfig};
 use crate::sources::jetstream::{JetStreamSource, SourceOptions};
@@ -76,14 +77,14 @@ impl OfflineRunner {
     pub async fn run(mut self, shutdown: watch::Receiver<bool>) {
         tracing::info!(writer = %self.label, resume_after = self.writer.last_committed(), "offline writer running");
         let mut unacked: Option<async_nats::jetstream::Message> = None;
+        let mut backoff = Backoff::new();
         loop {
             let stopping = *shutdown.borrow();
             if !stopping {
                 let messages = match self.source.next_batch().await {
                     Ok(messages) => messages,
                     Err(e) => {
-                        tracing::warn!(writer = %self.label, "{e}; retrying");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        backoff.failed(&self.label, &e).await;
                         continue;
                     }
                 };
@@ -102,10 +103,15 @@ impl OfflineRunner {
             if self.writer.due(self.roll_rows, self.roll) || (stopping && self.writer.pending() > 0) {
                 let writer = &mut self.writer;
                 match tokio::task::block_in_place(|| writer.commit()) {
-                    Ok(files) => tracing::debug!(writer = %self.label, files = files.len(), "parts committed"),
+                    Ok(files) => {
+                        tracing::debug!(writer = %self.label, files = files.len(), "parts committed");
+                        backoff = Backoff::new();
+                    }
+                    // Unacknowledged rows are redelivered after a restart: giving up on
+                    // shutdown loses nothing.
+                    Err(_) if stopping && backoff.attempts >= 3 => break,
                     Err(e) => {
-                        tracing::error!(writer = %self.label, "commit failed, will retry: {e}");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        backoff.failed(&format!("{}: commit", self.label), &e).await;
                         continue;
                     }
                 }
