@@ -71,6 +71,25 @@ async fn check_outputs(live: &Live, events: &[Json]) {
     assert_eq!(values["transaction_id"], e["transaction_id"]);
 }
 
+/// Waits until the pipeline has applied input sequence `last` and Parquet holds `rows` rows,
+/// then stops it gracefully.
+async fn drain_and_stop(
+    live: &Live,
+    last: u64,
+    rows: usize,
+    timeout: Duration,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+) {
+    wait_for("every event applied", timeout, async || live.applied().await == last).await;
+    wait_for("every row in Parquet", Duration::from_secs(60), async || {
+        parquet_rows(&live.offline_dir()).len() >= rows
+    })
+    .await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
+
 fn start(live: &Live, config: &std::path::Path) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
     let config = sluice::config::load(config).unwrap_or_else(|e| panic!("{e}"));
     let (stop, shutdown) = watch::channel(false);
@@ -98,16 +117,7 @@ async fn a_hundred_thousand_events_land_once_in_redis_and_parquet() {
     .await;
     let (stop, task) = start(&live, &config);
     let expected_rows = events.iter().filter(|e| kept(e)).count();
-    wait_for("every event applied", Duration::from_secs(240), async || {
-        live.applied().await == n
-    })
-    .await;
-    wait_for("every row in Parquet", Duration::from_secs(60), async || {
-        parquet_rows(&live.offline_dir()).len() >= expected_rows
-    })
-    .await;
-    stop.send(true).unwrap();
-    task.await.unwrap();
+    drain_and_stop(&live, n, expected_rows, Duration::from_secs(240), stop, task).await;
     check_outputs(&live, &events).await;
     let letters = live.dead_letters().await;
     let unknown: HashSet<u64> = events
@@ -492,16 +502,7 @@ async fn outage_mid_stream(kind: Server) {
         live.publish(&bodies[10_000..]).await;
     }
     let expected_rows = events.iter().filter(|e| kept(e)).count();
-    wait_for("every event applied", Duration::from_secs(120), async || {
-        live.applied().await == n
-    })
-    .await;
-    wait_for("every row in Parquet", Duration::from_secs(60), async || {
-        parquet_rows(&live.offline_dir()).len() >= expected_rows
-    })
-    .await;
-    stop.send(true).unwrap();
-    task.await.unwrap();
+    drain_and_stop(&live, n, expected_rows, Duration::from_secs(120), stop, task).await;
     check_outputs(&live, &events).await;
     live.cleanup().await;
 }
@@ -610,16 +611,7 @@ fn file_config(live: &Live, file: &std::path::Path) -> std::path::PathBuf {
 
 async fn run_until_applied(live: &Live, config: &std::path::Path, last: u64, rows: usize) {
     let (stop, task) = start(live, config);
-    wait_for("the whole file applied", Duration::from_secs(60), async || {
-        live.applied().await == last
-    })
-    .await;
-    wait_for("every row in Parquet", Duration::from_secs(30), async || {
-        parquet_rows(&live.offline_dir()).len() >= rows
-    })
-    .await;
-    stop.send(true).unwrap();
-    task.await.unwrap();
+    drain_and_stop(live, last, rows, Duration::from_secs(60), stop, task).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
