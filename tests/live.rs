@@ -203,8 +203,10 @@ impl Live {
         let js = self.jetstream().await;
         let _ = js.delete_stream(&self.stream).await;
         let _ = js.delete_stream(&self.features).await;
-        if let Ok(dlq) = js.get_stream("SLUICE_DLQ").await {
-            let _ = dlq.purge().filter(format!("sluice.dlq.{}", self.set)).await;
+        for (stream, kind) in [("SLUICE_DLQ", "dlq"), ("SLUICE_LATE", "late")] {
+            if let Ok(letters) = js.get_stream(stream).await {
+                let _ = letters.purge().filter(format!("sluice.{kind}.{}", self.set)).await;
+            }
         }
         let mut r = self.redis().await;
         let keys: Vec<String> = redis::cmd("KEYS")
@@ -219,13 +221,22 @@ impl Live {
 
     /// Dead letters of the set: (reason, step, sequence, body).
     pub async fn dead_letters(&self) -> Vec<(String, String, u64, Vec<u8>)> {
+        self.letters("SLUICE_DLQ", "dlq").await
+    }
+
+    /// Events of the set refused as late: (reason, step, sequence, body).
+    pub async fn late_events(&self) -> Vec<(String, String, u64, Vec<u8>)> {
+        self.letters("SLUICE_LATE", "late").await
+    }
+
+    async fn letters(&self, stream: &str, kind: &str) -> Vec<(String, String, u64, Vec<u8>)> {
         let js = self.jetstream().await;
-        let Ok(stream) = js.get_stream("SLUICE_DLQ").await else {
+        let Ok(stream) = js.get_stream(stream).await else {
             return Vec::new();
         };
         let consumer = stream
             .create_consumer(jetstream::consumer::pull::Config {
-                filter_subject: format!("sluice.dlq.{}", self.set),
+                filter_subject: format!("sluice.{kind}.{}", self.set),
                 ack_policy: jetstream::consumer::AckPolicy::None,
                 ..Default::default()
             })
@@ -354,4 +365,30 @@ pub fn parquet_rows(dir: &Path) -> Vec<(u64, String, i64, HashMap<String, Json>)
     }
     rows.sort_by_key(|r| r.0);
     rows
+}
+
+/// Polls `check` every 100 ms until it holds or `timeout` passes (then the test's own
+/// assertions report what is missing).
+pub async fn wait_for(what: &str, timeout: std::time::Duration, mut check: impl AsyncFnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !check().await {
+        if started.elapsed() > timeout {
+            eprintln!("timed out waiting for {what}");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs `sluice run` on a config in this process; send `true` to stop it.
+pub fn start(live: &Live, config: &std::path::Path) -> (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let config = sluice::config::load(config).unwrap_or_else(|e| panic!("{e}"));
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let set = live.set.clone();
+    let task = tokio::spawn(async move {
+        sluice::pipeline::run(config, shutdown)
+            .await
+            .unwrap_or_else(|e| panic!("{set}: {e}"));
+    });
+    (stop, task)
 }

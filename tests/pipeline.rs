@@ -3,22 +3,11 @@
 //! and shutdown leaves nothing uncommitted.
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value as Json;
-use sluice_tests::live::{kept, parquet_rows, rate, transaction, Live};
+use sluice_tests::live::{kept, parquet_rows, rate, start, transaction, wait_for, Live};
 use tokio::sync::watch;
-
-async fn wait_for(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let started = Instant::now();
-    while !check().await {
-        if started.elapsed() > timeout {
-            eprintln!("timed out waiting for {what}");
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// Expected online values: per user, the kept transaction with the latest (ts, seq).
 fn expected_latest(events: &[Json]) -> HashMap<String, (u64, &Json)> {
@@ -34,9 +23,85 @@ fn expected_latest(events: &[Json]) -> HashMap<String, (u64, &Json)> {
     latest
 }
 
-/// Checks Redis and Parquet against the events: every kept event once, the latest per user.
+/// The fraud example's per-user aggregates of one kept event, recomputed from the raw events.
+struct Windows {
+    count_1h: i64,
+    sum_24h: f64,
+    max_24h: f64,
+    distinct_merchants_24h: i64,
+    zscore_24h: Option<f64>,
+}
+
+/// Expected aggregates per input sequence: every kept event of the user received so far
+/// (in stream order) whose 10-minute bucket is inside the window at the event's time.
+fn expected_windows(events: &[Json]) -> HashMap<u64, Windows> {
+    const PERIOD: i64 = 600_000_000;
+    let mut seen: HashMap<&str, Vec<(i64, f64, &str)>> = HashMap::new();
+    let mut out = HashMap::new();
+    for (i, e) in events.iter().enumerate().filter(|(_, e)| kept(e)) {
+        let ts = e["ts"].as_i64().unwrap() * 1000;
+        let usd = e["amount"].as_f64().unwrap() * rate(e["currency"].as_str().unwrap()).unwrap();
+        let list = seen.entry(e["user_id"].as_str().unwrap()).or_default();
+        list.push((ts, usd, e["merchant"].as_str().unwrap()));
+        let now = ts.div_euclid(PERIOD);
+        let inside = |buckets: i64| {
+            list.iter()
+                .filter(move |x| (now - buckets + 1..=now).contains(&x.0.div_euclid(PERIOD)))
+        };
+        let day: Vec<f64> = inside(144).map(|x| x.1).collect();
+        let n = day.len() as f64;
+        let mean = day.iter().sum::<f64>() / n;
+        let sd = (day.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+        out.insert(
+            i as u64 + 1,
+            Windows {
+                count_1h: inside(6).count() as i64,
+                sum_24h: day.iter().sum(),
+                max_24h: day.iter().copied().fold(f64::MIN, f64::max),
+                distinct_merchants_24h: inside(144).map(|x| x.2).collect::<HashSet<_>>().len() as i64,
+                zscore_24h: (n > 1.0 && sd > 0.0).then(|| (usd - mean) / sd),
+            },
+        );
+    }
+    out
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}
+
+/// Checks every Parquet row's aggregates (and each user's online row) against a
+/// recomputation from the raw events.
+fn check_windows(seq: u64, values: &HashMap<String, Json>, want: &Windows) {
+    assert_eq!(
+        values["tx_count_1h"].as_i64(),
+        Some(want.count_1h),
+        "event {seq}: tx_count_1h"
+    );
+    let sum = values["amount_usd_sum_24h"].as_f64().unwrap();
+    assert!(close(sum, want.sum_24h), "event {seq}: sum {sum} vs {}", want.sum_24h);
+    assert_eq!(
+        values["amount_usd_max_24h"].as_f64(),
+        Some(want.max_24h),
+        "event {seq}: max"
+    );
+    assert_eq!(
+        values["merchant_distinct_24h"].as_i64(),
+        Some(want.distinct_merchants_24h),
+        "event {seq}: distinct merchants"
+    );
+    let z = values["amount_zscore_24h"].as_f64();
+    match (z, want.zscore_24h) {
+        (Some(z), Some(w)) => assert!((z - w).abs() <= 1e-6 * w.abs().max(1.0), "event {seq}: z {z} vs {w}"),
+        (z, w) => assert_eq!(z, w, "event {seq}: z-score"),
+    }
+}
+
+/// Checks Redis and Parquet against the events: every kept event once, the latest per user,
+/// and the aggregates of every row.
 async fn check_outputs(live: &Live, events: &[Json]) {
     let expected = expected_latest(events);
+    let windows = expected_windows(events);
     let hashes = live.hashes().await;
     assert_eq!(
         hashes.len(),
@@ -52,6 +117,12 @@ async fn check_outputs(live: &Live, events: &[Json]) {
             e["amount"].as_f64().unwrap() * rate(e["currency"].as_str().unwrap()).unwrap()
         );
         assert_eq!(hash["is_foreign"], (e["country"] != "US").to_string());
+        let row: HashMap<String, Json> = hash
+            .iter()
+            .filter(|(k, _)| !k.starts_with(['_', '~']))
+            .map(|(k, v)| (k.clone(), serde_json::from_str(v).unwrap()))
+            .collect();
+        check_windows(*seq, &row, &windows[seq]);
     }
     let rows = parquet_rows(&live.offline_dir());
     let kept_seqs: Vec<u64> = events
@@ -69,6 +140,9 @@ async fn check_outputs(live: &Live, events: &[Json]) {
     assert_eq!(*ts, e["ts"].as_i64().unwrap() * 1000);
     assert!(values["amount_usd"].is_f64() && values["amount_cents"].is_i64() && values["is_foreign"].is_boolean());
     assert_eq!(values["transaction_id"], e["transaction_id"]);
+    for (seq, _, _, values) in &rows {
+        check_windows(*seq, values, &windows[seq]);
+    }
 }
 
 /// Waits until the pipeline has applied input sequence `last` and Parquet holds `rows` rows,
@@ -88,18 +162,6 @@ async fn drain_and_stop(
     .await;
     stop.send(true).unwrap();
     task.await.unwrap();
-}
-
-fn start(live: &Live, config: &std::path::Path) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
-    let config = sluice::config::load(config).unwrap_or_else(|e| panic!("{e}"));
-    let (stop, shutdown) = watch::channel(false);
-    let set = live.set.clone();
-    let task = tokio::spawn(async move {
-        sluice::pipeline::run(config, shutdown)
-            .await
-            .unwrap_or_else(|e| panic!("{set}: {e}"));
-    });
-    (stop, task)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,11 +278,15 @@ async fn each_kind_of_poison_goes_to_the_dead_letter_subject_and_the_rest_flows(
         assert!(letter.0.contains(reason), "seq {seq}: {}", letter.0);
         assert_eq!(&letter.3, bad, "the original bytes");
     }
-    assert_eq!(
-        live.hashes().await.len(),
-        poison.len() + 1,
-        "every good event around the poison is online"
-    );
+    // An event counts in the aggregates once it has passed the aggregate step: the one that
+    // fails in `derived` after it leaves tiles, but no row.
+    let rows = live
+        .hashes()
+        .await
+        .into_values()
+        .filter(|h| h.contains_key("_ts"))
+        .count();
+    assert_eq!(rows, poison.len() + 1, "every good event around the poison is online");
     // Plugins' `lookup` reads the same online values.
     use sluice::plugin::OnlineLookup;
     let lookup = sluice::pipeline::RedisLookup::new(&sluice::config::load(&config).unwrap(), &live.redis_url).unwrap();

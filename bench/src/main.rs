@@ -1,11 +1,56 @@
 //! Sluice benchmarks. `cargo run --release -p sluice-bench -- plugins` measures the plugin
 //! runtime: per-event cost of the currency transform natively and as Rust, Python and
 //! JavaScript plugins at several batch sizes, instantiation time, compile vs cached load.
+//! `-- pipeline` measures the streaming pipeline; `-- aggregate` the aggregation step alone.
 
+mod aggregate;
 mod pipeline;
 mod plugins;
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+
 use clap::{Parser, Subcommand};
+
+/// The system allocator, counting live heap bytes while [`COUNTING`] is on (only the
+/// aggregation benchmark turns it on, to measure memory per key).
+struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(Relaxed) {
+            LIVE_BYTES.fetch_add(layout.size(), Relaxed);
+        }
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if COUNTING.load(Relaxed) {
+            LIVE_BYTES.fetch_sub(layout.size(), Relaxed);
+        }
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.load(Relaxed) {
+            LIVE_BYTES.fetch_add(new_size, Relaxed);
+            LIVE_BYTES.fetch_sub(layout.size(), Relaxed);
+        }
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Heap bytes allocated (and not freed) while counting was on.
+pub fn counted_bytes(on: bool) -> usize {
+    COUNTING.store(on, Relaxed);
+    LIVE_BYTES.load(Relaxed)
+}
 
 #[derive(Parser)]
 #[command(name = "sluice-bench", about = "Sluice benchmarks")]
@@ -20,6 +65,8 @@ enum Command {
     Plugins(plugins::Options),
     /// Streaming pipeline: events/s against a bare consumer, and freshness.
     Pipeline(pipeline::Options),
+    /// The aggregation step alone: events/s per core and memory per key.
+    Aggregate(aggregate::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -30,5 +77,6 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Plugins(options) => plugins::run(options),
         Command::Pipeline(options) => pipeline::run(options),
+        Command::Aggregate(options) => aggregate::run(options),
     }
 }

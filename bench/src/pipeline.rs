@@ -32,6 +32,9 @@ pub struct Options {
     /// Longest wait for a batch to fill, in milliseconds.
     #[arg(long, default_value_t = 1)]
     max_wait_ms: u64,
+    /// Without the example's `aggregate` step (and the z-score computed from it).
+    #[arg(long)]
+    no_aggregate: bool,
 }
 
 /// A seeded synthetic transaction: skewed users, some nulls, small out-of-order jitter.
@@ -62,7 +65,17 @@ fn transaction(i: u64, user: Option<String>) -> Vec<u8> {
 /// the tests use it, with the source batch and wait of the options and without Parquet.
 fn bench_config(live: &Live, options: &Options) -> PathBuf {
     let (batch, max_wait) = (options.batch as i64, options.max_wait_ms as i64);
+    let no_aggregate = options.no_aggregate;
     live.write_fraud_config(|set| {
+        if no_aggregate {
+            let steps = set["steps"].as_array_mut().unwrap();
+            steps.retain(|s| s["kind"].as_str() != Some("aggregate"));
+            for step in steps {
+                if let Some(fields) = step.get_mut("fields").and_then(|f| f.as_table_mut()) {
+                    fields.remove("amount_zscore_24h");
+                }
+            }
+        }
         let source = set["source"].as_table_mut().unwrap();
         source.insert("batch".into(), batch.into());
         source.insert("max_wait_ms".into(), max_wait.into());

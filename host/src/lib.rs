@@ -11,9 +11,10 @@
 //!   every problem reported at once.
 //! - [`graph`]: the step graph of a feature set, run per batch; rows keep their input sequence.
 //! - [`steps`]: the built-in steps, one file per kind (`filter`, `map`, `wasm`, `select`,
-//!   `drop`, `rename`, `impute`), registered in one list.
+//!   `drop`, `rename`, `impute`, `aggregate`), registered in one list.
 //! - [`sources`]: decoding raw events; the JetStream and file sources.
 //! - [`targets`]: Redis (online), stream (feature rows), Parquet (offline), dead letters.
+//! - [`online`]: online reads, windowed aggregates evaluated as of the read time.
 //! - [`pipeline`]: `sluice run` — one loop per feature set and one offline writer per Parquet
 //!   target, with the delivery protocol (durable before ack; redelivery absorbed).
 //! - [`cli`]: the `sluice` command line (the binary only parses arguments and calls it).
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod config;
 pub mod event;
 pub mod graph;
+pub mod online;
 pub mod pipeline;
 pub mod plugin;
 pub mod sources;

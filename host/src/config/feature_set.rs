@@ -26,6 +26,10 @@ pub struct FeatureSetConfig {
     /// The input fields, when known: lets validation check what steps refer to.
     #[serde(default)]
     pub fields: Vec<String>,
+    /// How far behind a key's latest event time an event may be and still count in its
+    /// windows (`aggregate` steps); later ones go to `sluice.late.<set>`. Default: none (`0s`).
+    #[serde(default)]
+    pub allowed_lateness: Option<String>,
     /// Largest accepted input event, in bytes; larger ones go to the dead-letter subject.
     #[serde(default = "max_event_bytes")]
     pub max_event_bytes: usize,
@@ -305,6 +309,41 @@ pub enum StepKind {
         #[serde(default)]
         mean: Vec<String>,
     },
+    /// Per-key aggregates over time windows, as of each event's time.
+    Aggregate {
+        /// Field holding the key (default: the entity; tiles then live in the entity's hash and
+        /// online lookups evaluate them as of the request time).
+        #[serde(default)]
+        key: Option<String>,
+        /// Bucket period: every window is a whole number of periods (`10m`, `1h`).
+        period: String,
+        /// Keys kept in memory at most; the least recently used are evicted (and reloaded from
+        /// Redis on their next event).
+        #[serde(default = "max_keys")]
+        max_keys: usize,
+        /// What to aggregate.
+        aggregations: Vec<AggregationConfig>,
+    },
+}
+
+fn max_keys() -> usize {
+    100_000
+}
+
+/// One aggregated field of an `aggregate` step.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregationConfig {
+    /// The input field.
+    pub field: String,
+    /// Functions: count, sum, mean, stddev, variance, min, max, first, last, distinct, median,
+    /// p1 … p99.
+    pub functions: Vec<String>,
+    /// Windows: sliding (`1h`, `24h`, `7d`), `tumbling:1h`, `since_start`.
+    pub windows: Vec<String>,
+    /// Default feature name (`<field>_<function>_<window>`) → the name to use instead.
+    #[serde(default)]
+    pub names: IndexMap<String, String>,
 }
 
 impl StepKind {
@@ -318,6 +357,7 @@ impl StepKind {
             StepKind::Drop { .. } => "drop",
             StepKind::Rename { .. } => "rename",
             StepKind::Impute { .. } => "impute",
+            StepKind::Aggregate { .. } => "aggregate",
         }
     }
 }

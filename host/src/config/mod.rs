@@ -8,8 +8,8 @@ mod feature_set;
 mod validate;
 
 pub use feature_set::{
-    FeatureSetConfig, FileFormat, Reading, SourceConfig, StepConfig, StepKind, TargetConfig, TimeFormat,
-    TimestampConfig,
+    AggregationConfig, FeatureSetConfig, FileFormat, Reading, SourceConfig, StepConfig, StepKind, TargetConfig,
+    TimeFormat, TimestampConfig,
 };
 pub use validate::{parse_duration, validate};
 

@@ -227,6 +227,44 @@ fn check_steps(config: &Config, set: &FeatureSetConfig, at: &str, report: &mut i
                     need(&known, f, "fields", report);
                 }
             }
+            StepKind::Aggregate {
+                key: key_field,
+                period,
+                max_keys,
+                aggregations,
+            } => {
+                if let Some(k) = key_field {
+                    need(&known, k, "key", report);
+                }
+                for (a, agg) in aggregations.iter().enumerate() {
+                    need(&known, &agg.field, &format!("aggregations[{a}].field"), report);
+                }
+                if *max_keys == 0 {
+                    report(format!("{key}.max_keys"), "expected at least 1 key in memory".into());
+                }
+                let streamed = !matches!(set.source, SourceConfig::File { .. });
+                if streamed && !set.targets.iter().any(|t| matches!(t, TargetConfig::Redis {})) {
+                    report(
+                        key.clone(),
+                        "an aggregate step keeps its state in Redis with each batch, so a restart resumes \
+                         it: add a `kind = \"redis\"` target"
+                            .into(),
+                    );
+                }
+                match crate::steps::aggregate::AggregateSpec::new(
+                    &step.id,
+                    period,
+                    set.allowed_lateness.as_deref(),
+                    aggregations,
+                ) {
+                    Ok(spec) => {
+                        if let Some(known) = &mut known {
+                            known.extend(spec.feature_names().map(str::to_string));
+                        }
+                    }
+                    Err(e) => report(key.clone(), e),
+                }
+            }
         }
     }
 }

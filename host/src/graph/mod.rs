@@ -6,6 +6,7 @@
 use crate::config::FeatureSetConfig;
 use crate::event::{Batch, Event, Value};
 use crate::plugin::{OnlineLookup, Registry};
+use crate::steps::aggregate::{StateWrite, TileHome};
 use crate::steps::{self, Step, StepError};
 use std::sync::Arc;
 
@@ -76,6 +77,29 @@ pub struct Failure {
     pub step: String,
     /// Why.
     pub reason: String,
+    /// Whether the event was refused as late (it goes to `sluice.late.<set>`, not to the
+    /// dead-letter subject).
+    pub late: bool,
+}
+
+impl Failure {
+    /// An event that failed in `step`.
+    pub fn new(seq: u64, step: &str, reason: String) -> Failure {
+        Failure {
+            seq,
+            step: step.to_string(),
+            reason,
+            late: false,
+        }
+    }
+
+    /// An event refused as later than the allowed lateness.
+    pub fn late(seq: u64, step: &str, reason: String) -> Failure {
+        Failure {
+            late: true,
+            ..Failure::new(seq, step, reason)
+        }
+    }
 }
 
 /// The built graph of one feature set.
@@ -84,18 +108,35 @@ pub struct Graph {
 }
 
 impl Graph {
-    /// Builds every step of a feature set (plugins must be deployed in `registry`).
+    /// Builds every step of a feature set (plugins must be deployed in `registry`); aggregation
+    /// state is kept durable in `tiles` when given.
     pub fn build(
         set: &FeatureSetConfig,
         registry: &Registry,
         lookup: Arc<dyn OnlineLookup>,
+        tiles: Option<TileHome>,
     ) -> Result<Graph, StepError> {
+        let context = steps::BuildContext {
+            registry,
+            lookup,
+            tiles,
+            lateness: set.allowed_lateness.as_deref(),
+        };
         let steps = set
             .steps
             .iter()
-            .map(|step| steps::build(step, registry, lookup.clone()))
+            .map(|step| steps::build(step, &context))
             .collect::<Result<_, _>>()?;
         Ok(Graph { steps })
+    }
+
+    /// The state writes of the last batch (written with it, atomically, by the Redis target).
+    pub fn take_writes(&mut self) -> Vec<StateWrite> {
+        let mut out = Vec::new();
+        for step in &mut self.steps {
+            step.take_writes(&mut out);
+        }
+        out
     }
 
     /// Runs a batch through every step; failed events are appended to `failures`.

@@ -16,8 +16,9 @@ use crate::plugin::OnlineLookup;
 use crate::sources::file::FileSource;
 use crate::sources::jetstream::{ensure_stream, sequence, JetStreamSource, SourceOptions};
 use crate::sources::Decoder;
+use crate::steps::aggregate::TileHome;
 use crate::targets::dlq::DeadLetters;
-use crate::targets::redis::RedisTarget;
+use crate::targets::redis::{Durable, RedisTarget};
 use crate::targets::stream::{RowBatch, StreamTarget};
 
 /// Where a feature set's events come from.
@@ -134,7 +135,15 @@ impl FeatureSetRunner {
             }
             SourceConfig::File { .. } => ("", "", false, false),
         };
-        let graph = Graph::build(set, &services.registry, lookup).map_err(|e| fail(e.to_string()))?;
+        let tiles = set
+            .targets
+            .iter()
+            .any(|t| matches!(t, TargetConfig::Redis {}))
+            .then(|| TileHome {
+                prefix: RedisTarget::prefix(&services.prefix, &set.name, set.version),
+                store: services.tiles.clone(),
+            });
+        let graph = Graph::build(set, &services.registry, lookup, tiles).map_err(|e| fail(e.to_string()))?;
         let input = match &set.source {
             SourceConfig::File { path, format, batch } => {
                 Input::File(FileSource::open(&config.resolve(path), *format, *batch).map_err(|e| fail(e.to_string()))?)
@@ -216,7 +225,7 @@ impl FeatureSetRunner {
                 Next::Idle => continue,
                 Next::End => break,
             };
-            let Some((rows, last_seq)) = self.process(&batch.items, &shutdown).await else {
+            let Some(durable) = self.process(&batch.items, &shutdown).await else {
                 break;
             };
             if let Some(previous) = in_flight.take() {
@@ -229,7 +238,7 @@ impl FeatureSetRunner {
                 redis: self.redis.clone(),
                 shutdown: shutdown.clone(),
             };
-            in_flight = Some(tokio::spawn(finish.run(rows, last_seq, batch.ack)));
+            in_flight = Some(tokio::spawn(finish.run(durable, batch.ack)));
         }
         if let Some(previous) = in_flight.take() {
             let _ = previous.await;
@@ -237,9 +246,9 @@ impl FeatureSetRunner {
         tracing::info!(set = %self.label, "feature set stopped");
     }
 
-    /// Decodes and runs one batch, publishes its dead letters and stream rows; returns the
-    /// rows for Redis. `None` if shutdown interrupted retries.
-    async fn process(&mut self, messages: &[(u64, Bytes)], shutdown: &watch::Receiver<bool>) -> Option<(Rows, u64)> {
+    /// Decodes and runs one batch, publishes its dead letters, late events and stream rows;
+    /// returns what Redis must make durable. `None` if shutdown interrupted retries.
+    async fn process(&mut self, messages: &[(u64, Bytes)], shutdown: &watch::Receiver<bool>) -> Option<Durable> {
         let started = std::time::Instant::now();
         let mut rows = Rows::default();
         let mut failures = Vec::new();
@@ -253,17 +262,17 @@ impl FeatureSetRunner {
             last_seq = last_seq.max(seq);
             match self.decoder.decode(payload, &mut rows.batch.fields) {
                 Ok(event) => rows.push(seq, event),
-                Err(reason) => failures.push(Failure {
-                    seq,
-                    step: "decode".into(),
-                    reason,
-                }),
+                Err(reason) => failures.push(Failure::new(seq, "decode", reason)),
             }
         }
         let decoded = std::time::Instant::now();
         let graph = &mut self.graph;
-        let rows = tokio::task::block_in_place(|| graph.run(rows, &mut failures));
+        let (rows, state) = tokio::task::block_in_place(|| {
+            let rows = graph.run(rows, &mut failures);
+            (rows, graph.take_writes())
+        });
         let computed = std::time::Instant::now();
+        let late = failures.iter().filter(|f| f.late).count() as u64;
         if !failures.is_empty() {
             let letters: Vec<(Failure, Bytes)> = failures
                 .into_iter()
@@ -294,7 +303,15 @@ impl FeatureSetRunner {
             stream_us = computed.elapsed().as_micros() as u64,
             "batch"
         );
-        Some((rows, last_seq))
+        if late > 0 {
+            tracing::info!(set = %self.label, late, "events later than the allowed lateness sent to the late subject");
+        }
+        Some(Durable {
+            rows,
+            last_seq,
+            state,
+            late,
+        })
     }
 }
 
@@ -308,11 +325,7 @@ impl FeatureSetRunner {
             Ok(batch) => batch,
             Err(e) => {
                 let reason = format!("not a feature-row message: {e}");
-                failures.push(Failure {
-                    seq: first,
-                    step: "decode".into(),
-                    reason,
-                });
+                failures.push(Failure::new(first, "decode", reason));
                 return first;
             }
         };
@@ -325,11 +338,7 @@ impl FeatureSetRunner {
                 .decode_row(&batch.fields, row.values, row.ts, &mut rows.batch.fields)
             {
                 Ok(event) => rows.push(row_seq, event),
-                Err(reason) => failures.push(Failure {
-                    seq: row_seq,
-                    step: "decode".into(),
-                    reason,
-                }),
+                Err(reason) => failures.push(Failure::new(row_seq, "decode", reason)),
             }
         }
         last
@@ -369,14 +378,14 @@ struct Finish {
 }
 
 impl Finish {
-    async fn run(self, rows: Rows, last_seq: u64, ack: Option<async_nats::jetstream::Message>) -> bool {
+    async fn run(self, batch: Durable, ack: Option<async_nats::jetstream::Message>) -> bool {
         if let Some(redis) = &self.redis {
             let started = std::time::Instant::now();
             let label = format!("{}: redis target", self.label);
             let write = || {
                 let mut r = redis.clone();
-                let rows = &rows;
-                async move { r.apply(rows, last_seq).await }
+                let batch = &batch;
+                async move { r.apply(batch).await }
             };
             if retry(&label, &self.shutdown, write).await.is_none() {
                 return false;

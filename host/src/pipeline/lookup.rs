@@ -1,5 +1,7 @@
-//! The plugins' `lookup` import served from Redis: the online features of several entities
-//! of a feature set (its highest configured version) in one pipelined round trip.
+//! Synchronous Redis reads made from inside the graph (which runs on a blocking thread): the
+//! plugins' `lookup` import (the online features of several entities of a feature set, its
+//! highest configured version, in one pipelined round trip) and the loading of aggregation
+//! state for keys not in memory.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -8,18 +10,61 @@ use super::PipelineError;
 use crate::config::Config;
 use crate::event::{value_from_json, Field};
 use crate::plugin::OnlineLookup;
+use crate::steps::aggregate::{HashFields, TileStore};
+
+/// One blocking connection, opened on first use and again after an error.
+pub struct SyncRedis {
+    client: redis::Client,
+    connection: Mutex<Option<redis::Connection>>,
+}
+
+impl SyncRedis {
+    /// A connection to `url` (not opened yet).
+    pub fn new(url: &str) -> Result<Self, PipelineError> {
+        let client = redis::Client::open(url).map_err(|e| PipelineError::Service(format!("Redis URL {url}: {e}")))?;
+        Ok(SyncRedis {
+            client,
+            connection: Mutex::new(None),
+        })
+    }
+
+    /// Runs a pipeline; on error the connection is dropped and reopened next time.
+    pub fn query<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, String> {
+        let mut slot = self.connection.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            *slot = Some(
+                self.client
+                    .get_connection()
+                    .map_err(|e| format!("Redis unreachable: {e}"))?,
+            );
+        }
+        let connection = slot.as_mut().expect("connected above");
+        pipe.query(connection).map_err(|e| {
+            *slot = None;
+            e.to_string()
+        })
+    }
+}
+
+impl TileStore for SyncRedis {
+    fn load(&self, hashes: &[String]) -> Result<Vec<HashFields>, String> {
+        let mut pipe = redis::pipe();
+        for hash in hashes {
+            pipe.cmd("HGETALL").arg(hash);
+        }
+        self.query(&pipe)
+    }
+}
 
 /// Lookups against the online store, for plugins.
 pub struct RedisLookup {
-    client: redis::Client,
-    connection: Mutex<Option<redis::Connection>>,
+    redis: SyncRedis,
     prefixes: HashMap<String, String>,
 }
 
 impl RedisLookup {
     /// Knows every feature set of the config (by name, its highest version).
     pub fn new(config: &Config, url: &str) -> Result<Self, PipelineError> {
-        let client = redis::Client::open(url).map_err(|e| PipelineError::Service(format!("Redis URL {url}: {e}")))?;
         let mut versions: HashMap<String, u32> = HashMap::new();
         for set in &config.feature_sets {
             let v = versions.entry(set.name.clone()).or_insert(set.version);
@@ -31,8 +76,7 @@ impl RedisLookup {
             .map(|(name, v)| (name.clone(), format!("{prefix}:{name}:v{v}")))
             .collect();
         Ok(RedisLookup {
-            client,
-            connection: Mutex::new(None),
+            redis: SyncRedis::new(url)?,
             prefixes,
         })
     }
@@ -44,30 +88,18 @@ impl OnlineLookup for RedisLookup {
             .prefixes
             .get(feature_set)
             .ok_or_else(|| format!("lookup failed: unknown feature set \"{feature_set}\""))?;
-        let mut slot = self.connection.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.is_none() {
-            *slot = Some(
-                self.client
-                    .get_connection()
-                    .map_err(|e| format!("lookup failed: Redis unreachable: {e}"))?,
-            );
-        }
-        let connection = slot.as_mut().expect("connected above");
         let mut pipe = redis::pipe();
         for key in keys {
             pipe.cmd("HGETALL").arg(format!("{prefix}:{{{key}}}"));
         }
-        let found: Vec<HashMap<String, String>> = pipe.query(connection).map_err(|e| {
-            *slot = None;
-            format!("lookup failed: {e}")
-        })?;
+        let found: Vec<HashMap<String, String>> = self.redis.query(&pipe).map_err(|e| format!("lookup failed: {e}"))?;
         Ok(found
             .into_iter()
             .map(|hash| {
-                (!hash.is_empty()).then(|| {
+                hash.contains_key("_ts").then(|| {
                     let mut fields: Vec<Field> = hash
                         .into_iter()
-                        .filter(|(name, _)| !name.starts_with('_'))
+                        .filter(|(name, _)| !name.starts_with(['_', '~']))
                         .map(|(name, text)| {
                             let value = serde_json::from_str(&text)
                                 .map(|j| value_from_json(&j))

@@ -8,7 +8,7 @@ mod offline;
 mod retry;
 
 pub use feature_set::FeatureSetRunner;
-pub use lookup::RedisLookup;
+pub use lookup::{RedisLookup, SyncRedis};
 pub use offline::OfflineRunner;
 
 use std::sync::Arc;
@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::config::{Config, TargetConfig};
 use crate::plugin::{PluginEngine, Registry};
+use crate::steps::aggregate::TileStore;
 use crate::targets::dlq::DeadLetters;
 
 /// Errors that stop the pipeline before it runs (bad plugins, unreachable services at start).
@@ -56,6 +57,8 @@ pub struct Services {
     pub prefix: String,
     /// Deployed plugins.
     pub registry: Arc<Registry>,
+    /// Where aggregation state is loaded from.
+    pub tiles: Arc<dyn TileStore>,
 }
 
 impl Services {
@@ -93,6 +96,7 @@ impl Services {
             redis_url: config.host.redis.clone(),
             prefix: config.host.redis_prefix.clone(),
             registry,
+            tiles: Arc::new(SyncRedis::new(&config.host.redis)?),
         })
     }
 }

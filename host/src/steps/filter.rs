@@ -33,11 +33,7 @@ impl Step for Filter {
             match verdict {
                 Ok(true) => out.push(seq, event),
                 Ok(false) => {}
-                Err(reason) => failures.push(Failure {
-                    seq,
-                    step: self.id.clone(),
-                    reason,
-                }),
+                Err(reason) => failures.push(Failure::new(seq, &self.id, reason)),
             }
         }
         out

@@ -51,11 +51,7 @@ impl Step for Map {
         for ((event, seq), failure) in rows.batch.events.into_iter().zip(rows.seqs).zip(failed) {
             match failure {
                 None => out.push(seq, event),
-                Some(reason) => failures.push(Failure {
-                    seq,
-                    step: self.id.clone(),
-                    reason,
-                }),
+                Some(reason) => failures.push(Failure::new(seq, &self.id, reason)),
             }
         }
         out

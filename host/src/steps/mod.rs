@@ -20,6 +20,9 @@ use crate::plugin::{OnlineLookup, PluginError, Registry};
 pub trait Step: Send {
     /// Transforms a batch; events that fail are dropped from it and recorded in `failures`.
     fn apply(&mut self, rows: Rows, failures: &mut Vec<Failure>) -> Rows;
+
+    /// State the last batch changed that must be written with it (aggregation tiles).
+    fn take_writes(&mut self, _out: &mut Vec<aggregate::StateWrite>) {}
 }
 
 /// A step that cannot be built.
@@ -28,6 +31,14 @@ pub enum StepError {
     /// An expression does not compile.
     #[error("step \"{step}\": {message}")]
     Expression {
+        /// Step id.
+        step: String,
+        /// Why.
+        message: String,
+    },
+    /// A step's definition is wrong.
+    #[error("step \"{step}\": {message}")]
+    Invalid {
         /// Step id.
         step: String,
         /// Why.
@@ -43,13 +54,23 @@ pub enum StepError {
     },
 }
 
+/// What steps are built with, beside their own config.
+#[derive(Clone)]
+pub struct BuildContext<'a> {
+    /// Deployed plugins.
+    pub registry: &'a Registry,
+    /// Online lookups for plugins.
+    pub lookup: Arc<dyn OnlineLookup>,
+    /// Where aggregation state is kept durable (`None`: memory only).
+    pub tiles: Option<aggregate::TileHome>,
+    /// The feature set's allowed lateness.
+    pub lateness: Option<&'a str>,
+}
+
 /// Builds a step from its config: the one list of step kinds.
-pub fn build(
-    step: &StepConfig,
-    registry: &Registry,
-    lookup: Arc<dyn OnlineLookup>,
-) -> Result<Box<dyn Step>, StepError> {
+pub fn build(step: &StepConfig, context: &BuildContext) -> Result<Box<dyn Step>, StepError> {
     let id = step.id.clone();
+    let (registry, lookup) = (context.registry, context.lookup.clone());
     Ok(match &step.kind {
         StepKind::Filter { expr } => Box::new(filter::Filter::new(id, expr)?),
         StepKind::Map { fields } => Box::new(map::Map::new(id, fields)?),
@@ -58,6 +79,27 @@ pub fn build(
         StepKind::Drop { fields } => Box::new(drop::Drop::new(fields)),
         StepKind::Rename { fields } => Box::new(rename::Rename::new(fields)),
         StepKind::Impute { constant, mean } => Box::new(impute::Impute::new(constant, mean)),
+        StepKind::Aggregate {
+            key,
+            period,
+            max_keys,
+            aggregations,
+        } => {
+            let spec =
+                aggregate::AggregateSpec::new(&id, period, context.lateness, aggregations).map_err(|message| {
+                    StepError::Invalid {
+                        step: id.clone(),
+                        message,
+                    }
+                })?;
+            Box::new(aggregate::step::Aggregate::new(
+                id,
+                spec,
+                key.clone(),
+                *max_keys,
+                context.tiles.clone(),
+            ))
+        }
     })
 }
 
@@ -89,7 +131,14 @@ mod tests {
     fn step(toml: &str) -> Box<dyn Step> {
         let config: StepConfig = toml::from_str(toml).unwrap();
         let engine = crate::plugin::PluginEngine::new(None).unwrap();
-        build(&config, &Registry::new(engine, 2), Arc::new(crate::plugin::NoLookup)).unwrap()
+        let registry = Registry::new(engine, 2);
+        let context = BuildContext {
+            registry: &registry,
+            lookup: Arc::new(crate::plugin::NoLookup),
+            tiles: None,
+            lateness: None,
+        };
+        build(&config, &context).unwrap()
     }
 
     fn column(rows: &Rows, field: &str) -> Vec<Value> {

@@ -47,11 +47,7 @@ impl Step for Wasm {
         for (seq, outcome) in seqs.into_iter().zip(output.outcomes) {
             match outcome {
                 Ok(events) => events.into_iter().for_each(|e| out.push(seq, e)),
-                Err(failure) => failures.push(Failure {
-                    seq,
-                    step: self.id.clone(),
-                    reason: failure.reason,
-                }),
+                Err(failure) => failures.push(Failure::new(seq, &self.id, failure.reason)),
             }
         }
         out

@@ -12,6 +12,7 @@ use redis::aio::ConnectionManager;
 use super::TargetError;
 use crate::event::json_text;
 use crate::graph::Rows;
+use crate::steps::aggregate::StateWrite;
 
 const APPLY: &str = r#"
 local applied = tonumber(redis.call('GET', ARGV[1]) or '0')
@@ -40,9 +41,39 @@ for r = 1, n do
   end
   i = i + 3 + nf
 end
-if tonumber(ARGV[2]) > applied then redis.call('SET', ARGV[1], ARGV[2]) end
+if tonumber(ARGV[2]) > applied then
+  local nw = tonumber(ARGV[i])
+  i = i + 1
+  for w = 1, nw do
+    local key, ns = ARGV[i], tonumber(ARGV[i + 1])
+    i = i + 2
+    if ns > 0 then redis.call('HSET', key, unpack(ARGV, i, i + 2 * ns - 1)) end
+    i = i + 2 * ns
+    local nd = tonumber(ARGV[i])
+    i = i + 1
+    if nd > 0 then redis.call('HDEL', key, unpack(ARGV, i, i + nd - 1)) end
+    i = i + nd
+    if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+  end
+  local late = tonumber(ARGV[i])
+  if late > 0 then redis.call('INCRBY', ARGV[i + 1], late) end
+  redis.call('SET', ARGV[1], ARGV[2])
+end
 return applied
 "#;
+
+/// What one batch makes durable in Redis.
+#[derive(Debug, Default)]
+pub struct Durable {
+    /// Its feature rows.
+    pub rows: Rows,
+    /// The highest input sequence it covers.
+    pub last_seq: u64,
+    /// Aggregation state it changed.
+    pub state: Vec<StateWrite>,
+    /// Events it refused as late.
+    pub late: u64,
+}
 
 /// Writes a feature set's rows to Redis.
 #[derive(Clone)]
@@ -57,9 +88,14 @@ impl RedisTarget {
     pub fn new(conn: ConnectionManager, prefix: &str, set: &str, version: u32, ttl_ms: u64) -> Self {
         RedisTarget {
             conn,
-            prefix: format!("{prefix}:{set}:v{version}"),
+            prefix: Self::prefix(prefix, set, version),
             ttl_ms,
         }
+    }
+
+    /// The prefix of every key of a feature set version.
+    pub fn prefix(prefix: &str, set: &str, version: u32) -> String {
+        format!("{prefix}:{set}:v{version}")
     }
 
     /// The hash key of an entity (the entity is the cluster hash tag).
@@ -81,10 +117,25 @@ impl RedisTarget {
         Ok(applied.unwrap_or(0))
     }
 
-    /// Writes a batch's rows and marks `last_seq` applied, atomically. Only the latest row
-    /// of each entity (by event time, then sequence) is sent: the others would be overwritten
-    /// in the same transaction anyway.
-    pub async fn apply(&mut self, rows: &Rows, last_seq: u64) -> Result<(), TargetError> {
+    /// The key counting events refused as late.
+    pub fn late_key(&self) -> String {
+        format!("{}:_late", self.prefix)
+    }
+
+    /// Events refused as late so far (those of applied batches).
+    pub async fn late(&mut self) -> Result<u64, TargetError> {
+        let late: Option<u64> = redis::cmd("GET")
+            .arg(self.late_key())
+            .query_async(&mut self.conn)
+            .await?;
+        Ok(late.unwrap_or(0))
+    }
+
+    /// Writes a batch's rows, its aggregation state and its count of late events, and marks
+    /// `last_seq` applied, atomically. Only the latest row of each entity (by event time, then
+    /// sequence) is sent: the others would be overwritten in the same transaction anyway.
+    pub async fn apply(&mut self, batch: &Durable) -> Result<(), TargetError> {
+        let (rows, last_seq) = (&batch.rows, batch.last_seq);
         let fields = &rows.batch.fields;
         let latest = latest_per_entity(rows);
         let mut cmd = redis::cmd("EVAL");
@@ -105,6 +156,18 @@ impl RedisTarget {
                 cmd.arg(event.values.get(f).map_or_else(|| "null".to_string(), json_text));
             }
         }
+        cmd.arg(batch.state.len());
+        for write in &batch.state {
+            cmd.arg(&write.hash).arg(write.set.len());
+            for (field, value) in &write.set {
+                cmd.arg(field).arg(value);
+            }
+            cmd.arg(write.delete.len());
+            for field in &write.delete {
+                cmd.arg(field);
+            }
+        }
+        cmd.arg(batch.late).arg(self.late_key());
         let _: i64 = cmd.query_async(&mut self.conn).await?;
         Ok(())
     }

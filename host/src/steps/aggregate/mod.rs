@@ -1,9 +1,16 @@
-//! The `aggregate` step's core (issue 4, in progress): windows, tiles and their evaluation
-//! as of a time. Pure logic, tested against a straightforward recomputation from raw events;
-//! the step itself (config, keyed state in Redis, online evaluation) is not wired yet.
+//! The `aggregate` step: windows, tiles, per-key state and their evaluation as of a time.
 
+pub mod spec;
+pub mod state;
+pub mod step;
 pub mod tile;
 pub mod window;
 
+pub use spec::AggregateSpec;
+pub use state::KeyState;
+pub use step::{HashFields, StateWrite, TileHome, TileStore};
 pub use tile::{Function, Tile};
 pub use window::Window;
+
+#[cfg(test)]
+mod tests;

@@ -1,9 +1,19 @@
 //! Tiles: the partial aggregates of one field, one key, one period. Derived functions (mean,
-//! variance, standard deviation) are computed when read, from tiles merged over a window, so
-//! min and max are right when a tile leaves the window and a late event can land in its tile.
+//! variance, standard deviation, distinct count, quantiles) are computed when read, from tiles
+//! merged over a window, so min and max are right when a tile leaves the window and a late
+//! event can land in its tile.
+
+use cardinality_estimator::CardinalityEstimator;
+use sketches_ddsketch::{Config as SketchConfig, DDSketch};
+
+use crate::event::Value;
+
+/// The distinct-count sketch: exact up to a few hundred values, HyperLogLog (2^12 registers,
+/// about 1.6% error) beyond; deterministic hashing, so a restart estimates the same.
+pub type Distinct = CardinalityEstimator<[u8]>;
 
 /// Partial aggregates of the non-null values seen in one bucket.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Clone, Default)]
 pub struct Tile {
     /// Values counted.
     pub count: u64,
@@ -19,10 +29,22 @@ pub struct Tile {
     pub first: Option<(i64, u64, f64)>,
     /// Latest value: (event time, sequence, value).
     pub last: Option<(i64, u64, f64)>,
+    /// Distinct values, when a distinct count is asked for.
+    pub distinct: Option<Box<Distinct>>,
+    /// Value distribution (DDSketch, 1% relative accuracy), when quantiles are asked for.
+    pub sketch: Option<Box<DDSketch>>,
+}
+
+impl std::fmt::Debug for Tile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut text = Vec::new();
+        self.encode(&mut text);
+        f.write_str(&String::from_utf8_lossy(&text))
+    }
 }
 
 /// A function over a window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Function {
     /// Number of non-null values.
     Count,
@@ -42,10 +64,45 @@ pub enum Function {
     First,
     /// Value with the latest event time (ties: highest sequence).
     Last,
+    /// Number of distinct values (HyperLogLog).
+    Distinct,
+    /// A quantile in (0, 1), e.g. `p95` (DDSketch).
+    Quantile(f64),
+}
+
+/// What a tile has to keep for a set of functions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// Sum, moments, min, max, first, last: the value must be a number.
+    pub numeric: bool,
+    /// A distinct-count sketch.
+    pub distinct: bool,
+    /// A quantile sketch.
+    pub quantiles: bool,
+}
+
+impl Needs {
+    /// What these functions need.
+    pub fn of(functions: impl IntoIterator<Item = Function>) -> Needs {
+        let mut needs = Needs::default();
+        for f in functions {
+            match f {
+                Function::Count => {}
+                Function::Distinct => needs.distinct = true,
+                Function::Quantile(_) => {
+                    needs.quantiles = true;
+                    needs.numeric = true;
+                }
+                _ => needs.numeric = true,
+            }
+        }
+        needs
+    }
 }
 
 impl Function {
-    /// Parses a function name as used in feature names.
+    /// Parses a function name as used in feature names: `count`, `sum`, `mean`, `variance`,
+    /// `stddev`, `min`, `max`, `first`, `last`, `distinct`, `p1` … `p99`, `p999`.
     pub fn parse(name: &str) -> Option<Function> {
         Some(match name {
             "count" => Function::Count,
@@ -57,32 +114,136 @@ impl Function {
             "max" => Function::Max,
             "first" => Function::First,
             "last" => Function::Last,
-            _ => return None,
+            "distinct" | "distinct_count" => Function::Distinct,
+            "median" => Function::Quantile(0.5),
+            "p999" => Function::Quantile(0.999),
+            _ => {
+                let n: u8 = name.strip_prefix('p')?.parse().ok()?;
+                if !(1..=99).contains(&n) {
+                    return None;
+                }
+                Function::Quantile(n as f64 / 100.0)
+            }
         })
+    }
+
+    /// Whether the function's value is an integer (count, distinct) rather than a float.
+    pub fn is_integer(&self) -> bool {
+        matches!(self, Function::Count | Function::Distinct)
     }
 }
 
+/// Why a value cannot be aggregated.
+pub fn not_a_number(value: &Value) -> String {
+    let kind = match value {
+        Value::Boolean(_) => "a boolean",
+        Value::Text(_) => "text",
+        Value::Bytes(_) => "bytes",
+        Value::Floats(_) => "a list of floats",
+        Value::Json(_) => "JSON",
+        _ => "a non-number",
+    };
+    format!("expected a number, got {kind}")
+}
+
+fn sketch_config() -> SketchConfig {
+    SketchConfig::defaults()
+}
+
 impl Tile {
-    /// Adds a value seen at `time` with input sequence `seq`.
+    /// Adds a value seen at `time` with input sequence `seq`. Null is skipped; a value that is
+    /// not a number fails when `needs.numeric` (nothing is added then).
+    pub fn add_value(&mut self, value: &Value, time: i64, seq: u64, needs: Needs) -> Result<(), String> {
+        let number = match value {
+            Value::Null => return Ok(()),
+            Value::Integer(i) => Some(*i as f64),
+            Value::Float(f) => Some(*f),
+            _ => None,
+        };
+        if needs.numeric && number.is_none() {
+            return Err(not_a_number(value));
+        }
+        if needs.distinct {
+            let distinct = self.distinct.get_or_insert_with(Default::default);
+            match value {
+                Value::Text(s) => distinct.insert(s.as_bytes()),
+                Value::Integer(i) => distinct.insert(&i.to_le_bytes()),
+                Value::Float(f) => distinct.insert(&f.to_bits().to_be_bytes()),
+                Value::Boolean(b) => distinct.insert(&[*b as u8, 0xB0]),
+                Value::Bytes(b) => distinct.insert(b),
+                Value::Json(j) => distinct.insert(j.as_bytes()),
+                Value::Floats(f) => distinct.insert(&f.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()),
+                Value::Null => {}
+            }
+        }
+        match number {
+            Some(v) if needs.numeric => {
+                if needs.quantiles {
+                    self.sketch
+                        .get_or_insert_with(|| Box::new(DDSketch::new(sketch_config())))
+                        .add(v);
+                }
+                self.add(v, time, seq)
+            }
+            _ => self.count += 1,
+        }
+        Ok(())
+    }
+
+    /// Adds a number seen at `time` with input sequence `seq` (moments, min, max, first, last).
     pub fn add(&mut self, value: f64, time: i64, seq: u64) {
-        self.merge(&Tile {
-            count: 1,
-            sum: value,
-            m2: 0.0,
-            min: Some(value),
-            max: Some(value),
-            first: Some((time, seq, value)),
-            last: Some((time, seq, value)),
-        });
+        // Welford's update: the same arithmetic as merging a one-value tile, without the copy.
+        if self.count == 0 {
+            self.count = 1;
+            self.sum = value;
+            self.m2 = 0.0;
+            self.min = Some(value);
+            self.max = Some(value);
+            self.first = Some((time, seq, value));
+            self.last = Some((time, seq, value));
+            return;
+        }
+        let n1 = self.count as f64;
+        let delta = value - self.sum / n1;
+        self.m2 += delta * delta * n1 / (n1 + 1.0);
+        self.count += 1;
+        self.sum += value;
+        self.min = Some(self.min.map_or(value, |m| m.min(value)));
+        self.max = Some(self.max.map_or(value, |m| m.max(value)));
+        if self.first.is_none_or(|f| (time, seq) < (f.0, f.1)) {
+            self.first = Some((time, seq, value));
+        }
+        if self.last.is_none_or(|l| (time, seq) > (l.0, l.1)) {
+            self.last = Some((time, seq, value));
+        }
     }
 
     /// Merges another tile into this one (Chan et al.'s parallel variance).
     pub fn merge(&mut self, other: &Tile) {
+        if let Some(d) = &other.distinct {
+            match &mut self.distinct {
+                Some(mine) => mine.merge(d),
+                None => self.distinct = Some(d.clone()),
+            }
+        }
+        if let Some(s) = &other.sketch {
+            match &mut self.sketch {
+                // Every sketch is built with the same configuration, so merging cannot fail.
+                Some(mine) => mine.merge(s).expect("sketches share one configuration"),
+                None => self.sketch = Some(s.clone()),
+            }
+        }
         if other.count == 0 {
             return;
         }
         if self.count == 0 {
-            *self = other.clone();
+            self.count = other.count;
+            self.sum = other.sum;
+            self.m2 = other.m2;
+            self.min = other.min;
+            self.max = other.max;
+            self.first = other.first;
+            self.last = other.last;
             return;
         }
         let (n1, n2) = (self.count as f64, other.count as f64);
@@ -110,8 +271,11 @@ impl Tile {
         };
     }
 
-    /// A function's value over this (merged) tile; `None` is null (count is never null).
+    /// A function's value over this (merged) tile; `None` is null (counts are never null).
     pub fn evaluate(&self, function: Function) -> Option<f64> {
+        if function == Function::Distinct {
+            return Some(self.distinct.as_ref().map_or(0, |d| d.estimate()) as f64);
+        }
         if self.count == 0 {
             return (function == Function::Count).then_some(0.0);
         }
@@ -126,121 +290,82 @@ impl Tile {
             Function::Max => self.max,
             Function::First => self.first.map(|f| f.2),
             Function::Last => self.last.map(|l| l.2),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::super::window::{bucket, Window};
-    use super::*;
-    use std::collections::BTreeMap;
-
-    /// A straightforward implementation: keep every raw event, recompute the window.
-    fn naive(
-        events: &[(i64, u64, Option<f64>)],
-        t: i64,
-        window: Window,
-        period: i64,
-        function: Function,
-    ) -> Option<f64> {
-        let (a, b) = window.buckets(t, period);
-        let inside: Vec<(i64, u64, f64)> = events
-            .iter()
-            .filter(|(ts, _, _)| (a..=b).contains(&bucket(*ts, period)))
-            .filter_map(|(ts, s, v)| v.map(|v| (*ts, *s, v)))
-            .collect();
-        let n = inside.len() as f64;
-        if inside.is_empty() {
-            return (function == Function::Count).then_some(0.0);
-        }
-        let sum: f64 = inside.iter().map(|e| e.2).sum();
-        let mean = sum / n;
-        let var = inside.iter().map(|e| (e.2 - mean).powi(2)).sum::<f64>() / (n - 1.0);
-        match function {
-            Function::Count => Some(n),
-            Function::Sum => Some(sum),
-            Function::Mean => Some(mean),
-            Function::Variance => (inside.len() > 1).then_some(var),
-            Function::Stddev => (inside.len() > 1).then_some(var.sqrt()),
-            Function::Min => inside.iter().map(|e| e.2).reduce(f64::min),
-            Function::Max => inside.iter().map(|e| e.2).reduce(f64::max),
-            Function::First => inside.iter().min_by_key(|e| (e.0, e.1)).map(|e| e.2),
-            Function::Last => inside.iter().max_by_key(|e| (e.0, e.1)).map(|e| e.2),
+            Function::Quantile(q) => self.sketch.as_ref().and_then(|s| s.quantile(q).ok().flatten()),
+            Function::Distinct => unreachable!("handled above"),
         }
     }
 
-    fn close(a: Option<f64>, b: Option<f64>) -> bool {
-        match (a, b) {
-            (Some(a), Some(b)) => (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0),
-            (a, b) => a == b,
+    /// The tile as Redis stores it: `count sum m2 min max first last` as text (floats in their
+    /// shortest round-trip form, `-` for none, first/last as `time/seq/value`), then the
+    /// sketches on their own lines (`H` + JSON, `D` + hex of DDSketch's standard encoding).
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        use std::io::Write;
+        let opt = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+        let point = |p: Option<(i64, u64, f64)>| p.map_or_else(|| "-".to_string(), |(t, s, v)| format!("{t}/{s}/{v}"));
+        let _ = write!(
+            out,
+            "{} {} {} {} {} {} {}",
+            self.count,
+            self.sum,
+            self.m2,
+            opt(self.min),
+            opt(self.max),
+            point(self.first),
+            point(self.last)
+        );
+        if let Some(d) = &self.distinct {
+            out.extend_from_slice(b"\nH");
+            let _ = serde_json::to_writer(&mut *out, d.as_ref());
+        }
+        if let Some(s) = &self.sketch {
+            out.extend_from_slice(b"\nD");
+            out.extend_from_slice(hex::encode(s.to_java_bytes()).as_bytes());
         }
     }
 
-    #[test]
-    fn tiles_give_what_a_recomputation_from_raw_events_gives() {
-        const MIN: i64 = 60_000_000;
-        let period = 10 * MIN;
-        let windows = [
-            Window::Sliding { length: 60 * MIN },
-            Window::Sliding { length: 1440 * MIN },
-            Window::Tumbling { length: 60 * MIN },
-            Window::SinceStart,
-        ];
-        let functions = [
-            Function::Count,
-            Function::Sum,
-            Function::Mean,
-            Function::Variance,
-            Function::Stddev,
-            Function::Min,
-            Function::Max,
-            Function::First,
-            Function::Last,
-        ];
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
+    /// Reads what [`Tile::encode`] wrote.
+    pub fn decode(bytes: &[u8]) -> Result<Tile, String> {
+        let text = std::str::from_utf8(bytes).map_err(|_| "a tile is not UTF-8".to_string())?;
+        let bad = || format!("not a tile: {text:?}");
+        let mut lines = text.split('\n');
+        let mut parts = lines.next().unwrap_or("").split(' ');
+        let mut next = || parts.next().ok_or_else(bad);
+        let float = |s: &str| s.parse::<f64>().map_err(|_| bad());
+        let opt = |s: &str| if s == "-" { Ok(None) } else { float(s).map(Some) };
+        let point = |s: &str| -> Result<Option<(i64, u64, f64)>, String> {
+            if s == "-" {
+                return Ok(None);
+            }
+            let mut p = s.split('/');
+            let (t, q, v) = (p.next(), p.next(), p.next());
+            match (t.and_then(|t| t.parse().ok()), q.and_then(|q| q.parse().ok()), v) {
+                (Some(t), Some(q), Some(v)) => Ok(Some((t, q, float(v)?))),
+                _ => Err(bad()),
+            }
         };
-        let mut events = Vec::new();
-        let mut tiles: BTreeMap<i64, Tile> = BTreeMap::new();
-        let mut time = 0i64;
-        for seq in 1..=3_000u64 {
-            let r = next();
-            // Mostly forward, sometimes quiet for hours, sometimes late (out of order), and
-            // sometimes exactly on a period edge.
-            time += match r % 20 {
-                0 => 5 * 60 * MIN,
-                1 => -(7 * MIN),
-                2 => period - time.rem_euclid(period),
-                _ => (r % 90) as i64 * 1_000_000,
-            };
-            let value = (r % 7 != 0).then(|| ((r >> 8) % 10_000) as f64 / 100.0 - 20.0);
-            events.push((time, seq, value));
-            if let Some(v) = value {
-                tiles.entry(bucket(time, period)).or_default().add(v, time, seq);
-            }
-            if seq % 10 == 0 {
-                let at = time + (r % 3) as i64 * 40 * MIN;
-                for window in windows {
-                    let (a, b) = window.buckets(at, period);
-                    let mut merged = Tile::default();
-                    for (_, tile) in tiles.range(a..=b) {
-                        merged.merge(tile);
-                    }
-                    for f in functions {
-                        let want = naive(&events, at, window, period, f);
-                        assert!(
-                            close(merged.evaluate(f), want),
-                            "{f:?} {window:?} at {at}: {:?} vs {want:?}",
-                            merged.evaluate(f)
-                        );
-                    }
-                }
+        let mut tile = Tile {
+            count: next()?.parse().map_err(|_| bad())?,
+            sum: float(next()?)?,
+            m2: float(next()?)?,
+            min: opt(next()?)?,
+            max: opt(next()?)?,
+            first: point(next()?)?,
+            last: point(next()?)?,
+            distinct: None,
+            sketch: None,
+        };
+        for line in lines {
+            if let Some(json) = line.strip_prefix('H') {
+                let d: Distinct = serde_json::from_str(json).map_err(|e| format!("a distinct-count sketch: {e}"))?;
+                tile.distinct = Some(Box::new(d));
+            } else if let Some(hexed) = line.strip_prefix('D') {
+                let raw = hex::decode(hexed).map_err(|e| format!("a quantile sketch: {e}"))?;
+                // The encoding carries the mapping exactly, so the decoded sketch has the
+                // default configuration again and merges with fresh ones (tested below).
+                let sketch = DDSketch::from_java_bytes(&raw).map_err(|e| format!("a quantile sketch: {e:?}"))?;
+                tile.sketch = Some(Box::new(sketch));
             }
         }
+        Ok(tile)
     }
 }
