@@ -15,7 +15,23 @@ const HOUR_US: i64 = 3_600_000_000;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn online_reads_evaluate_windows_as_of_the_read_time_and_late_events_are_set_aside() {
     let live = Live::new("asof");
-    let config_path = live.write_config();
+    // The fraud example, plus the number of distinct merchants per user over 24h.
+    let config_path = live.write_fraud_config(|set| {
+        let steps = set["steps"].as_array_mut().unwrap();
+        let aggregate = steps
+            .iter_mut()
+            .find(|s| s["kind"].as_str() == Some("aggregate"))
+            .unwrap();
+        let distinct: toml::Table = toml::from_str(
+            r#"
+            field = "merchant"
+            functions = ["distinct"]
+            windows = ["24h"]
+        "#,
+        )
+        .unwrap();
+        aggregate["aggregations"].as_array_mut().unwrap().push(distinct.into());
+    });
     // A 10-minute period and a 10-minute lateness (the fraud example's).
     let t = 1_764_000_000_000i64; // ms
     let tx = |id: u64, user: &str, usd: f64, ts: i64, merchant: &str| {

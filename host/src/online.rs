@@ -2,9 +2,11 @@
 //! evaluated **as of the read time** from its tiles, not copied from the last event. A user
 //! whose last transaction was two hours ago reads `count_1h = 0`.
 //!
-//! One pipelined round trip reads any number of entities (one `HGETALL` each). Fields computed
-//! from aggregates by later steps (a `map` after the `aggregate`) describe their event and keep
-//! the value written with it.
+//! One pipelined round trip reads any number of entities (one `HGETALL` each). The Redis
+//! target does not store these aggregates with the row (they would be stale, and they are
+//! most of a row's bytes): they exist only as tiles. Fields computed from aggregates by later
+//! steps (a `map` after the `aggregate`) describe their event and keep the value written with
+//! it.
 
 use indexmap::IndexMap;
 
@@ -56,6 +58,14 @@ impl OnlineView {
             prefix: RedisTarget::prefix(redis_prefix, &set.name, set.version),
             aggregates,
         })
+    }
+
+    /// The features evaluated on read (not stored with the row).
+    pub fn derived(&self) -> Vec<String> {
+        self.aggregates
+            .iter()
+            .flat_map(|spec| spec.feature_names().map(str::to_string))
+            .collect()
     }
 
     /// The hash of an entity.

@@ -12,6 +12,7 @@ use super::retry::{retry, Backoff};
 use super::{PipelineError, Services};
 use crate::config::{parse_duration, Config, FeatureSetConfig, SourceConfig, TargetConfig};
 use crate::graph::{Failure, Graph, Rows};
+use crate::online::OnlineView;
 use crate::plugin::OnlineLookup;
 use crate::sources::file::FileSource;
 use crate::sources::jetstream::{ensure_stream, sequence, JetStreamSource, SourceOptions};
@@ -186,13 +187,11 @@ impl FeatureSetRunner {
         for target in &set.targets {
             match target {
                 TargetConfig::Redis {} => {
-                    runner.redis = Some(RedisTarget::new(
-                        services.redis.clone(),
-                        &services.prefix,
-                        &set.name,
-                        set.version,
-                        ttl_ms,
-                    ));
+                    let derived = OnlineView::new(&services.prefix, set).map_err(fail)?.derived();
+                    runner.redis = Some(
+                        RedisTarget::new(services.redis.clone(), &services.prefix, &set.name, set.version, ttl_ms)
+                            .without(derived),
+                    );
                 }
                 TargetConfig::Stream {
                     stream,

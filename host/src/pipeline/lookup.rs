@@ -8,7 +8,8 @@ use std::sync::Mutex;
 
 use super::PipelineError;
 use crate::config::Config;
-use crate::event::{value_from_json, Field};
+use crate::event::Field;
+use crate::online::OnlineView;
 use crate::plugin::OnlineLookup;
 use crate::steps::aggregate::{HashFields, TileStore};
 
@@ -56,61 +57,65 @@ impl TileStore for SyncRedis {
     }
 }
 
-/// Lookups against the online store, for plugins.
+/// Lookups against the online store, for plugins: each entity's row, its windowed
+/// aggregates evaluated as of that row's event time (the lookup carries no time of its own,
+/// and this keeps a replay's lookups equal to the first run's).
 pub struct RedisLookup {
     redis: SyncRedis,
-    prefixes: HashMap<String, String>,
+    views: HashMap<String, OnlineView>,
 }
 
 impl RedisLookup {
     /// Knows every feature set of the config (by name, its highest version).
     pub fn new(config: &Config, url: &str) -> Result<Self, PipelineError> {
-        let mut versions: HashMap<String, u32> = HashMap::new();
+        let mut views: HashMap<String, (u32, OnlineView)> = HashMap::new();
         for set in &config.feature_sets {
-            let v = versions.entry(set.name.clone()).or_insert(set.version);
-            *v = (*v).max(set.version);
+            if views.get(&set.name).is_some_and(|(v, _)| *v > set.version) {
+                continue;
+            }
+            let view = OnlineView::new(&config.host.redis_prefix, set).map_err(|reason| PipelineError::Build {
+                set: set.name.clone(),
+                reason,
+            })?;
+            views.insert(set.name.clone(), (set.version, view));
         }
-        let prefix = &config.host.redis_prefix;
-        let prefixes = versions
-            .into_iter()
-            .map(|(name, v)| (name.clone(), format!("{prefix}:{name}:v{v}")))
-            .collect();
         Ok(RedisLookup {
             redis: SyncRedis::new(url)?,
-            prefixes,
+            views: views.into_iter().map(|(name, (_, view))| (name, view)).collect(),
         })
     }
 }
 
 impl OnlineLookup for RedisLookup {
     fn lookup(&self, feature_set: &str, keys: &[String]) -> Result<Vec<Option<Vec<Field>>>, String> {
-        let prefix = self
-            .prefixes
+        let view = self
+            .views
             .get(feature_set)
             .ok_or_else(|| format!("lookup failed: unknown feature set \"{feature_set}\""))?;
         let mut pipe = redis::pipe();
         for key in keys {
-            pipe.cmd("HGETALL").arg(format!("{prefix}:{{{key}}}"));
+            pipe.cmd("HGETALL").arg(view.hash(key));
         }
-        let found: Vec<HashMap<String, String>> = self.redis.query(&pipe).map_err(|e| format!("lookup failed: {e}"))?;
-        Ok(found
+        let found: Vec<HashFields> = self.redis.query(&pipe).map_err(|e| format!("lookup failed: {e}"))?;
+        found
             .into_iter()
             .map(|hash| {
-                hash.contains_key("_ts").then(|| {
-                    let mut fields: Vec<Field> = hash
+                let at = hash
+                    .iter()
+                    .find(|(name, _)| name == "_ts")
+                    .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse().ok())
+                    .unwrap_or(0);
+                let row = view.evaluate(&hash, at).map_err(|e| format!("lookup failed: {e}"))?;
+                Ok(row.map(|row| {
+                    let mut fields: Vec<Field> = row
+                        .values
                         .into_iter()
-                        .filter(|(name, _)| !name.starts_with(['_', '~']))
-                        .map(|(name, text)| {
-                            let value = serde_json::from_str(&text)
-                                .map(|j| value_from_json(&j))
-                                .unwrap_or(crate::event::Value::Text(text));
-                            Field { name, value }
-                        })
+                        .map(|(name, value)| Field { name, value })
                         .collect();
                     fields.sort_by(|a, b| a.name.cmp(&b.name));
                     fields
-                })
+                }))
             })
-            .collect())
+            .collect()
     }
 }

@@ -14,53 +14,61 @@ use crate::event::json_text;
 use crate::graph::Rows;
 use crate::steps::aggregate::StateWrite;
 
+// Header: applied key, last sequence, TTL, nf, the nf stored field names, n. Then per hash:
+// key, seq (0: no row), ts, ns, nd, the nf row values (when seq > 0), 2 * ns state
+// arguments (field/value pairs), nd state fields to delete. Names travel once per batch (each
+// argument costs Redis a conversion), and one reused table holds each HSET's arguments.
 const APPLY: &str = r#"
 local applied = tonumber(redis.call('GET', ARGV[1]) or '0')
+local fresh = tonumber(ARGV[2]) > applied
 local ttl = tonumber(ARGV[3])
 local nf = tonumber(ARGV[4])
-local names = {}
-for f = 1, nf do names[f] = ARGV[4 + f] end
 local n = tonumber(ARGV[5 + nf])
 local i = 6 + nf
-local args = {'_ts', 0, '_seq', 0}
+local args = {}
 for r = 1, n do
   local key, seq, ts = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  local ns, nd = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
+  local v0 = i + 5
+  if seq == 0 then v0 = v0 - nf end
+  local s0 = v0 + nf
+  local d0 = s0 + 2 * ns
+  i = d0 + nd
+  local k = 0
   if seq > applied then
     local cur = redis.call('HMGET', key, '_ts', '_seq')
     local cts, cseq = tonumber(cur[1]), tonumber(cur[2])
     if (not cts) or cts < ts or (cts == ts and cseq < seq) then
-      args[2] = ARGV[i + 2]
-      args[4] = ARGV[i + 1]
+      args[1], args[2], args[3], args[4] = '_ts', ARGV[v0 - 3], '_seq', ARGV[v0 - 4]
       for f = 1, nf do
-        args[3 + 2 * f] = names[f]
-        args[4 + 2 * f] = ARGV[i + 2 + f]
+        args[3 + 2 * f] = ARGV[4 + f]
+        args[4 + 2 * f] = ARGV[v0 + f - 1]
       end
-      redis.call('HSET', key, unpack(args))
-      if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+      k = 4 + 2 * nf
     end
   end
-  i = i + 3 + nf
-end
-if tonumber(ARGV[2]) > applied then
-  local nw = tonumber(ARGV[i])
-  i = i + 1
-  for w = 1, nw do
-    local key, ns = ARGV[i], tonumber(ARGV[i + 1])
-    i = i + 2
-    if ns > 0 then redis.call('HSET', key, unpack(ARGV, i, i + 2 * ns - 1)) end
-    i = i + 2 * ns
-    local nd = tonumber(ARGV[i])
-    i = i + 1
-    if nd > 0 then redis.call('HDEL', key, unpack(ARGV, i, i + nd - 1)) end
-    i = i + nd
+  if fresh then
+    for a = s0, d0 - 1 do
+      k = k + 1
+      args[k] = ARGV[a]
+    end
+    if nd > 0 then redis.call('HDEL', key, unpack(ARGV, d0, i - 1)) end
+  end
+  if k > 0 then
+    redis.call('HSET', key, unpack(args, 1, k))
     if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
   end
+end
+if fresh then
   local late = tonumber(ARGV[i])
   if late > 0 then redis.call('INCRBY', ARGV[i + 1], late) end
   redis.call('SET', ARGV[1], ARGV[2])
 end
 return applied
 "#;
+
+/// The script, sent once and then called by its hash (`EVALSHA`).
+static APPLY_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(APPLY));
 
 /// What one batch makes durable in Redis.
 #[derive(Debug, Default)]
@@ -81,6 +89,8 @@ pub struct RedisTarget {
     conn: ConnectionManager,
     prefix: String,
     ttl_ms: u64,
+    /// Fields not stored with the row: windowed aggregates, evaluated from their tiles on read.
+    derived: std::sync::Arc<std::collections::HashSet<String>>,
 }
 
 impl RedisTarget {
@@ -90,7 +100,14 @@ impl RedisTarget {
             conn,
             prefix: Self::prefix(prefix, set, version),
             ttl_ms,
+            derived: Default::default(),
         }
+    }
+
+    /// Leaves these fields out of the rows (they are evaluated on read; see [`crate::online`]).
+    pub fn without(mut self, derived: Vec<String>) -> Self {
+        self.derived = std::sync::Arc::new(derived.into_iter().collect());
+        self
     }
 
     /// The prefix of every key of a feature set version.
@@ -136,39 +153,61 @@ impl RedisTarget {
     /// sequence) is sent: the others would be overwritten in the same transaction anyway.
     pub async fn apply(&mut self, batch: &Durable) -> Result<(), TargetError> {
         let (rows, last_seq) = (&batch.rows, batch.last_seq);
-        let fields = &rows.batch.fields;
+        let stored: Vec<usize> = (0..rows.batch.fields.len())
+            .filter(|&f| !self.derived.contains(&rows.batch.fields[f]))
+            .collect();
         let latest = latest_per_entity(rows);
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(APPLY)
-            .arg(0)
-            .arg(self.applied_key())
+        // One entry per hash: its row (if the batch has one for it) with the state written to
+        // the same hash, so each hash costs one HSET and one PEXPIRE; then state-only hashes.
+        let mut state: std::collections::HashMap<&str, Vec<&StateWrite>> = std::collections::HashMap::new();
+        for write in &batch.state {
+            state.entry(write.hash.as_str()).or_default().push(write);
+        }
+        let mut entries: Vec<(String, Option<usize>)> = Vec::with_capacity(latest.len() + state.len());
+        for i in latest {
+            entries.push((self.key(&rows.batch.events[i].key), Some(i)));
+        }
+        let with_rows: std::collections::HashSet<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
+        let state_only: std::collections::BTreeSet<&str> = batch
+            .state
+            .iter()
+            .map(|w| w.hash.as_str())
+            .filter(|h| !with_rows.contains(h))
+            .collect();
+        let state_only: Vec<String> = state_only.into_iter().map(str::to_string).collect();
+        entries.extend(state_only.into_iter().map(|h| (h, None)));
+        let mut invocation = APPLY_SCRIPT.prepare_invoke();
+        let cmd = &mut invocation;
+        cmd.arg(self.applied_key())
             .arg(last_seq)
             .arg(self.ttl_ms)
-            .arg(fields.len());
-        for field in fields {
-            cmd.arg(field);
+            .arg(stored.len());
+        for &f in &stored {
+            cmd.arg(&rows.batch.fields[f]);
         }
-        cmd.arg(latest.len());
-        for i in latest {
-            let (event, seq) = (&rows.batch.events[i], rows.seqs[i]);
-            cmd.arg(self.key(&event.key)).arg(seq).arg(event.time);
-            for f in 0..fields.len() {
-                cmd.arg(event.values.get(f).map_or_else(|| "null".to_string(), json_text));
+        cmd.arg(entries.len());
+        let none = Vec::new();
+        for (key, row) in &entries {
+            let writes = state.get(key.as_str()).unwrap_or(&none);
+            let ns: usize = writes.iter().map(|w| w.set.len()).sum();
+            let nd: usize = writes.iter().map(|w| w.delete.len()).sum();
+            let (seq, time) = row.map_or((0, 0), |i| (rows.seqs[i], rows.batch.events[i].time));
+            cmd.arg(key).arg(seq).arg(time).arg(ns).arg(nd);
+            if let Some(i) = row {
+                let event = &rows.batch.events[*i];
+                for &f in &stored {
+                    cmd.arg(event.values.get(f).map_or_else(|| "null".to_string(), json_text));
+                }
             }
-        }
-        cmd.arg(batch.state.len());
-        for write in &batch.state {
-            cmd.arg(&write.hash).arg(write.set.len());
-            for (field, value) in &write.set {
+            for (field, value) in writes.iter().flat_map(|w| &w.set) {
                 cmd.arg(field).arg(value);
             }
-            cmd.arg(write.delete.len());
-            for field in &write.delete {
+            for field in writes.iter().flat_map(|w| &w.delete) {
                 cmd.arg(field);
             }
         }
         cmd.arg(batch.late).arg(self.late_key());
-        let _: i64 = cmd.query_async(&mut self.conn).await?;
+        let _: i64 = invocation.invoke_async(&mut self.conn).await?;
         Ok(())
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! Hash fields (beside the row's own fields): `~<step>:<field>:<bucket>` one tile,
 //! `~<step>:<field>:base` everything that left every window (kept only for `since_start`),
-//! `~<step>:_seq` and `~<step>:_wm`. All are absolute values: writing them again changes nothing.
+//! `~<step>:_at` the highest input sequence applied and the latest event time. All are absolute values: writing them again changes nothing.
 
 use super::spec::AggregateSpec;
 use super::tile::Tile;
@@ -300,8 +300,8 @@ impl KeyState {
             tile.encode(&mut bytes);
             set.push((Self::field_name(spec, f, b), bytes));
         }
-        set.push((format!("~{}:_seq", spec.step), self.seq.to_string().into_bytes()));
-        set.push((format!("~{}:_wm", spec.step), self.watermark.to_string().into_bytes()));
+        let at = format!("{} {}", self.seq, self.watermark);
+        set.push((format!("~{}:_at", spec.step), at.into_bytes()));
         let removed = self
             .removed
             .iter()
@@ -321,19 +321,20 @@ impl KeyState {
         let mut state = KeyState::new(spec);
         let mut loaded: Vec<Vec<(i64, Tile)>> = vec![Vec::new(); spec.fields.len()];
         let prefix = format!("~{}:", spec.step);
-        let number = |name: &str, bytes: &[u8]| -> Result<i64, String> {
-            std::str::from_utf8(bytes)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| format!("hash field {name}: expected an integer"))
+        let position = |bytes: &[u8]| -> Option<(u64, i64)> {
+            let text = std::str::from_utf8(bytes).ok()?;
+            let (seq, wm) = text.split_once(' ')?;
+            Some((seq.parse().ok()?, wm.parse().ok()?))
         };
         for (name, bytes) in entries {
             let Some(rest) = name.strip_prefix(&prefix) else {
                 continue;
             };
             match rest {
-                "_seq" => state.seq = number(name, bytes)? as u64,
-                "_wm" => state.watermark = number(name, bytes)?,
+                "_at" => {
+                    (state.seq, state.watermark) = position(bytes)
+                        .ok_or_else(|| format!("hash field {name}: expected \"<sequence> <event time>\""))?;
+                }
                 _ => {
                     let Some((field, b)) = rest.rsplit_once(':') else {
                         continue;

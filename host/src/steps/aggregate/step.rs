@@ -164,6 +164,7 @@ impl Aggregate {
 impl crate::steps::Step for Aggregate {
     fn apply(&mut self, mut rows: Rows, failures: &mut Vec<Failure>) -> Rows {
         self.batch += 1;
+        let started = std::time::Instant::now();
         let key_at = match &self.key_field {
             Some(name) => match rows.batch.fields.iter().position(|f| f == name) {
                 Some(at) => Some(at),
@@ -199,6 +200,7 @@ impl crate::steps::Step for Aggregate {
                 return rows;
             }
         }
+        let loaded = started.elapsed();
         let value_at: Vec<Option<usize>> = self
             .spec
             .fields
@@ -254,7 +256,9 @@ impl crate::steps::Step for Aggregate {
                 row[*at] = value;
             }
         }
+        let computed = started.elapsed();
         // Write-out: every key changed in this batch, as absolute values.
+        let changed_keys = self.touched.len();
         if let Some(home) = &self.home {
             for key in self.touched.drain(..) {
                 let Some(state) = self.states.get_mut(&key) else {
@@ -276,6 +280,16 @@ impl crate::steps::Step for Aggregate {
             }
         }
         self.evict();
+        tracing::debug!(
+            step = %self.id,
+            events = rows.len(),
+            loaded_keys = missing.len(),
+            changed_keys,
+            load_us = loaded.as_micros() as u64,
+            compute_us = (computed - loaded).as_micros() as u64,
+            write_out_us = (started.elapsed() - computed).as_micros() as u64,
+            "aggregate"
+        );
         if refused.iter().all(Option::is_none) {
             return rows;
         }

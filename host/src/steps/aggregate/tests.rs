@@ -380,11 +380,7 @@ fn a_restart_from_the_store_gives_identical_aggregates() {
 #[test]
 fn tiles_round_trip_through_their_stored_form_and_sketches_still_merge() {
     use super::tile::{Needs, Tile};
-    let needs = Needs {
-        numeric: true,
-        distinct: true,
-        quantiles: true,
-    };
+    let needs = Needs::ALL;
     let mut tile = Tile::default();
     for i in 0..300 {
         tile.add_value(&Value::Float(i as f64 * 0.37 - 20.0), i, i as u64, needs)

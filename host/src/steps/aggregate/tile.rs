@@ -70,11 +70,18 @@ pub enum Function {
     Quantile(f64),
 }
 
-/// What a tile has to keep for a set of functions.
+/// What a tile has to keep for a set of functions: only that is computed and stored, so
+/// tiles stay small (Redis keeps a hash compact while its values are under 64 bytes).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Needs {
-    /// Sum, moments, min, max, first, last: the value must be a number.
+    /// Sum and more: the value must be a number.
     pub numeric: bool,
+    /// The sum of squared deviations (variance, standard deviation).
+    pub moments: bool,
+    /// Min and max.
+    pub extremes: bool,
+    /// First and last.
+    pub ends: bool,
     /// A distinct-count sketch.
     pub distinct: bool,
     /// A quantile sketch.
@@ -82,18 +89,30 @@ pub struct Needs {
 }
 
 impl Needs {
+    /// Everything.
+    pub const ALL: Needs = Needs {
+        numeric: true,
+        moments: true,
+        extremes: true,
+        ends: true,
+        distinct: true,
+        quantiles: true,
+    };
+}
+
+impl Needs {
     /// What these functions need.
     pub fn of(functions: impl IntoIterator<Item = Function>) -> Needs {
         let mut needs = Needs::default();
         for f in functions {
+            needs.numeric |= !matches!(f, Function::Count | Function::Distinct);
             match f {
-                Function::Count => {}
                 Function::Distinct => needs.distinct = true,
-                Function::Quantile(_) => {
-                    needs.quantiles = true;
-                    needs.numeric = true;
-                }
-                _ => needs.numeric = true,
+                Function::Quantile(_) => needs.quantiles = true,
+                Function::Variance | Function::Stddev => needs.moments = true,
+                Function::Min | Function::Max => needs.extremes = true,
+                Function::First | Function::Last => needs.ends = true,
+                Function::Count | Function::Sum | Function::Mean => {}
             }
         }
         needs
@@ -183,38 +202,35 @@ impl Tile {
                         .get_or_insert_with(|| Box::new(DDSketch::new(sketch_config())))
                         .add(v);
                 }
-                self.add(v, time, seq)
+                self.add(v, time, seq, needs)
             }
             _ => self.count += 1,
         }
         Ok(())
     }
 
-    /// Adds a number seen at `time` with input sequence `seq` (moments, min, max, first, last).
-    pub fn add(&mut self, value: f64, time: i64, seq: u64) {
-        // Welford's update: the same arithmetic as merging a one-value tile, without the copy.
-        if self.count == 0 {
-            self.count = 1;
-            self.sum = value;
-            self.m2 = 0.0;
-            self.min = Some(value);
-            self.max = Some(value);
-            self.first = Some((time, seq, value));
-            self.last = Some((time, seq, value));
-            return;
+    /// Adds a number seen at `time` with input sequence `seq` (what `needs` asks of sum,
+    /// moments, min, max, first, last).
+    pub fn add(&mut self, value: f64, time: i64, seq: u64, needs: Needs) {
+        if needs.moments && self.count > 0 {
+            // Welford's update: the same arithmetic as merging a one-value tile.
+            let n1 = self.count as f64;
+            let delta = value - self.sum / n1;
+            self.m2 += delta * delta * n1 / (n1 + 1.0);
         }
-        let n1 = self.count as f64;
-        let delta = value - self.sum / n1;
-        self.m2 += delta * delta * n1 / (n1 + 1.0);
         self.count += 1;
         self.sum += value;
-        self.min = Some(self.min.map_or(value, |m| m.min(value)));
-        self.max = Some(self.max.map_or(value, |m| m.max(value)));
-        if self.first.is_none_or(|f| (time, seq) < (f.0, f.1)) {
-            self.first = Some((time, seq, value));
+        if needs.extremes {
+            self.min = Some(self.min.map_or(value, |m| m.min(value)));
+            self.max = Some(self.max.map_or(value, |m| m.max(value)));
         }
-        if self.last.is_none_or(|l| (time, seq) > (l.0, l.1)) {
-            self.last = Some((time, seq, value));
+        if needs.ends {
+            if self.first.is_none_or(|f| (time, seq) < (f.0, f.1)) {
+                self.first = Some((time, seq, value));
+            }
+            if self.last.is_none_or(|l| (time, seq) > (l.0, l.1)) {
+                self.last = Some((time, seq, value));
+            }
         }
     }
 
@@ -300,19 +316,19 @@ impl Tile {
     /// sketches on their own lines (`H` + JSON, `D` + hex of DDSketch's standard encoding).
     pub fn encode(&self, out: &mut Vec<u8>) {
         use std::io::Write;
-        let opt = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
-        let point = |p: Option<(i64, u64, f64)>| p.map_or_else(|| "-".to_string(), |(t, s, v)| format!("{t}/{s}/{v}"));
-        let _ = write!(
-            out,
-            "{} {} {} {} {} {} {}",
-            self.count,
-            self.sum,
-            self.m2,
-            opt(self.min),
-            opt(self.max),
-            point(self.first),
-            point(self.last)
-        );
+        let _ = write!(out, "{} {} {}", self.count, self.sum, self.m2);
+        for v in [self.min, self.max] {
+            let _ = match v {
+                Some(v) => write!(out, " {v}"),
+                None => write!(out, " -"),
+            };
+        }
+        for p in [self.first, self.last] {
+            let _ = match p {
+                Some((t, s, v)) => write!(out, " {t}/{s}/{v}"),
+                None => write!(out, " -"),
+            };
+        }
         if let Some(d) = &self.distinct {
             out.extend_from_slice(b"\nH");
             let _ = serde_json::to_writer(&mut *out, d.as_ref());
