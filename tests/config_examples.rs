@@ -68,3 +68,93 @@ fn a_bad_config_reports_every_problem_with_its_key() {
     let unknown = sluice::config::parse_str(step, std::path::Path::new("u.toml")).unwrap_err();
     assert!(unknown.to_string().contains("colour"), "{unknown}");
 }
+
+#[test]
+fn a_bad_aggregate_step_gets_one_clear_problem_per_mistake() {
+    let text = r#"
+        [[feature_set]]
+        name = "tx"
+        entity = "user_id"
+        timestamp = { field = "ts" }
+        allowed_lateness = "ten minutes"
+        fields = ["user_id", "ts", "amount"]
+        source = { kind = "jetstream", stream = "S", subject = "s" }
+
+        [[feature_set.steps]]
+        id = "agg"
+        kind = "aggregate"
+        period = "10m"
+
+        [[feature_set.steps.aggregations]]
+        field = "amount"
+        functions = ["sum", "median", "p100", "avrage"]
+        windows = ["1h", "25m"]
+        names = { amount_total_1h = "x" }
+
+        [[feature_set.steps.aggregations]]
+        field = "amount"
+        functions = ["count"]
+        windows = ["1h"]
+
+        [[feature_set.steps.aggregations]]
+        field = "price"
+        functions = ["max"]
+        windows = ["1h"]
+
+        [[feature_set.steps]]
+        id = "z"
+        kind = "map"
+        fields = { share = "amount / amount_sum_1h", ratio = "amount_max_1h / 2.0" }
+    "#;
+    let config = sluice::config::parse_str(text, std::path::Path::new("bad.toml")).unwrap();
+    let problems = sluice::config::validate(&config);
+    let text: Vec<String> = problems.iter().map(|p| format!("{}: {}", p.key, p.message)).collect();
+    let all = text.join("\n");
+    for expected in [
+        "steps[0].aggregations[2].field: refers to field \"price\"",
+        "add a `kind = \"redis\"` target",
+        "feature_set[0].allowed_lateness: \"ten minutes\": expected a duration",
+        "unknown function \"p100\"",
+        "unknown function \"avrage\"",
+        "window \"25m\" is not a whole number of periods (10m)",
+        "`names` renames \"amount_total_1h\", which this aggregation does not produce",
+        "field \"amount\" is aggregated twice in this step",
+    ] {
+        assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
+    }
+    assert_eq!(
+        problems.len(),
+        8,
+        "one problem per mistake, none for the map after it:\n{all}"
+    );
+
+    // Fixed, the map may use what the step produces.
+    let fixed = text_fixed();
+    let config = sluice::config::parse_str(&fixed, std::path::Path::new("ok.toml")).unwrap();
+    assert_eq!(sluice::config::validate(&config), []);
+}
+
+fn text_fixed() -> String {
+    r#"
+        [[feature_set]]
+        name = "tx"
+        entity = "user_id"
+        timestamp = { field = "ts" }
+        allowed_lateness = "10m"
+        fields = ["user_id", "ts", "amount"]
+        source = { kind = "jetstream", stream = "S", subject = "s" }
+        targets = [{ kind = "redis" }]
+
+        [[feature_set.steps]]
+        id = "agg"
+        kind = "aggregate"
+        period = "10m"
+        aggregations = [{ field = "amount", functions = ["sum", "max", "p95"], windows = ["1h", "tumbling:1d", "since_start"] }]
+
+        [[feature_set.steps]]
+        id = "z"
+        kind = "map"
+        fields = { share = "amount / amount_sum_1h", ratio = "amount_max_1h / amount_p95_since_start" }
+    "#
+    .to_string()
+}

@@ -54,8 +54,8 @@ impl MemoryStore {
     }
 }
 
-fn step(max_keys: usize, store: Option<Arc<MemoryStore>>) -> Box<dyn Step> {
-    let toml = format!(
+fn step(max_keys: usize, store: Option<Arc<MemoryStore>>, sketches: bool) -> Box<dyn Step> {
+    let mut toml = format!(
         r#"
 id = "agg"
 kind = "aggregate"
@@ -67,6 +67,9 @@ functions = ["count", "sum", "mean", "stddev", "min", "max"]
 windows = ["1h", "24h"]
 "#
     );
+    if sketches {
+        toml = toml.replace(r#""max"]"#, r#""max", "distinct", "p95"]"#);
+    }
     let config: StepConfig = toml::from_str(&toml).unwrap();
     let registry = Registry::new(PluginEngine::new(None).unwrap(), 1);
     let context = BuildContext {
@@ -120,10 +123,10 @@ struct Outcome {
     keys_in_memory: usize,
 }
 
-fn measure(options: &Options, keys: u64, max_keys: usize, store: Option<Arc<MemoryStore>>) -> Outcome {
+fn measure(options: &Options, keys: u64, max_keys: usize, store: Option<Arc<MemoryStore>>, sketches: bool) -> Outcome {
     // Time: the input is built first, so only the step is timed.
     let input: Vec<Rows> = (0..batch_count(options)).map(|b| batch_at(b, options, keys)).collect();
-    let mut step = step(max_keys, store.clone());
+    let mut step = step(max_keys, store.clone(), sketches);
     let mut failures = Vec::new();
     let mut pending = Vec::new();
     let mut out_events = 0usize;
@@ -144,7 +147,7 @@ fn measure(options: &Options, keys: u64, max_keys: usize, store: Option<Arc<Memo
     // so what stays counted is the step's state (keys, tiles, running values, the key map).
     let bytes_per_key = store.is_none().then(|| {
         let before = crate::counted_bytes(true);
-        let mut step = self::step(max_keys, None);
+        let mut step = self::step(max_keys, None, sketches);
         for b in 0..batch_count(options) {
             step.apply(batch_at(b, options, keys), &mut failures);
         }
@@ -170,17 +173,18 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         "{:<34} {:>12} {:>10} {:>14} {:>10}",
         "keys", "events/s", "ns/event", "bytes/key", "in memory"
     );
-    let runs: [(&str, u64, usize, bool); 3] = [
-        ("10k keys", 10_000, 10_000_000, false),
-        ("1M keys", 1_000_000, 10_000_000, false),
-        ("1M keys, max_keys 100k (evicting)", 1_000_000, 100_000, true),
+    let runs: [(&str, u64, usize, bool, bool); 4] = [
+        ("10k keys", 10_000, 10_000_000, false, false),
+        ("1M keys", 1_000_000, 10_000_000, false, false),
+        ("1M keys, max_keys 100k (evicting)", 1_000_000, 100_000, true, false),
+        ("10k keys, + distinct and p95 x 2", 10_000, 10_000_000, false, true),
     ];
-    for (label, keys, max_keys, bounded) in runs {
+    for (label, keys, max_keys, bounded, sketches) in runs {
         if options.keys.is_some_and(|k| k != keys) {
             continue;
         }
         let store = bounded.then(|| Arc::new(MemoryStore::default()));
-        let o = measure(&options, keys, max_keys, store);
+        let o = measure(&options, keys, max_keys, store, sketches);
         println!(
             "{:<34} {:>12.0} {:>10.0} {:>14} {:>10}",
             label,

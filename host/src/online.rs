@@ -46,12 +46,10 @@ impl OnlineView {
                 ..
             } = &step.kind
             {
-                aggregates.push(AggregateSpec::new(
-                    &step.id,
-                    period,
-                    set.allowed_lateness.as_deref(),
-                    aggregations,
-                )?);
+                aggregates.push(
+                    AggregateSpec::new(&step.id, period, set.allowed_lateness.as_deref(), aggregations)
+                        .map_err(|problems| format!("step \"{}\": {}", step.id, problems.join("; ")))?,
+                );
             }
         }
         Ok(OnlineView {

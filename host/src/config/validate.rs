@@ -58,6 +58,11 @@ fn check_set(config: &Config, set: &FeatureSetConfig, at: &str, report: &mut imp
             "expected the field holding the event time".into(),
         );
     }
+    if let Some(lateness) = &set.allowed_lateness {
+        if let Err(e) = parse_duration(lateness) {
+            report(format!("{at}.allowed_lateness"), e);
+        }
+    }
     if let Some(ttl) = &set.ttl {
         if let Err(e) = parse_duration(ttl) {
             report(format!("{at}.ttl"), e);
@@ -251,18 +256,21 @@ fn check_steps(config: &Config, set: &FeatureSetConfig, at: &str, report: &mut i
                             .into(),
                     );
                 }
-                match crate::steps::aggregate::AggregateSpec::new(
-                    &step.id,
-                    period,
-                    set.allowed_lateness.as_deref(),
-                    aggregations,
-                ) {
+                // A bad lateness is reported once, at its own key.
+                let lateness = set.allowed_lateness.as_deref().filter(|l| parse_duration(l).is_ok());
+                match crate::steps::aggregate::AggregateSpec::new(&step.id, period, lateness, aggregations) {
                     Ok(spec) => {
                         if let Some(known) = &mut known {
                             known.extend(spec.feature_names().map(str::to_string));
                         }
                     }
-                    Err(e) => report(key.clone(), e),
+                    Err(problems) => {
+                        for problem in problems {
+                            report(key.clone(), problem);
+                        }
+                        // Which fields it would produce is unknown: later steps are not checked.
+                        known = None;
+                    }
                 }
             }
         }

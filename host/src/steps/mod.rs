@@ -86,7 +86,8 @@ pub fn build(step: &StepConfig, context: &BuildContext) -> Result<Box<dyn Step>,
             aggregations,
         } => {
             let spec =
-                aggregate::AggregateSpec::new(&id, period, context.lateness, aggregations).map_err(|message| {
+                aggregate::AggregateSpec::new(&id, period, context.lateness, aggregations).map_err(|problems| {
+                    let message = problems.join("; ");
                     StepError::Invalid {
                         step: id.clone(),
                         message,

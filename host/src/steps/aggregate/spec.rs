@@ -56,13 +56,13 @@ fn window_suffix(text: &str) -> String {
 }
 
 impl AggregateSpec {
-    /// Resolves a step's config; every problem is reported, joined.
+    /// Resolves a step's config; every problem is reported.
     pub fn new(
         step: &str,
         period: &str,
         lateness: Option<&str>,
         aggregations: &[AggregationConfig],
-    ) -> Result<AggregateSpec, String> {
+    ) -> Result<AggregateSpec, Vec<String>> {
         let mut problems = Vec::new();
         let period_us = match parse_duration(period) {
             Ok(d) if d.as_micros() > 0 => d.as_micros() as i64,
@@ -90,6 +90,13 @@ impl AggregateSpec {
         let mut fields = Vec::new();
         for (a, agg) in aggregations.iter().enumerate() {
             let at = format!("aggregations[{a}] ({})", agg.field);
+            if aggregations[..a].iter().any(|earlier| earlier.field == agg.field) {
+                problems.push(format!(
+                    "{at}: field \"{}\" is aggregated twice in this step; list all its functions and windows \
+                     in one entry (or use another step)",
+                    agg.field
+                ));
+            }
             if agg.functions.is_empty() || agg.windows.is_empty() {
                 problems.push(format!("{at}: expected at least one function and one window"));
             }
@@ -156,7 +163,7 @@ impl AggregateSpec {
             });
         }
         if !problems.is_empty() {
-            return Err(problems.join("; "));
+            return Err(problems);
         }
         Ok(AggregateSpec {
             step: step.to_string(),

@@ -12,8 +12,9 @@ use crate::event::Value;
 /// about 1.6% error) beyond; deterministic hashing, so a restart estimates the same.
 pub type Distinct = CardinalityEstimator<[u8]>;
 
-/// Partial aggregates of the non-null values seen in one bucket.
-#[derive(Clone, Default)]
+/// Partial aggregates of the non-null values seen in one bucket (64 bytes in memory; the
+/// rarely used parts are boxed).
+#[derive(Clone)]
 pub struct Tile {
     /// Values counted.
     pub count: u64,
@@ -21,18 +22,42 @@ pub struct Tile {
     pub sum: f64,
     /// Sum of squares of the deviations from the mean (Welford's M2), for a stable variance.
     pub m2: f64,
-    /// Smallest value.
-    pub min: Option<f64>,
-    /// Largest value.
-    pub max: Option<f64>,
-    /// Earliest value: (event time, sequence, value).
-    pub first: Option<(i64, u64, f64)>,
-    /// Latest value: (event time, sequence, value).
-    pub last: Option<(i64, u64, f64)>,
+    /// Smallest value (`+∞` when none: no value, or min and max are not asked for).
+    pub min: f64,
+    /// Largest value (`−∞` when none).
+    pub max: f64,
+    /// Earliest and latest values, when asked for.
+    pub ends: Option<Box<Ends>>,
     /// Distinct values, when a distinct count is asked for.
     pub distinct: Option<Box<Distinct>>,
     /// Value distribution (DDSketch, 1% relative accuracy), when quantiles are asked for.
     pub sketch: Option<Box<DDSketch>>,
+}
+
+const _: () = assert!(std::mem::size_of::<Tile>() == 64, "a tile stays one cache line");
+
+/// The earliest and latest values of a tile: (event time, sequence, value) each.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ends {
+    /// Earliest (ties: lowest sequence).
+    pub first: (i64, u64, f64),
+    /// Latest (ties: highest sequence).
+    pub last: (i64, u64, f64),
+}
+
+impl Default for Tile {
+    fn default() -> Self {
+        Tile {
+            count: 0,
+            sum: 0.0,
+            m2: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            ends: None,
+            distinct: None,
+            sketch: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for Tile {
@@ -221,15 +246,26 @@ impl Tile {
         self.count += 1;
         self.sum += value;
         if needs.extremes {
-            self.min = Some(self.min.map_or(value, |m| m.min(value)));
-            self.max = Some(self.max.map_or(value, |m| m.max(value)));
+            self.min = self.min.min(value);
+            self.max = self.max.max(value);
         }
         if needs.ends {
-            if self.first.is_none_or(|f| (time, seq) < (f.0, f.1)) {
-                self.first = Some((time, seq, value));
-            }
-            if self.last.is_none_or(|l| (time, seq) > (l.0, l.1)) {
-                self.last = Some((time, seq, value));
+            let point = (time, seq, value);
+            match &mut self.ends {
+                None => {
+                    self.ends = Some(Box::new(Ends {
+                        first: point,
+                        last: point,
+                    }))
+                }
+                Some(ends) => {
+                    if (time, seq) < (ends.first.0, ends.first.1) {
+                        ends.first = point;
+                    }
+                    if (time, seq) > (ends.last.0, ends.last.1) {
+                        ends.last = point;
+                    }
+                }
             }
         }
     }
@@ -258,8 +294,7 @@ impl Tile {
             self.m2 = other.m2;
             self.min = other.min;
             self.max = other.max;
-            self.first = other.first;
-            self.last = other.last;
+            self.ends.clone_from(&other.ends);
             return;
         }
         let (n1, n2) = (self.count as f64, other.count as f64);
@@ -267,24 +302,20 @@ impl Tile {
         self.m2 += other.m2 + delta * delta * n1 * n2 / (n1 + n2);
         self.count += other.count;
         self.sum += other.sum;
-        self.min = match (self.min, other.min) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        self.max = match (self.max, other.max) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
-        let earlier = |a: (i64, u64, f64), b: (i64, u64, f64)| if (b.0, b.1) < (a.0, a.1) { b } else { a };
-        let later = |a: (i64, u64, f64), b: (i64, u64, f64)| if (b.0, b.1) > (a.0, a.1) { b } else { a };
-        self.first = match (self.first, other.first) {
-            (Some(a), Some(b)) => Some(earlier(a, b)),
-            (a, b) => a.or(b),
-        };
-        self.last = match (self.last, other.last) {
-            (Some(a), Some(b)) => Some(later(a, b)),
-            (a, b) => a.or(b),
-        };
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        match (&mut self.ends, &other.ends) {
+            (Some(mine), Some(theirs)) => {
+                if (theirs.first.0, theirs.first.1) < (mine.first.0, mine.first.1) {
+                    mine.first = theirs.first;
+                }
+                if (theirs.last.0, theirs.last.1) > (mine.last.0, mine.last.1) {
+                    mine.last = theirs.last;
+                }
+            }
+            (None, Some(theirs)) => self.ends = Some(theirs.clone()),
+            _ => {}
+        }
     }
 
     /// A function's value over this (merged) tile; `None` is null (counts are never null).
@@ -302,10 +333,10 @@ impl Tile {
             Function::Mean => Some(self.sum / n),
             Function::Variance => (self.count > 1).then(|| self.m2 / (n - 1.0)),
             Function::Stddev => (self.count > 1).then(|| (self.m2 / (n - 1.0)).sqrt()),
-            Function::Min => self.min,
-            Function::Max => self.max,
-            Function::First => self.first.map(|f| f.2),
-            Function::Last => self.last.map(|l| l.2),
+            Function::Min => (self.min <= self.max).then_some(self.min),
+            Function::Max => (self.min <= self.max).then_some(self.max),
+            Function::First => self.ends.as_ref().map(|e| e.first.2),
+            Function::Last => self.ends.as_ref().map(|e| e.last.2),
             Function::Quantile(q) => self.sketch.as_ref().and_then(|s| s.quantile(q).ok().flatten()),
             Function::Distinct => unreachable!("handled above"),
         }
@@ -317,18 +348,18 @@ impl Tile {
     pub fn encode(&self, out: &mut Vec<u8>) {
         use std::io::Write;
         let _ = write!(out, "{} {} {}", self.count, self.sum, self.m2);
-        for v in [self.min, self.max] {
-            let _ = match v {
-                Some(v) => write!(out, " {v}"),
-                None => write!(out, " -"),
-            };
-        }
-        for p in [self.first, self.last] {
-            let _ = match p {
-                Some((t, s, v)) => write!(out, " {t}/{s}/{v}"),
-                None => write!(out, " -"),
-            };
-        }
+        let _ = match self.min <= self.max {
+            true => write!(out, " {} {}", self.min, self.max),
+            false => write!(out, " - -"),
+        };
+        let _ = match &self.ends {
+            Some(e) => write!(
+                out,
+                " {}/{}/{} {}/{}/{}",
+                e.first.0, e.first.1, e.first.2, e.last.0, e.last.1, e.last.2
+            ),
+            None => write!(out, " - -"),
+        };
         if let Some(d) = &self.distinct {
             out.extend_from_slice(b"\nH");
             let _ = serde_json::to_writer(&mut *out, d.as_ref());
@@ -363,10 +394,12 @@ impl Tile {
             count: next()?.parse().map_err(|_| bad())?,
             sum: float(next()?)?,
             m2: float(next()?)?,
-            min: opt(next()?)?,
-            max: opt(next()?)?,
-            first: point(next()?)?,
-            last: point(next()?)?,
+            min: opt(next()?)?.unwrap_or(f64::INFINITY),
+            max: opt(next()?)?.unwrap_or(f64::NEG_INFINITY),
+            ends: match (point(next()?)?, point(next()?)?) {
+                (Some(first), Some(last)) => Some(Box::new(Ends { first, last })),
+                _ => None,
+            },
             distinct: None,
             sketch: None,
         };
