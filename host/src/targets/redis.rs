@@ -139,15 +139,6 @@ impl RedisTarget {
         format!("{}:_late", self.prefix)
     }
 
-    /// Events refused as late so far (those of applied batches).
-    pub async fn late(&mut self) -> Result<u64, TargetError> {
-        let late: Option<u64> = redis::cmd("GET")
-            .arg(self.late_key())
-            .query_async(&mut self.conn)
-            .await?;
-        Ok(late.unwrap_or(0))
-    }
-
     /// Writes a batch's rows, its aggregation state and its count of late events, and marks
     /// `last_seq` applied, atomically. Only the latest row of each entity (by event time, then
     /// sequence) is sent: the others would be overwritten in the same transaction anyway.

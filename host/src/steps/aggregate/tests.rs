@@ -426,3 +426,55 @@ fn a_value_that_is_not_a_number_fails_only_its_event() {
     assert_eq!(failures[0].reason, "field \"amount\": expected a number, got text");
     assert!(!failures[0].late);
 }
+
+#[test]
+fn a_step_keyed_by_another_field_keeps_its_tiles_in_hashes_of_its_own() {
+    let config: StepConfig = toml::from_str(
+        r#"
+id = "per_merchant"
+kind = "aggregate"
+key = "merchant"
+period = "1h"
+aggregations = [{ field = "amount", functions = ["count", "sum"], windows = ["1h"] }]
+"#,
+    )
+    .unwrap();
+    let registry = Registry::new(PluginEngine::new(None).unwrap(), 1);
+    let store = Arc::new(MemoryStore::default());
+    let context = BuildContext {
+        registry: &registry,
+        lookup: Arc::new(NoLookup),
+        tiles: Some(TileHome {
+            prefix: "t:set:v1".into(),
+            store: store.clone(),
+        }),
+        lateness: None,
+    };
+    let mut step = build(&config, &context).unwrap();
+    let mut rows = rows_of(&events(6, 3));
+    let merchants = ["m1", "m2", "m1", "m1", "m2", "m3"];
+    for (event, m) in rows.batch.events.iter_mut().zip(merchants) {
+        event.values[0] = Value::Float(10.0);
+        event.values[1] = Value::Text(m.into());
+        event.time = 1_764_000_000_000_000;
+    }
+    rows.batch.events[5].values[1] = Value::Null;
+    let mut failures = Vec::new();
+    let out = step.apply(rows, &mut failures);
+    assert_eq!(failures.len(), 1, "no key: the event fails");
+    assert_eq!(failures[0].reason, "the key field is null");
+    let count = out.batch.fields.iter().position(|f| f == "amount_count_1h").unwrap();
+    let counts: Vec<&Value> = out.batch.events.iter().map(|e| &e.values[count]).collect();
+    let one = Value::Integer(1);
+    let (two, three) = (Value::Integer(2), Value::Integer(3));
+    assert_eq!(
+        counts,
+        [&one, &one, &two, &three, &two],
+        "per merchant, whatever the entity"
+    );
+    let mut writes = Vec::new();
+    step.take_writes(&mut writes);
+    let mut hashes: Vec<&str> = writes.iter().map(|w| w.hash.as_str()).collect();
+    hashes.sort();
+    assert_eq!(hashes, ["t:set:v1:per_merchant:{m1}", "t:set:v1:per_merchant:{m2}"]);
+}
