@@ -9,8 +9,10 @@ use super::retry::Backoff;
 use super::{PipelineError, Services};
 use crate::config::{Config, FeatureSetConfig, TargetConfig};
 use crate::sources::jetstream::{JetStreamSource, SourceOptions};
+use crate::steps::aggregate::AggregateSpec;
 use crate::targets::parquet::PartWriter;
 use crate::targets::stream::RowBatch;
+use arrow_schema::DataType;
 
 /// A running offline writer.
 pub struct OfflineRunner {
@@ -51,6 +53,11 @@ impl OfflineRunner {
         };
         let writer =
             PartWriter::open(&config.resolve(root), &set.name, set.version).map_err(|e| fail(e.to_string()))?;
+        let types = AggregateSpec::types_of(set)
+            .into_iter()
+            .map(|(name, integer)| (name, if integer { DataType::Int64 } else { DataType::Float64 }))
+            .collect();
+        let writer = writer.with_types(types);
         let options = SourceOptions {
             stream,
             subject,

@@ -145,6 +145,9 @@ pub struct PartWriter {
     committed: Committed,
     pending: Pending,
     started: Option<Instant>,
+    /// Column types known from the config (aggregates), used when a part's values do not
+    /// tell (all null) or would narrow them (only integers in a float column).
+    types: HashMap<String, DataType>,
 }
 
 impl PartWriter {
@@ -158,7 +161,14 @@ impl PartWriter {
             committed,
             pending: Pending::default(),
             started: None,
+            types: HashMap::new(),
         })
+    }
+
+    /// Declares the types of some columns.
+    pub fn with_types(mut self, types: HashMap<String, DataType>) -> Self {
+        self.types = types;
+        self
     }
 
     /// The folder of this feature set version.
@@ -208,7 +218,7 @@ impl PartWriter {
             let folder = self.dir.join(format!("date={date}"));
             fs::create_dir_all(&folder).map_err(|e| file_error(&folder, e))?;
             let path = folder.join(format!("part-{first:020}-{last:020}.parquet"));
-            write_part(&path, pending, rows)?;
+            write_part(&path, pending, rows, &self.types)?;
             written.push((date.clone(), path));
         }
         self.pending = Pending::default();
@@ -222,8 +232,13 @@ impl PartWriter {
 }
 
 /// Writes one file: temporary name, fsync, rename, fsync of the folder.
-fn write_part(path: &Path, pending: &Pending, rows: &[usize]) -> Result<(), TargetError> {
-    let batch = record_batch(pending, rows).map_err(|e| file_error(path, e))?;
+fn write_part(
+    path: &Path,
+    pending: &Pending,
+    rows: &[usize],
+    types: &HashMap<String, DataType>,
+) -> Result<(), TargetError> {
+    let batch = record_batch(pending, rows, types).map_err(|e| file_error(path, e))?;
     let tmp = path.with_extension("parquet.tmp");
     let file = fs::File::create(&tmp).map_err(|e| file_error(&tmp, e))?;
     let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
@@ -318,7 +333,11 @@ fn column(pending: &Pending, rows: &[usize], field: usize, kind: &DataType) -> A
     }
 }
 
-fn record_batch(pending: &Pending, rows: &[usize]) -> Result<RecordBatch, arrow_schema::ArrowError> {
+fn record_batch(
+    pending: &Pending,
+    rows: &[usize],
+    types: &HashMap<String, DataType>,
+) -> Result<RecordBatch, arrow_schema::ArrowError> {
     let mut fields = vec![
         Field::new("_seq", DataType::UInt64, false),
         Field::new("_key", DataType::Utf8, false),
@@ -338,7 +357,17 @@ fn record_batch(pending: &Pending, rows: &[usize]) -> Result<RecordBatch, arrow_
         ),
     ];
     for (i, name) in pending.fields.iter().enumerate() {
-        let kind = column_type(pending, rows, i);
+        let seen = column_type(pending, rows, i);
+        let kind = match (types.get(name), &seen) {
+            // All null (text by default), or integers in a float column: the declared type.
+            (Some(declared @ (DataType::Float64 | DataType::Int64)), DataType::Utf8)
+                if rows.iter().all(|&r| matches!(pending.value(r, i), Value::Null)) =>
+            {
+                declared.clone()
+            }
+            (Some(DataType::Float64), DataType::Int64) => DataType::Float64,
+            _ => seen,
+        };
         columns.push(column(pending, rows, i, &kind));
         fields.push(Field::new(name, kind, true));
     }
@@ -382,6 +411,36 @@ mod tests {
         writer.add(later);
         let files = writer.commit().unwrap();
         assert_eq!(files.len(), 1);
+    }
+
+    #[test]
+    fn declared_types_hold_when_a_part_has_only_nulls_or_only_integers() {
+        let dir = tempfile::tempdir().unwrap();
+        let types = HashMap::from([
+            ("sd".to_string(), DataType::Float64),
+            ("mean".to_string(), DataType::Float64),
+            ("n".to_string(), DataType::Int64),
+        ]);
+        let mut writer = PartWriter::open(dir.path(), "tx", 1).unwrap().with_types(types);
+        let mut rows = Rows::new(vec!["sd".into(), "mean".into(), "n".into(), "other".into()]);
+        rows.push(
+            1,
+            Event {
+                key: "u".into(),
+                time: 0,
+                values: vec![Value::Null, Value::Integer(3), Value::Null, Value::Null],
+            },
+        );
+        writer.add(rows);
+        let files = writer.commit().unwrap();
+        let file = fs::File::open(&files[0]).unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+        let schema = reader.schema();
+        let kind = |name: &str| schema.field_with_name(name).unwrap().data_type().clone();
+        assert_eq!(kind("sd"), DataType::Float64, "all null: the declared type");
+        assert_eq!(kind("mean"), DataType::Float64, "integers in a float column");
+        assert_eq!(kind("n"), DataType::Int64);
+        assert_eq!(kind("other"), DataType::Utf8, "undeclared and all null: text");
     }
 
     #[test]

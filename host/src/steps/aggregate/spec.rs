@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use super::state::KeyState;
 use super::tile::{Function, Needs, Tile};
 use super::window::Window;
-use crate::config::{parse_duration, AggregationConfig};
+use crate::config::{parse_duration, AggregationConfig, FeatureSetConfig, StepKind};
 use crate::event::Value;
 
 /// One output feature: a function of a field over a window.
@@ -171,6 +171,25 @@ impl AggregateSpec {
             lateness: lateness_us,
             fields,
         })
+    }
+
+    /// Every aggregate a feature set computes (all its `aggregate` steps), with whether it is
+    /// an integer (counts) rather than a float: the declared types of those columns.
+    pub fn types_of(set: &FeatureSetConfig) -> Vec<(String, bool)> {
+        let mut out = Vec::new();
+        for step in &set.steps {
+            if let StepKind::Aggregate {
+                period, aggregations, ..
+            } = &step.kind
+            {
+                if let Ok(spec) = AggregateSpec::new(&step.id, period, set.allowed_lateness.as_deref(), aggregations) {
+                    for field in &spec.fields {
+                        out.extend(field.features.iter().map(|f| (f.name.clone(), f.function.is_integer())));
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Every feature name, in output order.
