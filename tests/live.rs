@@ -392,3 +392,50 @@ pub fn start(live: &Live, config: &std::path::Path) -> (tokio::sync::watch::Send
     });
     (stop, task)
 }
+
+/// One HTTP/1.1 request on a fresh connection: (status, body).
+pub async fn http(
+    address: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &[u8],
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8_lossy(&response).to_string();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_string());
+    (status, body)
+}
+
+/// Runs `sluice run` in this process and returns the HTTP API's address (the config's
+/// `[http] bind` should use port 0).
+pub async fn start_serving(
+    config: &Path,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+) {
+    let config = sluice::config::load(config).unwrap_or_else(|e| panic!("{e}"));
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let (bound, address) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        sluice::pipeline::run_with(config, shutdown, Some(bound))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    });
+    (address.await.expect("the HTTP API binds"), stop, task)
+}

@@ -32,6 +32,12 @@ pub struct Config {
     /// The feature sets.
     #[serde(default, rename = "feature_set")]
     pub feature_sets: Vec<FeatureSetConfig>,
+    /// The HTTP API: served by `sluice run` when present.
+    #[serde(default)]
+    pub http: Option<HttpConfig>,
+    /// API tokens (their SHA-256, never the tokens themselves).
+    #[serde(default, rename = "token")]
+    pub tokens: Vec<TokenConfig>,
     /// The folder of the config file, to resolve relative paths.
     #[serde(skip)]
     pub base: PathBuf,
@@ -52,6 +58,51 @@ pub struct HostConfig {
     pub redis_prefix: String,
     /// Folder for offline data and the artifact cache (relative to the config file).
     pub data_dir: PathBuf,
+}
+
+/// The HTTP API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to listen on (`127.0.0.1:8080`; port 0 picks a free one).
+    pub bind: String,
+    /// Largest accepted request body, in bytes.
+    #[serde(default = "max_body_bytes")]
+    pub max_body_bytes: usize,
+}
+
+fn max_body_bytes() -> usize {
+    1 << 20
+}
+
+/// One API token: a name (in logs), the SHA-256 of the token (hex; `sluice token new` makes
+/// both), its scopes, and optionally the feature sets it is limited to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Name, shown in logs and audit lines.
+    pub name: String,
+    /// SHA-256 of the token, 64 hex digits.
+    pub sha256: String,
+    /// What it may do.
+    pub scopes: Vec<Scope>,
+    /// Feature sets it is limited to (empty: all).
+    #[serde(default)]
+    pub sets: Vec<String>,
+}
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Online lookups and metrics.
+    Read,
+    /// Pushing events.
+    Ingest,
+    /// Deploying plugins.
+    Deploy,
+    /// Everything.
+    Admin,
 }
 
 impl Default for HostConfig {

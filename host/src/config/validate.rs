@@ -28,7 +28,47 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         }
         check_set(config, set, &at, &mut report);
     }
+    check_access(config, &mut report);
     problems
+}
+
+/// The HTTP section and the tokens.
+fn check_access(config: &Config, report: &mut impl FnMut(String, String)) {
+    if let Some(http) = &config.http {
+        if http.bind.parse::<std::net::SocketAddr>().is_err() {
+            report(
+                "http.bind".into(),
+                format!("{:?}: expected an address and port, e.g. 127.0.0.1:8080", http.bind),
+            );
+        }
+    }
+    let mut names = HashSet::new();
+    for (i, token) in config.tokens.iter().enumerate() {
+        let at = format!("token[{i}]");
+        if !names.insert(token.name.as_str()) {
+            report(
+                format!("{at}.name"),
+                format!("token name \"{}\" is used twice", token.name),
+            );
+        }
+        if token.sha256.len() != 64 || !token.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            report(
+                format!("{at}.sha256"),
+                "expected the token's SHA-256 as 64 hex digits (`sluice token new` prints it); never the token".into(),
+            );
+        }
+        if token.scopes.is_empty() {
+            report(
+                format!("{at}.scopes"),
+                "expected at least one of read, ingest, deploy, admin".into(),
+            );
+        }
+        for set in &token.sets {
+            if !config.feature_sets.iter().any(|s| &s.name == set) {
+                report(format!("{at}.sets"), format!("no feature set \"{set}\""));
+            }
+        }
+    }
 }
 
 fn valid_name(name: &str) -> bool {

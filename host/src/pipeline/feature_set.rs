@@ -12,6 +12,7 @@ use super::retry::{retry, Backoff};
 use super::{PipelineError, Services};
 use crate::config::{parse_duration, Config, FeatureSetConfig, SourceConfig, TargetConfig};
 use crate::graph::{Failure, Graph, Rows};
+use crate::metrics::SetMetrics;
 use crate::online::OnlineView;
 use crate::plugin::OnlineLookup;
 use crate::sources::file::FileSource;
@@ -21,6 +22,7 @@ use crate::steps::aggregate::TileHome;
 use crate::targets::dlq::DeadLetters;
 use crate::targets::redis::{Durable, RedisTarget};
 use crate::targets::stream::{RowBatch, StreamTarget};
+use std::sync::atomic::Ordering::Relaxed;
 
 /// Where a feature set's events come from.
 enum Input {
@@ -103,6 +105,7 @@ pub struct FeatureSetRunner {
     dead_letters: DeadLetters,
     stream: Option<StreamTarget>,
     redis: Option<RedisTarget>,
+    metrics: Arc<SetMetrics>,
 }
 
 impl FeatureSetRunner {
@@ -183,6 +186,7 @@ impl FeatureSetRunner {
             dead_letters: DeadLetters::new(services.js.clone(), &set.name, set.version),
             stream: None,
             redis: None,
+            metrics: services.metrics.set(&label),
         };
         for target in &set.targets {
             match target {
@@ -272,6 +276,7 @@ impl FeatureSetRunner {
         });
         let computed = std::time::Instant::now();
         let late = failures.iter().filter(|f| f.late).count() as u64;
+        let failed = failures.len() as u64 - late;
         if !failures.is_empty() {
             let letters: Vec<(Failure, Bytes)> = failures
                 .into_iter()
@@ -302,6 +307,11 @@ impl FeatureSetRunner {
             stream_us = computed.elapsed().as_micros() as u64,
             "batch"
         );
+        self.metrics.events_in.fetch_add(messages.len() as u64, Relaxed);
+        self.metrics.rows_out.fetch_add(rows.len() as u64, Relaxed);
+        self.metrics.failed.fetch_add(failed, Relaxed);
+        self.metrics.late.fetch_add(late, Relaxed);
+        self.metrics.batch_seconds.observe(started.elapsed());
         if late > 0 {
             tracing::info!(set = %self.label, late, "events later than the allowed lateness sent to the late subject");
         }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::config::{Config, TargetConfig};
+use crate::metrics::Metrics;
 use crate::plugin::{PluginEngine, Registry};
 use crate::steps::aggregate::TileStore;
 use crate::targets::dlq::DeadLetters;
@@ -59,6 +60,8 @@ pub struct Services {
     pub registry: Arc<Registry>,
     /// Where aggregation state is loaded from.
     pub tiles: Arc<dyn TileStore>,
+    /// Counters and histograms (`/metrics`).
+    pub metrics: Arc<Metrics>,
 }
 
 impl Services {
@@ -97,15 +100,49 @@ impl Services {
             prefix: config.host.redis_prefix.clone(),
             registry,
             tiles: Arc::new(SyncRedis::new(&config.host.redis)?),
+            metrics: Arc::new(Metrics::default()),
         })
     }
 }
 
 /// Runs every feature set of the config until `shutdown` turns true.
 pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), PipelineError> {
+    run_with(config, shutdown, None).await
+}
+
+/// Like [`run`]; the HTTP API's bound address (when the config has `[http]`) is sent on
+/// `bound` (tests bind port 0).
+pub async fn run_with(
+    config: Config,
+    shutdown: watch::Receiver<bool>,
+    bound: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
+) -> Result<(), PipelineError> {
     let services = Services::connect(&config).await?;
     let lookup = Arc::new(RedisLookup::new(&config, &services.redis_url)?);
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
+    if let Some(http) = &config.http {
+        let api = crate::http::Api::new(
+            &config,
+            services.redis.clone(),
+            Some(services.js.clone()),
+            services.metrics.clone(),
+            ready.clone(),
+        )
+        .map_err(PipelineError::Service)?;
+        let listener = tokio::net::TcpListener::bind(&http.bind)
+            .await
+            .map_err(|e| PipelineError::Service(format!("HTTP API on {}: {e}", http.bind)))?;
+        if let (Some(bound), Ok(address)) = (bound, listener.local_addr()) {
+            let _ = bound.send(address);
+        }
+        let (limit, shutdown) = (http.max_body_bytes, shutdown.clone());
+        tasks.spawn(async move {
+            if let Err(e) = crate::http::serve(listener, Arc::new(api), limit, shutdown).await {
+                tracing::error!("HTTP API stopped: {e}");
+            }
+        });
+    }
     for set in &config.feature_sets {
         let runner = FeatureSetRunner::start(&config, set, &services, lookup.clone()).await?;
         tasks.spawn(runner.run(shutdown.clone()));
@@ -116,6 +153,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
             }
         }
     }
+    ready.store(true, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(feature_sets = config.feature_sets.len(), "pipeline running");
     while let Some(done) = tasks.join_next().await {
         if let Err(e) = done {

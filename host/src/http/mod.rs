@@ -1,0 +1,276 @@
+//! The HTTP API (axum): online lookups, ingest, health, readiness and metrics. Every route
+//! except `/healthz` needs a bearer token with the right scope (see [`auth`]).
+//!
+//! Everything a request needs is built once at start ([`Api::new`]): the request path does
+//! no config or registry work, and a lookup is one pipelined Redis round trip.
+
+pub mod auth;
+mod features;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::config::{parse_duration, Config, Scope, SourceConfig};
+use crate::metrics::Metrics;
+use crate::online::OnlineView;
+use auth::{authenticate, Denied, Token};
+
+/// How one feature set (its highest version) is served.
+struct ServedSet {
+    version: u32,
+    view: OnlineView,
+    /// Online values older than this (by event time) are `outside_max_age`, µs.
+    max_age: Option<i64>,
+    /// The JetStream subject ingest publishes to (a JetStream-sourced set).
+    subject: Option<String>,
+}
+
+/// The API's state, shared by every request.
+pub struct Api {
+    sets: HashMap<String, ServedSet>,
+    tokens: Vec<Token>,
+    redis: redis::aio::ConnectionManager,
+    js: Option<async_nats::jetstream::Context>,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+}
+
+/// An error response: a status and a JSON body `{"error": "..."}`.
+pub(crate) struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.0,
+            [(header::CONTENT_TYPE, "application/json")],
+            json!({ "error": self.1 }).to_string(),
+        )
+            .into_response();
+        if self.0 == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl ApiError {
+    pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError(StatusCode::BAD_REQUEST, message.into())
+    }
+}
+
+impl Api {
+    /// Builds everything requests need, from the config and the running services.
+    pub fn new(
+        config: &Config,
+        redis: redis::aio::ConnectionManager,
+        js: Option<async_nats::jetstream::Context>,
+        metrics: Arc<Metrics>,
+        ready: Arc<AtomicBool>,
+    ) -> Result<Api, String> {
+        let mut sets: HashMap<String, ServedSet> = HashMap::new();
+        for set in &config.feature_sets {
+            if sets.get(&set.name).is_some_and(|s| s.version > set.version) {
+                continue;
+            }
+            let max_age = set
+                .ttl
+                .as_deref()
+                .map(parse_duration)
+                .transpose()?
+                .map(|d| d.as_micros() as i64);
+            let subject = match &set.source {
+                SourceConfig::Jetstream { subject, .. } => Some(subject.clone()),
+                _ => None,
+            };
+            let view = OnlineView::new(&config.host.redis_prefix, set)?;
+            sets.insert(
+                set.name.clone(),
+                ServedSet {
+                    version: set.version,
+                    view,
+                    max_age,
+                    subject,
+                },
+            );
+        }
+        Ok(Api {
+            sets,
+            tokens: config.tokens.iter().map(Token::from_config).collect(),
+            redis,
+            js,
+            metrics,
+            ready,
+        })
+    }
+
+    /// The token of a request, allowed `scope` on `set`; refusals are counted.
+    pub(crate) fn allow(&self, headers: &HeaderMap, scope: Scope, set: Option<&str>) -> Result<&Token, ApiError> {
+        let header = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let checked = authenticate(&self.tokens, header).and_then(|t| t.allows(scope, set).map(|()| t));
+        checked.map_err(|denied| {
+            self.metrics.refused.fetch_add(1, Relaxed);
+            match denied {
+                Denied::Unauthenticated(why) => ApiError(StatusCode::UNAUTHORIZED, why.to_string()),
+                Denied::Forbidden(why) => ApiError(StatusCode::FORBIDDEN, why),
+            }
+        })
+    }
+
+    fn set(&self, name: &str) -> Result<&ServedSet, ApiError> {
+        self.sets
+            .get(name)
+            .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no feature set \"{name}\"")))
+    }
+}
+
+/// The routes.
+pub fn router(api: Arc<Api>, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/features/{set}/{entity}", get(features::one))
+        .route("/v1/features/lookup", post(features::many))
+        .route("/v1/ingest/{set}", post(ingest))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(api)
+}
+
+/// Serves until `shutdown` turns true (requests in progress finish).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    api: Arc<Api>,
+    max_body_bytes: usize,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let address: SocketAddr = listener.local_addr()?;
+    tracing::info!(%address, "HTTP API listening");
+    axum::serve(listener, router(api, max_body_bytes))
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .await
+}
+
+/// Ready when the pipelines run and Redis and NATS answer (a `read` token: unlike
+/// `/healthz`, it tells about the services behind).
+async fn readyz(State(api): State<Arc<Api>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    api.allow(&headers, Scope::Read, None)?;
+    let mut redis = api.redis.clone();
+    let redis_ok = redis::cmd("PING").query_async::<String>(&mut redis).await.is_ok();
+    let nats_ok = match &api.js {
+        // A PING round trip to the server.
+        Some(js) => js.client().flush().await.is_ok(),
+        None => true,
+    };
+    let pipelines = api.ready.load(Relaxed);
+    let status = if redis_ok && nats_ok && pipelines {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({ "redis": redis_ok, "nats": nats_ok, "pipelines": pipelines });
+    Ok((status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response())
+}
+
+async fn metrics(State(api): State<Arc<Api>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    api.allow(&headers, Scope::Read, None)?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        api.metrics.render(),
+    )
+        .into_response())
+}
+
+/// `POST /v1/ingest/{set}`: one JSON object, a JSON array of them, or JSON lines. Each event
+/// is published to the feature set's input subject, so it goes through the very same
+/// decoding, graph and dead-letter handling as any other; the response says where they are.
+async fn ingest(
+    State(api): State<Arc<Api>>,
+    Path(set): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let token = api.allow(&headers, Scope::Ingest, Some(&set))?;
+    let served = api.set(&set)?;
+    let (Some(subject), Some(js)) = (&served.subject, &api.js) else {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("feature set \"{set}\" does not read a JetStream subject: it cannot take events over HTTP"),
+        ));
+    };
+    let events = split_events(&body)?;
+    let mut acks = Vec::with_capacity(events.len());
+    for event in events {
+        let ack = js
+            .publish(subject.clone(), event)
+            .await
+            .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("NATS: {e}")))?;
+        acks.push(ack);
+    }
+    let (mut first, mut last) = (u64::MAX, 0);
+    for ack in acks {
+        let ack = ack.await.map_err(|e| {
+            ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("NATS did not store an event: {e}"),
+            )
+        })?;
+        first = first.min(ack.sequence);
+        last = last.max(ack.sequence);
+    }
+    let accepted = if last == 0 { 0 } else { last - first + 1 };
+    api.metrics.ingested.fetch_add(accepted, Relaxed);
+    tracing::debug!(set = %set, token = %token.name, accepted, "ingested");
+    let body = json!({ "set": set, "accepted": accepted, "first_seq": (accepted > 0).then_some(first), "last_seq": (accepted > 0).then_some(last) });
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response())
+}
+
+/// The events of an ingest body: the elements of a JSON array, one JSON object, or lines.
+fn split_events(body: &Bytes) -> Result<Vec<Bytes>, ApiError> {
+    let text = body.trim_ascii();
+    if text.is_empty() {
+        return Err(ApiError::bad_request(
+            "empty body: expected a JSON object, an array of them, or JSON lines",
+        ));
+    }
+    if text.starts_with(b"[") {
+        let items: Vec<Box<serde_json::value::RawValue>> = serde_json::from_slice(text).map_err(|e| {
+            ApiError::bad_request(format!("the body starts with [ but is not a JSON array of events: {e}"))
+        })?;
+        return Ok(items
+            .into_iter()
+            .map(|raw| Bytes::copy_from_slice(raw.get().as_bytes()))
+            .collect());
+    }
+    if serde_json::from_slice::<serde::de::IgnoredAny>(text).is_ok() {
+        return Ok(vec![body.slice_ref(text)]);
+    }
+    // JSON lines: each line an event (a malformed one becomes a dead letter with its reason,
+    // as on the JetStream subject).
+    Ok(body
+        .split(|b| *b == b'\n')
+        .map(|line| line.trim_ascii())
+        .filter(|line| !line.is_empty())
+        .map(|line| body.slice_ref(line))
+        .collect())
+}

@@ -1,0 +1,259 @@
+//! The HTTP API against a real server (bound to 127.0.0.1:0) with NATS and Redis: ingest
+//! feeds the graph, lookups match Redis and the as-of rule, every route refuses a missing or
+//! wrong-scope token, bad bodies get 4xx with a clear message.
+
+use std::time::Duration;
+
+use serde_json::{json, Value as Json};
+use sluice::http::auth::hash_token;
+use sluice_tests::live::{http, start_serving, wait_for, Live};
+
+const READ: &str = "reader-token-1";
+const INGEST: &str = "ingest-token-2";
+const OTHER_SET: &str = "other-set-token-3";
+
+/// The fraud example with an HTTP API on a free port and three tokens.
+fn serving_config(live: &Live) -> std::path::PathBuf {
+    let path = live.write_config();
+    let mut config: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+    let set = live.set.as_str();
+    let extra: toml::Table = toml::from_str(&format!(
+        r#"
+        http = {{ bind = "127.0.0.1:0", max_body_bytes = 65536 }}
+        [[token]]
+        name = "reader"
+        sha256 = "{}"
+        scopes = ["read"]
+        sets = ["{set}"]
+        [[token]]
+        name = "ingester"
+        sha256 = "{}"
+        scopes = ["ingest"]
+        [[token]]
+        name = "elsewhere"
+        sha256 = "{}"
+        scopes = ["read", "ingest"]
+        sets = ["nope"]
+        "#,
+        hash_token(READ),
+        hash_token(INGEST),
+        hash_token(OTHER_SET),
+    ))
+    .unwrap();
+    config.extend(extra);
+    // The last token names a set that does not exist: add one so the config validates.
+    let mut nope = config["feature_set"].as_array().unwrap()[0].clone();
+    let nope_table = nope.as_table_mut().unwrap();
+    nope_table.insert("name".into(), "nope".into());
+    let source = nope_table["source"].as_table_mut().unwrap();
+    source.insert("subject".into(), format!("ev.nope.{}", live.id).into());
+    source.insert("stream".into(), format!("{}NOPE", live.stream).into());
+    nope_table.insert(
+        "targets".into(),
+        toml::Value::Array(vec![toml::Value::Table(toml::from_str("kind = \"redis\"").unwrap())]),
+    );
+    config["feature_set"].as_array_mut().unwrap().push(nope);
+    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+    path
+}
+
+fn tx(id: u64, user: &str, usd: f64, ts: i64) -> Json {
+    json!({"transaction_id": id, "user_id": user, "amount": usd, "currency": "USD", "merchant": "m1", "country": "DE", "ts": ts})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_ingest_and_access_control_over_real_http() {
+    let live = Live::new("http");
+    // The input stream must exist before the pipeline binds its consumer.
+    live.publish(&[]).await;
+    let config = serving_config(&live);
+    let (address, stop, task) = start_serving(&config).await;
+    let set = live.set.clone();
+    let t = 1_764_000_000_000i64;
+
+    // Ingest: an array, JSON lines and a single object; one line is poison.
+    let array = serde_json::to_vec(&json!([tx(1, "a", 10.0, t), tx(2, "a", 20.0, t + 60_000)])).unwrap();
+    let (status, body) = http(address, "POST", &format!("/v1/ingest/{set}"), Some(INGEST), &array).await;
+    assert_eq!(status, 202, "{body}");
+    let body: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["accepted"], 2);
+    let lines = format!(
+        "{}\n{{not json\n{}\n",
+        tx(3, "b", 5.0, t),
+        tx(4, "a", 30.0, t + 120_000)
+    );
+    let (status, body) = http(
+        address,
+        "POST",
+        &format!("/v1/ingest/{set}"),
+        Some(INGEST),
+        lines.as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(serde_json::from_str::<Json>(&body).unwrap()["accepted"], 3);
+    let pretty = serde_json::to_vec_pretty(&tx(5, "c", 1.0, t)).unwrap();
+    let (status, _) = http(address, "POST", &format!("/v1/ingest/{set}"), Some(INGEST), &pretty).await;
+    assert_eq!(status, 202, "a pretty-printed object is one event");
+    wait_for("every ingested event applied", Duration::from_secs(30), async || {
+        live.applied().await == 6
+    })
+    .await;
+    assert_eq!(live.applied().await, 6);
+    let letters = live.dead_letters().await;
+    assert_eq!(letters.len(), 1, "the malformed line is a dead letter");
+    assert_eq!(letters[0].3, b"{not json");
+
+    // One entity, as of its latest event: the windows hold its three transactions.
+    let at = t + 120_000;
+    let (status, body) = http(
+        address,
+        "GET",
+        &format!("/v1/features/{set}/a?at={at}"),
+        Some(READ),
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let a: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(a["found"], true);
+    assert_eq!(a["event_time"], "2025-11-24T16:02:00Z");
+    assert_eq!(a["features"]["amount_usd"], json!({"value": 30.0, "status": "present"}));
+    assert_eq!(a["features"]["tx_count_1h"]["value"], 3);
+    assert_eq!(a["features"]["amount_usd_sum_24h"]["value"], 60.0);
+    // The same entity as of now (a year later): windows empty, and past the 30-day TTL.
+    let (_, body) = http(address, "GET", &format!("/v1/features/{set}/a"), Some(READ), b"").await;
+    let now: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(now["features"]["tx_count_1h"]["status"], "outside_max_age", "{now}");
+    let (_, body) = http(address, "GET", &format!("/v1/features/{set}/nobody"), Some(READ), b"").await;
+    let nobody: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (nobody["found"].clone(), nobody["features"].clone()),
+        (json!(false), json!({}))
+    );
+
+    // Many entities and features in one request.
+    let request = json!({
+        "entities": ["a", "b", "nobody"],
+        "features": [format!("{set}:tx_count_1h"), format!("{set}:amount_usd"), format!("{set}:no_such_feature")],
+        "at": "2025-11-24T16:02:00Z",
+    });
+    let (status, body) = http(
+        address,
+        "POST",
+        "/v1/features/lookup",
+        Some(READ),
+        request.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let many: Json = serde_json::from_str(&body).unwrap();
+    let results = many["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3);
+    let f = |r: usize, name: &str| results[r]["features"][format!("{set}:{name}")].clone();
+    assert_eq!(f(0, "tx_count_1h")["value"], 3);
+    assert_eq!(f(1, "tx_count_1h")["value"], 1);
+    assert_eq!(f(1, "amount_usd")["value"], 5.0);
+    assert_eq!(f(0, "no_such_feature")["status"], "not_found");
+    assert_eq!(f(2, "amount_usd")["status"], "not_found");
+    // The values are what Redis holds for the row.
+    let hashes = live.hashes().await;
+    assert_eq!(hashes["b"]["amount_usd"], "5.0");
+
+    // Access control: every route but /healthz wants a token with the right scope.
+    let routes: [(&str, String, &[u8]); 6] = [
+        ("GET", format!("/v1/features/{set}/a"), b""),
+        (
+            "POST",
+            "/v1/features/lookup".into(),
+            request.to_string().leak().as_bytes(),
+        ),
+        ("POST", format!("/v1/ingest/{set}"), b"{}"),
+        ("GET", "/metrics".into(), b""),
+        ("GET", "/readyz".into(), b""),
+        ("GET", format!("/v1/features/{set}/b"), b""),
+    ];
+    for (method, path, body) in &routes {
+        let (status, text) = http(address, method, path, None, body).await;
+        assert_eq!(status, 401, "{method} {path} without a token: {text}");
+        assert!(text.contains("bearer token"), "{text}");
+        let (status, _) = http(address, method, path, Some("not-a-token"), body).await;
+        assert_eq!(status, 401, "{method} {path} with an unknown token");
+        let wrong = if path.contains("ingest") { READ } else { INGEST };
+        let (status, text) = http(address, method, path, Some(wrong), body).await;
+        assert_eq!(status, 403, "{method} {path} with the wrong scope: {text}");
+    }
+    let (status, text) = http(address, "GET", &format!("/v1/features/{set}/a"), Some(OTHER_SET), b"").await;
+    assert_eq!(status, 403, "a token limited to another set");
+    assert!(text.contains("not allowed on feature set"), "{text}");
+    assert_eq!(
+        http(address, "GET", "/healthz", None, b"").await,
+        (200, "ok".to_string())
+    );
+    let (status, text) = http(address, "GET", "/readyz", Some(READ), b"").await;
+    assert_eq!(status, 200, "{text}");
+    let (status, text) = http(address, "GET", "/metrics", Some(READ), b"").await;
+    assert_eq!(status, 200);
+    assert!(
+        text.contains(&format!("sluice_events_in_total{{set=\"{set}@v1\"}} 6")),
+        "{text}"
+    );
+    assert!(text.contains("sluice_lookup_seconds_count"), "{text}");
+
+    // Bad requests: clear 4xx, nothing ingested.
+    for (method, path, body, want, says) in [
+        (
+            "POST",
+            "/v1/features/lookup".to_string(),
+            b"{\"entities\": [".to_vec(),
+            400,
+            "expected {\"entities\"",
+        ),
+        (
+            "POST",
+            "/v1/features/lookup".into(),
+            br#"{"entities": ["a"], "features": ["nocolon"]}"#.to_vec(),
+            400,
+            "expected \"set:feature\"",
+        ),
+        (
+            "GET",
+            format!("/v1/features/{set}/a?at=yesterday"),
+            Vec::new(),
+            400,
+            "RFC 3339",
+        ),
+        (
+            "GET",
+            "/v1/features/missing/a".into(),
+            Vec::new(),
+            403,
+            "not allowed on feature set",
+        ),
+        (
+            "POST",
+            format!("/v1/ingest/{set}"),
+            b"[1, 2".to_vec(),
+            400,
+            "not a JSON array",
+        ),
+        ("POST", format!("/v1/ingest/{set}"), vec![b' '; 70_000], 413, ""),
+    ] {
+        let token = if path.contains("ingest") { INGEST } else { READ };
+        let (status, text) = http(address, method, &path, Some(token), &body).await;
+        assert_eq!(status, want, "{method} {path}: {text}");
+        let error = serde_json::from_str::<Json>(&text)
+            .map_or(text.clone(), |j| j["error"].as_str().unwrap_or_default().to_string());
+        assert!(error.contains(says) || text.contains(says), "{method} {path}: {text}");
+    }
+    assert_eq!(live.applied().await, 6, "no bad request reached the pipeline");
+
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    let _ = live
+        .jetstream()
+        .await
+        .delete_stream(format!("{}NOPE", live.stream))
+        .await;
+    live.cleanup().await;
+}
