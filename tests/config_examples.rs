@@ -158,3 +158,40 @@ fn text_fixed() -> String {
     "#
     .to_string()
 }
+
+#[test]
+fn sluice_token_refuses_an_unknown_scope() {
+    let cli =
+        <sluice::cli::Cli as clap::Parser>::parse_from(["sluice", "token", "--name", "x", "--scopes", "read,root"]);
+    assert_eq!(sluice::cli::run(cli).unwrap(), 1);
+    let cli = <sluice::cli::Cli as clap::Parser>::parse_from(["sluice", "token", "--name", "x", "--scopes", "read"]);
+    assert_eq!(sluice::cli::run(cli).unwrap(), 0);
+}
+
+#[test]
+fn http_and_token_problems_are_reported_at_their_keys() {
+    let text = r#"
+        http = { bind = "localhost" }
+        [[token]]
+        name = "a"
+        sha256 = "secret"
+        scopes = []
+        sets = ["missing"]
+        [[token]]
+        name = "a"
+        sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
+        scopes = ["read"]
+    "#;
+    let config = sluice::config::parse_str(text, std::path::Path::new("t.toml")).unwrap();
+    let keys: Vec<String> = sluice::config::validate(&config).into_iter().map(|p| p.key).collect();
+    assert_eq!(
+        keys,
+        [
+            "http.bind",
+            "token[0].sha256",
+            "token[0].scopes",
+            "token[0].sets",
+            "token[1].name"
+        ]
+    );
+}

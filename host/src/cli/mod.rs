@@ -27,11 +27,24 @@ pub enum Command {
         config: PathBuf,
     },
     /// Runs every feature set of a config until SIGINT or SIGTERM, then finishes the batch in
-    /// hand, commits and exits 0.
+    /// hand, commits and exits 0. Serves the HTTP API when the config has `[http]`.
     Run {
         /// The config file (TOML).
         #[arg(long)]
         config: PathBuf,
+    },
+    /// Makes a new API token: prints the token (once; give it to the client) and the
+    /// `[[token]]` block for the config, which holds only its SHA-256.
+    Token {
+        /// The token's name (logs and audit lines).
+        #[arg(long)]
+        name: String,
+        /// Scopes, comma-separated: read, ingest, deploy, admin.
+        #[arg(long, value_delimiter = ',', default_value = "read")]
+        scopes: Vec<String>,
+        /// Feature sets it is limited to, comma-separated (default: all).
+        #[arg(long, value_delimiter = ',')]
+        sets: Vec<String>,
     },
 }
 
@@ -134,6 +147,31 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             }
         },
         Command::Run { config } => run_pipeline(&config),
+        Command::Token { name, scopes, sets } => {
+            for scope in &scopes {
+                if !["read", "ingest", "deploy", "admin"].contains(&scope.as_str()) {
+                    eprintln!("unknown scope {scope:?}: expected read, ingest, deploy or admin");
+                    return Ok(1);
+                }
+            }
+            let mut random = [0u8; 32];
+            use std::io::Read;
+            std::fs::File::open("/dev/urandom")?.read_exact(&mut random)?;
+            let token = format!("slc_{}", hex::encode(random));
+            let quote = |items: &[String]| items.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
+            eprintln!("token (shown once; the config keeps only its hash):");
+            println!("{token}");
+            eprintln!("\nadd to the config:\n");
+            eprintln!(
+                "[[token]]\nname = {name:?}\nsha256 = \"{}\"",
+                crate::http::auth::hash_token(&token)
+            );
+            eprintln!("scopes = [{}]", quote(&scopes));
+            if !sets.is_empty() {
+                eprintln!("sets = [{}]", quote(&sets));
+            }
+            Ok(0)
+        }
     }
 }
 
