@@ -5,8 +5,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value as Json};
-use sluice::http::auth::hash_token;
-use sluice_tests::live::{http, start_serving, wait_for, Live};
+use sluice_tests::live::{http, start_serving, wait_for, with_http, Live};
 
 const READ: &str = "reader-token-1";
 const INGEST: &str = "ingest-token-2";
@@ -15,33 +14,17 @@ const OTHER_SET: &str = "other-set-token-3";
 /// The fraud example with an HTTP API on a free port and three tokens.
 fn serving_config(live: &Live) -> std::path::PathBuf {
     let path = live.write_config();
-    let mut config: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
     let set = live.set.as_str();
-    let extra: toml::Table = toml::from_str(&format!(
-        r#"
-        http = {{ bind = "127.0.0.1:0", max_body_bytes = 65536 }}
-        [[token]]
-        name = "reader"
-        sha256 = "{}"
-        scopes = ["read"]
-        sets = ["{set}"]
-        [[token]]
-        name = "ingester"
-        sha256 = "{}"
-        scopes = ["ingest"]
-        [[token]]
-        name = "elsewhere"
-        sha256 = "{}"
-        scopes = ["read", "ingest"]
-        sets = ["nope"]
-        "#,
-        hash_token(READ),
-        hash_token(INGEST),
-        hash_token(OTHER_SET),
-    ))
-    .unwrap();
-    config.extend(extra);
-    // The last token names a set that does not exist: add one so the config validates.
+    with_http(
+        &path,
+        &[
+            ("reader", READ, &["read"], &[set]),
+            ("ingester", INGEST, &["ingest"], &[]),
+            ("elsewhere", OTHER_SET, &["read", "ingest"], &["nope"]),
+        ],
+    );
+    // The last token names another feature set: add one so the config validates.
+    let mut config: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
     let mut nope = config["feature_set"].as_array().unwrap()[0].clone();
     let nope_table = nope.as_table_mut().unwrap();
     nope_table.insert("name".into(), "nope".into());

@@ -439,3 +439,25 @@ pub async fn start_serving(
     });
     (address.await.expect("the HTTP API binds"), stop, task)
 }
+
+/// Adds an HTTP API on a free port (`127.0.0.1:0`, 64 KiB bodies) and tokens to a config
+/// file: (name, token, scopes, sets).
+pub fn with_http(path: &Path, tokens: &[(&str, &str, &[&str], &[&str])]) {
+    let mut config: toml::Table = std::fs::read_to_string(path).unwrap().parse().unwrap();
+    let http: toml::Table = toml::from_str("bind = \"127.0.0.1:0\"\nmax_body_bytes = 65536").unwrap();
+    config.insert("http".into(), http.into());
+    let list = |items: &[&str]| toml::Value::Array(items.iter().map(|s| toml::Value::from(*s)).collect());
+    let tokens: Vec<toml::Value> = tokens
+        .iter()
+        .map(|(name, token, scopes, sets)| {
+            let mut t = toml::Table::new();
+            t.insert("name".into(), (*name).into());
+            t.insert("sha256".into(), sluice::http::auth::hash_token(token).into());
+            t.insert("scopes".into(), list(scopes));
+            t.insert("sets".into(), list(sets));
+            t.into()
+        })
+        .collect();
+    config.insert("token".into(), toml::Value::Array(tokens));
+    std::fs::write(path, toml::to_string(&config).unwrap()).unwrap();
+}

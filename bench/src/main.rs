@@ -1,9 +1,11 @@
 //! Sluice benchmarks. `cargo run --release -p sluice-bench -- plugins` measures the plugin
 //! runtime: per-event cost of the currency transform natively and as Rust, Python and
 //! JavaScript plugins at several batch sizes, instantiation time, compile vs cached load.
-//! `-- pipeline` measures the streaming pipeline; `-- aggregate` the aggregation step alone.
+//! `-- pipeline` measures the streaming pipeline; `-- aggregate` the aggregation step alone;
+//! `-- lookup` online lookups over HTTP.
 
 mod aggregate;
+mod lookup;
 mod pipeline;
 mod plugins;
 
@@ -67,6 +69,8 @@ enum Command {
     Pipeline(pipeline::Options),
     /// The aggregation step alone: events/s per core and memory per key.
     Aggregate(aggregate::Options),
+    /// Online lookups over HTTP: latency and requests/s at 1, 8 and 64 clients.
+    Lookup(lookup::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -78,5 +82,6 @@ fn main() -> anyhow::Result<()> {
         Command::Plugins(options) => plugins::run(options),
         Command::Pipeline(options) => pipeline::run(options),
         Command::Aggregate(options) => aggregate::run(options),
+        Command::Lookup(options) => lookup::run(options),
     }
 }

@@ -63,7 +63,7 @@ fn transaction(i: u64, user: Option<String>) -> Vec<u8> {
 
 /// This run's names (streams, subjects, key prefix) and its config: the fraud example's, as
 /// the tests use it, with the source batch and wait of the options and without Parquet.
-fn bench_config(live: &Live, options: &Options) -> PathBuf {
+pub(crate) fn bench_config(live: &Live, options: &Options) -> PathBuf {
     let (batch, max_wait) = (options.batch as i64, options.max_wait_ms as i64);
     let no_aggregate = options.no_aggregate;
     live.write_fraud_config(|set| {
@@ -91,7 +91,7 @@ async fn redis_connection() -> redis::RedisResult<redis::aio::MultiplexedConnect
     redis::Client::open(REDIS)?.get_multiplexed_async_connection().await
 }
 
-async fn applied(prefix: &str, set: &str) -> u64 {
+pub(crate) async fn applied(prefix: &str, set: &str) -> u64 {
     let mut r = redis_connection().await.unwrap();
     let v: Option<u64> = redis::cmd("GET")
         .arg(format!("{prefix}:{set}:v1:_applied"))
@@ -101,7 +101,7 @@ async fn applied(prefix: &str, set: &str) -> u64 {
     v.unwrap_or(0)
 }
 
-async fn publish_all(js: &jetstream::Context, names: &Live, n: u64) -> f64 {
+pub(crate) async fn publish_all(js: &jetstream::Context, names: &Live, n: u64) -> f64 {
     let config = jetstream::stream::Config {
         name: names.stream.clone(),
         subjects: vec![names.subject.clone()],

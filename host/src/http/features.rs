@@ -3,7 +3,6 @@
 //! carries a status: `present`, `null`, `not_found` (the entity or the feature is unknown) or
 //! `outside_max_age` (its event is older than the set's TTL at the time asked).
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,7 +12,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{json, Map, Value as Json};
+use serde_json::Value as Json;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -45,21 +44,58 @@ fn rfc3339(us: i64) -> Json {
         .map_or(Json::Null, Json::String)
 }
 
-/// One feature's answer.
-fn answer(value: Option<&Value>, stale: bool, time: Option<i64>) -> Json {
-    let (value, status) = match value {
-        None => (Json::Null, "not_found"),
-        Some(_) if stale => (Json::Null, "outside_max_age"),
-        Some(Value::Null) => (Json::Null, "null"),
-        Some(v) => (serde_json::to_value(JsonValue(v)).unwrap_or(Json::Null), "present"),
-    };
-    let mut out = Map::with_capacity(3);
-    out.insert("value".into(), value);
-    out.insert("status".into(), status.into());
-    if let Some(t) = time {
-        out.insert("event_time".into(), rfc3339(t));
+/// A JSON response written straight into its bytes: no tree of maps and values per feature.
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn raw(&mut self, text: &str) -> &mut Self {
+        self.0.extend_from_slice(text.as_bytes());
+        self
     }
-    Json::Object(out)
+
+    fn string(&mut self, text: &str) -> &mut Self {
+        let _ = serde_json::to_writer(&mut self.0, text);
+        self
+    }
+
+    fn time(&mut self, us: i64) -> &mut Self {
+        let _ = serde_json::to_writer(&mut self.0, &rfc3339(us));
+        self
+    }
+
+    /// `"name":{"value":…,"status":…}` (the event time is given once per entity and set).
+    fn feature(&mut self, set: Option<&str>, name: &str, value: Option<&Value>, stale: bool) {
+        fn key(out: &mut Vec<u8>, text: &str) {
+            if text.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+                let quoted = serde_json::to_string(text).unwrap_or_default();
+                out.extend_from_slice(&quoted.as_bytes()[1..quoted.len() - 1]);
+            } else {
+                out.extend_from_slice(text.as_bytes());
+            }
+        }
+        self.0.push(b'"');
+        if let Some(set) = set {
+            key(&mut self.0, set);
+            self.0.push(b':');
+        }
+        key(&mut self.0, name);
+        self.raw("\":{\"value\":");
+        let status = match value {
+            None => "not_found",
+            Some(_) if stale => "outside_max_age",
+            Some(Value::Null) => "null",
+            Some(_) => "present",
+        };
+        match value {
+            Some(v) if status == "present" => {
+                let _ = serde_json::to_writer(&mut self.0, &JsonValue(v));
+            }
+            _ => {
+                self.raw("null");
+            }
+        }
+        self.raw(",\"status\":\"").raw(status).raw("\"}");
+    }
 }
 
 /// Reads (set, entity) pairs in one pipelined round trip; rows evaluated at `at`.
@@ -88,8 +124,8 @@ fn stale(set: &ServedSet, row: &OnlineRow, at: i64) -> bool {
     set.max_age.is_some_and(|age| at - row.time > age)
 }
 
-fn json_response(body: Json) -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+fn json_response(body: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// `GET /v1/features/{set}/{entity}?at=`: every feature of one entity.
@@ -108,25 +144,31 @@ pub(crate) async fn one(
     });
     let at = time_of(at_json.as_ref())?;
     let row = read(&api, &[(set, &entity)], at).await?.pop().flatten();
-    let mut features = Map::new();
+    let mut out = Writer(Vec::with_capacity(1024));
+    out.raw("{\"set\":").string(&set_name);
+    out.raw(",\"version\":").raw(&set.version.to_string());
+    out.raw(",\"entity\":").string(&entity);
+    out.raw(",\"at\":").time(at);
+    out.raw(",\"found\":").raw(if row.is_some() { "true" } else { "false" });
+    out.raw(",\"event_time\":");
+    match &row {
+        Some(row) => out.time(row.time),
+        None => out.raw("null"),
+    };
+    out.raw(",\"features\":{");
     if let Some(row) = &row {
         let stale = stale(set, row, at);
-        for (name, value) in &row.values {
-            features.insert(name.clone(), answer(Some(value), stale, None));
+        for (i, (name, value)) in row.values.iter().enumerate() {
+            if i > 0 {
+                out.raw(",");
+            }
+            out.feature(None, name, Some(value), stale);
         }
     }
-    let body = json!({
-        "set": set_name,
-        "version": set.version,
-        "entity": entity,
-        "at": rfc3339(at),
-        "found": row.is_some(),
-        "event_time": row.as_ref().map_or(Json::Null, |r| rfc3339(r.time)),
-        "features": features,
-    });
+    out.raw("}}");
     api.metrics.lookups.fetch_add(1, Relaxed);
     api.metrics.lookup_seconds.observe(started.elapsed());
-    Ok(json_response(body))
+    Ok(json_response(out.0))
 }
 
 #[derive(Deserialize)]
@@ -194,36 +236,52 @@ pub(crate) async fn many(State(api): State<Arc<Api>>, headers: HeaderMap, body: 
         .flat_map(|e| served.iter().map(move |s| (*s, e.as_str())))
         .collect();
     let rows = read(&api, &pairs, at).await?;
-    let mut results = Vec::with_capacity(request.entities.len());
+    let mut out = Writer(Vec::with_capacity(256 * request.entities.len() * sets.len()));
+    out.raw("{\"at\":").time(at).raw(",\"results\":[");
     let mut rows = rows.into_iter();
-    for entity in &request.entities {
-        let mut features = Map::new();
-        let mut times = HashMap::new();
-        for ((name, wanted), set) in sets.iter().zip(&served) {
-            let row = rows.next().flatten();
-            let stale = row.as_ref().is_some_and(|r| stale(set, r, at));
-            let time = row.as_ref().map(|r| r.time);
-            if let Some(t) = time {
-                times.insert(*name, rfc3339(t));
+    for (e, entity) in request.entities.iter().enumerate() {
+        let these: Vec<Option<OnlineRow>> = rows.by_ref().take(sets.len()).collect();
+        if e > 0 {
+            out.raw(",");
+        }
+        out.raw("{\"entity\":").string(entity).raw(",\"found\":{");
+        let mut first = true;
+        for ((name, _), row) in sets.iter().zip(&these) {
+            if let Some(row) = row {
+                if !std::mem::take(&mut first) {
+                    out.raw(",");
+                }
+                out.string(name).raw(":").time(row.time);
             }
-            match (wanted, &row) {
+        }
+        out.raw("},\"features\":{");
+        let mut first = true;
+        for (((name, wanted), set), row) in sets.iter().zip(&served).zip(&these) {
+            let stale = row.as_ref().is_some_and(|r| stale(set, r, at));
+            let mut emit = |feature: &str, value: Option<&Value>| {
+                if !std::mem::take(&mut first) {
+                    out.raw(",");
+                }
+                out.feature(Some(name), feature, value, stale);
+            };
+            match (wanted, row) {
                 (Some(list), _) => {
                     for feature in list {
-                        let value = row.as_ref().and_then(|r| r.values.get(*feature));
-                        features.insert(format!("{name}:{feature}"), answer(value, stale, time));
+                        emit(feature, row.as_ref().and_then(|r| r.values.get(*feature)));
                     }
                 }
                 (None, Some(row)) => {
                     for (feature, value) in &row.values {
-                        features.insert(format!("{name}:{feature}"), answer(Some(value), stale, time));
+                        emit(feature, Some(value));
                     }
                 }
                 (None, None) => {}
             }
         }
-        results.push(json!({ "entity": entity, "found": times, "features": features }));
+        out.raw("}}");
     }
+    out.raw("]}");
     api.metrics.lookups.fetch_add(1, Relaxed);
     api.metrics.lookup_seconds.observe(started.elapsed());
-    Ok(json_response(json!({ "at": rfc3339(at), "results": results })))
+    Ok(json_response(out.0))
 }

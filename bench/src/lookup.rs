@@ -1,0 +1,214 @@
+//! Online lookup latency over HTTP: the fraud example serving 10k users, single-entity
+//! `GET /v1/features/{set}/{entity}` and 100-entity `POST /v1/features/lookup`, at 1, 8 and 64
+//! concurrent clients (keep-alive connections), against Redis's own floor for the same
+//! command (`redis-benchmark ... HGETALL`).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use sluice_tests::live::{start_serving, with_http, Live};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+const TOKEN: &str = "bench-read-token";
+
+/// Options of `sluice-bench lookup`.
+#[derive(clap::Args)]
+pub struct Options {
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Events published first (users come from the pipeline benchmark's generator).
+    #[arg(long, default_value_t = 50_000)]
+    events: u64,
+}
+
+/// A keep-alive HTTP/1.1 connection.
+struct Connection {
+    stream: BufReader<TcpStream>,
+    line: String,
+    body: Vec<u8>,
+}
+
+impl Connection {
+    async fn open(address: SocketAddr) -> Connection {
+        let stream = TcpStream::connect(address).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        Connection {
+            stream: BufReader::new(stream),
+            line: String::new(),
+            body: Vec::new(),
+        }
+    }
+
+    /// Sends a request, reads the response; returns its status.
+    async fn request(&mut self, request: &[u8]) -> u16 {
+        self.stream.get_mut().write_all(request).await.unwrap();
+        self.line.clear();
+        self.stream.read_line(&mut self.line).await.unwrap();
+        let status = self.line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let mut length = 0;
+        loop {
+            self.line.clear();
+            self.stream.read_line(&mut self.line).await.unwrap();
+            let header = self.line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        self.body.resize(length, 0);
+        self.stream.read_exact(&mut self.body).await.unwrap();
+        status
+    }
+}
+
+struct Latencies {
+    requests_per_s: f64,
+    p50: Duration,
+    p90: Duration,
+    p99: Duration,
+}
+
+/// `clients` connections sending requests back to back for `seconds`.
+async fn load(address: SocketAddr, clients: usize, seconds: u64, make: fn(u64) -> Vec<u8>) -> Latencies {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        tasks.push(tokio::spawn(async move {
+            let mut connection = Connection::open(address).await;
+            let mut took = Vec::new();
+            let mut i = c as u64 * 7919;
+            while Instant::now() < deadline {
+                let request = make(i);
+                let started = Instant::now();
+                let status = connection.request(&request).await;
+                took.push(started.elapsed());
+                assert_eq!(status, 200, "{}", String::from_utf8_lossy(&connection.body));
+                i += 1;
+            }
+            took
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    all.sort();
+    let at = |q: f64| all[((all.len() - 1) as f64 * q) as usize];
+    Latencies {
+        requests_per_s: all.len() as f64 / seconds as f64,
+        p50: at(0.5),
+        p90: at(0.9),
+        p99: at(0.99),
+    }
+}
+
+static SET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Users with the pipeline generator's skew: small ids are the busy ones.
+fn user(i: u64) -> u64 {
+    let h = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 33;
+    (h % 10_000) * (h % 10_000) / 10_000
+}
+
+fn single(i: u64) -> Vec<u8> {
+    let set = SET.get().unwrap();
+    format!(
+        "GET /v1/features/{set}/u{}?at=1764000100000 HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer {TOKEN}\r\n\r\n",
+        user(i)
+    )
+    .into_bytes()
+}
+
+fn batch(i: u64) -> Vec<u8> {
+    let set = SET.get().unwrap();
+    let entities: Vec<String> = (0..100).map(|k| format!("\"u{}\"", user(i * 100 + k))).collect();
+    let body = format!(
+        "{{\"entities\": [{}], \"features\": [\"{set}:*\"], \"at\": 1764000100000}}",
+        entities.join(",")
+    );
+    format!(
+        "POST /v1/features/lookup HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// redis-benchmark's p50 / p99 (ms) and requests/s for one `HGETALL` at `clients`.
+fn redis_floor(key: &str, clients: usize) -> Option<(f64, f64, f64)> {
+    let out = std::process::Command::new("redis-benchmark")
+        .args(["-n", "100000", "-c", &clients.to_string(), "--csv", "HGETALL", key])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row = text.lines().last()?;
+    let cells: Vec<f64> = row
+        .split(',')
+        .skip(1)
+        .filter_map(|c| c.trim_matches('"').parse().ok())
+        .collect();
+    // rps, avg, min, p50, p95, p99, max
+    Some((cells.first().copied()?, cells.get(3).copied()?, cells.get(5).copied()?))
+}
+
+/// Runs the benchmark and prints a table.
+pub fn run(options: Options) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let live = Live::new("benchlookup");
+        let _ = SET.set(live.set.clone());
+        let config = live.write_config();
+        with_http(&config, &[("bench", TOKEN, &["read"], &[])]);
+        let (address, stop, task) = start_serving(&config).await;
+        let js = live.jetstream().await;
+        crate::pipeline::publish_all(&js, &live, options.events).await;
+        let started = Instant::now();
+        while crate::pipeline::applied(&live.prefix, &live.set).await < options.events {
+            if started.elapsed() > Duration::from_secs(120) {
+                anyhow::bail!("the pipeline did not apply the events in time");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let load_average = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        println!(
+            "lookups over HTTP, {} events of 10k users loaded, {}s per row; load average before: {}",
+            options.events,
+            options.seconds,
+            load_average.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        );
+        println!("| request | clients | requests/s | p50 | p90 | p99 | Redis HGETALL floor: p50 / p99, requests/s |");
+        println!("|---|---|---|---|---|---|---|");
+        let key = format!("{}:{}:v1:{{u0}}", live.prefix, live.set);
+        for (label, make) in [
+            ("single entity (GET)", single as fn(u64) -> Vec<u8>),
+            ("100 entities (POST)", batch),
+        ] {
+            for clients in [1, 8, 64] {
+                let l = load(address, clients, options.seconds, make).await;
+                let floor = if label.starts_with("single") {
+                    redis_floor(&key, clients).map_or("-".to_string(), |(rps, p50, p99)| {
+                        format!("{:.3} / {:.3} ms, {rps:.0}/s", p50, p99)
+                    })
+                } else {
+                    "-".to_string()
+                };
+                println!(
+                    "| {label} | {clients} | {:.0} | {:.3} ms | {:.3} ms | {:.3} ms | {floor} |",
+                    l.requests_per_s,
+                    l.p50.as_secs_f64() * 1e3,
+                    l.p90.as_secs_f64() * 1e3,
+                    l.p99.as_secs_f64() * 1e3
+                );
+            }
+        }
+        stop.send(true).unwrap();
+        task.await?;
+        live.cleanup().await;
+        Ok(())
+    })
+}
