@@ -240,3 +240,136 @@ async fn lookups_ingest_and_access_control_over_real_http() {
         .await;
     live.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_deployed_over_http_while_events_flow_takes_effect_for_later_events_exactly_once() {
+    use sluice_tests::live::{kept, parquet_rows, transaction};
+    const DEPLOY: &str = "deployer-token-4";
+    let live = Live::new("deploy");
+    let config = live.write_config();
+    with_http(
+        &config,
+        &[
+            ("deployer", DEPLOY, &["deploy", "read"], &[]),
+            ("reader", READ, &["read"], &[]),
+        ],
+    );
+    let (address, stop, task) = start_serving(&config).await;
+    let n = 50_000u64;
+    let events: Vec<Json> = (0..n).map(transaction).collect();
+    let bodies: Vec<Vec<u8>> = events.iter().map(|e| serde_json::to_vec(e).unwrap()).collect();
+    let publisher = {
+        let (js, subject) = (live.jetstream().await, live.subject.clone());
+        tokio::spawn(async move {
+            for chunk in bodies.chunks(2_000) {
+                let mut acks = Vec::new();
+                for b in chunk {
+                    acks.push(js.publish(subject.clone(), b.clone().into()).await.unwrap());
+                }
+                for a in acks {
+                    a.await.unwrap();
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    wait_for("some events applied", Duration::from_secs(60), async || {
+        live.applied().await >= 5_000
+    })
+    .await;
+
+    // Mid-stream: the JavaScript build of the same transform replaces the Rust one.
+    let js_build = std::fs::read(sluice_tests::guest_plugin("currency-js")).unwrap();
+    let (status, body) = http(address, "PUT", "/v1/plugins/currency", Some(DEPLOY), &js_build).await;
+    assert_eq!(status, 200, "{body}");
+    let deployed: Json = serde_json::from_str(&body).unwrap();
+    let (old, new) = (
+        format!("currency@{}", deployed["previous"].as_str().unwrap()),
+        format!("currency@{}", deployed["version"].as_str().unwrap()),
+    );
+    assert_ne!(old, new);
+    assert_eq!(deployed["deployed_by"], "deployer");
+    let applied_at_deploy = live.applied().await;
+    assert!(applied_at_deploy < n, "the deploy happened while events flowed");
+
+    publisher.await.unwrap();
+    let expected = events.iter().filter(|e| kept(e)).count();
+    wait_for("every event applied", Duration::from_secs(120), async || {
+        live.applied().await == n
+    })
+    .await;
+    wait_for("every row in Parquet", Duration::from_secs(60), async || {
+        parquet_rows(&live.offline_dir()).len() >= expected
+    })
+    .await;
+    let rows = parquet_rows(&live.offline_dir());
+    let seqs: Vec<u64> = rows.iter().map(|r| r.0).collect();
+    let want: Vec<u64> = (1..=n).filter(|s| kept(&events[*s as usize - 1])).collect();
+    assert_eq!(seqs, want, "every kept event exactly once");
+    let versions: Vec<&str> = rows.iter().map(|r| r.3["to_usd_version"].as_str().unwrap()).collect();
+    let switch = versions
+        .iter()
+        .position(|v| *v == new)
+        .expect("later events ran the new version");
+    assert!(switch > 0, "earlier events ran the old version");
+    assert!(
+        versions[..switch].iter().all(|v| *v == old),
+        "before the swap: the old version"
+    );
+    assert!(
+        versions[switch..].iter().all(|v| *v == new),
+        "after it: the new one, never the old again"
+    );
+    let usd = |r: &(u64, String, i64, std::collections::HashMap<String, Json>)| r.3["amount_usd"].as_f64().unwrap();
+    let e = &events[rows[switch + 1].0 as usize - 1];
+    let rate = sluice_tests::live::rate(e["currency"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        usd(&rows[switch + 1]),
+        e["amount"].as_f64().unwrap() * rate,
+        "same values from the new version"
+    );
+
+    // Versions, rollback, delete refused while used, bad bodies change nothing.
+    let (status, body) = http(address, "GET", "/v1/plugins/currency", Some(READ), b"").await;
+    assert_eq!(status, 200);
+    let listed: Json = serde_json::from_str(&body).unwrap();
+    let kept_versions = listed["versions"].as_array().unwrap();
+    assert_eq!(kept_versions.len(), 2);
+    assert_eq!(kept_versions[1]["active"], true);
+    let (status, body) = http(address, "POST", "/v1/plugins/currency/rollback", Some(DEPLOY), b"").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        format!(
+            "currency@{}",
+            serde_json::from_str::<Json>(&body).unwrap()["version"]
+                .as_str()
+                .unwrap()
+        ),
+        old
+    );
+    let (status, body) = http(address, "DELETE", "/v1/plugins/currency", Some(DEPLOY), b"").await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("used by"), "{body}");
+    let bad_version = std::fs::read(sluice_tests::rust_plugin("bad-version")).unwrap();
+    for (bytes, want, says) in [
+        (b"not wasm at all".to_vec(), 400, "component"),
+        (bad_version, 400, "sluice:plugin@0.1.0"),
+        (Vec::new(), 400, "empty body"),
+    ] {
+        let (status, body) = http(address, "PUT", "/v1/plugins/currency", Some(DEPLOY), &bytes).await;
+        assert_eq!(status, want, "{body}");
+        assert!(body.contains(says), "{body}");
+    }
+    let (status, _) = http(address, "PUT", "/v1/plugins/currency", Some(READ), &js_build).await;
+    assert_eq!(status, 403, "deploying needs the deploy scope");
+    let (_, body) = http(address, "GET", "/v1/plugins", Some(READ), b"").await;
+    let active: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        format!("currency@{}", active["plugins"][0]["version"].as_str().unwrap()),
+        old,
+        "the refused deploys changed nothing"
+    );
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    live.cleanup().await;
+}

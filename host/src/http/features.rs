@@ -37,7 +37,7 @@ fn time_of(at: Option<&Json>) -> Result<i64, ApiError> {
     }
 }
 
-fn rfc3339(us: i64) -> Json {
+pub(crate) fn rfc3339(us: i64) -> Json {
     OffsetDateTime::from_unix_timestamp_nanos(us as i128 * 1000)
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())

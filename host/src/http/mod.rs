@@ -6,6 +6,7 @@
 
 pub mod auth;
 mod features;
+pub mod plugins;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -44,6 +45,9 @@ pub struct Api {
     js: Option<async_nats::jetstream::Context>,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
+    registry: Option<Arc<crate::plugin::Registry>>,
+    /// Where deployed plugins are stored (`None`: not stored).
+    plugin_dir: Option<std::path::PathBuf>,
 }
 
 /// An error response: a status and a JSON body `{"error": "..."}`.
@@ -80,6 +84,7 @@ impl Api {
         js: Option<async_nats::jetstream::Context>,
         metrics: Arc<Metrics>,
         ready: Arc<AtomicBool>,
+        registry: Option<Arc<crate::plugin::Registry>>,
     ) -> Result<Api, String> {
         let mut sets: HashMap<String, ServedSet> = HashMap::new();
         for set in &config.feature_sets {
@@ -114,6 +119,8 @@ impl Api {
             js,
             metrics,
             ready,
+            registry,
+            plugin_dir: Some(plugins::store_dir(&config.resolve(&config.host.data_dir))),
         })
     }
 
@@ -137,9 +144,22 @@ impl Api {
     }
 }
 
+/// Largest plugin component accepted (a Python plugin is ~18 MB).
+const MAX_PLUGIN_BYTES: usize = 64 << 20;
+
 /// The routes.
 pub fn router(api: Arc<Api>, max_body_bytes: usize) -> Router {
+    let plugins = Router::new()
+        .route(
+            "/v1/plugins/{name}",
+            axum::routing::put(plugins::deploy)
+                .get(plugins::versions)
+                .delete(plugins::remove),
+        )
+        .layer(DefaultBodyLimit::max(MAX_PLUGIN_BYTES));
     Router::new()
+        .route("/v1/plugins", get(plugins::list))
+        .route("/v1/plugins/{name}/rollback", post(plugins::rollback))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -147,6 +167,7 @@ pub fn router(api: Arc<Api>, max_body_bytes: usize) -> Router {
         .route("/v1/features/lookup", post(features::many))
         .route("/v1/ingest/{set}", post(ingest))
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .merge(plugins)
         .with_state(api)
 }
 

@@ -93,6 +93,10 @@ impl Services {
                 .deploy(name, &bytes, Some("config"))
                 .map_err(|e| fail(e.to_string()))?;
         }
+        let stored = crate::http::plugins::store_dir(&config.resolve(&config.host.data_dir));
+        for label in crate::http::plugins::restore(&registry, &stored) {
+            tracing::info!(plugin = %label, "restored the plugin version deployed last over HTTP");
+        }
         Ok(Services {
             js,
             redis,
@@ -128,6 +132,7 @@ pub async fn run_with(
             Some(services.js.clone()),
             services.metrics.clone(),
             ready.clone(),
+            Some(services.registry.clone()),
         )
         .map_err(PipelineError::Service)?;
         let listener = tokio::net::TcpListener::bind(&http.bind)

@@ -1,4 +1,6 @@
-//! `wasm`: runs a deployed plugin (always its active version) over the batch.
+//! `wasm`: runs a deployed plugin (always its active version) over the batch. Every output
+//! row records the version that produced it, in the field `<step>_version`
+//! (`currency@1a2b3c4d5e6f`): a hot swap is visible row by row.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,6 +12,8 @@ use crate::plugin::{Limits, OnlineLookup, PluginHandle, Registry};
 pub(crate) struct Wasm {
     id: String,
     handle: PluginHandle,
+    /// `<step>_version`.
+    version_field: String,
 }
 
 /// Config values as the plugin gets them: text as is, anything else as JSON.
@@ -35,7 +39,12 @@ impl Wasm {
                 step: id.clone(),
                 source,
             })?;
-        Ok(Wasm { id, handle })
+        let version_field = format!("{id}_version");
+        Ok(Wasm {
+            id,
+            handle,
+            version_field,
+        })
     }
 }
 
@@ -44,9 +53,17 @@ impl Step for Wasm {
         let seqs = rows.seqs;
         let output = self.handle.process_owned(rows.batch);
         let mut out = Rows::new(output.fields);
+        let at = out.field_position(&self.version_field);
+        let label = output.version.label();
         for (seq, outcome) in seqs.into_iter().zip(output.outcomes) {
             match outcome {
-                Ok(events) => events.into_iter().for_each(|e| out.push(seq, e)),
+                Ok(events) => events.into_iter().for_each(|mut e| {
+                    if e.values.len() <= at {
+                        e.values.resize(at + 1, crate::event::Value::Null);
+                    }
+                    e.values[at] = crate::event::Value::Text(label.clone());
+                    out.push(seq, e)
+                }),
                 Err(failure) => failures.push(Failure::new(seq, &self.id, failure.reason)),
             }
         }
