@@ -369,6 +369,25 @@ async fn a_plugin_deployed_over_http_while_events_flow_takes_effect_for_later_ev
         old,
         "the refused deploys changed nothing"
     );
+    // The command line wraps the route.
+    let deploy_with = |token: &'static str| {
+        let file = sluice_tests::guest_plugin("currency-js").display().to_string();
+        let server = format!("http://{address}");
+        tokio::task::spawn_blocking(move || {
+            let cli = <sluice::cli::Cli as clap::Parser>::parse_from([
+                "sluice", "plugin", "deploy", "currency", &file, "--server", &server, "--token", token,
+            ]);
+            sluice::cli::run(cli).unwrap()
+        })
+    };
+    assert_eq!(deploy_with(READ).await.unwrap(), 1, "refused without the deploy scope");
+    assert_eq!(deploy_with(DEPLOY).await.unwrap(), 0);
+    let (_, body) = http(address, "GET", "/v1/plugins", Some(READ), b"").await;
+    let active: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        format!("currency@{}", active["plugins"][0]["version"].as_str().unwrap()),
+        new
+    );
     stop.send(true).unwrap();
     task.await.unwrap();
     live.cleanup().await;

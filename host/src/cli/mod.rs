@@ -48,9 +48,23 @@ pub enum Command {
     },
 }
 
-/// Plugin commands for authors: no server needed.
+/// Plugin commands: for authors (no server needed), and deploying to a running server.
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
+    /// Deploys a component to a running server (`PUT /v1/plugins/<name>`): validated,
+    /// compiled, smoke-tested and hot-swapped into every feature set that uses it.
+    Deploy {
+        /// The plugin's name.
+        name: String,
+        /// The component (.wasm).
+        file: PathBuf,
+        /// The server, e.g. http://127.0.0.1:8080.
+        #[arg(long)]
+        server: String,
+        /// A token with the deploy scope (default: $SLUICE_TOKEN).
+        #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true)]
+        token: String,
+    },
     /// Checks that a component is a Sluice plugin this host can run; prints its exports,
     /// imports, size and version.
     Check {
@@ -105,6 +119,12 @@ pub fn default_cache_dir() -> PathBuf {
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Plugin(PluginCommand::Check { file, cache_dir }) => plugin::check(&file, cache_dir),
+        Command::Plugin(PluginCommand::Deploy {
+            name,
+            file,
+            server,
+            token,
+        }) => plugin::deploy(&name, &file, &server, &token),
         Command::Plugin(PluginCommand::Run {
             file,
             config,

@@ -215,3 +215,34 @@ fn time_value(us: i64) -> Value {
         None => Value::Integer(us),
     }
 }
+
+/// `sluice plugin deploy`: `PUT /v1/plugins/<name>` on a running server (plain HTTP); prints
+/// the server's answer; exit 1 unless it is a success.
+pub fn deploy(name: &str, file: &Path, server: &str, token: &str) -> anyhow::Result<i32> {
+    use std::io::{Read, Write};
+    let bytes = std::fs::read(file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+    let address = server
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow::anyhow!("{server:?}: expected http://host:port"))?
+        .trim_end_matches('/');
+    let mut stream = std::net::TcpStream::connect(address).map_err(|e| anyhow::anyhow!("{server}: {e}"))?;
+    let head = format!(
+        "PUT /v1/plugins/{name} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/wasm\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        bytes.len()
+    );
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(&bytes)?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let text = String::from_utf8_lossy(&response);
+    let status: u16 = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    if (200..300).contains(&status) {
+        println!("{body}");
+        Ok(0)
+    } else {
+        eprintln!("deploy refused ({status}): {body}");
+        Ok(1)
+    }
+}
