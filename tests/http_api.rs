@@ -10,6 +10,7 @@ use sluice_tests::live::{http, start_serving, wait_for, with_http, Live};
 const READ: &str = "reader-token-1";
 const INGEST: &str = "ingest-token-2";
 const OTHER_SET: &str = "other-set-token-3";
+const ADMIN: &str = "admin-token-5";
 
 /// The fraud example with an HTTP API on a free port and three tokens.
 fn serving_config(live: &Live) -> std::path::PathBuf {
@@ -21,6 +22,7 @@ fn serving_config(live: &Live) -> std::path::PathBuf {
             ("reader", READ, &["read"], &[set]),
             ("ingester", INGEST, &["ingest"], &[]),
             ("elsewhere", OTHER_SET, &["read", "ingest"], &["nope"]),
+            ("admin", ADMIN, &["admin"], &[]),
         ],
     );
     // The last token names another feature set: add one so the config validates.
@@ -230,6 +232,58 @@ async fn lookups_ingest_and_access_control_over_real_http() {
         assert!(error.contains(says) || text.contains(says), "{method} {path}: {text}");
     }
     assert_eq!(live.applied().await, 6, "no bad request reached the pipeline");
+
+    // Feature sets: definitions, aggregates, counters, lag; limited tokens see their sets.
+    let (status, body) = http(address, "GET", &format!("/v1/feature-sets/{set}"), Some(READ), b"").await;
+    assert_eq!(status, 200, "{body}");
+    let described: Json = serde_json::from_str(&body).unwrap();
+    let v1 = &described["versions"][0];
+    assert_eq!(v1["counters"]["events_in"], 6);
+    assert_eq!(v1["counters"]["failed"], 1);
+    assert_eq!(v1["lag"]["pending"], 0);
+    assert_eq!(v1["serving"], true);
+    assert!(v1["aggregates"]
+        .as_array()
+        .unwrap()
+        .contains(&json!({"name": "tx_count_1h", "type": "integer"})));
+    let (_, body) = http(address, "GET", "/v1/feature-sets", Some(READ), b"").await;
+    let listed: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        listed["feature_sets"].as_array().unwrap().len(),
+        1,
+        "the reader sees only its set"
+    );
+    let (_, body) = http(address, "GET", "/v1/feature-sets", Some(ADMIN), b"").await;
+    let listed: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(listed["feature_sets"].as_array().unwrap().len(), 2);
+
+    // The OpenAPI document lists every route, and the router answers each one.
+    let (status, body) = http(address, "GET", "/openapi.json", None, b"").await;
+    assert_eq!(status, 200);
+    let document: Json = serde_json::from_str(&body).unwrap();
+    for route in sluice::http::ROUTES {
+        assert!(
+            document["paths"][route.path][route.method].is_object(),
+            "{} {}",
+            route.method,
+            route.path
+        );
+        let path = route
+            .path
+            .replace("{set}", &set)
+            .replace("{entity}", "a")
+            .replace("{name}", "no-such-plugin");
+        let (status, body) = http(address, &route.method.to_uppercase(), &path, Some(ADMIN), b"").await;
+        assert!(
+            status != 405 && !(status == 404 && body.is_empty()),
+            "{} {path}: {status}",
+            route.method
+        );
+        if route.scope.is_some() {
+            let (status, _) = http(address, &route.method.to_uppercase(), &path, None, b"").await;
+            assert_eq!(status, 401, "{} {path} without a token", route.method);
+        }
+    }
 
     stop.send(true).unwrap();
     task.await.unwrap();

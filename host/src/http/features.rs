@@ -189,6 +189,8 @@ const MAX_PAIRS: usize = 10_000;
 /// `POST /v1/features/lookup`: features of several sets for many entities, in one round trip.
 pub(crate) async fn many(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let started = Instant::now();
+    // Authenticated before the body is looked at; each set is checked below.
+    api.allow(&headers, Scope::Read, None)?;
     let request: Lookup = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!(
             "expected {{\"entities\": [\"...\"], \"features\": [\"set:feature\" or \"set:*\"], \"at\": optional}}: {e}"

@@ -7,6 +7,7 @@
 pub mod auth;
 mod features;
 pub mod plugins;
+mod sets;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -40,6 +41,8 @@ struct ServedSet {
 /// The API's state, shared by every request.
 pub struct Api {
     sets: HashMap<String, ServedSet>,
+    /// Every configured feature set version, for `/v1/feature-sets`.
+    definitions: Vec<crate::config::FeatureSetConfig>,
     tokens: Vec<Token>,
     redis: redis::aio::ConnectionManager,
     js: Option<async_nats::jetstream::Context>,
@@ -114,6 +117,7 @@ impl Api {
         }
         Ok(Api {
             sets,
+            definitions: config.feature_sets.clone(),
             tokens: config.tokens.iter().map(Token::from_config).collect(),
             redis,
             js,
@@ -158,6 +162,9 @@ pub fn router(api: Arc<Api>, max_body_bytes: usize) -> Router {
         )
         .layer(DefaultBodyLimit::max(MAX_PLUGIN_BYTES));
     Router::new()
+        .route("/openapi.json", get(openapi))
+        .route("/v1/feature-sets", get(sets::list))
+        .route("/v1/feature-sets/{name}", get(sets::describe))
         .route("/v1/plugins", get(plugins::list))
         .route("/v1/plugins/{name}/rollback", post(plugins::rollback))
         .route("/healthz", get(|| async { "ok" }))
@@ -169,6 +176,79 @@ pub fn router(api: Arc<Api>, max_body_bytes: usize) -> Router {
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .merge(plugins)
         .with_state(api)
+}
+
+/// One route as the OpenAPI document describes it.
+pub struct RouteDoc {
+    /// HTTP method, lowercase.
+    pub method: &'static str,
+    /// Path, with `{parameters}`.
+    pub path: &'static str,
+    /// The scope a token needs (`None`: no token).
+    pub scope: Option<&'static str>,
+    /// What it does.
+    pub summary: &'static str,
+}
+
+/// Every route: the OpenAPI document is made from this list, and a test checks that the
+/// router answers each of them (so the two cannot drift apart).
+pub const ROUTES: &[RouteDoc] = &[
+    RouteDoc { method: "get", path: "/healthz", scope: None, summary: "Liveness: 200 while the process serves." },
+    RouteDoc { method: "get", path: "/readyz", scope: Some("read"), summary: "Readiness: Redis and NATS answer and the pipelines run (503 otherwise)." },
+    RouteDoc { method: "get", path: "/metrics", scope: Some("read"), summary: "Prometheus metrics: events in/out/failed/late per feature set, batch and lookup latency." },
+    RouteDoc { method: "get", path: "/openapi.json", scope: None, summary: "This document." },
+    RouteDoc { method: "get", path: "/v1/features/{set}/{entity}", scope: Some("read"), summary: "Every feature of one entity; windowed aggregates as of now or ?at= (RFC 3339 or epoch ms); status per value: present, null, not_found, outside_max_age." },
+    RouteDoc { method: "post", path: "/v1/features/lookup", scope: Some("read"), summary: "Body {\"entities\": [...], \"features\": [\"set:feature\" | \"set:*\"], \"at\"?}: many entities and sets in one Redis round trip." },
+    RouteDoc { method: "post", path: "/v1/ingest/{set}", scope: Some("ingest"), summary: "One JSON event, a JSON array of them or JSON lines, onto the set's input subject (same validation and dead letters as any event); 202 with the stream sequences." },
+    RouteDoc { method: "get", path: "/v1/feature-sets", scope: Some("read"), summary: "Every feature set version: source, steps, targets, aggregates, counters, consumer lag." },
+    RouteDoc { method: "get", path: "/v1/feature-sets/{name}", scope: Some("read"), summary: "The versions of one feature set, described." },
+    RouteDoc { method: "get", path: "/v1/plugins", scope: Some("read"), summary: "The active version of every plugin." },
+    RouteDoc { method: "put", path: "/v1/plugins/{name}", scope: Some("deploy"), summary: "Deploy a component (the body): validated, compiled, smoke-tested, stored, hot-swapped into every feature set that uses it." },
+    RouteDoc { method: "get", path: "/v1/plugins/{name}", scope: Some("read"), summary: "Kept versions of a plugin: which is active, deployed when and by which token." },
+    RouteDoc { method: "post", path: "/v1/plugins/{name}/rollback", scope: Some("deploy"), summary: "Make the version before the active one active again." },
+    RouteDoc { method: "delete", path: "/v1/plugins/{name}", scope: Some("deploy"), summary: "Remove a plugin; 409 while a feature set uses it." },
+];
+
+/// The OpenAPI 3.1 document, made from [`ROUTES`].
+pub fn openapi_document() -> serde_json::Value {
+    let mut paths = serde_json::Map::new();
+    for route in ROUTES {
+        let parameters: Vec<serde_json::Value> = route
+            .path
+            .split('/')
+            .filter_map(|part| part.strip_prefix('{')?.strip_suffix('}'))
+            .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
+            .collect();
+        let mut operation = json!({
+            "summary": route.summary,
+            "parameters": parameters,
+            "responses": {
+                "200": { "description": "Success (JSON, or text for /metrics and /healthz)." },
+                "400": { "description": "A malformed request: {\"error\": \"what was expected\"}." },
+                "401": { "description": "No token or an unknown one." },
+                "403": { "description": "The token lacks the scope or the feature set." },
+            },
+        });
+        if let Some(scope) = route.scope {
+            operation["security"] = json!([{ "bearer": [scope] }]);
+        }
+        let entry = paths.entry(route.path.to_string()).or_insert_with(|| json!({}));
+        entry[route.method] = operation;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": { "title": "Sluice", "version": env!("CARGO_PKG_VERSION") },
+        "components": { "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } } },
+        "paths": paths,
+    })
+}
+
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        openapi_document().to_string(),
+    )
+        .into_response()
 }
 
 /// Serves until `shutdown` turns true (requests in progress finish).
