@@ -446,3 +446,60 @@ async fn a_plugin_deployed_over_http_while_events_flow_takes_effect_for_later_ev
     task.await.unwrap();
     live.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_streams_serves_and_removes_what_it_created() {
+    let plugin = sluice_tests::rust_plugin("currency").display().to_string();
+    let code = tokio::task::spawn_blocking(move || {
+        let cli = <sluice::cli::Cli as clap::Parser>::parse_from([
+            "sluice",
+            "demo",
+            "--bind",
+            "127.0.0.1:0",
+            "--events",
+            "2000",
+            "--no-serve",
+            "--plugin",
+            &plugin,
+        ]);
+        sluice::cli::run(cli).unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0);
+    let id = std::process::id();
+    let js = async_nats::jetstream::new(async_nats::connect(sluice_tests::live::NATS).await.unwrap());
+    assert!(
+        js.get_stream(format!("DEMO_EVENTS_{id}")).await.is_err(),
+        "the demo's streams are removed"
+    );
+    let mut redis = redis::Client::open(sluice_tests::live::REDIS)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("demo{id}:*"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(keys.is_empty(), "and its Redis keys: {keys:?}");
+
+    // Without NATS: exit 1 with the reason (the embedded mode is not built yet).
+    let plugin = sluice_tests::rust_plugin("currency").display().to_string();
+    let code = tokio::task::spawn_blocking(move || {
+        let cli = <sluice::cli::Cli as clap::Parser>::parse_from([
+            "sluice",
+            "demo",
+            "--nats",
+            "nats://127.0.0.1:1",
+            "--no-serve",
+            "--plugin",
+            &plugin,
+        ]);
+        sluice::cli::run(cli).unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 1);
+}

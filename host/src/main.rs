@@ -6,7 +6,10 @@ fn main() {
     let cli = sluice::cli::Cli::parse();
     // Plugin commands are tools for authors: only warnings unless RUST_LOG says otherwise.
     let default = match cli.command {
-        sluice::cli::Command::Plugin(_) | sluice::cli::Command::Validate { .. } => "warn",
+        sluice::cli::Command::Plugin(_)
+        | sluice::cli::Command::Validate { .. }
+        | sluice::cli::Command::Demo { .. }
+        | sluice::cli::Command::Token { .. } => "warn",
         _ => "warn,sluice=info",
     };
     tracing_subscriber::fmt()

@@ -1,0 +1,263 @@
+//! `sluice demo`: the fraud example end to end on NATS and Redis. Generates transactions of
+//! the last hours, streams them through the example's graph (currency plugin, filter,
+//! per-user windows, z-score) with a progress bar, serves the HTTP API with a fresh admin
+//! token, prints a few users' features and the `curl` lines to try more, then serves until
+//! Ctrl-C and removes what it created.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::event::Value;
+use crate::online::OnlineView;
+
+/// Options of `sluice demo`.
+pub struct DemoOptions {
+    /// Where the API listens.
+    pub bind: String,
+    /// NATS URL.
+    pub nats: String,
+    /// Redis URL.
+    pub redis: String,
+    /// Transactions to generate.
+    pub events: u64,
+    /// The currency plugin (default: the one `plugins/` builds).
+    pub plugin: Option<PathBuf>,
+    /// Exit once the lookups are printed instead of serving until Ctrl-C.
+    pub no_serve: bool,
+}
+
+const EXAMPLE: &str = include_str!("../../../examples/fraud/sluice.toml");
+
+/// A seeded transaction at time `ts` (ms): 200 users, a few of them busy, amounts skewed,
+/// now and then a spike (what the z-score is for).
+fn transaction(i: u64, ts: i64) -> serde_json::Value {
+    let h = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 29;
+    let user = (h % 200) * (h % 200) / 200;
+    let currency = ["USD", "EUR", "GBP", "CHF"][(h % 4) as usize];
+    let base = 20.0 + (h % 80) as f64;
+    let amount = if i % 97 == 0 { base * 25.0 } else { base };
+    let country = ["US", "DE", "GB", "CH"][(h % 4) as usize];
+    serde_json::json!({
+        "transaction_id": i, "user_id": format!("u{user}"), "amount": amount, "currency": currency,
+        "merchant": format!("m{}", h % 30), "country": country, "ts": ts,
+    })
+}
+
+fn find_plugin(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let candidates = explicit.into_iter().chain([
+        PathBuf::from("plugins/target/wasm32-wasip2/release/currency.wasm"),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins/target/wasm32-wasip2/release/currency.wasm"),
+    ]);
+    for path in candidates {
+        if path.exists() {
+            return Ok(path);
+        }
+    }
+    anyhow::bail!(
+        "the demo needs the currency plugin: build it with `cd plugins && cargo build --release --target \
+         wasm32-wasip2` (or pass --plugin <currency.wasm>)"
+    )
+}
+
+/// Runs the demo; returns the exit code.
+pub fn run(options: DemoOptions) -> anyhow::Result<i32> {
+    let plugin = find_plugin(options.plugin.clone())?;
+    let id = std::process::id();
+    let dir = std::env::temp_dir().join(format!("sluice-demo-{id}"));
+    std::fs::create_dir_all(&dir)?;
+    let mut config: toml::Table = EXAMPLE.parse()?;
+    let host = config["host"].as_table_mut().expect("the example has [host]");
+    host.insert("nats".into(), options.nats.clone().into());
+    host.insert("redis".into(), options.redis.clone().into());
+    host.insert("redis_prefix".into(), format!("demo{id}").into());
+    config["plugins"]
+        .as_table_mut()
+        .expect("the example has [plugins]")
+        .insert(
+            "currency".into(),
+            std::fs::canonicalize(&plugin)?.display().to_string().into(),
+        );
+    let set = config["feature_set"].as_array_mut().expect("one feature set")[0]
+        .as_table_mut()
+        .expect("a table");
+    let source = set["source"].as_table_mut().expect("a source");
+    let (stream, subject) = (format!("DEMO_EVENTS_{id}"), format!("demo.{id}.transactions"));
+    source.insert("stream".into(), stream.clone().into());
+    source.insert("subject".into(), subject.clone().into());
+    source.insert("max_wait_ms".into(), 5.into());
+    let features_stream = format!("DEMO_FEATURES_{id}");
+    for target in set["targets"].as_array_mut().expect("targets") {
+        let target = target.as_table_mut().expect("a table");
+        if target["kind"].as_str() == Some("stream") {
+            target.insert("stream".into(), features_stream.clone().into());
+            target.insert("subject".into(), format!("demo.{id}.features").into());
+        }
+    }
+    let mut random = [0u8; 16];
+    {
+        use std::io::Read;
+        std::fs::File::open("/dev/urandom")?.read_exact(&mut random)?;
+    }
+    let token = format!("demo_{}", hex::encode(random));
+    let extra: toml::Table = toml::from_str(&format!(
+        "[http]\nbind = {:?}\n[[token]]\nname = \"demo\"\nsha256 = \"{}\"\nscopes = [\"admin\"]\n",
+        options.bind,
+        crate::http::auth::hash_token(&token)
+    ))?;
+    config.extend(extra);
+    let path = dir.join("sluice.toml");
+    std::fs::write(&path, toml::to_string(&config)?)?;
+    let config = crate::config::load(&path)?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let client = match async_nats::connect(&options.nats).await {
+            Ok(client) => client,
+            Err(e) => {
+                eprintln!(
+                    "NATS at {}: {e}\nThe demo runs on NATS JetStream and Redis for now (the embedded single-process \
+                     mode is not built yet): start them, or pass --nats and --redis.",
+                    options.nats
+                );
+                return Ok(1);
+            }
+        };
+        let js = async_nats::jetstream::new(client);
+        let mut redis = match redis::Client::open(options.redis.as_str())?.get_multiplexed_async_connection().await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("Redis at {}: {e}\nThe demo runs on NATS JetStream and Redis for now: start Redis, or pass --redis.", options.redis);
+                return Ok(1);
+            }
+        };
+        let events_stream = async_nats::jetstream::stream::Config {
+            name: stream.clone(),
+            subjects: vec![subject.clone()],
+            ..Default::default()
+        };
+        let outcome = match js.get_or_create_stream(events_stream).await {
+            Ok(_) => demo(&config, &options, &js, &mut redis, &subject, &token, &path).await,
+            Err(e) => Err(anyhow::anyhow!("creating the demo's stream: {e}")),
+        };
+        // Remove what the demo created, whatever happened.
+        let _ = js.delete_stream(&stream).await;
+        let _ = js.delete_stream(&features_stream).await;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("demo{id}:*"))
+            .query_async(&mut redis)
+            .await
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut redis).await;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        outcome
+    })
+}
+
+async fn demo(
+    config: &Config,
+    options: &DemoOptions,
+    js: &async_nats::jetstream::Context,
+    redis: &mut redis::aio::MultiplexedConnection,
+    subject: &str,
+    token: &str,
+    config_path: &Path,
+) -> anyhow::Result<i32> {
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let (bound, address) = tokio::sync::oneshot::channel();
+    let pipeline = tokio::spawn(crate::pipeline::run_with(config.clone(), shutdown, Some(bound)));
+    let address = match address.await {
+        Ok(address) => address,
+        Err(_) => {
+            pipeline.await??;
+            anyhow::bail!("the pipeline stopped before serving");
+        }
+    };
+    // Transactions of the last three hours, in time order.
+    let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    let span = 3 * 3_600_000i64;
+    let mut acks = Vec::new();
+    for i in 0..options.events {
+        let ts = now - span + (i as i64 * span) / options.events as i64;
+        let body = serde_json::to_vec(&transaction(i, ts))?;
+        acks.push(js.publish(subject.to_string(), body.into()).await?);
+    }
+    for ack in acks {
+        ack.await?;
+    }
+    let set = &config.feature_sets[0];
+    let applied_key = format!("{}:{}:v{}:_applied", config.host.redis_prefix, set.name, set.version);
+    let started = Instant::now();
+    loop {
+        let applied: Option<u64> = redis::cmd("GET").arg(&applied_key).query_async(redis).await?;
+        let applied = applied.unwrap_or(0);
+        let width = 40;
+        let done = (applied * width / options.events.max(1)) as usize;
+        eprint!(
+            "\r  streaming through the fraud feature set [{}{}] {applied}/{} events",
+            "#".repeat(done),
+            " ".repeat(width as usize - done),
+            options.events
+        );
+        if applied >= options.events {
+            eprintln!(" in {:.1} s", started.elapsed().as_secs_f64());
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            eprintln!();
+            anyhow::bail!("the pipeline did not take every event within 2 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let view = OnlineView::new(&config.host.redis_prefix, set).map_err(anyhow::Error::msg)?;
+    let users = ["u0", "u1", "u4", "u9"];
+    let at = now * 1000;
+    let rows = view.read(redis, &users, at).await.map_err(anyhow::Error::msg)?;
+    println!("\nA few users as of now (windows evaluated at the request time):\n");
+    println!(
+        "{:<6} {:>12} {:>12} {:>14} {:>16} {:>12}",
+        "user", "last amount", "tx_count_1h", "mean_24h (USD)", "z-score of last", "count_24h"
+    );
+    let show = |v: Option<&Value>| match v {
+        Some(Value::Float(f)) => format!("{f:.2}"),
+        Some(Value::Integer(i)) => i.to_string(),
+        _ => "-".into(),
+    };
+    for (user, row) in users.iter().zip(rows) {
+        let Some(row) = row else { continue };
+        let get = |name: &str| row.values.get(name);
+        println!(
+            "{:<6} {:>12} {:>12} {:>14} {:>16} {:>12}",
+            user,
+            show(get("amount_usd")),
+            show(get("tx_count_1h")),
+            show(get("amount_usd_mean_24h")),
+            show(get("amount_zscore_24h")),
+            show(get("amount_usd_count_24h")),
+        );
+    }
+    let set_name = &set.name;
+    println!("\nThe API is at http://{address} (token printed below; it lives as long as the demo):\n");
+    println!("  T={token}");
+    println!("  curl -H \"Authorization: Bearer $T\" http://{address}/v1/features/{set_name}/u0");
+    println!(
+        "  curl -H \"Authorization: Bearer $T\" http://{address}/v1/features/lookup -d '{{\"entities\": [\"u0\", \"u1\"], \"features\": [\"{set_name}:tx_count_1h\", \"{set_name}:amount_zscore_24h\"]}}'"
+    );
+    println!(
+        "  curl -H \"Authorization: Bearer $T\" http://{address}/v1/ingest/{set_name} -d '{{\"transaction_id\": 1, \"user_id\": \"u0\", \"amount\": 5000, \"currency\": \"USD\", \"merchant\": \"m1\", \"country\": \"US\", \"ts\": \"{}\"}}'",
+        time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    );
+    println!("  curl -H \"Authorization: Bearer $T\" http://{address}/metrics");
+    println!("\n(config: {})", config_path.display());
+    if !options.no_serve {
+        println!("Serving until Ctrl-C.");
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    let _ = stop.send(true);
+    pipeline.await??;
+    Ok(0)
+}
