@@ -36,7 +36,7 @@ fn transaction(i: u64, ts: i64) -> serde_json::Value {
     let user = (h % 200) * (h % 200) / 200;
     let currency = ["USD", "EUR", "GBP", "CHF"][(h % 4) as usize];
     let base = 20.0 + (h % 80) as f64;
-    let amount = if i % 97 == 0 { base * 25.0 } else { base };
+    let amount = if i.is_multiple_of(97) { base * 25.0 } else { base };
     let country = ["US", "DE", "GB", "CH"][(h % 4) as usize];
     serde_json::json!({
         "transaction_id": i, "user_id": format!("u{user}"), "amount": amount, "currency": currency,
