@@ -348,14 +348,7 @@ async fn a_plugin_deployed_over_http_while_events_flow_takes_effect_for_later_ev
 
     publisher.await.unwrap();
     let expected = events.iter().filter(|e| kept(e)).count();
-    wait_for("every event applied", Duration::from_secs(120), async || {
-        live.applied().await == n
-    })
-    .await;
-    wait_for("every row in Parquet", Duration::from_secs(60), async || {
-        parquet_rows(&live.offline_dir()).len() >= expected
-    })
-    .await;
+    live.wait_drained(n, expected, Duration::from_secs(120)).await;
     let rows = parquet_rows(&live.offline_dir());
     let seqs: Vec<u64> = rows.iter().map(|r| r.0).collect();
     let want: Vec<u64> = (1..=n).filter(|s| kept(&events[*s as usize - 1])).collect();
@@ -447,25 +440,21 @@ async fn a_plugin_deployed_over_http_while_events_flow_takes_effect_for_later_ev
     live.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_demo_streams_serves_and_removes_what_it_created() {
+/// `sluice demo` with these extra arguments (the test build's currency plugin, no serving).
+async fn demo(extra: &'static [&'static str]) -> i32 {
     let plugin = sluice_tests::rust_plugin("currency").display().to_string();
-    let code = tokio::task::spawn_blocking(move || {
-        let cli = <sluice::cli::Cli as clap::Parser>::parse_from([
-            "sluice",
-            "demo",
-            "--bind",
-            "127.0.0.1:0",
-            "--events",
-            "2000",
-            "--no-serve",
-            "--plugin",
-            &plugin,
-        ]);
-        sluice::cli::run(cli).unwrap()
+    tokio::task::spawn_blocking(move || {
+        let mut args = vec!["sluice", "demo", "--no-serve", "--plugin", &plugin];
+        args.extend_from_slice(extra);
+        sluice::cli::run(<sluice::cli::Cli as clap::Parser>::parse_from(args)).unwrap()
     })
     .await
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_streams_serves_and_removes_what_it_created() {
+    let code = demo(&["--bind", "127.0.0.1:0", "--events", "2000"]).await;
     assert_eq!(code, 0);
     let id = std::process::id();
     let js = async_nats::jetstream::new(async_nats::connect(sluice_tests::live::NATS).await.unwrap());
@@ -486,20 +475,6 @@ async fn the_demo_streams_serves_and_removes_what_it_created() {
     assert!(keys.is_empty(), "and its Redis keys: {keys:?}");
 
     // Without NATS: exit 1 with the reason (the embedded mode is not built yet).
-    let plugin = sluice_tests::rust_plugin("currency").display().to_string();
-    let code = tokio::task::spawn_blocking(move || {
-        let cli = <sluice::cli::Cli as clap::Parser>::parse_from([
-            "sluice",
-            "demo",
-            "--nats",
-            "nats://127.0.0.1:1",
-            "--no-serve",
-            "--plugin",
-            &plugin,
-        ]);
-        sluice::cli::run(cli).unwrap()
-    })
-    .await
-    .unwrap();
+    let code = demo(&["--nats", "nats://127.0.0.1:1"]).await;
     assert_eq!(code, 1);
 }

@@ -121,6 +121,16 @@ impl Live {
         path
     }
 
+    /// Waits until the pipeline has applied input sequence `last` and Parquet holds `rows`
+    /// rows (the test's assertions then report what is missing, if anything).
+    pub async fn wait_drained(&self, last: u64, rows: usize, timeout: std::time::Duration) {
+        wait_for("every event applied", timeout, async || self.applied().await == last).await;
+        wait_for("every row in Parquet", std::time::Duration::from_secs(60), async || {
+            parquet_rows(&self.offline_dir()).len() >= rows
+        })
+        .await;
+    }
+
     /// Where the offline writer puts this set's parts.
     pub fn offline_dir(&self) -> PathBuf {
         self.dir.path().join("offline").join(&self.set).join("v1")

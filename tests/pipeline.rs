@@ -188,11 +188,7 @@ async fn drain_and_stop(
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 ) {
-    wait_for("every event applied", timeout, async || live.applied().await == last).await;
-    wait_for("every row in Parquet", Duration::from_secs(60), async || {
-        parquet_rows(&live.offline_dir()).len() >= rows
-    })
-    .await;
+    live.wait_drained(last, rows, timeout).await;
     stop.send(true).unwrap();
     task.await.unwrap();
 }
@@ -452,14 +448,7 @@ async fn killed_with_sigkill_at_random_points_and_restarted_nothing_is_lost_or_d
     publisher.await.unwrap();
     let mut child = spawn_child(&config);
     let expected_rows = events.iter().filter(|e| kept(e)).count();
-    wait_for("every event applied", Duration::from_secs(240), async || {
-        live.applied().await == n
-    })
-    .await;
-    wait_for("every row in Parquet", Duration::from_secs(60), async || {
-        parquet_rows(&live.offline_dir()).len() >= expected_rows
-    })
-    .await;
+    live.wait_drained(n, expected_rows, Duration::from_secs(240)).await;
     // SIGTERM: graceful stop.
     std::process::Command::new("kill")
         .arg("-TERM")

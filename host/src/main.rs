@@ -8,7 +8,7 @@ fn main() {
     let default = match cli.command {
         sluice::cli::Command::Plugin(_)
         | sluice::cli::Command::Validate { .. }
-        | sluice::cli::Command::Demo { .. }
+        | sluice::cli::Command::Demo(_)
         | sluice::cli::Command::Token { .. } => "warn",
         _ => "warn,sluice=info",
     };

@@ -12,18 +12,25 @@ use crate::event::Value;
 use crate::online::OnlineView;
 
 /// Options of `sluice demo`.
+#[derive(Debug, clap::Args)]
 pub struct DemoOptions {
     /// Where the API listens.
+    #[arg(long, default_value = "127.0.0.1:8080")]
     pub bind: String,
     /// NATS URL.
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
     pub nats: String,
     /// Redis URL.
+    #[arg(long, default_value = "redis://127.0.0.1:6379/0")]
     pub redis: String,
     /// Transactions to generate.
+    #[arg(long, default_value_t = 5000)]
     pub events: u64,
-    /// The currency plugin (default: the one `plugins/` builds).
+    /// The currency plugin (default: plugins/target/wasm32-wasip2/release/currency.wasm).
+    #[arg(long)]
     pub plugin: Option<PathBuf>,
     /// Exit once the lookups are printed instead of serving until Ctrl-C.
+    #[arg(long)]
     pub no_serve: bool,
 }
 

@@ -37,26 +37,7 @@ pub enum Command {
     /// The fraud example end to end: generates transactions, streams them through the
     /// example's graph, serves the API and prints a few users' features and `curl` lines.
     /// Needs NATS (JetStream) and Redis for now.
-    Demo {
-        /// Where the API listens.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        bind: String,
-        /// NATS URL.
-        #[arg(long, default_value = "nats://127.0.0.1:4222")]
-        nats: String,
-        /// Redis URL.
-        #[arg(long, default_value = "redis://127.0.0.1:6379/0")]
-        redis: String,
-        /// Transactions to generate.
-        #[arg(long, default_value_t = 5000)]
-        events: u64,
-        /// The currency plugin (default: plugins/target/wasm32-wasip2/release/currency.wasm).
-        #[arg(long)]
-        plugin: Option<PathBuf>,
-        /// Exit once the lookups are printed instead of serving until Ctrl-C.
-        #[arg(long)]
-        no_serve: bool,
-    },
+    Demo(demo::DemoOptions),
     /// Makes a new API token: prints the token (once; give it to the client) and the
     /// `[[token]]` block for the config, which holds only its SHA-256.
     Token {
@@ -191,21 +172,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             }
         },
         Command::Run { config } => run_pipeline(&config),
-        Command::Demo {
-            bind,
-            nats,
-            redis,
-            events,
-            plugin,
-            no_serve,
-        } => demo::run(demo::DemoOptions {
-            bind,
-            nats,
-            redis,
-            events,
-            plugin,
-            no_serve,
-        }),
+        Command::Demo(options) => demo::run(options),
         Command::Token { name, scopes, sets } => {
             for scope in &scopes {
                 if !["read", "ingest", "deploy", "admin"].contains(&scope.as_str()) {
