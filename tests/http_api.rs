@@ -184,6 +184,11 @@ async fn lookups_ingest_and_access_control_over_real_http() {
         "{text}"
     );
     assert!(text.contains("sluice_lookup_seconds_count"), "{text}");
+    assert!(text.contains("sluice_plugin_events_total{plugin=\"currency@"), "{text}");
+    assert!(
+        text.contains("sluice_plugin_batch_seconds_count{plugin=\"currency@"),
+        "{text}"
+    );
 
     // Bad requests: clear 4xx, nothing ingested.
     for (method, path, body, want, says) in [

@@ -80,6 +80,7 @@ windows = ["1h", "24h"]
             store: s as Arc<dyn TileStore>,
         }),
         lateness: Some("5m"),
+        metrics: None,
     };
     build(&config, &context).unwrap()
 }

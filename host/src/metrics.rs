@@ -63,10 +63,24 @@ pub struct SetMetrics {
     pub batch_seconds: Histogram,
 }
 
+/// What one plugin version counts (across the steps that run it).
+#[derive(Default)]
+pub struct PluginMetrics {
+    /// Batches handed to it.
+    pub calls: AtomicU64,
+    /// Events in those batches.
+    pub events: AtomicU64,
+    /// Events it failed (trap, timeout, memory, or its own error).
+    pub errors: AtomicU64,
+    /// Time per batch.
+    pub batch_seconds: Histogram,
+}
+
 /// Every metric of a process.
 #[derive(Default)]
 pub struct Metrics {
     sets: Mutex<BTreeMap<String, Arc<SetMetrics>>>,
+    plugins: Mutex<BTreeMap<String, Arc<PluginMetrics>>>,
     /// Online lookups answered, and failed.
     pub lookups: AtomicU64,
     /// Online lookups that failed (Redis errors).
@@ -84,6 +98,15 @@ impl Metrics {
     pub fn set(&self, label: &str) -> Arc<SetMetrics> {
         let mut sets = self.sets.lock().unwrap_or_else(|e| e.into_inner());
         sets.entry(label.to_string()).or_default().clone()
+    }
+
+    /// The counters of a plugin version (`name@version`), created on first use.
+    pub fn plugin(&self, label: &str) -> Arc<PluginMetrics> {
+        let mut plugins = self.plugins.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(found) = plugins.get(label) {
+            return found.clone();
+        }
+        plugins.entry(label.to_string()).or_default().clone()
     }
 
     /// The Prometheus text format.
@@ -134,6 +157,33 @@ impl Metrics {
                 "# HELP {name} {help}.\n# TYPE {name} counter\n{name} {}",
                 value.load(Relaxed)
             );
+        }
+        let plugins = self.plugins.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        type PluginCounter = fn(&PluginMetrics) -> &AtomicU64;
+        let counters: [(&str, &str, PluginCounter); 3] = [
+            ("sluice_plugin_calls_total", "Batches handed to a plugin version", |m| {
+                &m.calls
+            }),
+            ("sluice_plugin_events_total", "Events handed to a plugin version", |m| {
+                &m.events
+            }),
+            ("sluice_plugin_errors_total", "Events a plugin version failed", |m| {
+                &m.errors
+            }),
+        ];
+        for (name, help, get) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} counter");
+            for (label, m) in &plugins {
+                let _ = writeln!(out, "{name}{{plugin=\"{label}\"}} {}", get(m).load(Relaxed));
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP sluice_plugin_batch_seconds Time a plugin version takes per batch.\n# TYPE sluice_plugin_batch_seconds histogram"
+        );
+        for (label, m) in &plugins {
+            m.batch_seconds
+                .render(&mut out, "sluice_plugin_batch_seconds", &format!("plugin=\"{label}\""));
         }
         let _ = writeln!(
             out,

@@ -115,12 +115,14 @@ impl Graph {
         registry: &Registry,
         lookup: Arc<dyn OnlineLookup>,
         tiles: Option<TileHome>,
+        metrics: Option<Arc<crate::metrics::Metrics>>,
     ) -> Result<Graph, StepError> {
         let context = steps::BuildContext {
             registry,
             lookup,
             tiles,
             lateness: set.allowed_lateness.as_deref(),
+            metrics,
         };
         let steps = set
             .steps

@@ -147,7 +147,8 @@ impl FeatureSetRunner {
                 prefix: RedisTarget::prefix(&services.prefix, &set.name, set.version),
                 store: services.tiles.clone(),
             });
-        let graph = Graph::build(set, &services.registry, lookup, tiles).map_err(|e| fail(e.to_string()))?;
+        let graph = Graph::build(set, &services.registry, lookup, tiles, Some(services.metrics.clone()))
+            .map_err(|e| fail(e.to_string()))?;
         let input = match &set.source {
             SourceConfig::File { path, format, batch } => {
                 Input::File(FileSource::open(&config.resolve(path), *format, *batch).map_err(|e| fail(e.to_string()))?)

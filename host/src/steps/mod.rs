@@ -65,6 +65,8 @@ pub struct BuildContext<'a> {
     pub tiles: Option<aggregate::TileHome>,
     /// The feature set's allowed lateness.
     pub lateness: Option<&'a str>,
+    /// Where plugin steps count calls, events, errors and time.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// Builds a step from its config: the one list of step kinds.
@@ -74,7 +76,14 @@ pub fn build(step: &StepConfig, context: &BuildContext) -> Result<Box<dyn Step>,
     Ok(match &step.kind {
         StepKind::Filter { expr } => Box::new(filter::Filter::new(id, expr)?),
         StepKind::Map { fields } => Box::new(map::Map::new(id, fields)?),
-        StepKind::Wasm { plugin, config } => Box::new(wasm::Wasm::new(id, plugin, config, registry, lookup)?),
+        StepKind::Wasm { plugin, config } => Box::new(wasm::Wasm::new(
+            id,
+            plugin,
+            config,
+            registry,
+            lookup,
+            context.metrics.clone(),
+        )?),
         StepKind::Select { fields } => Box::new(select::Select::new(fields)),
         StepKind::Drop { fields } => Box::new(drop::Drop::new(fields)),
         StepKind::Rename { fields } => Box::new(rename::Rename::new(fields)),
@@ -138,6 +147,7 @@ mod tests {
             lookup: Arc::new(crate::plugin::NoLookup),
             tiles: None,
             lateness: None,
+            metrics: None,
         };
         build(&config, &context).unwrap()
     }

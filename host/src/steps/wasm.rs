@@ -14,6 +14,7 @@ pub(crate) struct Wasm {
     handle: PluginHandle,
     /// `<step>_version`.
     version_field: String,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// Config values as the plugin gets them: text as is, anything else as JSON.
@@ -31,6 +32,7 @@ impl Wasm {
         config: &BTreeMap<String, toml::Value>,
         registry: &Registry,
         lookup: Arc<dyn OnlineLookup>,
+        metrics: Option<Arc<crate::metrics::Metrics>>,
     ) -> Result<Self, StepError> {
         let config = config.iter().map(|(k, v)| (k.clone(), config_text(v))).collect();
         let handle = registry
@@ -44,6 +46,7 @@ impl Wasm {
             id,
             handle,
             version_field,
+            metrics,
         })
     }
 }
@@ -51,10 +54,21 @@ impl Wasm {
 impl Step for Wasm {
     fn apply(&mut self, rows: Rows, failures: &mut Vec<Failure>) -> Rows {
         let seqs = rows.seqs;
+        let started = std::time::Instant::now();
         let output = self.handle.process_owned(rows.batch);
+        let took = started.elapsed();
         let mut out = Rows::new(output.fields);
         let at = out.field_position(&self.version_field);
         let label = output.version.label();
+        if let Some(metrics) = &self.metrics {
+            use std::sync::atomic::Ordering::Relaxed;
+            let m = metrics.plugin(&label);
+            m.calls.fetch_add(1, Relaxed);
+            m.events.fetch_add(seqs.len() as u64, Relaxed);
+            m.errors
+                .fetch_add(output.outcomes.iter().filter(|o| o.is_err()).count() as u64, Relaxed);
+            m.batch_seconds.observe(took);
+        }
         for (seq, outcome) in seqs.into_iter().zip(output.outcomes) {
             match outcome {
                 Ok(events) => events.into_iter().for_each(|mut e| {

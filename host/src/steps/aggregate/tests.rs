@@ -79,6 +79,7 @@ fn aggregate_step(max_keys: usize, store: Option<Arc<MemoryStore>>) -> Box<dyn S
             store: s,
         }),
         lateness: Some("20m"),
+        metrics: None,
     };
     build(&config, &context).unwrap()
 }
@@ -449,6 +450,7 @@ aggregations = [{ field = "amount", functions = ["count", "sum"], windows = ["1h
             store: store.clone(),
         }),
         lateness: None,
+        metrics: None,
     };
     let mut step = build(&config, &context).unwrap();
     let mut rows = rows_of(&events(6, 3));
