@@ -277,7 +277,8 @@ async fn lookups_ingest_and_access_control_over_real_http() {
             .path
             .replace("{set}", &set)
             .replace("{entity}", "a")
-            .replace("{name}", "no-such-plugin");
+            .replace("{name}", "no-such-plugin")
+            .replace("{version}", "1");
         let (status, body) = http(address, &route.method.to_uppercase(), &path, Some(ADMIN), b"").await;
         assert!(
             status != 405 && !(status == 404 && body.is_empty()),
@@ -482,4 +483,110 @@ async fn the_demo_streams_serves_and_removes_what_it_created() {
     // Without NATS: exit 1 with the reason (the embedded mode is not built yet).
     let code = demo(&["--nats", "nats://127.0.0.1:1"]).await;
     assert_eq!(code, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_applied_over_http_runs_beside_the_old_one_until_switched() {
+    use sluice_tests::live::transaction;
+    let live = Live::new("apply");
+    let config = live.write_config();
+    with_http(
+        &config,
+        &[("admin", ADMIN, &["admin"], &[]), ("reader", READ, &["read"], &[])],
+    );
+    let n = 2_000u64;
+    let bodies: Vec<Vec<u8>> = (0..n).map(|i| serde_json::to_vec(&transaction(i)).unwrap()).collect();
+    live.publish(&bodies).await;
+    let (address, stop, task) = start_serving(&config).await;
+    wait_for("v1 applied", Duration::from_secs(60), async || {
+        live.applied().await == n
+    })
+    .await;
+    let set = live.set.clone();
+
+    // Version 2: one more computed field, online only.
+    let file: toml::Table = std::fs::read_to_string(&config).unwrap().parse().unwrap();
+    let mut v2 = file["feature_set"].as_array().unwrap()[0].as_table().unwrap().clone();
+    v2.insert("version".into(), 2.into());
+    v2.insert(
+        "targets".into(),
+        toml::Value::Array(vec![toml::Value::Table(toml::from_str("kind = \"redis\"").unwrap())]),
+    );
+    for step in v2["steps"].as_array_mut().unwrap() {
+        if step["id"].as_str() == Some("derived") {
+            step["fields"]
+                .as_table_mut()
+                .unwrap()
+                .insert("doubled".into(), "amount_usd * 2.0".into());
+        }
+    }
+    let definition = toml::to_string(&v2).unwrap();
+    let path = format!("/v1/feature-sets/{set}");
+    let (status, body) = http(address, "PUT", &path, Some(READ), definition.as_bytes()).await;
+    assert_eq!(status, 403, "applying needs the admin scope: {body}");
+    let (status, body) = http(address, "PUT", &path, Some(ADMIN), definition.as_bytes()).await;
+    assert_eq!(status, 201, "{body}");
+    let applied: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (applied["version"].clone(), applied["serving"].clone()),
+        (json!(2), json!(false))
+    );
+    let mut redis = live.redis().await;
+    let v2_applied = format!("{}:{set}:v2:_applied", live.prefix);
+    wait_for("v2 applied", Duration::from_secs(60), async || {
+        let v: Option<u64> = redis::cmd("GET")
+            .arg(&v2_applied)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        v == Some(n)
+    })
+    .await;
+
+    // Lookups read version 1 until the switch, then version 2; version 1's data is untouched.
+    let lookup = async || {
+        let (status, body) = http(
+            address,
+            "GET",
+            &format!("/v1/features/{set}/u0?at=1764000030000"),
+            Some(READ),
+            b"",
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<Json>(&body).unwrap()
+    };
+    let before = lookup().await;
+    assert_eq!(before["version"], 1);
+    assert!(before["features"].get("doubled").is_none());
+    let (status, body) = http(address, "POST", &format!("{path}/serve/2"), Some(ADMIN), b"").await;
+    assert_eq!(status, 200, "{body}");
+    let after = lookup().await;
+    assert_eq!(after["version"], 2);
+    let usd = after["features"]["amount_usd"]["value"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{after}"));
+    assert_eq!(after["features"]["doubled"]["value"].as_f64(), Some(usd * 2.0));
+    assert!(
+        !live.hashes().await["u0"].contains_key("doubled"),
+        "version 1's hashes are untouched"
+    );
+
+    // Refusals: the same version again, an invalid definition, a version not running.
+    let (status, body) = http(address, "PUT", &path, Some(ADMIN), definition.as_bytes()).await;
+    assert_eq!(status, 409, "{body}");
+    let broken = definition
+        .replace("version = 2", "version = 3")
+        .replace("amount_usd * 2.0", "amount_usd *");
+    let (status, body) = http(address, "PUT", &path, Some(ADMIN), broken.as_bytes()).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("not a valid CEL expression"), "{body}");
+    let (status, _) = http(address, "POST", &format!("{path}/serve/7"), Some(ADMIN), b"").await;
+    assert_eq!(status, 404);
+    let stored = live.dir.path().join("data/feature_sets").join(format!("{set}-v2.toml"));
+    assert!(stored.exists(), "the definition is stored for the next start");
+
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    live.cleanup().await;
 }

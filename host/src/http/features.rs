@@ -143,7 +143,7 @@ pub(crate) async fn one(
         Err(_) => Json::String(a),
     });
     let at = time_of(at_json.as_ref())?;
-    let row = read(&api, &[(set, &entity)], at).await?.pop().flatten();
+    let row = read(&api, &[(&set, &entity)], at).await?.pop().flatten();
     let mut out = Writer(Vec::with_capacity(1024));
     out.raw("{\"set\":").string(&set_name);
     out.raw(",\"version\":").raw(&set.version.to_string());
@@ -157,7 +157,7 @@ pub(crate) async fn one(
     };
     out.raw(",\"features\":{");
     if let Some(row) = &row {
-        let stale = stale(set, row, at);
+        let stale = stale(&set, row, at);
         for (i, (name, value)) in row.values.iter().enumerate() {
             if i > 0 {
                 out.raw(",");
@@ -235,7 +235,7 @@ pub(crate) async fn many(State(api): State<Arc<Api>>, headers: HeaderMap, body: 
     let pairs: Vec<(&ServedSet, &str)> = request
         .entities
         .iter()
-        .flat_map(|e| served.iter().map(move |s| (*s, e.as_str())))
+        .flat_map(|e| served.iter().map(move |s| (&**s, e.as_str())))
         .collect();
     let rows = read(&api, &pairs, at).await?;
     let mut out = Writer(Vec::with_capacity(256 * request.entities.len() * sets.len()));

@@ -9,6 +9,8 @@ mod features;
 pub mod plugins;
 mod sets;
 
+pub use sets::{stored as sets_stored, Apply};
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -28,8 +30,8 @@ use crate::metrics::Metrics;
 use crate::online::OnlineView;
 use auth::{authenticate, Denied, Token};
 
-/// How one feature set (its highest version) is served.
-struct ServedSet {
+/// How one feature set version is served.
+pub(crate) struct ServedSet {
     version: u32,
     view: OnlineView,
     /// Online values older than this (by event time) are `outside_max_age`, µs.
@@ -40,9 +42,14 @@ struct ServedSet {
 
 /// The API's state, shared by every request.
 pub struct Api {
-    sets: HashMap<String, ServedSet>,
-    /// Every configured feature set version, for `/v1/feature-sets`.
-    definitions: Vec<crate::config::FeatureSetConfig>,
+    /// The version of each feature set that lookups read.
+    served: arc_swap::ArcSwap<HashMap<String, Arc<ServedSet>>>,
+    /// Every running feature set version, for `/v1/feature-sets`.
+    definitions: arc_swap::ArcSwap<Vec<crate::config::FeatureSetConfig>>,
+    /// The config the server started with (new definitions are validated against it).
+    base: Config,
+    /// Starts a feature set version applied over HTTP.
+    control: Option<tokio::sync::mpsc::Sender<sets::Apply>>,
     tokens: Vec<Token>,
     redis: redis::aio::ConnectionManager,
     js: Option<async_nats::jetstream::Context>,
@@ -55,6 +62,27 @@ pub struct Api {
 
 /// An error response: a status and a JSON body `{"error": "..."}`.
 pub(crate) struct ApiError(StatusCode, String);
+
+impl ServedSet {
+    fn new(redis_prefix: &str, set: &crate::config::FeatureSetConfig) -> Result<ServedSet, String> {
+        let max_age = set
+            .ttl
+            .as_deref()
+            .map(parse_duration)
+            .transpose()?
+            .map(|d| d.as_micros() as i64);
+        let subject = match &set.source {
+            SourceConfig::Jetstream { subject, .. } => Some(subject.clone()),
+            _ => None,
+        };
+        Ok(ServedSet {
+            version: set.version,
+            view: OnlineView::new(redis_prefix, set)?,
+            max_age,
+            subject,
+        })
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -88,43 +116,39 @@ impl Api {
         metrics: Arc<Metrics>,
         ready: Arc<AtomicBool>,
         registry: Option<Arc<crate::plugin::Registry>>,
+        control: Option<tokio::sync::mpsc::Sender<sets::Apply>>,
     ) -> Result<Api, String> {
-        let mut sets: HashMap<String, ServedSet> = HashMap::new();
-        for set in &config.feature_sets {
-            if sets.get(&set.name).is_some_and(|s| s.version > set.version) {
-                continue;
+        let data_dir = config.resolve(&config.host.data_dir);
+        let mut served: HashMap<String, Arc<ServedSet>> = HashMap::new();
+        let mut names: Vec<&str> = config.feature_sets.iter().map(|s| s.name.as_str()).collect();
+        names.dedup();
+        for name in names {
+            let versions = config.feature_sets.iter().filter(|s| s.name == name);
+            // The version chosen last over HTTP (`serve`), else the highest.
+            let chosen = sets::serving_choice(&data_dir, name);
+            let pick = versions
+                .clone()
+                .find(|s| Some(s.version) == chosen)
+                .or_else(|| versions.max_by_key(|s| s.version));
+            if let Some(set) = pick {
+                served.insert(
+                    name.to_string(),
+                    Arc::new(ServedSet::new(&config.host.redis_prefix, set)?),
+                );
             }
-            let max_age = set
-                .ttl
-                .as_deref()
-                .map(parse_duration)
-                .transpose()?
-                .map(|d| d.as_micros() as i64);
-            let subject = match &set.source {
-                SourceConfig::Jetstream { subject, .. } => Some(subject.clone()),
-                _ => None,
-            };
-            let view = OnlineView::new(&config.host.redis_prefix, set)?;
-            sets.insert(
-                set.name.clone(),
-                ServedSet {
-                    version: set.version,
-                    view,
-                    max_age,
-                    subject,
-                },
-            );
         }
         Ok(Api {
-            sets,
-            definitions: config.feature_sets.clone(),
+            served: arc_swap::ArcSwap::from_pointee(served),
+            definitions: arc_swap::ArcSwap::from_pointee(config.feature_sets.clone()),
+            base: config.clone(),
+            control,
             tokens: config.tokens.iter().map(Token::from_config).collect(),
             redis,
             js,
             metrics,
             ready,
             registry,
-            plugin_dir: Some(plugins::store_dir(&config.resolve(&config.host.data_dir))),
+            plugin_dir: Some(plugins::store_dir(&data_dir)),
         })
     }
 
@@ -141,9 +165,11 @@ impl Api {
         })
     }
 
-    fn set(&self, name: &str) -> Result<&ServedSet, ApiError> {
-        self.sets
+    fn set(&self, name: &str) -> Result<Arc<ServedSet>, ApiError> {
+        self.served
+            .load()
             .get(name)
+            .cloned()
             .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no feature set \"{name}\"")))
     }
 }
@@ -164,7 +190,8 @@ pub fn router(api: Arc<Api>, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/openapi.json", get(openapi))
         .route("/v1/feature-sets", get(sets::list))
-        .route("/v1/feature-sets/{name}", get(sets::describe))
+        .route("/v1/feature-sets/{name}", get(sets::describe).put(sets::apply))
+        .route("/v1/feature-sets/{name}/serve/{version}", post(sets::serve))
         .route("/v1/plugins", get(plugins::list))
         .route("/v1/plugins/{name}/rollback", post(plugins::rollback))
         .route("/healthz", get(|| async { "ok" }))
@@ -202,6 +229,8 @@ pub const ROUTES: &[RouteDoc] = &[
     RouteDoc { method: "post", path: "/v1/ingest/{set}", scope: Some("ingest"), summary: "One JSON event, a JSON array of them or JSON lines, onto the set's input subject (same validation and dead letters as any event); 202 with the stream sequences." },
     RouteDoc { method: "get", path: "/v1/feature-sets", scope: Some("read"), summary: "Every feature set version: source, steps, targets, aggregates, counters, consumer lag." },
     RouteDoc { method: "get", path: "/v1/feature-sets/{name}", scope: Some("read"), summary: "The versions of one feature set, described." },
+    RouteDoc { method: "put", path: "/v1/feature-sets/{name}", scope: Some("admin"), summary: "Apply a definition (the [[feature_set]] table as TOML, or JSON): validated, stored, started beside the running versions; ?serve=true also switches lookups to it." },
+    RouteDoc { method: "post", path: "/v1/feature-sets/{name}/serve/{version}", scope: Some("admin"), summary: "Switch lookups and ingest of a feature set to one of its running versions." },
     RouteDoc { method: "get", path: "/v1/plugins", scope: Some("read"), summary: "The active version of every plugin." },
     RouteDoc { method: "put", path: "/v1/plugins/{name}", scope: Some("deploy"), summary: "Deploy a component (the body): validated, compiled, smoke-tested, stored, hot-swapped into every feature set that uses it." },
     RouteDoc { method: "get", path: "/v1/plugins/{name}", scope: Some("read"), summary: "Kept versions of a plugin: which is active, deployed when and by which token." },

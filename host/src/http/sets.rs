@@ -1,5 +1,10 @@
-//! Feature sets over HTTP (read-only for now): `GET /v1/feature-sets` and
-//! `GET /v1/feature-sets/{name}`: definition, aggregates, counters and consumer lag.
+//! Feature sets over HTTP: `GET /v1/feature-sets[/{name}]` (definition, aggregates, counters,
+//! consumer lag); `PUT /v1/feature-sets/{name}` applies a definition: validated with the rest
+//! of the config, stored under `<data_dir>/feature_sets` (a restart runs it), and started
+//! beside the running versions (a new version never touches an old one's data); `POST
+//! /v1/feature-sets/{name}/serve/{version}` switches lookups and ingest to a running version.
+
+use std::path::{Path as FsPath, PathBuf};
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -9,7 +14,11 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value as Json};
 
-use super::{Api, ApiError};
+use axum::body::Bytes;
+use axum::extract::Query;
+use serde::Deserialize;
+
+use super::{Api, ApiError, ServedSet};
 use crate::config::{FeatureSetConfig, Scope, SourceConfig};
 use crate::steps::aggregate::AggregateSpec;
 
@@ -52,7 +61,7 @@ async fn describe_one(api: &Api, set: &FeatureSetConfig) -> Json {
     json!({
         "name": set.name,
         "version": set.version,
-        "serving": api.sets.get(&set.name).is_some_and(|s| s.version == set.version),
+        "serving": api.served.load().get(&set.name).is_some_and(|s| s.version == set.version),
         "entity": set.entity,
         "timestamp": set.timestamp.field,
         "ttl": set.ttl,
@@ -80,7 +89,7 @@ fn json_body(body: Json) -> Response {
 pub(crate) async fn list(State(api): State<Arc<Api>>, headers: HeaderMap) -> Result<Response, ApiError> {
     let token = api.allow(&headers, Scope::Read, None)?;
     let mut sets = Vec::new();
-    for set in &api.definitions {
+    for set in api.definitions.load().iter() {
         if token.allows(Scope::Read, Some(&set.name)).is_ok() {
             sets.push(describe_one(&api, set).await);
         }
@@ -96,11 +105,202 @@ pub(crate) async fn describe(
 ) -> Result<Response, ApiError> {
     api.allow(&headers, Scope::Read, Some(&name))?;
     let mut versions = Vec::new();
-    for set in api.definitions.iter().filter(|s| s.name == name) {
+    for set in api.definitions.load().iter().filter(|s| s.name == name) {
         versions.push(describe_one(&api, set).await);
     }
     if versions.is_empty() {
         return Err(ApiError(StatusCode::NOT_FOUND, format!("no feature set \"{name}\"")));
     }
     Ok(json_body(json!({ "name": name, "versions": versions })))
+}
+
+/// A definition to start in the running pipeline; the answer says whether it started.
+pub struct Apply {
+    /// The whole config with the new definition in it.
+    pub config: crate::config::Config,
+    /// The new definition.
+    pub set: FeatureSetConfig,
+    /// Started, or why not.
+    pub done: tokio::sync::oneshot::Sender<Result<(), String>>,
+}
+
+fn folder(data_dir: &FsPath) -> PathBuf {
+    data_dir.join("feature_sets")
+}
+
+/// The version chosen with `serve`, if any.
+pub fn serving_choice(data_dir: &FsPath, name: &str) -> Option<u32> {
+    std::fs::read_to_string(folder(data_dir).join(format!("{name}.serving")))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Definitions applied over HTTP earlier (added to the config at start).
+pub fn stored(data_dir: &FsPath) -> Vec<FeatureSetConfig> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(folder(data_dir)) else {
+        return out;
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    paths.sort();
+    for path in paths {
+        match std::fs::read_to_string(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| toml::from_str::<FeatureSetConfig>(&t).map_err(|e| e.to_string()))
+        {
+            Ok(set) => out.push(set),
+            Err(e) => tracing::warn!(file = %path.display(), "a stored feature set definition is unreadable: {e}"),
+        }
+    }
+    out
+}
+
+fn write_atomically(path: &FsPath, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ApplyQuery {
+    #[serde(default)]
+    serve: bool,
+}
+
+/// `PUT /v1/feature-sets/{name}[?serve=true]`.
+pub(crate) async fn apply(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+    Query(query): Query<ApplyQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let token = api.allow(&headers, Scope::Admin, Some(&name))?.name.clone();
+    let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("the definition is not UTF-8"))?;
+    let set: FeatureSetConfig = if text.trim_start().starts_with('{') {
+        serde_json::from_str(text).map_err(|e| ApiError::bad_request(format!("not a feature set definition: {e}")))?
+    } else {
+        toml::from_str(text).map_err(|e| ApiError::bad_request(format!("not a feature set definition: {e}")))?
+    };
+    if set.name != name {
+        return Err(ApiError::bad_request(format!(
+            "the definition names feature set \"{}\", the path \"{name}\"",
+            set.name
+        )));
+    }
+    let running = api.definitions.load();
+    if running.iter().any(|s| s.name == set.name && s.version == set.version) {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!(
+                "feature set \"{name}\" version {} is already running: give the new definition a new version",
+                set.version
+            ),
+        ));
+    }
+    let mut config = api.base.clone();
+    config.feature_sets = running.iter().cloned().chain([set.clone()]).collect();
+    let problems = crate::config::validate(&config);
+    if !problems.is_empty() {
+        let list: Vec<String> = problems.iter().map(|p| format!("{}: {}", p.key, p.message)).collect();
+        return Err(ApiError::bad_request(format!(
+            "invalid definition: {}",
+            list.join("; ")
+        )));
+    }
+    let Some(control) = &api.control else {
+        return Err(ApiError(StatusCode::CONFLICT, "this server runs no pipelines".into()));
+    };
+    let data_dir = config.resolve(&config.host.data_dir);
+    let as_toml = if text.trim_start().starts_with('{') {
+        serde_json::from_str::<toml::Table>(text)
+            .map_err(|e| e.to_string())
+            .and_then(|t| toml::to_string(&t).map_err(|e| e.to_string()))
+            .map_err(|e| ApiError::bad_request(format!("the definition cannot be stored as TOML: {e}")))?
+    } else {
+        text.to_string()
+    };
+    let file = folder(&data_dir).join(format!("{name}-v{}.toml", set.version));
+    write_atomically(&file, as_toml.as_bytes()).map_err(|e| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("storing the definition: {e}"),
+        )
+    })?;
+    let (done, started) = tokio::sync::oneshot::channel();
+    control
+        .send(Apply {
+            config: config.clone(),
+            set: set.clone(),
+            done,
+        })
+        .await
+        .map_err(|_| ApiError(StatusCode::SERVICE_UNAVAILABLE, "the pipeline is stopping".into()))?;
+    let outcome = started
+        .await
+        .map_err(|_| ApiError(StatusCode::SERVICE_UNAVAILABLE, "the pipeline is stopping".into()))?;
+    if let Err(e) = outcome {
+        let _ = std::fs::remove_file(&file);
+        return Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("could not start: {e}"),
+        ));
+    }
+    api.definitions.store(Arc::new(config.feature_sets.clone()));
+    tracing::info!(set = %name, version = set.version, token = %token, "feature set applied over HTTP");
+    if query.serve || api.served.load().get(&name).is_none() {
+        switch(&api, &set, &data_dir)?;
+    }
+    let described = describe_one(&api, &set).await;
+    Ok((
+        StatusCode::CREATED,
+        [(header::CONTENT_TYPE, "application/json")],
+        described.to_string(),
+    )
+        .into_response())
+}
+
+/// Makes `set` the served version of its name (and remembers it across restarts).
+fn switch(api: &Api, set: &FeatureSetConfig, data_dir: &FsPath) -> Result<(), ApiError> {
+    let served = ServedSet::new(&api.base.host.redis_prefix, set).map_err(ApiError::bad_request)?;
+    write_atomically(
+        &folder(data_dir).join(format!("{}.serving", set.name)),
+        set.version.to_string().as_bytes(),
+    )
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("storing the choice: {e}")))?;
+    let mut map = (**api.served.load()).clone();
+    map.insert(set.name.clone(), Arc::new(served));
+    api.served.store(Arc::new(map));
+    Ok(())
+}
+
+/// `POST /v1/feature-sets/{name}/serve/{version}`.
+pub(crate) async fn serve(
+    State(api): State<Arc<Api>>,
+    Path((name, version)): Path<(String, u32)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let token = api.allow(&headers, Scope::Admin, Some(&name))?.name.clone();
+    let definitions = api.definitions.load();
+    let set = definitions
+        .iter()
+        .find(|s| s.name == name && s.version == version)
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                format!("feature set \"{name}\" runs no version {version}"),
+            )
+        })?;
+    switch(&api, set, &api.base.resolve(&api.base.host.data_dir))?;
+    tracing::info!(set = %name, version, token = %token, "feature set version now served");
+    Ok(json_body(describe_one(&api, set).await))
 }

@@ -117,14 +117,36 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
 /// Like [`run`]; the HTTP API's bound address (when the config has `[http]`) is sent on
 /// `bound` (tests bind port 0).
 pub async fn run_with(
-    config: Config,
+    mut config: Config,
     shutdown: watch::Receiver<bool>,
     bound: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
 ) -> Result<(), PipelineError> {
+    // Definitions applied over HTTP earlier run again (if they still fit the config).
+    let data_dir = config.resolve(&config.host.data_dir);
+    for set in crate::http::sets_stored(&data_dir) {
+        if config
+            .feature_sets
+            .iter()
+            .any(|s| s.name == set.name && s.version == set.version)
+        {
+            continue;
+        }
+        let mut with = config.clone();
+        with.feature_sets.push(set.clone());
+        match crate::config::validate(&with).first() {
+            None => config = with,
+            Some(problem) => tracing::warn!(
+                set = %set.name, version = set.version,
+                "a definition applied over HTTP no longer fits the config, not started: {}: {}",
+                problem.key, problem.message
+            ),
+        }
+    }
     let services = Services::connect(&config).await?;
     let lookup = Arc::new(RedisLookup::new(&config, &services.redis_url)?);
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
+    let (control, mut applied) = tokio::sync::mpsc::channel::<crate::http::Apply>(4);
     if let Some(http) = &config.http {
         let api = crate::http::Api::new(
             &config,
@@ -133,6 +155,7 @@ pub async fn run_with(
             services.metrics.clone(),
             ready.clone(),
             Some(services.registry.clone()),
+            Some(control),
         )
         .map_err(PipelineError::Service)?;
         let listener = tokio::net::TcpListener::bind(&http.bind)
@@ -147,23 +170,46 @@ pub async fn run_with(
                 tracing::error!("HTTP API stopped: {e}");
             }
         });
+    } else {
+        drop(control);
     }
     for set in &config.feature_sets {
-        let runner = FeatureSetRunner::start(&config, set, &services, lookup.clone()).await?;
-        tasks.spawn(runner.run(shutdown.clone()));
-        for target in &set.targets {
-            if let TargetConfig::Parquet { .. } = target {
-                let offline = OfflineRunner::start(&config, set, &services).await?;
-                tasks.spawn(offline.run(shutdown.clone()));
-            }
-        }
+        start_set(&config, set, &services, &lookup, &shutdown, &mut tasks).await?;
     }
     ready.store(true, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(feature_sets = config.feature_sets.len(), "pipeline running");
-    while let Some(done) = tasks.join_next().await {
-        if let Err(e) = done {
-            tracing::error!("a pipeline task failed: {e}");
+    loop {
+        tokio::select! {
+            done = tasks.join_next() => match done {
+                None => break,
+                Some(Err(e)) => tracing::error!("a pipeline task failed: {e}"),
+                Some(Ok(())) => {}
+            },
+            Some(apply) = applied.recv() => {
+                let started = start_set(&apply.config, &apply.set, &services, &lookup, &shutdown, &mut tasks)
+                    .await
+                    .map_err(|e| e.to_string());
+                let _ = apply.done.send(started);
+            }
         }
+    }
+    Ok(())
+}
+
+/// Starts one feature set version (and its offline writer) in `tasks`.
+async fn start_set(
+    config: &Config,
+    set: &crate::config::FeatureSetConfig,
+    services: &Services,
+    lookup: &Arc<RedisLookup>,
+    shutdown: &watch::Receiver<bool>,
+    tasks: &mut tokio::task::JoinSet<()>,
+) -> Result<(), PipelineError> {
+    let runner = FeatureSetRunner::start(config, set, services, lookup.clone()).await?;
+    tasks.spawn(runner.run(shutdown.clone()));
+    if set.targets.iter().any(|t| matches!(t, TargetConfig::Parquet { .. })) {
+        let offline = OfflineRunner::start(config, set, services).await?;
+        tasks.spawn(offline.run(shutdown.clone()));
     }
     Ok(())
 }
