@@ -184,6 +184,10 @@ async fn lookups_ingest_and_access_control_over_real_http() {
         "{text}"
     );
     assert!(text.contains("sluice_lookup_seconds_count"), "{text}");
+    assert!(
+        text.contains(&format!("sluice_consumer_pending{{set=\"{set}@v1\"}} 0")),
+        "{text}"
+    );
     assert!(text.contains("sluice_plugin_events_total{plugin=\"currency@"), "{text}");
     assert!(
         text.contains("sluice_plugin_batch_seconds_count{plugin=\"currency@"),

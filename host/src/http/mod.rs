@@ -319,11 +319,20 @@ async fn readyz(State(api): State<Arc<Api>>, headers: HeaderMap) -> Result<Respo
 
 async fn metrics(State(api): State<Arc<Api>>, headers: HeaderMap) -> Result<Response, ApiError> {
     api.allow(&headers, Scope::Read, None)?;
-    Ok((
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        api.metrics.render(),
-    )
-        .into_response())
+    let mut text = api.metrics.render();
+    text.push_str(
+        "# HELP sluice_consumer_pending Input messages not yet delivered to a feature set.\n\
+         # TYPE sluice_consumer_pending gauge\n",
+    );
+    for set in api.definitions.load().iter() {
+        if let Some((pending, _)) = sets::consumer_lag(&api, set).await {
+            text.push_str(&format!(
+                "sluice_consumer_pending{{set=\"{}@v{}\"}} {pending}\n",
+                set.name, set.version
+            ));
+        }
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
 /// `POST /v1/ingest/{set}`: one JSON object, a JSON array of them, or JSON lines. Each event

@@ -22,6 +22,22 @@ use super::{Api, ApiError, ServedSet};
 use crate::config::{FeatureSetConfig, Scope, SourceConfig};
 use crate::steps::aggregate::AggregateSpec;
 
+/// Messages not yet delivered to a set's consumer, and delivered but not acknowledged
+/// (JetStream sources).
+pub(crate) async fn consumer_lag(api: &Api, set: &FeatureSetConfig) -> Option<(u64, usize)> {
+    let (SourceConfig::Jetstream { stream, .. }, Some(js)) = (&set.source, &api.js) else {
+        return None;
+    };
+    let durable = format!("sluice-{}-v{}", set.name, set.version);
+    let stream = js.get_stream(stream).await.ok()?;
+    let mut consumer = stream
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>(&durable)
+        .await
+        .ok()?;
+    let info = consumer.info().await.ok()?;
+    Some((info.num_pending, info.num_ack_pending))
+}
+
 async fn describe_one(api: &Api, set: &FeatureSetConfig) -> Json {
     let source = match &set.source {
         SourceConfig::Jetstream { stream, subject, .. } => {
@@ -32,26 +48,10 @@ async fn describe_one(api: &Api, set: &FeatureSetConfig) -> Json {
             json!({ "kind": "feature_set", "name": name, "version": version })
         }
     };
-    // Messages not yet delivered to the set's consumer (JetStream sources).
-    let lag = match (&set.source, &api.js) {
-        (SourceConfig::Jetstream { stream, .. }, Some(js)) => {
-            let durable = format!("sluice-{}-v{}", set.name, set.version);
-            match js.get_stream(stream).await {
-                Ok(stream) => match stream
-                    .get_consumer::<async_nats::jetstream::consumer::pull::Config>(&durable)
-                    .await
-                {
-                    Ok(mut consumer) => consumer.info().await.map_or(
-                        Json::Null,
-                        |i| json!({ "pending": i.num_pending, "unacknowledged": i.num_ack_pending }),
-                    ),
-                    Err(_) => Json::Null,
-                },
-                Err(_) => Json::Null,
-            }
-        }
-        _ => Json::Null,
-    };
+    let lag = consumer_lag(api, set).await.map_or(
+        Json::Null,
+        |(pending, unacknowledged)| json!({ "pending": pending, "unacknowledged": unacknowledged }),
+    );
     let label = format!("{}@v{}", set.name, set.version);
     let m = api.metrics.set(&label);
     let aggregates: Vec<Json> = AggregateSpec::types_of(set)
