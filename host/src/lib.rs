@@ -15,7 +15,8 @@
 //! - [`sources`]: decoding raw events; the JetStream and file sources.
 //! - [`targets`]: Redis (online), stream (feature rows), Parquet (offline), dead letters.
 //! - [`online`]: online reads, windowed aggregates evaluated as of the read time.
-//! - [`http`]: the HTTP API (lookups, ingest, health, metrics) with bearer-token scopes.
+//! - [`http`]: the HTTP API (lookups, ingest, plugins, feature sets, health, metrics, OpenAPI)
+//!   with bearer-token scopes.
 //! - [`metrics`]: counters and histograms, rendered for Prometheus.
 //! - [`pipeline`]: `sluice run` — one loop per feature set and one offline writer per Parquet
 //!   target, with the delivery protocol (durable before ack; redelivery absorbed).
