@@ -181,6 +181,9 @@ fn http_and_token_problems_are_reported_at_their_keys() {
         name = "a"
         sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
         scopes = ["read"]
+        [[feature_vector]]
+        name = "model"
+        features = ["nowhere:x", "nocolon"]
     "#;
     let config = sluice::config::parse_str(text, std::path::Path::new("t.toml")).unwrap();
     let keys: Vec<String> = sluice::config::validate(&config).into_iter().map(|p| p.key).collect();
@@ -188,6 +191,8 @@ fn http_and_token_problems_are_reported_at_their_keys() {
         keys,
         [
             "http.bind",
+            "feature_vector[0].features",
+            "feature_vector[0].features",
             "token[0].sha256",
             "token[0].scopes",
             "token[0].sets",

@@ -38,6 +38,11 @@ fn serving_config(live: &Live) -> std::path::PathBuf {
         toml::Value::Array(vec![toml::Value::Table(toml::from_str("kind = \"redis\"").unwrap())]),
     );
     config["feature_set"].as_array_mut().unwrap().push(nope);
+    let vector: toml::Table = toml::from_str(&format!(
+        "name = \"model\"\nfeatures = [\"{set}:tx_count_1h\", \"{set}:amount_usd\"]"
+    ))
+    .unwrap();
+    config.insert("feature_vector".into(), toml::Value::Array(vec![vector.into()]));
     std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
     path
 }
@@ -141,6 +146,31 @@ async fn lookups_ingest_and_access_control_over_real_http() {
     assert_eq!(f(1, "amount_usd")["value"], 5.0);
     assert_eq!(f(0, "no_such_feature")["status"], "not_found");
     assert_eq!(f(2, "amount_usd")["status"], "not_found");
+    // A feature vector of the config names the features instead.
+    let by_vector = json!({"entities": ["a"], "vector": "model", "at": "2025-11-24T16:02:00Z"});
+    let (status, body) = http(
+        address,
+        "POST",
+        "/v1/features/lookup",
+        Some(READ),
+        by_vector.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let vector: Json = serde_json::from_str(&body).unwrap();
+    let features = vector["results"][0]["features"].as_object().unwrap();
+    assert_eq!(features.len(), 2);
+    assert_eq!(features[&format!("{set}:tx_count_1h")]["value"], 3);
+    let unknown = json!({"entities": ["a"], "vector": "nope"});
+    let (status, body) = http(
+        address,
+        "POST",
+        "/v1/features/lookup",
+        Some(READ),
+        unknown.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
     // The values are what Redis holds for the row.
     let hashes = live.hashes().await;
     assert_eq!(hashes["b"]["amount_usd"], "5.0");

@@ -38,6 +38,9 @@ pub struct Config {
     /// API tokens (their SHA-256, never the tokens themselves).
     #[serde(default, rename = "token")]
     pub tokens: Vec<TokenConfig>,
+    /// Named lists of features (`set:feature`) a lookup can ask for by name.
+    #[serde(default, rename = "feature_vector")]
+    pub feature_vectors: Vec<FeatureVectorConfig>,
     /// The folder of the config file, to resolve relative paths.
     #[serde(skip)]
     pub base: PathBuf,
@@ -58,6 +61,16 @@ pub struct HostConfig {
     pub redis_prefix: String,
     /// Folder for offline data and the artifact cache (relative to the config file).
     pub data_dir: PathBuf,
+}
+
+/// A named list of features from one or more feature sets, e.g. what a model reads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureVectorConfig {
+    /// Its name.
+    pub name: String,
+    /// `set:feature` (or `set:*`) entries.
+    pub features: Vec<String>,
 }
 
 /// The HTTP API.

@@ -42,6 +42,32 @@ fn check_access(config: &Config, report: &mut impl FnMut(String, String)) {
             );
         }
     }
+    let mut vectors = HashSet::new();
+    for (i, vector) in config.feature_vectors.iter().enumerate() {
+        let at = format!("feature_vector[{i}]");
+        if !vectors.insert(vector.name.as_str()) {
+            report(
+                format!("{at}.name"),
+                format!("feature vector \"{}\" is defined twice", vector.name),
+            );
+        }
+        if vector.features.is_empty() {
+            report(format!("{at}.features"), "expected at least one \"set:feature\"".into());
+        }
+        for feature in &vector.features {
+            match feature.split_once(':') {
+                Some((set, _)) if config.feature_sets.iter().any(|s| s.name == set) => {}
+                Some((set, _)) => report(
+                    format!("{at}.features"),
+                    format!("{feature:?}: no feature set \"{set}\""),
+                ),
+                None => report(
+                    format!("{at}.features"),
+                    format!("{feature:?}: expected \"set:feature\" or \"set:*\""),
+                ),
+            }
+        }
+    }
     let mut names = HashSet::new();
     for (i, token) in config.tokens.iter().enumerate() {
         let at = format!("token[{i}]");

@@ -177,7 +177,11 @@ struct Lookup {
     /// Entity keys.
     entities: Vec<String>,
     /// `set:feature` or `set:*`.
+    #[serde(default)]
     features: Vec<String>,
+    /// A feature vector of the config, instead of (or beside) `features`.
+    #[serde(default)]
+    vector: Option<String>,
     /// RFC 3339 text or epoch milliseconds; default now.
     #[serde(default)]
     at: Option<Json>,
@@ -193,12 +197,19 @@ pub(crate) async fn many(State(api): State<Arc<Api>>, headers: HeaderMap, body: 
     api.allow(&headers, Scope::Read, None)?;
     let request: Lookup = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!(
-            "expected {{\"entities\": [\"...\"], \"features\": [\"set:feature\" or \"set:*\"], \"at\": optional}}: {e}"
+            "expected {{\"entities\": [\"...\"], \"features\": [\"set:feature\" or \"set:*\"] and/or \"vector\": \"name\", \"at\": optional}}: {e}"
         ))
     })?;
+    let vector: &[String] = match &request.vector {
+        None => &[],
+        Some(name) => api
+            .vectors
+            .get(name)
+            .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no feature vector \"{name}\"")))?,
+    };
     // The sets asked for, in order, each with its features (`None`: all).
     let mut sets: Vec<(&str, Option<Vec<&str>>)> = Vec::new();
-    for feature in &request.features {
+    for feature in request.features.iter().chain(vector) {
         let Some((set, name)) = feature.split_once(':') else {
             return Err(ApiError::bad_request(format!(
                 "feature {feature:?}: expected \"set:feature\" or \"set:*\""

@@ -50,6 +50,8 @@ pub struct Api {
     base: Config,
     /// Starts a feature set version applied over HTTP.
     control: Option<tokio::sync::mpsc::Sender<sets::Apply>>,
+    /// Feature vectors by name.
+    vectors: HashMap<String, Vec<String>>,
     tokens: Vec<Token>,
     redis: redis::aio::ConnectionManager,
     js: Option<async_nats::jetstream::Context>,
@@ -142,6 +144,11 @@ impl Api {
             definitions: arc_swap::ArcSwap::from_pointee(config.feature_sets.clone()),
             base: config.clone(),
             control,
+            vectors: config
+                .feature_vectors
+                .iter()
+                .map(|v| (v.name.clone(), v.features.clone()))
+                .collect(),
             tokens: config.tokens.iter().map(Token::from_config).collect(),
             redis,
             js,
@@ -225,7 +232,7 @@ pub const ROUTES: &[RouteDoc] = &[
     RouteDoc { method: "get", path: "/metrics", scope: Some("read"), summary: "Prometheus metrics: events in/out/failed/late per feature set, batch and lookup latency." },
     RouteDoc { method: "get", path: "/openapi.json", scope: None, summary: "This document." },
     RouteDoc { method: "get", path: "/v1/features/{set}/{entity}", scope: Some("read"), summary: "Every feature of one entity; windowed aggregates as of now or ?at= (RFC 3339 or epoch ms); status per value: present, null, not_found, outside_max_age." },
-    RouteDoc { method: "post", path: "/v1/features/lookup", scope: Some("read"), summary: "Body {\"entities\": [...], \"features\": [\"set:feature\" | \"set:*\"], \"at\"?}: many entities and sets in one Redis round trip." },
+    RouteDoc { method: "post", path: "/v1/features/lookup", scope: Some("read"), summary: "Body {\"entities\": [...], \"features\": [\"set:feature\" | \"set:*\"] and/or \"vector\": name, \"at\"?}: many entities and sets in one Redis round trip." },
     RouteDoc { method: "post", path: "/v1/ingest/{set}", scope: Some("ingest"), summary: "One JSON event, a JSON array of them or JSON lines, onto the set's input subject (same validation and dead letters as any event); 202 with the stream sequences." },
     RouteDoc { method: "get", path: "/v1/feature-sets", scope: Some("read"), summary: "Every feature set version: source, steps, targets, aggregates, counters, consumer lag." },
     RouteDoc { method: "get", path: "/v1/feature-sets/{name}", scope: Some("read"), summary: "The versions of one feature set, described." },
