@@ -165,6 +165,12 @@ impl Live {
         }
     }
 
+    /// Publishes JSON events (see [`Live::publish`]).
+    pub async fn publish_json(&self, events: &[Json]) {
+        let bodies: Vec<Vec<u8>> = events.iter().map(|e| serde_json::to_vec(e).unwrap()).collect();
+        self.publish(&bodies).await
+    }
+
     /// A Redis connection.
     pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(self.redis_url.as_str())

@@ -199,13 +199,7 @@ async fn a_hundred_thousand_events_land_once_in_redis_and_parquet() {
     let config = live.write_config();
     let n = 100_000u64;
     let events: Vec<Json> = (0..n).map(transaction).collect();
-    live.publish(
-        &events
-            .iter()
-            .map(|e| serde_json::to_vec(e).unwrap())
-            .collect::<Vec<_>>(),
-    )
-    .await;
+    live.publish_json(&events).await;
     let (stop, task) = start(&live, &config);
     let expected_rows = events.iter().filter(|e| kept(e)).count();
     drain_and_stop(&live, n, expected_rows, Duration::from_secs(240), stop, task).await;
@@ -338,13 +332,7 @@ async fn graceful_shutdown_commits_everything_it_has_taken() {
     // A long roll period: only the shutdown can commit the Parquet rows in time.
     let config = live.write_config_with(3600);
     let events: Vec<Json> = (0..5_000).map(transaction).collect();
-    live.publish(
-        &events
-            .iter()
-            .map(|e| serde_json::to_vec(e).unwrap())
-            .collect::<Vec<_>>(),
-    )
-    .await;
+    live.publish_json(&events).await;
     let (stop, task) = start(&live, &config);
     wait_for("every event applied", Duration::from_secs(60), async || {
         live.applied().await == 5_000
@@ -631,13 +619,7 @@ kind = "redis"
     ));
     std::fs::write(&config, text).unwrap();
     let events: Vec<Json> = (0..20_000).map(transaction).collect();
-    live.publish(
-        &events
-            .iter()
-            .map(|e| serde_json::to_vec(e).unwrap())
-            .collect::<Vec<_>>(),
-    )
-    .await;
+    live.publish_json(&events).await;
     // Expected: per merchant, its kept transaction with the latest (ts, seq).
     let mut expected: HashMap<String, (i64, usize)> = HashMap::new();
     for (i, e) in events.iter().enumerate().filter(|(_, e)| kept(e)) {

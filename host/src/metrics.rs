@@ -76,6 +76,31 @@ pub struct PluginMetrics {
     pub batch_seconds: Histogram,
 }
 
+/// A counter of a labelled family: name, help, and where it is.
+type Counter<T> = (&'static str, &'static str, fn(&T) -> &AtomicU64);
+
+/// Renders counters and one histogram for every member of a labelled family (feature set
+/// versions, plugin versions).
+fn family<T>(
+    out: &mut String,
+    label: &str,
+    members: &BTreeMap<String, Arc<T>>,
+    counters: &[Counter<T>],
+    histogram: (&str, &str, fn(&T) -> &Histogram),
+) {
+    for (name, help, get) in counters {
+        let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} counter");
+        for (member, m) in members {
+            let _ = writeln!(out, "{name}{{{label}=\"{member}\"}} {}", get(m).load(Relaxed));
+        }
+    }
+    let (name, help, get) = histogram;
+    let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} histogram");
+    for (member, m) in members {
+        get(m).render(out, name, &format!("{label}=\"{member}\""));
+    }
+}
+
 /// Every metric of a process.
 #[derive(Default)]
 pub struct Metrics {
@@ -113,8 +138,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
         let sets = self.sets.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        type Counter = fn(&SetMetrics) -> &AtomicU64;
-        let counters: [(&str, &str, Counter); 4] = [
+        let set_counters: [Counter<SetMetrics>; 4] = [
             ("sluice_events_in_total", "Input events taken", |m| &m.events_in),
             ("sluice_rows_out_total", "Feature rows produced", |m| &m.rows_out),
             (
@@ -124,20 +148,17 @@ impl Metrics {
             ),
             ("sluice_events_late_total", "Events refused as late", |m| &m.late),
         ];
-        for (name, help, get) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} counter");
-            for (label, m) in &sets {
-                let _ = writeln!(out, "{name}{{set=\"{label}\"}} {}", get(m).load(Relaxed));
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP sluice_batch_seconds Batch processing time before the Redis write.\n# TYPE sluice_batch_seconds histogram"
+        family(
+            &mut out,
+            "set",
+            &sets,
+            &set_counters,
+            (
+                "sluice_batch_seconds",
+                "Batch processing time before the Redis write",
+                |m| &m.batch_seconds,
+            ),
         );
-        for (label, m) in &sets {
-            m.batch_seconds
-                .render(&mut out, "sluice_batch_seconds", &format!("set=\"{label}\""));
-        }
         for (name, help, value) in [
             ("sluice_lookups_total", "Online lookups answered", &self.lookups),
             (
@@ -159,8 +180,7 @@ impl Metrics {
             );
         }
         let plugins = self.plugins.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        type PluginCounter = fn(&PluginMetrics) -> &AtomicU64;
-        let counters: [(&str, &str, PluginCounter); 3] = [
+        let plugin_counters: [Counter<PluginMetrics>; 3] = [
             ("sluice_plugin_calls_total", "Batches handed to a plugin version", |m| {
                 &m.calls
             }),
@@ -171,20 +191,17 @@ impl Metrics {
                 &m.errors
             }),
         ];
-        for (name, help, get) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} counter");
-            for (label, m) in &plugins {
-                let _ = writeln!(out, "{name}{{plugin=\"{label}\"}} {}", get(m).load(Relaxed));
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP sluice_plugin_batch_seconds Time a plugin version takes per batch.\n# TYPE sluice_plugin_batch_seconds histogram"
+        family(
+            &mut out,
+            "plugin",
+            &plugins,
+            &plugin_counters,
+            (
+                "sluice_plugin_batch_seconds",
+                "Time a plugin version takes per batch",
+                |m| &m.batch_seconds,
+            ),
         );
-        for (label, m) in &plugins {
-            m.batch_seconds
-                .render(&mut out, "sluice_plugin_batch_seconds", &format!("plugin=\"{label}\""));
-        }
         let _ = writeln!(
             out,
             "# HELP sluice_lookup_seconds Online lookup latency.\n# TYPE sluice_lookup_seconds histogram"

@@ -68,7 +68,7 @@ impl OnlineView {
 
     /// The hash of an entity.
     pub fn hash(&self, entity: &str) -> String {
-        format!("{}:{{{entity}}}", self.prefix)
+        crate::targets::redis::entity_hash(&self.prefix, entity)
     }
 
     /// Reads entities as of `at` (µs since the epoch), in one round trip; `None` for an
@@ -88,11 +88,15 @@ impl OnlineView {
             .query_async(conn)
             .await
             .map_err(|e| format!("online read failed: {e}"))?;
-        found.into_iter().map(|fields| self.evaluate(&fields, at)).collect()
+        found
+            .into_iter()
+            .map(|fields| self.evaluate(&fields, Some(at)))
+            .collect()
     }
 
     /// One entity's row from its hash fields, aggregates evaluated at `at`.
-    pub fn evaluate(&self, fields: &HashFields, at: i64) -> Result<Option<OnlineRow>, String> {
+    /// `at: None` evaluates them at the row's own event time.
+    pub fn evaluate(&self, fields: &HashFields, at: Option<i64>) -> Result<Option<OnlineRow>, String> {
         if !fields.iter().any(|(name, _)| name == "_ts") {
             return Ok(None);
         }
@@ -119,7 +123,7 @@ impl OnlineView {
         for spec in &self.aggregates {
             let mut state = KeyState::decode(spec, fields.iter().map(|(n, v)| (n.as_str(), v.as_slice())))?;
             let mut names = spec.feature_names();
-            spec.evaluate(&mut state, at, |value| {
+            spec.evaluate(&mut state, at.unwrap_or(row.time), |value| {
                 if let Some(name) = names.next() {
                     row.values.insert(name.to_string(), value);
                 }

@@ -101,12 +101,7 @@ pub fn run(options: DemoOptions) -> anyhow::Result<i32> {
             target.insert("subject".into(), format!("demo.{id}.features").into());
         }
     }
-    let mut random = [0u8; 16];
-    {
-        use std::io::Read;
-        std::fs::File::open("/dev/urandom")?.read_exact(&mut random)?;
-    }
-    let token = format!("demo_{}", hex::encode(random));
+    let token = crate::http::auth::new_token("demo")?;
     let extra: toml::Table = toml::from_str(&format!(
         "[http]\nbind = {:?}\n[[token]]\nname = \"demo\"\nsha256 = \"{}\"\nscopes = [\"admin\"]\n",
         options.bind,

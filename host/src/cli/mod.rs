@@ -84,24 +84,9 @@ pub enum PluginCommand {
     Run {
         /// The component (.wasm).
         file: PathBuf,
-        /// Plugin configuration, KEY=VALUE (repeatable).
-        #[arg(long = "config", value_name = "KEY=VALUE")]
-        config: Vec<String>,
-        /// Field holding the entity key.
-        #[arg(long, default_value = "key")]
-        key: String,
-        /// Field holding the event time (RFC 3339 text, or epoch milliseconds).
-        #[arg(long, default_value = "ts")]
-        time: String,
-        /// Events per call.
-        #[arg(long, default_value_t = 256)]
-        batch: usize,
-        /// Also write each output event's key and time as `_key` and `_time` (RFC 3339).
-        #[arg(long)]
-        meta: bool,
-        /// Let the plugin read the real clocks (otherwise they read zero).
-        #[arg(long)]
-        grant_clock: bool,
+        /// How to run it.
+        #[command(flatten)]
+        options: plugin::RunOptions,
         /// Folder of compiled artifacts (default: $SLUICE_CACHE_DIR or ~/.cache/sluice/artifacts).
         #[arg(long)]
         cache_dir: Option<PathBuf>,
@@ -132,30 +117,15 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         }) => plugin::deploy(&name, &file, &server, &token),
         Command::Plugin(PluginCommand::Run {
             file,
-            config,
-            key,
-            time,
-            batch,
-            meta,
-            grant_clock,
+            options,
             cache_dir,
-        }) => {
-            let options = plugin::RunOptions {
-                config,
-                key,
-                time,
-                batch,
-                meta,
-                grant_clock,
-            };
-            plugin::run(
-                &file,
-                cache_dir,
-                options,
-                std::io::stdin().lock(),
-                &mut std::io::stdout().lock(),
-            )
-        }
+        }) => plugin::run(
+            &file,
+            cache_dir,
+            options,
+            std::io::stdin().lock(),
+            &mut std::io::stdout().lock(),
+        ),
         Command::Validate { config } => match crate::config::load(&config) {
             Ok(c) => {
                 println!(
@@ -180,10 +150,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                     return Ok(1);
                 }
             }
-            let mut random = [0u8; 32];
-            use std::io::Read;
-            std::fs::File::open("/dev/urandom")?.read_exact(&mut random)?;
-            let token = format!("slc_{}", hex::encode(random));
+            let token = crate::http::auth::new_token("slc")?;
             let quote = |items: &[String]| items.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
             eprintln!("token (shown once; the config keeps only its hash):");
             println!("{token}");

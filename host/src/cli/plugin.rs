@@ -15,18 +15,25 @@ use crate::plugin::{Limits, NoLookup, PluginEngine, Registry};
 use crate::sources::decode::{json_kind, parse_time};
 
 /// Options of `sluice plugin run`.
+#[derive(Debug, clap::Args)]
 pub struct RunOptions {
-    /// `KEY=VALUE` pairs.
+    /// Plugin configuration, KEY=VALUE (repeatable).
+    #[arg(long = "config", value_name = "KEY=VALUE")]
     pub config: Vec<String>,
     /// Field holding the entity key.
+    #[arg(long, default_value = "key")]
     pub key: String,
-    /// Field holding the event time.
+    /// Field holding the event time (RFC 3339 text, or epoch milliseconds).
+    #[arg(long, default_value = "ts")]
     pub time: String,
     /// Events per call.
+    #[arg(long, default_value_t = 256)]
     pub batch: usize,
-    /// Write `_key` and `_time` too.
+    /// Also write each output event's key and time as `_key` and `_time` (RFC 3339).
+    #[arg(long)]
     pub meta: bool,
-    /// Let the plugin read the real clocks.
+    /// Let the plugin read the real clocks (otherwise they read zero).
+    #[arg(long)]
     pub grant_clock: bool,
 }
 

@@ -62,6 +62,14 @@ impl Token {
     }
 }
 
+/// A new random token (`<prefix>_` and 64 hex digits from the system's random source).
+pub fn new_token(prefix: &str) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut random = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut random)?;
+    Ok(format!("{prefix}_{}", hex::encode(random)))
+}
+
 /// The SHA-256 of a token, as the config holds it (hex).
 pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))

@@ -114,7 +114,7 @@ async fn read(api: &Api, pairs: &[(&ServedSet, &str)], at: i64) -> Result<Vec<Op
         .zip(found)
         .map(|((set, _), fields)| {
             set.view
-                .evaluate(&fields, at)
+                .evaluate(&fields, Some(at))
                 .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))
         })
         .collect()
@@ -194,7 +194,7 @@ const MAX_PAIRS: usize = 10_000;
 pub(crate) async fn many(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let started = Instant::now();
     // Authenticated before the body is looked at; each set is checked below.
-    api.allow(&headers, Scope::Read, None)?;
+    let token = api.allow(&headers, Scope::Read, None)?;
     let request: Lookup = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!(
             "expected {{\"entities\": [\"...\"], \"features\": [\"set:feature\" or \"set:*\"] and/or \"vector\": \"name\", \"at\": optional}}: {e}"
@@ -239,7 +239,7 @@ pub(crate) async fn many(State(api): State<Arc<Api>>, headers: HeaderMap, body: 
     }
     let mut served = Vec::with_capacity(sets.len());
     for (name, _) in &sets {
-        api.allow(&headers, Scope::Read, Some(name))?;
+        token.allows(Scope::Read, Some(name)).map_err(|d| api.refuse(d))?;
         served.push(api.set(name)?);
     }
     let at = time_of(request.at.as_ref())?;

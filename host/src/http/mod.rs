@@ -163,13 +163,16 @@ impl Api {
     pub(crate) fn allow(&self, headers: &HeaderMap, scope: Scope, set: Option<&str>) -> Result<&Token, ApiError> {
         let header = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         let checked = authenticate(&self.tokens, header).and_then(|t| t.allows(scope, set).map(|()| t));
-        checked.map_err(|denied| {
-            self.metrics.refused.fetch_add(1, Relaxed);
-            match denied {
-                Denied::Unauthenticated(why) => ApiError(StatusCode::UNAUTHORIZED, why.to_string()),
-                Denied::Forbidden(why) => ApiError(StatusCode::FORBIDDEN, why),
-            }
-        })
+        checked.map_err(|denied| self.refuse(denied))
+    }
+
+    /// The response to a refusal (counted).
+    pub(crate) fn refuse(&self, denied: Denied) -> ApiError {
+        self.metrics.refused.fetch_add(1, Relaxed);
+        match denied {
+            Denied::Unauthenticated(why) => ApiError(StatusCode::UNAUTHORIZED, why.to_string()),
+            Denied::Forbidden(why) => ApiError(StatusCode::FORBIDDEN, why),
+        }
     }
 
     fn set(&self, name: &str) -> Result<Arc<ServedSet>, ApiError> {
@@ -210,6 +213,18 @@ pub fn router(api: Arc<Api>, max_body_bytes: usize) -> Router {
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .merge(plugins)
         .with_state(api)
+}
+
+/// Writes a file whole or not at all: a temporary file, fsync, rename (what the server
+/// stores: deployed plugins, applied definitions, choices).
+pub(crate) fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// One route as the OpenAPI document describes it.

@@ -17,7 +17,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value as Json};
 
-use super::{Api, ApiError};
+use super::{write_atomically, Api, ApiError};
 use crate::config::Scope;
 use crate::plugin::{PluginError, PluginVersion, Registry};
 
@@ -61,16 +61,6 @@ fn json_body(status: StatusCode, body: Json) -> Response {
 /// Where deployed components are kept.
 pub fn store_dir(data_dir: &FsPath) -> PathBuf {
     data_dir.join("plugins")
-}
-
-fn write_atomically(path: &FsPath, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 /// Records which version of a plugin is active (its component stored beside).

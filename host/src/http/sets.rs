@@ -18,7 +18,7 @@ use axum::body::Bytes;
 use axum::extract::Query;
 use serde::Deserialize;
 
-use super::{Api, ApiError, ServedSet};
+use super::{write_atomically, Api, ApiError, ServedSet};
 use crate::config::{FeatureSetConfig, Scope, SourceConfig};
 use crate::steps::aggregate::AggregateSpec;
 
@@ -159,15 +159,6 @@ pub fn stored(data_dir: &FsPath) -> Vec<FeatureSetConfig> {
         }
     }
     out
-}
-
-fn write_atomically(path: &FsPath, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
 }
 
 #[derive(Deserialize)]

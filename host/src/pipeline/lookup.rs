@@ -100,12 +100,7 @@ impl OnlineLookup for RedisLookup {
         found
             .into_iter()
             .map(|hash| {
-                let at = hash
-                    .iter()
-                    .find(|(name, _)| name == "_ts")
-                    .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse().ok())
-                    .unwrap_or(0);
-                let row = view.evaluate(&hash, at).map_err(|e| format!("lookup failed: {e}"))?;
+                let row = view.evaluate(&hash, None).map_err(|e| format!("lookup failed: {e}"))?;
                 Ok(row.map(|row| {
                     let mut fields: Vec<Field> = row
                         .values

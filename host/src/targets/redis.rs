@@ -67,6 +67,12 @@ end
 return applied
 "#;
 
+/// The hash of an entity under a feature set version's prefix; the entity in braces is the
+/// cluster hash tag, so a future Redis Cluster keeps an entity's keys together.
+pub fn entity_hash(prefix: &str, entity: &str) -> String {
+    format!("{prefix}:{{{entity}}}")
+}
+
 /// The script, sent once and then called by its hash (`EVALSHA`).
 static APPLY_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(APPLY));
 
@@ -117,7 +123,7 @@ impl RedisTarget {
 
     /// The hash key of an entity (the entity is the cluster hash tag).
     pub fn key(&self, entity: &str) -> String {
-        format!("{}:{{{entity}}}", self.prefix)
+        entity_hash(&self.prefix, entity)
     }
 
     /// The key holding the last applied input sequence.

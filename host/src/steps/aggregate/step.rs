@@ -49,6 +49,15 @@ pub struct TileHome {
     pub store: Arc<dyn TileStore>,
 }
 
+/// The hash of a key: the entity's own hash (beside its row), or, for a step keyed by another
+/// field (`step` given), a hash of that step's own.
+fn hash_of(prefix: &str, step: Option<&str>, key: &str) -> String {
+    match step {
+        None => crate::targets::redis::entity_hash(prefix, key),
+        Some(step) => crate::targets::redis::entity_hash(&format!("{prefix}:{step}"), key),
+    }
+}
+
 pub(crate) struct Aggregate {
     id: String,
     spec: Arc<AggregateSpec>,
@@ -84,13 +93,9 @@ impl Aggregate {
         }
     }
 
-    /// The hash of a key: the entity's own hash (beside its row), or for another key field a
-    /// hash of this step's own.
-    fn hash_of(&self, prefix: &str, key: &str) -> String {
-        match &self.key_field {
-            None => format!("{prefix}:{{{key}}}"),
-            Some(_) => format!("{prefix}:{}:{{{key}}}", self.id),
-        }
+    /// The step id in hash names when it keys by another field than the entity.
+    fn own_hashes(&self) -> Option<&str> {
+        self.key_field.as_ref().map(|_| self.id.as_str())
     }
 
     /// Loads the state of keys not in memory, retrying while the store is unreachable.
@@ -101,7 +106,10 @@ impl Aggregate {
             }
             return Ok(());
         };
-        let hashes: Vec<String> = keys.iter().map(|k| self.hash_of(&home.prefix, k)).collect();
+        let hashes: Vec<String> = keys
+            .iter()
+            .map(|k| hash_of(&home.prefix, self.own_hashes(), k))
+            .collect();
         let mut delay = Duration::from_millis(50);
         let found = loop {
             match home.store.load(&hashes) {
@@ -260,15 +268,13 @@ impl crate::steps::Step for Aggregate {
         // Write-out: every key changed in this batch, as absolute values.
         let changed_keys = self.touched.len();
         if let Some(home) = &self.home {
+            let own = self.key_field.as_ref().map(|_| self.id.as_str());
             for key in self.touched.drain(..) {
                 let Some(state) = self.states.get_mut(&key) else {
                     continue;
                 };
                 let (set, delete) = state.take_changes(&self.spec);
-                let hash = match &self.key_field {
-                    None => format!("{}:{{{key}}}", home.prefix),
-                    Some(_) => format!("{}:{}:{{{key}}}", home.prefix, self.id),
-                };
+                let hash = hash_of(&home.prefix, own, &key);
                 self.writes.push(StateWrite { hash, set, delete });
             }
         } else {
