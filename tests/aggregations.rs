@@ -64,16 +64,17 @@ async fn online_reads_evaluate_windows_as_of_the_read_time_and_late_events_are_s
     let config = sluice::config::load(&config_path).unwrap();
     let view = OnlineView::new(&live.prefix, &config.feature_sets[0]).unwrap();
     let mut redis = live.redis().await;
+    let store = live.store().await;
     let last = (t + 2 * MIN_MS) * 1000; // "a"'s latest event, µs
-    let read = async |redis: &mut redis::aio::MultiplexedConnection, at: i64| {
-        let rows = view.read(redis, &["a", "b", "nobody"], at).await.unwrap();
+    let read = async |at: i64| {
+        let rows = view.read(&store, &["a", "b", "nobody"], at).await.unwrap();
         assert!(rows[2].is_none(), "an entity never seen has no row");
         let a = rows[0].clone().expect("a has a row");
         assert_eq!(a.time, last, "the row written last is a's latest event");
         a.values
     };
 
-    let now = read(&mut redis, last).await;
+    let now = read(last).await;
     assert_eq!(
         now["tx_count_1h"],
         Value::Integer(4),
@@ -88,7 +89,7 @@ async fn online_reads_evaluate_windows_as_of_the_read_time_and_late_events_are_s
     assert_eq!(now["amount_usd_max_1h"], Value::Float(40.0));
     assert_eq!(now["merchant_distinct_24h"], Value::Integer(3));
 
-    let two_hours = read(&mut redis, last + 2 * HOUR_US).await;
+    let two_hours = read(last + 2 * HOUR_US).await;
     assert_eq!(two_hours["tx_count_1h"], Value::Integer(0), "the 1h window is empty");
     assert_eq!(two_hours["amount_usd_sum_1h"], Value::Null);
     assert_eq!(
@@ -99,7 +100,7 @@ async fn online_reads_evaluate_windows_as_of_the_read_time_and_late_events_are_s
     assert_eq!(two_hours["amount_usd_sum_24h"], Value::Float(100.0));
     assert_eq!(two_hours["amount_usd_mean_24h"], Value::Float(25.0));
 
-    let next_day = read(&mut redis, last + 25 * HOUR_US).await;
+    let next_day = read(last + 25 * HOUR_US).await;
     for (name, want) in [
         ("tx_count_1h", Value::Integer(0)),
         ("amount_usd_count_24h", Value::Integer(0)),

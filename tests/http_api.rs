@@ -352,10 +352,17 @@ async fn a_plugin_deployed_over_http_while_events_flow_takes_effect_for_later_ev
     let n = 50_000u64;
     let events: Vec<Json> = (0..n).map(transaction).collect();
     let bodies: Vec<Vec<u8>> = events.iter().map(|e| serde_json::to_vec(e).unwrap()).collect();
+    // The second half of the events is held until the deploy is done, so the deploy lands
+    // mid-stream however long compiling the new component takes on this machine.
+    let (deployed_tx, deployed_rx) = tokio::sync::oneshot::channel::<()>();
     let publisher = {
         let (js, subject) = (live.jetstream().await, live.subject.clone());
         tokio::spawn(async move {
-            for chunk in bodies.chunks(2_000) {
+            let mut deployed = Some(deployed_rx);
+            for (i, chunk) in bodies.chunks(2_000).enumerate() {
+                if i == 13 {
+                    let _ = deployed.take().unwrap().await;
+                }
                 let mut acks = Vec::new();
                 for b in chunk {
                     acks.push(js.publish(subject.clone(), b.clone().into()).await.unwrap());
@@ -385,6 +392,7 @@ async fn a_plugin_deployed_over_http_while_events_flow_takes_effect_for_later_ev
     assert_eq!(deployed["deployed_by"], "deployer");
     let applied_at_deploy = live.applied().await;
     assert!(applied_at_deploy < n, "the deploy happened while events flowed");
+    deployed_tx.send(()).unwrap();
 
     publisher.await.unwrap();
     let expected = events.iter().filter(|e| kept(e)).count();
@@ -494,7 +502,17 @@ async fn demo(extra: &'static [&'static str]) -> i32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_streams_serves_and_removes_what_it_created() {
-    let code = demo(&["--bind", "127.0.0.1:0", "--events", "2000"]).await;
+    let code = demo(&[
+        "--bind",
+        "127.0.0.1:0",
+        "--events",
+        "2000",
+        "--nats",
+        sluice_tests::live::NATS,
+        "--redis",
+        sluice_tests::live::REDIS,
+    ])
+    .await;
     assert_eq!(code, 0);
     let id = std::process::id();
     let js = async_nats::jetstream::new(async_nats::connect(sluice_tests::live::NATS).await.unwrap());
@@ -514,8 +532,8 @@ async fn the_demo_streams_serves_and_removes_what_it_created() {
         .unwrap();
     assert!(keys.is_empty(), "and its Redis keys: {keys:?}");
 
-    // Without NATS: exit 1 with the reason (the embedded mode is not built yet).
-    let code = demo(&["--nats", "nats://127.0.0.1:1"]).await;
+    // An unreachable NATS: exit 1 with the reason.
+    let code = demo(&["--nats", "nats://127.0.0.1:1", "--redis", sluice_tests::live::REDIS]).await;
     assert_eq!(code, 1);
 }
 

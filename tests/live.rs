@@ -171,7 +171,14 @@ impl Live {
         self.publish(&bodies).await
     }
 
-    /// A Redis connection.
+    /// The Redis online store the pipeline writes.
+    pub async fn store(&self) -> sluice::store::redis::RedisStore {
+        sluice::store::redis::RedisStore::connect(&self.redis_url)
+            .await
+            .unwrap()
+    }
+
+    /// A plain Redis connection.
     pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(self.redis_url.as_str())
             .unwrap()
@@ -476,4 +483,76 @@ pub fn with_http(path: &Path, tokens: &[(&str, &str, &[&str], &[&str])]) {
         .collect();
     config.insert("token".into(), toml::Value::Array(tokens));
     std::fs::write(path, toml::to_string(&config).unwrap()).unwrap();
+}
+
+/// The fraud example's per-user aggregates of one kept event, recomputed from the raw events.
+pub struct Windows {
+    /// `tx_count_1h`.
+    pub count_1h: i64,
+    /// `amount_usd_sum_24h`.
+    pub sum_24h: f64,
+    /// `amount_usd_max_24h`.
+    pub max_24h: f64,
+    /// `amount_zscore_24h`.
+    pub zscore_24h: Option<f64>,
+}
+
+/// Expected aggregates per input sequence: every kept event of the user received so far
+/// (in stream order) whose 10-minute bucket is inside the window at the event's time.
+pub fn expected_windows(events: &[Json]) -> HashMap<u64, Windows> {
+    const PERIOD: i64 = 600_000_000;
+    let mut seen: HashMap<&str, Vec<(i64, f64, &str)>> = HashMap::new();
+    let mut out = HashMap::new();
+    for (i, e) in events.iter().enumerate().filter(|(_, e)| kept(e)) {
+        let ts = e["ts"].as_i64().unwrap() * 1000;
+        let usd = e["amount"].as_f64().unwrap() * rate(e["currency"].as_str().unwrap()).unwrap();
+        let list = seen.entry(e["user_id"].as_str().unwrap()).or_default();
+        list.push((ts, usd, e["merchant"].as_str().unwrap()));
+        let now = ts.div_euclid(PERIOD);
+        let inside = |buckets: i64| {
+            list.iter()
+                .filter(move |x| (now - buckets + 1..=now).contains(&x.0.div_euclid(PERIOD)))
+        };
+        let day: Vec<f64> = inside(144).map(|x| x.1).collect();
+        let n = day.len() as f64;
+        let mean = day.iter().sum::<f64>() / n;
+        let sd = (day.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+        out.insert(
+            i as u64 + 1,
+            Windows {
+                count_1h: inside(6).count() as i64,
+                sum_24h: day.iter().sum(),
+                max_24h: day.iter().copied().fold(f64::MIN, f64::max),
+                zscore_24h: (n > 1.0 && sd > 0.0).then(|| (usd - mean) / sd),
+            },
+        );
+    }
+    out
+}
+
+/// Equal within relative 1e-9.
+pub fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}
+
+/// Checks every Parquet row's aggregates (and each user's online row) against a
+/// recomputation from the raw events.
+pub fn check_windows(seq: u64, values: &HashMap<String, Json>, want: &Windows) {
+    assert_eq!(
+        values["tx_count_1h"].as_i64(),
+        Some(want.count_1h),
+        "event {seq}: tx_count_1h"
+    );
+    let sum = values["amount_usd_sum_24h"].as_f64().unwrap();
+    assert!(close(sum, want.sum_24h), "event {seq}: sum {sum} vs {}", want.sum_24h);
+    assert_eq!(
+        values["amount_usd_max_24h"].as_f64(),
+        Some(want.max_24h),
+        "event {seq}: max"
+    );
+    let z = values["amount_zscore_24h"].as_f64();
+    match (z, want.zscore_24h) {
+        (Some(z), Some(w)) => assert!((z - w).abs() <= 1e-6 * w.abs().max(1.0), "event {seq}: z {z} vs {w}"),
+        (z, w) => assert_eq!(z, w, "event {seq}: z-score"),
+    }
 }

@@ -6,7 +6,9 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use serde_json::Value as Json;
-use sluice_tests::live::{kept, parquet_rows, rate, start, transaction, wait_for, Live};
+use sluice_tests::live::{
+    check_windows, expected_windows, kept, parquet_rows, rate, start, transaction, wait_for, Live,
+};
 use tokio::sync::watch;
 
 /// Expected online values: per user, the kept transaction with the latest (ts, seq).
@@ -21,73 +23,6 @@ fn expected_latest(events: &[Json]) -> HashMap<String, (u64, &Json)> {
         }
     }
     latest
-}
-
-/// The fraud example's per-user aggregates of one kept event, recomputed from the raw events.
-struct Windows {
-    count_1h: i64,
-    sum_24h: f64,
-    max_24h: f64,
-    zscore_24h: Option<f64>,
-}
-
-/// Expected aggregates per input sequence: every kept event of the user received so far
-/// (in stream order) whose 10-minute bucket is inside the window at the event's time.
-fn expected_windows(events: &[Json]) -> HashMap<u64, Windows> {
-    const PERIOD: i64 = 600_000_000;
-    let mut seen: HashMap<&str, Vec<(i64, f64, &str)>> = HashMap::new();
-    let mut out = HashMap::new();
-    for (i, e) in events.iter().enumerate().filter(|(_, e)| kept(e)) {
-        let ts = e["ts"].as_i64().unwrap() * 1000;
-        let usd = e["amount"].as_f64().unwrap() * rate(e["currency"].as_str().unwrap()).unwrap();
-        let list = seen.entry(e["user_id"].as_str().unwrap()).or_default();
-        list.push((ts, usd, e["merchant"].as_str().unwrap()));
-        let now = ts.div_euclid(PERIOD);
-        let inside = |buckets: i64| {
-            list.iter()
-                .filter(move |x| (now - buckets + 1..=now).contains(&x.0.div_euclid(PERIOD)))
-        };
-        let day: Vec<f64> = inside(144).map(|x| x.1).collect();
-        let n = day.len() as f64;
-        let mean = day.iter().sum::<f64>() / n;
-        let sd = (day.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
-        out.insert(
-            i as u64 + 1,
-            Windows {
-                count_1h: inside(6).count() as i64,
-                sum_24h: day.iter().sum(),
-                max_24h: day.iter().copied().fold(f64::MIN, f64::max),
-                zscore_24h: (n > 1.0 && sd > 0.0).then(|| (usd - mean) / sd),
-            },
-        );
-    }
-    out
-}
-
-fn close(a: f64, b: f64) -> bool {
-    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
-}
-
-/// Checks every Parquet row's aggregates (and each user's online row) against a
-/// recomputation from the raw events.
-fn check_windows(seq: u64, values: &HashMap<String, Json>, want: &Windows) {
-    assert_eq!(
-        values["tx_count_1h"].as_i64(),
-        Some(want.count_1h),
-        "event {seq}: tx_count_1h"
-    );
-    let sum = values["amount_usd_sum_24h"].as_f64().unwrap();
-    assert!(close(sum, want.sum_24h), "event {seq}: sum {sum} vs {}", want.sum_24h);
-    assert_eq!(
-        values["amount_usd_max_24h"].as_f64(),
-        Some(want.max_24h),
-        "event {seq}: max"
-    );
-    let z = values["amount_zscore_24h"].as_f64();
-    match (z, want.zscore_24h) {
-        (Some(z), Some(w)) => assert!((z - w).abs() <= 1e-6 * w.abs().max(1.0), "event {seq}: z {z} vs {w}"),
-        (z, w) => assert_eq!(z, w, "event {seq}: z-score"),
-    }
 }
 
 /// Checks Redis and Parquet against the events: every kept event once, the latest per user,
@@ -121,7 +56,7 @@ async fn check_outputs(live: &Live, events: &[Json]) {
     let config = sluice::config::load(&live.dir.path().join("sluice.toml")).unwrap();
     let view = sluice::online::OnlineView::new(&live.prefix, &config.feature_sets[0]).unwrap();
     let users: Vec<&str> = expected.keys().map(String::as_str).collect();
-    let mut redis = live.redis().await;
+    let store = live.store().await;
     let mut all: HashMap<&str, Vec<(i64, f64)>> = HashMap::new();
     for e in events.iter().filter(|e| kept(e)) {
         let usd = e["amount"].as_f64().unwrap() * rate(e["currency"].as_str().unwrap()).unwrap();
@@ -131,15 +66,12 @@ async fn check_outputs(live: &Live, events: &[Json]) {
     }
     for chunk in users.chunks(500) {
         let at = |u: &str| expected[u].1["ts"].as_i64().unwrap() * 1000;
-        for (user, row) in chunk
-            .iter()
-            .zip(view.read(&mut redis, chunk, at(chunk[0])).await.unwrap())
-        {
+        for (user, row) in chunk.iter().zip(view.read(&store, chunk, at(chunk[0])).await.unwrap()) {
             // Read again at this user's own latest time.
             let row = if at(user) == at(chunk[0]) {
                 row.unwrap()
             } else {
-                view.read(&mut redis, &[user], at(user))
+                view.read(&store, &[user], at(user))
                     .await
                     .unwrap()
                     .pop()
@@ -312,7 +244,8 @@ async fn each_kind_of_poison_goes_to_the_dead_letter_subject_and_the_rest_flows(
     assert_eq!(rows, poison.len() + 1, "every good event around the poison is online");
     // Plugins' `lookup` reads the same online values.
     use sluice::plugin::OnlineLookup;
-    let lookup = sluice::pipeline::RedisLookup::new(&sluice::config::load(&config).unwrap(), &live.redis_url).unwrap();
+    let store = std::sync::Arc::new(live.store().await);
+    let lookup = sluice::pipeline::StoreLookup::new(&sluice::config::load(&config).unwrap(), store).unwrap();
     let found = tokio::task::spawn_blocking({
         let set = live.set.clone();
         move || lookup.lookup(&set, &["u0".to_string(), "nobody".to_string()]).unwrap()

@@ -12,8 +12,12 @@
 //! - [`graph`]: the step graph of a feature set, run per batch; rows keep their input sequence.
 //! - [`steps`]: the built-in steps, one file per kind (`filter`, `map`, `wasm`, `select`,
 //!   `drop`, `rename`, `impute`, `aggregate`), registered in one list.
-//! - [`sources`]: decoding raw events; the JetStream and file sources.
-//! - [`targets`]: Redis (online), stream (feature rows), Parquet (offline), dead letters.
+//! - [`sources`]: decoding raw events; the JetStream, embedded-log and file sources.
+//! - [`targets`]: online (the store's rows), stream (feature rows), Parquet (offline), dead
+//!   letters.
+//! - [`store`]: the online store trait and its two implementations, Redis and the embedded
+//!   redb file (which also holds the embedded mode's event logs).
+//! - [`bus`]: the message bus, NATS JetStream or the embedded logs.
 //! - [`online`]: online reads, windowed aggregates evaluated as of the read time.
 //! - [`http`]: the HTTP API (lookups, ingest, plugins, feature sets, health, metrics, OpenAPI)
 //!   with bearer-token scopes.
@@ -23,6 +27,7 @@
 //! - [`cli`]: the `sluice` command line (the binary only parses arguments and calls it).
 #![deny(missing_docs)]
 
+pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod event;
@@ -34,4 +39,5 @@ pub mod pipeline;
 pub mod plugin;
 pub mod sources;
 pub mod steps;
+pub mod store;
 pub mod targets;

@@ -1,9 +1,9 @@
-//! Online reads: the features of entities as Redis holds them, with every windowed aggregate
+//! Online reads: the features of entities as the online store holds them, with every windowed aggregate
 //! evaluated **as of the read time** from its tiles, not copied from the last event. A user
 //! whose last transaction was two hours ago reads `count_1h = 0`.
 //!
-//! One pipelined round trip reads any number of entities (one `HGETALL` each). The Redis
-//! target does not store these aggregates with the row (they would be stale, and they are
+//! One round trip reads any number of entities (one pipelined `HGETALL` each on Redis). The
+//! online target does not store these aggregates with the row (they would be stale, and they are
 //! most of a row's bytes): they exist only as tiles. Fields computed from aggregates by later
 //! steps (a `map` after the `aggregate`) describe their event and keep the value written with
 //! it.
@@ -13,7 +13,8 @@ use indexmap::IndexMap;
 use crate::config::{FeatureSetConfig, StepKind};
 use crate::event::{value_from_json, Value};
 use crate::steps::aggregate::{AggregateSpec, HashFields, KeyState};
-use crate::targets::redis::RedisTarget;
+use crate::store::OnlineStore;
+use crate::targets::online::OnlineTarget;
 
 /// The online row of one entity.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,7 +54,7 @@ impl OnlineView {
             }
         }
         Ok(OnlineView {
-            prefix: RedisTarget::prefix(redis_prefix, &set.name, set.version),
+            prefix: OnlineTarget::prefix(redis_prefix, &set.name, set.version),
             aggregates,
         })
     }
@@ -68,7 +69,7 @@ impl OnlineView {
 
     /// The hash of an entity.
     pub fn hash(&self, entity: &str) -> String {
-        crate::targets::redis::entity_hash(&self.prefix, entity)
+        crate::targets::online::entity_hash(&self.prefix, entity)
     }
 
     /// Reads entities as of `at` (µs since the epoch), in one round trip; `None` for an
@@ -76,16 +77,13 @@ impl OnlineView {
     /// step after the aggregation).
     pub async fn read(
         &self,
-        conn: &mut impl redis::aio::ConnectionLike,
+        store: &dyn OnlineStore,
         entities: &[&str],
         at: i64,
     ) -> Result<Vec<Option<OnlineRow>>, String> {
-        let mut pipe = redis::pipe();
-        for entity in entities {
-            pipe.cmd("HGETALL").arg(self.hash(entity));
-        }
-        let found: Vec<HashFields> = pipe
-            .query_async(conn)
+        let hashes: Vec<String> = entities.iter().map(|entity| self.hash(entity)).collect();
+        let found = store
+            .read(&hashes)
             .await
             .map_err(|e| format!("online read failed: {e}"))?;
         found

@@ -1,15 +1,19 @@
-//! `sluice demo`: the fraud example end to end on NATS and Redis. Generates transactions of
-//! the last hours, streams them through the example's graph (currency plugin, filter,
-//! per-user windows, z-score) with a progress bar, serves the HTTP API with a fresh admin
-//! token, prints a few users' features and the `curl` lines to try more, then serves until
-//! Ctrl-C and removes what it created.
+//! `sluice demo`: the fraud example end to end, in the embedded single-process mode (no NATS,
+//! no Redis: the online store and event logs in one file of a temporary folder), or with
+//! `--nats` and `--redis` on the real services. Generates transactions of the last hours,
+//! streams them through the example's graph (currency plugin, filter, per-user windows,
+//! z-score) with a progress bar, serves the HTTP API with a fresh admin token, prints a few
+//! users' features and the `curl` lines to try more, then serves until Ctrl-C and removes
+//! what it created.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::bus::{Bus, Publish};
 use crate::config::Config;
 use crate::event::Value;
 use crate::online::OnlineView;
+use crate::pipeline::Services;
 
 /// Options of `sluice demo`.
 #[derive(Debug, clap::Args)]
@@ -17,12 +21,12 @@ pub struct DemoOptions {
     /// Where the API listens.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub bind: String,
-    /// NATS URL.
-    #[arg(long, default_value = "nats://127.0.0.1:4222")]
-    pub nats: String,
-    /// Redis URL.
-    #[arg(long, default_value = "redis://127.0.0.1:6379/0")]
-    pub redis: String,
+    /// NATS URL (with --redis: run on the real services instead of the embedded mode).
+    #[arg(long, requires = "redis")]
+    pub nats: Option<String>,
+    /// Redis URL (with --nats).
+    #[arg(long, requires = "nats")]
+    pub redis: Option<String>,
     /// Transactions to generate.
     #[arg(long, default_value_t = 5000)]
     pub events: u64,
@@ -51,20 +55,36 @@ fn transaction(i: u64, ts: i64) -> serde_json::Value {
     })
 }
 
+/// The currency plugin: given, or found built, or built now from `plugins/` (a fresh clone
+/// needs only the `wasm32-wasip2` target).
 fn find_plugin(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    let candidates = explicit.into_iter().chain([
-        PathBuf::from("plugins/target/wasm32-wasip2/release/currency.wasm"),
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins/target/wasm32-wasip2/release/currency.wasm"),
-    ]);
-    for path in candidates {
-        if path.exists() {
-            return Ok(path);
-        }
+    if let Some(path) = explicit {
+        anyhow::ensure!(path.exists(), "--plugin {}: no such file", path.display());
+        return Ok(path);
     }
-    anyhow::bail!(
-        "the demo needs the currency plugin: build it with `cd plugins && cargo build --release --target \
-         wasm32-wasip2` (or pass --plugin <currency.wasm>)"
-    )
+    let roots = [
+        PathBuf::from("plugins"),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins"),
+    ];
+    let built = |root: &Path| root.join("target/wasm32-wasip2/release/currency.wasm");
+    if let Some(path) = roots.iter().map(|r| built(r)).find(|p| p.exists()) {
+        return Ok(path);
+    }
+    let hint = "build it with `rustup target add wasm32-wasip2 && cd plugins && cargo build --release --target \
+                wasm32-wasip2 -p currency` (or pass --plugin <currency.wasm>)";
+    let Some(root) = roots.iter().find(|r| r.join("Cargo.toml").exists()) else {
+        anyhow::bail!("the demo needs the currency plugin: {hint}");
+    };
+    eprintln!("Building the currency plugin (once): cargo build --release --target wasm32-wasip2 -p currency");
+    let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "--target", "wasm32-wasip2", "-p", "currency"])
+        .current_dir(root)
+        .env_remove("CARGO_TARGET_DIR")
+        .status();
+    match status {
+        Ok(status) if status.success() && built(root).exists() => Ok(built(root)),
+        Ok(_) | Err(_) => anyhow::bail!("the currency plugin did not build: {hint}"),
+    }
 }
 
 /// Runs the demo; returns the exit code.
@@ -75,9 +95,10 @@ pub fn run(options: DemoOptions) -> anyhow::Result<i32> {
     std::fs::create_dir_all(&dir)?;
     let mut config: toml::Table = EXAMPLE.parse()?;
     let host = config["host"].as_table_mut().expect("the example has [host]");
-    host.insert("nats".into(), options.nats.clone().into());
-    host.insert("redis".into(), options.redis.clone().into());
+    host.insert("nats".into(), options.nats.clone().unwrap_or_default().into());
+    host.insert("redis".into(), options.redis.clone().unwrap_or_default().into());
     host.insert("redis_prefix".into(), format!("demo{id}").into());
+    host.insert("data_dir".into(), dir.join("data").display().to_string().into());
     config["plugins"]
         .as_table_mut()
         .expect("the example has [plugins]")
@@ -96,9 +117,15 @@ pub fn run(options: DemoOptions) -> anyhow::Result<i32> {
     let features_stream = format!("DEMO_FEATURES_{id}");
     for target in set["targets"].as_array_mut().expect("targets") {
         let target = target.as_table_mut().expect("a table");
-        if target["kind"].as_str() == Some("stream") {
-            target.insert("stream".into(), features_stream.clone().into());
-            target.insert("subject".into(), format!("demo.{id}.features").into());
+        match target["kind"].as_str() {
+            Some("stream") => {
+                target.insert("stream".into(), features_stream.clone().into());
+                target.insert("subject".into(), format!("demo.{id}.features").into());
+            }
+            Some("parquet") => {
+                target.insert("root".into(), dir.join("offline").display().to_string().into());
+            }
+            _ => {}
         }
     }
     let token = crate::http::auth::new_token("demo")?;
@@ -113,63 +140,64 @@ pub fn run(options: DemoOptions) -> anyhow::Result<i32> {
     let config = crate::config::load(&path)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async move {
-        let client = match async_nats::connect(&options.nats).await {
-            Ok(client) => client,
+    let outcome = runtime.block_on(async {
+        let services = match Services::connect(&config).await {
+            Ok(services) => services,
             Err(e) => {
                 eprintln!(
-                    "NATS at {}: {e}\nThe demo runs on NATS JetStream and Redis for now (the embedded single-process \
-                     mode is not built yet): start them, or pass --nats and --redis.",
-                    options.nats
+                    "{e}\nWith --nats and --redis the demo runs on those services: start them, or leave both options \
+                     out for the embedded mode."
                 );
                 return Ok(1);
             }
         };
-        let js = async_nats::jetstream::new(client);
-        let mut redis = match redis::Client::open(options.redis.as_str())?.get_multiplexed_async_connection().await {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("Redis at {}: {e}\nThe demo runs on NATS JetStream and Redis for now: start Redis, or pass --redis.", options.redis);
-                return Ok(1);
-            }
-        };
-        let events_stream = async_nats::jetstream::stream::Config {
-            name: stream.clone(),
-            subjects: vec![subject.clone()],
-            ..Default::default()
-        };
-        let outcome = match js.get_or_create_stream(events_stream).await {
-            Ok(_) => demo(&config, &options, &js, &mut redis, &subject, &token, &path).await,
-            Err(e) => Err(anyhow::anyhow!("creating the demo's stream: {e}")),
-        };
-        // Remove what the demo created, whatever happened.
-        let _ = js.delete_stream(&stream).await;
-        let _ = js.delete_stream(&features_stream).await;
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("demo{id}:*"))
-            .query_async(&mut redis)
-            .await
-            .unwrap_or_default();
-        if !keys.is_empty() {
-            let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut redis).await;
+        if config.host.embedded() {
+            println!(
+                "Embedded mode: no NATS, no Redis; the online store and event logs are in {}",
+                dir.display()
+            );
+        } else {
+            println!("On NATS at {} and Redis at {}", config.host.nats, config.host.redis);
         }
-        let _ = std::fs::remove_dir_all(&dir);
+        let outcome = demo(&config, &options, services.clone(), (&stream, &subject), &token, &path).await;
+        if let Bus::Nats(js) = &services.bus {
+            // Remove what the demo created on the services, whatever happened.
+            let _ = js.delete_stream(&stream).await;
+            let _ = js.delete_stream(&features_stream).await;
+            if let Ok(mut redis) = redis::Client::open(config.host.redis.as_str())?
+                .get_multiplexed_async_connection()
+                .await
+            {
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(format!("demo{id}:*"))
+                    .query_async(&mut redis)
+                    .await
+                    .unwrap_or_default();
+                if !keys.is_empty() {
+                    let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut redis).await;
+                }
+            }
+        }
         outcome
-    })
+    });
+    drop(runtime);
+    let _ = std::fs::remove_dir_all(&dir);
+    outcome
 }
 
 async fn demo(
     config: &Config,
     options: &DemoOptions,
-    js: &async_nats::jetstream::Context,
-    redis: &mut redis::aio::MultiplexedConnection,
-    subject: &str,
+    services: Services,
+    (stream, subject): (&str, &str),
     token: &str,
     config_path: &Path,
 ) -> anyhow::Result<i32> {
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let (bound, address) = tokio::sync::oneshot::channel();
-    let pipeline = tokio::spawn(crate::pipeline::run_with(config.clone(), shutdown, Some(bound)));
+    let store = services.store.clone();
+    let bus = services.bus.clone();
+    let pipeline = tokio::spawn(crate::pipeline::run_on(config.clone(), services, shutdown, Some(bound)));
     let address = match address.await {
         Ok(address) => address,
         Err(_) => {
@@ -177,24 +205,27 @@ async fn demo(
             anyhow::bail!("the pipeline stopped before serving");
         }
     };
-    // Transactions of the last three hours, in time order.
+    bus.ensure_stream(stream, subject, true).await?;
+    // Transactions of the last three hours, in time order, published in batches.
     let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
     let span = 3 * 3_600_000i64;
-    let mut acks = Vec::new();
+    let mut batch = Vec::new();
     for i in 0..options.events {
         let ts = now - span + (i as i64 * span) / options.events as i64;
-        let body = serde_json::to_vec(&transaction(i, ts))?;
-        acks.push(js.publish(subject.to_string(), body.into()).await?);
-    }
-    for ack in acks {
-        ack.await?;
+        batch.push(Publish {
+            subject: subject.to_string(),
+            headers: Vec::new(),
+            body: serde_json::to_vec(&transaction(i, ts))?.into(),
+        });
+        if batch.len() == 1000 || i + 1 == options.events {
+            bus.publish(std::mem::take(&mut batch)).await?;
+        }
     }
     let set = &config.feature_sets[0];
     let applied_key = format!("{}:{}:v{}:_applied", config.host.redis_prefix, set.name, set.version);
     let started = Instant::now();
     loop {
-        let applied: Option<u64> = redis::cmd("GET").arg(&applied_key).query_async(redis).await?;
-        let applied = applied.unwrap_or(0);
+        let applied = store.counter(&applied_key).await.map_err(anyhow::Error::msg)?;
         let width = 40;
         let done = (applied * width / options.events.max(1)) as usize;
         eprint!(
@@ -216,7 +247,7 @@ async fn demo(
     let view = OnlineView::new(&config.host.redis_prefix, set).map_err(anyhow::Error::msg)?;
     let users = ["u0", "u1", "u4", "u9"];
     let at = now * 1000;
-    let rows = view.read(redis, &users, at).await.map_err(anyhow::Error::msg)?;
+    let rows = view.read(&*store, &users, at).await.map_err(anyhow::Error::msg)?;
     println!("\nA few users as of now (windows evaluated at the request time):\n");
     println!(
         "{:<6} {:>12} {:>12} {:>14} {:>16} {:>12}",

@@ -53,11 +53,12 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HostConfig {
-    /// NATS server URL.
+    /// NATS server URL. Leave it and `redis` out (or empty) for the embedded mode: one
+    /// process, the online store and event logs in `<data_dir>/sluice.redb`.
     pub nats: String,
     /// Redis URL (`redis://host:port/db`).
     pub redis: String,
-    /// Prefix of every Redis key Sluice writes (tests use their own).
+    /// Prefix of every online-store key Sluice writes (tests use their own).
     pub redis_prefix: String,
     /// Folder for offline data and the artifact cache (relative to the config file).
     pub data_dir: PathBuf,
@@ -118,11 +119,21 @@ pub enum Scope {
     Admin,
 }
 
+/// The embedded store's file, in the data folder.
+pub const EMBEDDED_FILE: &str = "sluice.redb";
+
+impl HostConfig {
+    /// Whether the host runs in the embedded mode (no NATS, no Redis configured).
+    pub fn embedded(&self) -> bool {
+        self.nats.trim().is_empty() && self.redis.trim().is_empty()
+    }
+}
+
 impl Default for HostConfig {
     fn default() -> Self {
         HostConfig {
-            nats: "nats://127.0.0.1:4222".into(),
-            redis: "redis://127.0.0.1:6379/0".into(),
+            nats: String::new(),
+            redis: String::new(),
             redis_prefix: "sluice".into(),
             data_dir: "data".into(),
         }

@@ -9,6 +9,21 @@ use super::{Config, FeatureSetConfig, Problem, SourceConfig, StepKind, TargetCon
 pub fn validate(config: &Config) -> Vec<Problem> {
     let mut problems = Vec::new();
     let mut report = |key: String, message: String| problems.push(Problem { key, message });
+    let (nats, redis) = (config.host.nats.trim().is_empty(), config.host.redis.trim().is_empty());
+    if nats != redis {
+        let (key, other) = if nats {
+            ("host.nats", "host.redis")
+        } else {
+            ("host.redis", "host.nats")
+        };
+        report(
+            key.into(),
+            format!(
+                "missing while {other} is set: production mode needs both NATS and Redis; leave both out for the \
+                 embedded single-process mode"
+            ),
+        );
+    }
     for name in config.plugins.keys() {
         if crate::plugin::PluginName::new(name).is_err() {
             report(

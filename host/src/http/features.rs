@@ -1,5 +1,5 @@
 //! Online lookups: `GET /v1/features/{set}/{entity}` and `POST /v1/features/lookup`. Values
-//! come from Redis with windowed aggregates evaluated as of the request time (or `at`); each
+//! come from the online store with windowed aggregates evaluated as of the request time (or `at`); each
 //! carries a status: `present`, `null`, `not_found` (the entity or the feature is unknown) or
 //! `outside_max_age` (its event is older than the set's TTL at the time asked).
 
@@ -20,7 +20,6 @@ use super::{Api, ApiError, ServedSet};
 use crate::config::{Scope, TimeFormat};
 use crate::event::{JsonValue, Value};
 use crate::online::OnlineRow;
-use crate::steps::aggregate::HashFields;
 
 #[derive(Deserialize)]
 pub(crate) struct At {
@@ -98,16 +97,12 @@ impl Writer {
     }
 }
 
-/// Reads (set, entity) pairs in one pipelined round trip; rows evaluated at `at`.
+/// Reads (set, entity) pairs in one round trip; rows evaluated at `at`.
 async fn read(api: &Api, pairs: &[(&ServedSet, &str)], at: i64) -> Result<Vec<Option<OnlineRow>>, ApiError> {
-    let mut pipe = redis::pipe();
-    for (set, entity) in pairs {
-        pipe.cmd("HGETALL").arg(set.view.hash(entity));
-    }
-    let mut redis = api.redis.clone();
-    let found: Vec<HashFields> = pipe.query_async(&mut redis).await.map_err(|e| {
+    let hashes: Vec<String> = pairs.iter().map(|(set, entity)| set.view.hash(entity)).collect();
+    let found = api.store.read(&hashes).await.map_err(|e| {
         api.metrics.lookup_errors.fetch_add(1, Relaxed);
-        ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("Redis: {e}"))
+        ApiError(StatusCode::SERVICE_UNAVAILABLE, e)
     })?;
     pairs
         .iter()

@@ -2,7 +2,7 @@
 //! except `/healthz` needs a bearer token with the right scope (see [`auth`]).
 //!
 //! Everything a request needs is built once at start ([`Api::new`]): the request path does
-//! no config or registry work, and a lookup is one pipelined Redis round trip.
+//! no config or registry work, and a lookup is one round trip to the online store.
 
 pub mod auth;
 mod features;
@@ -36,7 +36,7 @@ pub(crate) struct ServedSet {
     view: OnlineView,
     /// Online values older than this (by event time) are `outside_max_age`, µs.
     max_age: Option<i64>,
-    /// The JetStream subject ingest publishes to (a JetStream-sourced set).
+    /// The subject ingest publishes to (a set reading a stream subject).
     subject: Option<String>,
 }
 
@@ -53,8 +53,8 @@ pub struct Api {
     /// Feature vectors by name.
     vectors: HashMap<String, Vec<String>>,
     tokens: Vec<Token>,
-    redis: redis::aio::ConnectionManager,
-    js: Option<async_nats::jetstream::Context>,
+    store: Arc<dyn crate::store::OnlineStore>,
+    bus: Option<crate::bus::Bus>,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
     registry: Option<Arc<crate::plugin::Registry>>,
@@ -113,8 +113,8 @@ impl Api {
     /// Builds everything requests need, from the config and the running services.
     pub fn new(
         config: &Config,
-        redis: redis::aio::ConnectionManager,
-        js: Option<async_nats::jetstream::Context>,
+        store: Arc<dyn crate::store::OnlineStore>,
+        bus: Option<crate::bus::Bus>,
         metrics: Arc<Metrics>,
         ready: Arc<AtomicBool>,
         registry: Option<Arc<crate::plugin::Registry>>,
@@ -150,8 +150,8 @@ impl Api {
                 .map(|v| (v.name.clone(), v.features.clone()))
                 .collect(),
             tokens: config.tokens.iter().map(Token::from_config).collect(),
-            redis,
-            js,
+            store,
+            bus,
             metrics,
             ready,
             registry,
@@ -202,6 +202,7 @@ pub fn router(api: Arc<Api>, max_body_bytes: usize) -> Router {
         .route("/v1/feature-sets", get(sets::list))
         .route("/v1/feature-sets/{name}", get(sets::describe).put(sets::apply))
         .route("/v1/feature-sets/{name}/serve/{version}", post(sets::serve))
+        .route("/v1/feature-sets/{name}/dead-letters", get(sets::dead_letters))
         .route("/v1/plugins", get(plugins::list))
         .route("/v1/plugins/{name}/rollback", post(plugins::rollback))
         .route("/healthz", get(|| async { "ok" }))
@@ -243,16 +244,17 @@ pub struct RouteDoc {
 /// router answers each of them (so the two cannot drift apart).
 pub const ROUTES: &[RouteDoc] = &[
     RouteDoc { method: "get", path: "/healthz", scope: None, summary: "Liveness: 200 while the process serves." },
-    RouteDoc { method: "get", path: "/readyz", scope: Some("read"), summary: "Readiness: Redis and NATS answer and the pipelines run (503 otherwise)." },
+    RouteDoc { method: "get", path: "/readyz", scope: Some("read"), summary: "Readiness: the online store and the bus (Redis and NATS, or the embedded file) answer and the pipelines run (503 otherwise)." },
     RouteDoc { method: "get", path: "/metrics", scope: Some("read"), summary: "Prometheus metrics: events in/out/failed/late per feature set, batch and lookup latency." },
     RouteDoc { method: "get", path: "/openapi.json", scope: None, summary: "This document." },
     RouteDoc { method: "get", path: "/v1/features/{set}/{entity}", scope: Some("read"), summary: "Every feature of one entity; windowed aggregates as of now or ?at= (RFC 3339 or epoch ms); status per value: present, null, not_found, outside_max_age." },
-    RouteDoc { method: "post", path: "/v1/features/lookup", scope: Some("read"), summary: "Body {\"entities\": [...], \"features\": [\"set:feature\" | \"set:*\"] and/or \"vector\": name, \"at\"?}: many entities and sets in one Redis round trip." },
+    RouteDoc { method: "post", path: "/v1/features/lookup", scope: Some("read"), summary: "Body {\"entities\": [...], \"features\": [\"set:feature\" | \"set:*\"] and/or \"vector\": name, \"at\"?}: many entities and sets in one round trip to the online store." },
     RouteDoc { method: "post", path: "/v1/ingest/{set}", scope: Some("ingest"), summary: "One JSON event, a JSON array of them or JSON lines, onto the set's input subject (same validation and dead letters as any event); 202 with the stream sequences." },
     RouteDoc { method: "get", path: "/v1/feature-sets", scope: Some("read"), summary: "Every feature set version: source, steps, targets, aggregates, counters, consumer lag." },
     RouteDoc { method: "get", path: "/v1/feature-sets/{name}", scope: Some("read"), summary: "The versions of one feature set, described." },
     RouteDoc { method: "put", path: "/v1/feature-sets/{name}", scope: Some("admin"), summary: "Apply a definition (the [[feature_set]] table as TOML, or JSON): validated, stored, started beside the running versions; ?serve=true also switches lookups to it." },
     RouteDoc { method: "post", path: "/v1/feature-sets/{name}/serve/{version}", scope: Some("admin"), summary: "Switch lookups and ingest of a feature set to one of its running versions." },
+    RouteDoc { method: "get", path: "/v1/feature-sets/{name}/dead-letters", scope: Some("admin"), summary: "Events the set could not process (?kind=dlq, the default) or refused as late (?kind=late), with their original bytes, reason, step and input sequence; page with ?after=<last seq>&limit=<n>." },
     RouteDoc { method: "get", path: "/v1/plugins", scope: Some("read"), summary: "The active version of every plugin." },
     RouteDoc { method: "put", path: "/v1/plugins/{name}", scope: Some("deploy"), summary: "Deploy a component (the body): validated, compiled, smoke-tested, stored, hot-swapped into every feature set that uses it." },
     RouteDoc { method: "get", path: "/v1/plugins/{name}", scope: Some("read"), summary: "Kept versions of a plugin: which is active, deployed when and by which token." },
@@ -318,24 +320,25 @@ pub async fn serve(
         .await
 }
 
-/// Ready when the pipelines run and Redis and NATS answer (a `read` token: unlike
-/// `/healthz`, it tells about the services behind).
+/// Ready when the pipelines run and the online store and the bus answer (Redis and NATS, or
+/// the embedded file); a `read` token: unlike `/healthz`, it tells about the services behind.
 async fn readyz(State(api): State<Arc<Api>>, headers: HeaderMap) -> Result<Response, ApiError> {
     api.allow(&headers, Scope::Read, None)?;
-    let mut redis = api.redis.clone();
-    let redis_ok = redis::cmd("PING").query_async::<String>(&mut redis).await.is_ok();
-    let nats_ok = match &api.js {
-        // A PING round trip to the server.
-        Some(js) => js.client().flush().await.is_ok(),
+    let store_ok = api.store.ping().await;
+    let bus_ok = match &api.bus {
+        Some(bus) => bus.ping().await,
         None => true,
     };
     let pipelines = api.ready.load(Relaxed);
-    let status = if redis_ok && nats_ok && pipelines {
+    let status = if store_ok && bus_ok && pipelines {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({ "redis": redis_ok, "nats": nats_ok, "pipelines": pipelines });
+    let body = match api.store.kind() {
+        "redis" => json!({ "mode": "services", "redis": store_ok, "nats": bus_ok, "pipelines": pipelines }),
+        _ => json!({ "mode": "embedded", "store": store_ok, "pipelines": pipelines }),
+    };
     Ok((status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response())
 }
 
@@ -368,32 +371,26 @@ async fn ingest(
 ) -> Result<Response, ApiError> {
     let token = api.allow(&headers, Scope::Ingest, Some(&set))?;
     let served = api.set(&set)?;
-    let (Some(subject), Some(js)) = (&served.subject, &api.js) else {
+    let (Some(subject), Some(bus)) = (&served.subject, &api.bus) else {
         return Err(ApiError(
             StatusCode::CONFLICT,
-            format!("feature set \"{set}\" does not read a JetStream subject: it cannot take events over HTTP"),
+            format!("feature set \"{set}\" does not read a stream subject: it cannot take events over HTTP"),
         ));
     };
-    let events = split_events(&body)?;
-    let mut acks = Vec::with_capacity(events.len());
-    for event in events {
-        let ack = js
-            .publish(subject.clone(), event)
-            .await
-            .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("NATS: {e}")))?;
-        acks.push(ack);
-    }
-    let (mut first, mut last) = (u64::MAX, 0);
-    for ack in acks {
-        let ack = ack.await.map_err(|e| {
-            ApiError(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("NATS did not store an event: {e}"),
-            )
-        })?;
-        first = first.min(ack.sequence);
-        last = last.max(ack.sequence);
-    }
+    let messages = split_events(&body)?
+        .into_iter()
+        .map(|body| crate::bus::Publish {
+            subject: subject.clone(),
+            headers: Vec::new(),
+            body,
+        })
+        .collect();
+    let sequences = bus
+        .publish(messages)
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("events not stored: {e}")))?;
+    let first = sequences.iter().copied().min().unwrap_or(u64::MAX);
+    let last = sequences.iter().copied().max().unwrap_or(0);
     let accepted = if last == 0 { 0 } else { last - first + 1 };
     api.metrics.ingested.fetch_add(accepted, Relaxed);
     tracing::debug!(set = %set, token = %token.name, accepted, "ingested");

@@ -2,7 +2,8 @@
 //! consumer lag); `PUT /v1/feature-sets/{name}` applies a definition: validated with the rest
 //! of the config, stored under `<data_dir>/feature_sets` (a restart runs it), and started
 //! beside the running versions (a new version never touches an old one's data); `POST
-//! /v1/feature-sets/{name}/serve/{version}` switches lookups and ingest to a running version.
+//! /v1/feature-sets/{name}/serve/{version}` switches lookups and ingest to a running version;
+//! `GET /v1/feature-sets/{name}/dead-letters` pages through its dead letters and late events.
 
 use std::path::{Path as FsPath, PathBuf};
 
@@ -23,19 +24,13 @@ use crate::config::{FeatureSetConfig, Scope, SourceConfig};
 use crate::steps::aggregate::AggregateSpec;
 
 /// Messages not yet delivered to a set's consumer, and delivered but not acknowledged
-/// (JetStream sources).
+/// (stream sources).
 pub(crate) async fn consumer_lag(api: &Api, set: &FeatureSetConfig) -> Option<(u64, usize)> {
-    let (SourceConfig::Jetstream { stream, .. }, Some(js)) = (&set.source, &api.js) else {
+    let (SourceConfig::Jetstream { stream, subject, .. }, Some(bus)) = (&set.source, &api.bus) else {
         return None;
     };
     let durable = format!("sluice-{}-v{}", set.name, set.version);
-    let stream = js.get_stream(stream).await.ok()?;
-    let mut consumer = stream
-        .get_consumer::<async_nats::jetstream::consumer::pull::Config>(&durable)
-        .await
-        .ok()?;
-    let info = consumer.info().await.ok()?;
-    Some((info.num_pending, info.num_ack_pending))
+    bus.lag(stream, subject, &durable).await
 }
 
 async fn describe_one(api: &Api, set: &FeatureSetConfig) -> Json {
@@ -294,4 +289,75 @@ pub(crate) async fn serve(
     switch(&api, set, &api.base.resolve(&api.base.host.data_dir))?;
     tracing::info!(set = %name, version, token = %token, "feature set version now served");
     Ok(json_body(describe_one(&api, set).await))
+}
+
+/// The query of `GET /v1/feature-sets/{name}/dead-letters`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LettersQuery {
+    /// `dlq` (default) or `late`.
+    kind: Option<String>,
+    /// Messages after this sequence (default 0: from the start).
+    after: Option<u64>,
+    /// At most this many (default 100, at most 1000).
+    limit: Option<usize>,
+}
+
+/// `GET /v1/feature-sets/{name}/dead-letters[?kind=late&after=N&limit=M]`: the events a
+/// feature set could not process (or refused as late), with their original bytes and why.
+/// Pages with `after` = the last `seq` seen.
+pub(crate) async fn dead_letters(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+    Query(query): Query<LettersQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    api.allow(&headers, Scope::Admin, Some(&name))?;
+    if !api.definitions.load().iter().any(|s| s.name == name) {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("no feature set \"{name}\"")));
+    }
+    let (kind, stream) = match query.kind.as_deref().unwrap_or("dlq") {
+        "dlq" => ("dlq", crate::targets::dlq::DLQ_STREAM),
+        "late" => ("late", crate::targets::dlq::LATE_STREAM),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "kind {other:?}: expected \"dlq\" (events that failed) or \"late\" (events later than the allowed lateness)"
+            )))
+        }
+    };
+    let Some(bus) = &api.bus else {
+        return Err(ApiError(StatusCode::CONFLICT, "this server has no message bus".into()));
+    };
+    let subject = format!("sluice.{kind}.{name}");
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let messages = bus
+        .read(stream, &subject, query.after.unwrap_or(0), limit)
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let header = |m: &crate::store::embedded::LogMessage, name: &str| {
+        m.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let items: Vec<Json> = messages
+        .iter()
+        .map(|m| {
+            json!({
+                "seq": m.seq,
+                "reason": header(m, "Sluice-Reason"),
+                "step": header(m, "Sluice-Step"),
+                "input_seq": header(m, "Sluice-Seq").and_then(|s| s.parse::<u64>().ok()),
+                "version": header(m, "Sluice-Version").and_then(|s| s.parse::<u32>().ok()),
+                "body": String::from_utf8_lossy(&m.body),
+            })
+        })
+        .collect();
+    let body = json!({
+        "set": name,
+        "kind": kind,
+        "messages": items,
+        "next_after": messages.last().map(|m| m.seq),
+    });
+    Ok(([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response())
 }

@@ -1,5 +1,5 @@
 //! The loop of one feature set version: fetch a batch, decode, run the graph, make every
-//! result durable (dead letters, stream rows, Redis values with the applied sequence), then
+//! result durable (dead letters, stream rows, online values with the applied sequence), then
 //! acknowledge. A crash anywhere before the ack means redelivery, which the targets absorb.
 
 use std::sync::Arc;
@@ -16,18 +16,20 @@ use crate::metrics::SetMetrics;
 use crate::online::OnlineView;
 use crate::plugin::OnlineLookup;
 use crate::sources::file::FileSource;
-use crate::sources::jetstream::{ensure_stream, sequence, JetStreamSource, SourceOptions};
+use crate::sources::jetstream::SourceOptions;
+use crate::sources::subscription::{Ack, Subscription};
 use crate::sources::Decoder;
 use crate::steps::aggregate::TileHome;
 use crate::targets::dlq::DeadLetters;
-use crate::targets::redis::{Durable, RedisTarget};
+use crate::targets::online::{Durable, OnlineTarget};
 use crate::targets::stream::{RowBatch, StreamTarget};
 use std::sync::atomic::Ordering::Relaxed;
 
 /// Where a feature set's events come from.
 enum Input {
-    /// A JetStream consumer (raw events, or another set's rows).
-    Stream(Box<JetStreamSource>),
+    /// A durable consumer (raw events, or another set's rows) on JetStream or the embedded
+    /// logs.
+    Stream(Subscription),
     /// A file, read once.
     File(FileSource),
 }
@@ -35,7 +37,7 @@ enum Input {
 /// One batch of input: (sequence, bytes) items and what to acknowledge once it is durable.
 struct InputBatch {
     items: Vec<(u64, Bytes)>,
-    ack: Option<async_nats::jetstream::Message>,
+    ack: Option<Ack>,
 }
 
 /// What reading the input gave.
@@ -51,17 +53,8 @@ impl Input {
         match self {
             Input::Stream(source) => match retry_read(label, shutdown, source).await {
                 None => Next::End,
-                Some(messages) if messages.is_empty() => Next::Idle,
-                Some(mut messages) => {
-                    let items = messages
-                        .iter()
-                        .filter_map(|m| Some((sequence(m).ok()?, m.payload.clone())))
-                        .collect();
-                    Next::Batch(Box::new(InputBatch {
-                        items,
-                        ack: messages.pop(),
-                    }))
-                }
+                Some((items, _)) if items.is_empty() => Next::Idle,
+                Some((items, ack)) => Next::Batch(Box::new(InputBatch { items, ack })),
             },
             Input::File(file) => match tokio::task::block_in_place(|| file.next_batch()) {
                 Ok(items) if items.is_empty() => Next::End,
@@ -75,12 +68,12 @@ impl Input {
     }
 }
 
-/// Reads the next batch, retrying while NATS is unreachable; `None` on shutdown.
+/// Reads the next batch, retrying while the bus is unreachable; `None` on shutdown.
 async fn retry_read(
     label: &str,
     shutdown: &watch::Receiver<bool>,
-    source: &mut JetStreamSource,
-) -> Option<Vec<async_nats::jetstream::Message>> {
+    source: &mut Subscription,
+) -> Option<(Vec<(u64, Bytes)>, Option<Ack>)> {
     let mut backoff = Backoff::new();
     loop {
         match source.next_batch().await {
@@ -104,7 +97,7 @@ pub struct FeatureSetRunner {
     graph: Graph,
     dead_letters: DeadLetters,
     stream: Option<StreamTarget>,
-    redis: Option<RedisTarget>,
+    online: Option<OnlineTarget>,
     metrics: Arc<SetMetrics>,
 }
 
@@ -144,7 +137,7 @@ impl FeatureSetRunner {
             .iter()
             .any(|t| matches!(t, TargetConfig::Redis {}))
             .then(|| TileHome {
-                prefix: RedisTarget::prefix(&services.prefix, &set.name, set.version),
+                prefix: OnlineTarget::prefix(&services.prefix, &set.name, set.version),
                 store: services.tiles.clone(),
             });
         let graph = Graph::build(set, &services.registry, lookup, tiles, Some(services.metrics.clone()))
@@ -164,11 +157,11 @@ impl FeatureSetRunner {
                     max_ack_pending: reading.max_ack_pending,
                     ack_wait: Duration::from_secs(reading.ack_wait_s),
                 };
-                Input::Stream(Box::new(
-                    JetStreamSource::open(&services.js, options)
+                Input::Stream(
+                    Subscription::open(&services.bus, options)
                         .await
                         .map_err(|e| fail(e.to_string()))?,
-                ))
+                )
             }
         };
         let ttl_ms = set
@@ -184,9 +177,9 @@ impl FeatureSetRunner {
             decoder: Decoder::new(set),
             chained,
             graph,
-            dead_letters: DeadLetters::new(services.js.clone(), &set.name, set.version),
+            dead_letters: DeadLetters::new(services.bus.clone(), &set.name, set.version),
             stream: None,
-            redis: None,
+            online: None,
             metrics: services.metrics.set(&label),
         };
         for target in &set.targets {
@@ -200,8 +193,8 @@ impl FeatureSetRunner {
                         crate::config::StepKind::Wasm { .. } => Some(format!("{}_version", s.id)),
                         _ => None,
                     }));
-                    runner.redis = Some(
-                        RedisTarget::new(services.redis.clone(), &services.prefix, &set.name, set.version, ttl_ms)
+                    runner.online = Some(
+                        OnlineTarget::new(services.store.clone(), &services.prefix, &set.name, set.version, ttl_ms)
                             .without(derived),
                     );
                 }
@@ -210,10 +203,12 @@ impl FeatureSetRunner {
                     subject,
                     create,
                 } => {
-                    ensure_stream(&services.js, stream, subject, *create)
+                    services
+                        .bus
+                        .ensure_stream(stream, subject, *create)
                         .await
                         .map_err(|e| fail(e.to_string()))?;
-                    runner.stream = Some(StreamTarget::new(services.js.clone(), subject, &set.name, set.version));
+                    runner.stream = Some(StreamTarget::new(services.bus.clone(), subject, &set.name, set.version));
                 }
                 TargetConfig::Parquet { .. } => {}
             }
@@ -223,8 +218,9 @@ impl FeatureSetRunner {
 
     /// Processes batches until shutdown; the batch in hand is finished first.
     ///
-    /// The Redis write and the acknowledgement of a batch run while the next batch is decoded,
-    /// computed and published to the stream target: Redis works in parallel with the host.
+    /// The online write and the acknowledgement of a batch run while the next batch is
+    /// decoded, computed and published to the stream target: the store works in parallel
+    /// with the host.
     /// Writes and acks still happen strictly in batch order (the next batch's start waits for
     /// the previous batch's end).
     pub async fn run(mut self, shutdown: watch::Receiver<bool>) {
@@ -246,7 +242,7 @@ impl FeatureSetRunner {
             }
             let finish = Finish {
                 label: self.label.clone(),
-                redis: self.redis.clone(),
+                online: self.online.clone(),
                 shutdown: shutdown.clone(),
             };
             in_flight = Some(tokio::spawn(finish.run(durable, batch.ack)));
@@ -258,7 +254,7 @@ impl FeatureSetRunner {
     }
 
     /// Decodes and runs one batch, publishes its dead letters, late events and stream rows;
-    /// returns what Redis must make durable. `None` if shutdown interrupted retries.
+    /// returns what the online store must make durable. `None` if shutdown interrupted retries.
     async fn process(&mut self, messages: &[(u64, Bytes)], shutdown: &watch::Receiver<bool>) -> Option<Durable> {
         let started = std::time::Instant::now();
         let mut rows = Rows::default();
@@ -387,32 +383,27 @@ impl FeatureSetRunner {
 /// Bits of a chained row's sequence that number the rows of one message.
 const ROW_BITS: u32 = 16;
 
-/// The end of a batch: its Redis write (values and applied sequence), then its ack.
+/// The end of a batch: its online write (values and applied sequence), then its ack.
 struct Finish {
     label: String,
-    redis: Option<RedisTarget>,
+    online: Option<OnlineTarget>,
     shutdown: watch::Receiver<bool>,
 }
 
 impl Finish {
-    async fn run(self, batch: Durable, ack: Option<async_nats::jetstream::Message>) -> bool {
-        if let Some(redis) = &self.redis {
+    async fn run(self, batch: Durable, ack: Option<Ack>) -> bool {
+        if let Some(online) = &self.online {
             let started = std::time::Instant::now();
-            let label = format!("{}: redis target", self.label);
-            let write = || {
-                let mut r = redis.clone();
-                let batch = &batch;
-                async move { r.apply(batch).await }
-            };
-            if retry(&label, &self.shutdown, write).await.is_none() {
+            let label = format!("{}: online target", self.label);
+            let write = online.batch(batch);
+            let attempt = || online.apply(&write);
+            if retry(&label, &self.shutdown, attempt).await.is_none() {
                 return false;
             }
-            tracing::debug!(set = %self.label, redis_us = started.elapsed().as_micros() as u64, "batch written");
+            tracing::debug!(set = %self.label, online_us = started.elapsed().as_micros() as u64, "batch written");
         }
-        // Confirmed by the server: an ack still buffered in the client when the process exits
-        // would be lost (harmless, the batch is redelivered and skipped, but not clean).
-        if let Some(last) = ack {
-            if let Err(e) = last.double_ack().await {
+        if let Some(ack) = ack {
+            if let Err(e) = ack.ack().await {
                 tracing::warn!(set = %self.label, "ack failed (the batch will be redelivered and skipped): {e}");
             }
         }

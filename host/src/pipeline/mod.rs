@@ -1,6 +1,7 @@
-//! `sluice run`: connects to NATS and Redis, deploys the configured plugins, and runs every
-//! feature set (and its offline writer) until shutdown is requested; then each finishes the
-//! batch in hand, commits, and returns.
+//! `sluice run`: connects to NATS and Redis (or opens the embedded store when the config
+//! names neither), deploys the configured plugins, and runs every feature set (and its
+//! offline writer) until shutdown is requested; then each finishes the batch in hand,
+//! commits, and returns.
 
 mod feature_set;
 mod lookup;
@@ -8,17 +9,21 @@ mod offline;
 mod retry;
 
 pub use feature_set::FeatureSetRunner;
-pub use lookup::{RedisLookup, SyncRedis};
+pub use lookup::{StoreLookup, StoreTiles};
 pub use offline::OfflineRunner;
 
 use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use crate::bus::Bus;
 use crate::config::{Config, TargetConfig};
 use crate::metrics::Metrics;
 use crate::plugin::{PluginEngine, Registry};
 use crate::steps::aggregate::TileStore;
+use crate::store::embedded::Embedded;
+use crate::store::redis::RedisStore;
+use crate::store::OnlineStore;
 use crate::targets::dlq::DeadLetters;
 
 /// Errors that stop the pipeline before it runs (bad plugins, unreachable services at start).
@@ -48,13 +53,11 @@ pub enum PipelineError {
 /// What every feature set of a host shares.
 #[derive(Clone)]
 pub struct Services {
-    /// JetStream.
-    pub js: async_nats::jetstream::Context,
-    /// Redis (reconnects by itself).
-    pub redis: redis::aio::ConnectionManager,
-    /// Redis URL, for the plugins' synchronous lookups.
-    pub redis_url: String,
-    /// Prefix of every Redis key.
+    /// JetStream, or the embedded logs.
+    pub bus: Bus,
+    /// Redis, or the embedded store.
+    pub store: Arc<dyn OnlineStore>,
+    /// Prefix of every online-store key.
     pub prefix: String,
     /// Deployed plugins.
     pub registry: Arc<Registry>,
@@ -65,18 +68,24 @@ pub struct Services {
 }
 
 impl Services {
-    /// Connects to NATS and Redis and deploys the configured plugins.
+    /// Connects to NATS and Redis (or opens the embedded store) and deploys the configured
+    /// plugins.
     pub async fn connect(config: &Config) -> Result<Self, PipelineError> {
-        let client = async_nats::connect(&config.host.nats)
-            .await
-            .map_err(|e| PipelineError::Service(format!("NATS at {}: {e}", config.host.nats)))?;
-        let js = async_nats::jetstream::new(client);
-        let redis_client = redis::Client::open(config.host.redis.as_str())
-            .map_err(|e| PipelineError::Service(format!("Redis URL {}: {e}", config.host.redis)))?;
-        let redis = redis::aio::ConnectionManager::new(redis_client)
-            .await
-            .map_err(|e| PipelineError::Service(format!("Redis at {}: {e}", config.host.redis)))?;
-        DeadLetters::ensure_stream(&js)
+        let (bus, store): (Bus, Arc<dyn OnlineStore>) = if config.host.embedded() {
+            let path = config.resolve(&config.host.data_dir).join(crate::config::EMBEDDED_FILE);
+            let embedded = Embedded::open(&path).map_err(PipelineError::Service)?;
+            tracing::info!(file = %path.display(), "embedded mode: online store and event logs in one file");
+            (Bus::Embedded(embedded.clone()), embedded)
+        } else {
+            let client = async_nats::connect(&config.host.nats)
+                .await
+                .map_err(|e| PipelineError::Service(format!("NATS at {}: {e}", config.host.nats)))?;
+            let redis = RedisStore::connect(&config.host.redis)
+                .await
+                .map_err(PipelineError::Service)?;
+            (Bus::Nats(async_nats::jetstream::new(client)), Arc::new(redis))
+        };
+        DeadLetters::ensure_stream(&bus)
             .await
             .map_err(|e| PipelineError::Service(e.to_string()))?;
         let cache = config.resolve(&config.host.data_dir).join("artifacts");
@@ -98,12 +107,11 @@ impl Services {
             tracing::info!(plugin = %label, "restored the plugin version deployed last over HTTP");
         }
         Ok(Services {
-            js,
-            redis,
-            redis_url: config.host.redis.clone(),
+            bus,
+            tiles: Arc::new(StoreTiles(store.clone())),
+            store,
             prefix: config.host.redis_prefix.clone(),
             registry,
-            tiles: Arc::new(SyncRedis::new(&config.host.redis)?),
             metrics: Arc::new(Metrics::default()),
         })
     }
@@ -117,7 +125,18 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
 /// Like [`run`]; the HTTP API's bound address (when the config has `[http]`) is sent on
 /// `bound` (tests bind port 0).
 pub async fn run_with(
+    config: Config,
+    shutdown: watch::Receiver<bool>,
+    bound: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
+) -> Result<(), PipelineError> {
+    let services = Services::connect(&config).await?;
+    run_on(config, services, shutdown, bound).await
+}
+
+/// Like [`run_with`], on services already connected (the demo keeps a handle on them).
+pub async fn run_on(
     mut config: Config,
+    services: Services,
     shutdown: watch::Receiver<bool>,
     bound: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
 ) -> Result<(), PipelineError> {
@@ -142,16 +161,15 @@ pub async fn run_with(
             ),
         }
     }
-    let services = Services::connect(&config).await?;
-    let lookup = Arc::new(RedisLookup::new(&config, &services.redis_url)?);
+    let lookup = Arc::new(StoreLookup::new(&config, services.store.clone())?);
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
     let (control, mut applied) = tokio::sync::mpsc::channel::<crate::http::Apply>(4);
     if let Some(http) = &config.http {
         let api = crate::http::Api::new(
             &config,
-            services.redis.clone(),
-            Some(services.js.clone()),
+            services.store.clone(),
+            Some(services.bus.clone()),
             services.metrics.clone(),
             ready.clone(),
             Some(services.registry.clone()),
@@ -201,7 +219,7 @@ async fn start_set(
     config: &Config,
     set: &crate::config::FeatureSetConfig,
     services: &Services,
-    lookup: &Arc<RedisLookup>,
+    lookup: &Arc<StoreLookup>,
     shutdown: &watch::Receiver<bool>,
     tasks: &mut tokio::task::JoinSet<()>,
 ) -> Result<(), PipelineError> {

@@ -1,5 +1,5 @@
 //! The offline writer of one feature set version: its own durable consumer on the stream
-//! target, Parquet part files committed before the messages they hold are acknowledged.
+//! target's subject (JetStream or the embedded log), Parquet part files committed before the messages they hold are acknowledged.
 
 use std::time::Duration;
 
@@ -8,7 +8,8 @@ use tokio::sync::watch;
 use super::retry::Backoff;
 use super::{PipelineError, Services};
 use crate::config::{Config, FeatureSetConfig, TargetConfig};
-use crate::sources::jetstream::{JetStreamSource, SourceOptions};
+use crate::sources::jetstream::SourceOptions;
+use crate::sources::subscription::{Ack, Subscription};
 use crate::steps::aggregate::AggregateSpec;
 use crate::targets::parquet::PartWriter;
 use crate::targets::stream::RowBatch;
@@ -17,7 +18,7 @@ use arrow_schema::DataType;
 /// A running offline writer.
 pub struct OfflineRunner {
     label: String,
-    source: JetStreamSource,
+    source: Subscription,
     writer: PartWriter,
     roll_rows: usize,
     roll: Duration,
@@ -68,7 +69,7 @@ impl OfflineRunner {
             max_ack_pending: -1,
             ack_wait: Duration::from_secs(roll_seconds * 3 + 30),
         };
-        let source = JetStreamSource::open(&services.js, options)
+        let source = Subscription::open(&services.bus, options)
             .await
             .map_err(|e| fail(e.to_string()))?;
         Ok(OfflineRunner {
@@ -83,20 +84,20 @@ impl OfflineRunner {
     /// Writes parts until shutdown; pending rows are committed before returning.
     pub async fn run(mut self, shutdown: watch::Receiver<bool>) {
         tracing::info!(writer = %self.label, resume_after = self.writer.last_committed(), "offline writer running");
-        let mut unacked: Option<async_nats::jetstream::Message> = None;
+        let mut unacked: Option<Ack> = None;
         let mut backoff = Backoff::new();
         loop {
             let stopping = *shutdown.borrow();
             if !stopping {
-                let messages = match self.source.next_batch().await {
-                    Ok(messages) => messages,
+                let (messages, ack) = match self.source.next_batch().await {
+                    Ok(batch) => batch,
                     Err(e) => {
                         backoff.failed(&self.label, &e).await;
                         continue;
                     }
                 };
-                for message in messages {
-                    match serde_json::from_slice::<RowBatch>(&message.payload) {
+                for (_, payload) in messages {
+                    match serde_json::from_slice::<RowBatch>(&payload) {
                         Ok(batch) => {
                             self.writer.add(batch.into_rows());
                         }
@@ -104,7 +105,9 @@ impl OfflineRunner {
                             tracing::error!(writer = %self.label, "skipping a message that is not a row batch: {e}")
                         }
                     }
-                    unacked = Some(message);
+                }
+                if ack.is_some() {
+                    unacked = ack;
                 }
             }
             if self.writer.due(self.roll_rows, self.roll) || (stopping && self.writer.pending() > 0) {
@@ -124,8 +127,8 @@ impl OfflineRunner {
                 }
             }
             if self.writer.pending() == 0 {
-                if let Some(message) = unacked.take() {
-                    if let Err(e) = message.double_ack().await {
+                if let Some(ack) = unacked.take() {
+                    if let Err(e) = ack.ack().await {
                         tracing::warn!(writer = %self.label, "ack failed (rows will be redelivered and skipped): {e}");
                     }
                 }

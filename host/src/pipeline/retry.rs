@@ -7,8 +7,6 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::targets::TargetError;
-
 /// Exponential backoff between attempts on a service that is down: 50 ms doubling to 2 s.
 pub(crate) struct Backoff {
     delay: Duration,
@@ -34,10 +32,11 @@ impl Backoff {
 }
 
 /// Runs `op` until it succeeds; `None` if shutdown was requested while it kept failing.
-pub(crate) async fn retry<T, F, Fut>(what: &str, shutdown: &watch::Receiver<bool>, mut op: F) -> Option<T>
+pub(crate) async fn retry<T, E, F, Fut>(what: &str, shutdown: &watch::Receiver<bool>, mut op: F) -> Option<T>
 where
+    E: std::fmt::Display + Sync,
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, TargetError>>,
+    Fut: Future<Output = Result<T, E>>,
 {
     let mut backoff = Backoff::new();
     loop {

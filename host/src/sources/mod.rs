@@ -1,7 +1,9 @@
-//! Where events come from: decoding raw messages into events; the JetStream and file sources.
+//! Where events come from: decoding raw messages into events; the JetStream and file sources, and a
+//! durable subscription on either bus.
 
 pub mod decode;
 pub mod file;
 pub mod jetstream;
+pub mod subscription;
 
 pub use decode::Decoder;

@@ -1,10 +1,10 @@
-//! Where feature rows go: Redis (online values), a JetStream subject (feature rows in
+//! Where feature rows go: the online store (Redis or the embedded file), a JetStream subject (feature rows in
 //! batches), Parquet files (the offline writer, reading that subject), and the dead-letter
 //! subject for events that failed.
 
 pub mod dlq;
+pub mod online;
 pub mod parquet;
-pub mod redis;
 pub mod stream;
 
 /// A target that could not take a batch. Every variant is retried with backoff by the

@@ -3,11 +3,10 @@
 //! range so a replay within JetStream's duplicate window is dropped; every row carries its
 //! input sequence so readers skip rows they already have beyond that window.
 
-use async_nats::jetstream::Context;
-use async_nats::HeaderMap;
 use serde::{Deserialize, Serialize};
 
 use super::TargetError;
+use crate::bus::{Bus, Publish};
 use crate::event::{event_bytes, into_value, Event, JsonValues};
 use crate::graph::Rows;
 
@@ -62,7 +61,7 @@ impl RowBatch {
 /// Publishes a feature set's rows.
 #[derive(Clone)]
 pub struct StreamTarget {
-    js: Context,
+    bus: Bus,
     subject: String,
     set: String,
     version: u32,
@@ -70,9 +69,9 @@ pub struct StreamTarget {
 
 impl StreamTarget {
     /// A target publishing on `subject`.
-    pub fn new(js: Context, subject: &str, set: &str, version: u32) -> Self {
+    pub fn new(bus: Bus, subject: &str, set: &str, version: u32) -> Self {
         StreamTarget {
-            js,
+            bus,
             subject: subject.to_string(),
             set: set.to_string(),
             version,
@@ -82,7 +81,7 @@ impl StreamTarget {
     /// Publishes the rows (split into messages of at most 512 KiB) and waits for the acks.
     /// Rows are serialized straight from the batch, once.
     pub async fn publish(&self, rows: &Rows) -> Result<(), TargetError> {
-        let mut acks = Vec::new();
+        let mut messages = Vec::new();
         for range in chunks(rows) {
             let (first, last) = (rows.seqs[range.start], rows.seqs[range.end - 1]);
             let message = RowBatchOut {
@@ -92,23 +91,13 @@ impl StreamTarget {
                 rows: range.map(|i| RowOut { rows, i }).collect(),
             };
             let body = serde_json::to_vec(&message).map_err(|e| TargetError::Nats(e.to_string()))?;
-            let mut headers = HeaderMap::new();
-            headers.insert(
-                "Nats-Msg-Id",
-                format!("{}:v{}:{first}-{last}", self.set, self.version).as_str(),
-            );
-            let ack = self
-                .js
-                .publish_with_headers(self.subject.clone(), headers, body.into())
-                .await
-                .map_err(|e| TargetError::Nats(format!("publishing feature rows on {}: {e}", self.subject)))?;
-            acks.push(ack);
+            messages.push(Publish {
+                subject: self.subject.clone(),
+                headers: vec![("Nats-Msg-Id", format!("{}:v{}:{first}-{last}", self.set, self.version))],
+                body: body.into(),
+            });
         }
-        for ack in acks {
-            ack.await
-                .map_err(|e| TargetError::Nats(format!("feature rows on {} not stored: {e}", self.subject)))?;
-        }
-        Ok(())
+        self.bus.publish(messages).await.map(|_| ())
     }
 }
 

@@ -20,8 +20,7 @@ use super::state::{KeyState, Refused};
 use crate::event::Value;
 use crate::graph::{Failure, Rows};
 
-/// The fields of one hash, as read.
-pub type HashFields = Vec<(String, Vec<u8>)>;
+pub use crate::store::HashFields;
 
 /// Where tiles are loaded from (Redis in production; tests use memory).
 pub trait TileStore: Send + Sync {
@@ -53,8 +52,8 @@ pub struct TileHome {
 /// field (`step` given), a hash of that step's own.
 fn hash_of(prefix: &str, step: Option<&str>, key: &str) -> String {
     match step {
-        None => crate::targets::redis::entity_hash(prefix, key),
-        Some(step) => crate::targets::redis::entity_hash(&format!("{prefix}:{step}"), key),
+        None => crate::targets::online::entity_hash(prefix, key),
+        Some(step) => crate::targets::online::entity_hash(&format!("{prefix}:{step}"), key),
     }
 }
 

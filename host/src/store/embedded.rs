@@ -1,0 +1,408 @@
+//! The embedded store: one redb file holding, for the single-process mode, what Redis and
+//! NATS JetStream hold in production —
+//!
+//! - the online store ([`OnlineStore`]): hash fields, TTLs and counters, with a batch written
+//!   in one ACID transaction by the same rules as the Redis script;
+//! - message logs standing in for JetStream subjects: an append-only log per subject
+//!   (ingested events, feature rows of the stream target, dead letters, late events) with a
+//!   durable cursor per consumer. Appends are durable before they are acknowledged to the
+//!   client; a consumer's cursor moves only after what it read is durable downstream.
+//!
+//! The file is locked by the process that opened it. TTL-expired hashes read as empty at
+//! once and are removed from the file by a sweep at most once a minute.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::{BatchWrite, HashFields, OnlineStore};
+
+/// (hash, field) → bytes.
+const FIELDS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("fields");
+/// hash → expiry, ms since the epoch.
+const EXPIRY: TableDefinition<&str, u64> = TableDefinition::new("expiry");
+/// (expiry, hash), for the sweep.
+const EXPIRING: TableDefinition<(u64, &str), ()> = TableDefinition::new("expiring");
+/// Counters (applied sequences, late events).
+const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+/// (subject, sequence) → message (headers and body).
+const LOG: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("log");
+/// subject → its last sequence.
+const HEADS: TableDefinition<&str, u64> = TableDefinition::new("log_heads");
+/// consumer → the last sequence it acknowledged.
+const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
+
+/// How often expired hashes are removed from the file.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// A message of a log.
+#[derive(Debug, Clone)]
+pub struct LogMessage {
+    /// Its sequence in its subject (from 1).
+    pub seq: u64,
+    /// Headers (name, value).
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Bytes,
+}
+
+/// A message to append.
+pub struct Outgoing<'a> {
+    /// Subject.
+    pub subject: &'a str,
+    /// Headers (name, value).
+    pub headers: Vec<(&'static str, String)>,
+    /// Body.
+    pub body: &'a [u8],
+}
+
+/// The embedded store and logs.
+pub struct Embedded {
+    db: Database,
+    path: PathBuf,
+    /// Woken on every append (consumers wait on it instead of polling).
+    appended: tokio::sync::Notify,
+    last_sweep: Mutex<Instant>,
+}
+
+fn fail(e: impl std::fmt::Display) -> String {
+    format!("embedded store: {e}")
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Runs blocking file work off the async workers when the runtime allows it.
+fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
+}
+
+impl Embedded {
+    /// Opens (or creates) the store file; its folder is created when missing.
+    pub fn open(path: &Path) -> Result<Arc<Embedded>, String> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("creating {}: {e}", parent.display()))?;
+        }
+        let db = Database::create(path).map_err(|e| format!("embedded store {}: {e}", path.display()))?;
+        let txn = db.begin_write().map_err(fail)?;
+        {
+            txn.open_table(FIELDS).map_err(fail)?;
+            txn.open_table(EXPIRY).map_err(fail)?;
+            txn.open_table(EXPIRING).map_err(fail)?;
+            txn.open_table(COUNTERS).map_err(fail)?;
+            txn.open_table(LOG).map_err(fail)?;
+            txn.open_table(HEADS).map_err(fail)?;
+            txn.open_table(CURSORS).map_err(fail)?;
+        }
+        txn.commit().map_err(fail)?;
+        Ok(Arc::new(Embedded {
+            db,
+            path: path.to_path_buf(),
+            appended: tokio::sync::Notify::new(),
+            last_sweep: Mutex::new(Instant::now()),
+        }))
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends messages durably, in one transaction; returns their sequences.
+    pub fn append(&self, messages: &[Outgoing<'_>]) -> Result<Vec<u64>, String> {
+        let sequences = blocking(|| {
+            let txn = self.db.begin_write().map_err(fail)?;
+            let mut sequences = Vec::with_capacity(messages.len());
+            {
+                let mut log = txn.open_table(LOG).map_err(fail)?;
+                let mut heads = txn.open_table(HEADS).map_err(fail)?;
+                let mut encoded = Vec::new();
+                for message in messages {
+                    let seq = heads.get(message.subject).map_err(fail)?.map_or(0, |v| v.value()) + 1;
+                    encoded.clear();
+                    let headers = serde_json::to_vec(&message.headers).map_err(fail)?;
+                    encoded.extend_from_slice(&(headers.len() as u32).to_le_bytes());
+                    encoded.extend_from_slice(&headers);
+                    encoded.extend_from_slice(message.body);
+                    log.insert((message.subject, seq), encoded.as_slice()).map_err(fail)?;
+                    heads.insert(message.subject, seq).map_err(fail)?;
+                    sequences.push(seq);
+                }
+            }
+            txn.commit().map_err(fail)?;
+            Ok::<_, String>(sequences)
+        })?;
+        self.appended.notify_waiters();
+        Ok(sequences)
+    }
+
+    /// Up to `max` messages of `subject` after sequence `after`.
+    pub fn fetch(&self, subject: &str, after: u64, max: usize) -> Result<Vec<LogMessage>, String> {
+        blocking(|| {
+            let txn = self.db.begin_read().map_err(fail)?;
+            let log = txn.open_table(LOG).map_err(fail)?;
+            let mut found = Vec::new();
+            for entry in log.range((subject, after + 1)..=(subject, u64::MAX)).map_err(fail)? {
+                if found.len() >= max {
+                    break;
+                }
+                let (key, value) = entry.map_err(fail)?;
+                let bytes = value.value();
+                let length = u32::from_le_bytes(bytes[..4].try_into().map_err(fail)?) as usize;
+                let headers: Vec<(String, String)> = serde_json::from_slice(&bytes[4..4 + length]).map_err(fail)?;
+                found.push(LogMessage {
+                    seq: key.value().1,
+                    headers,
+                    body: Bytes::copy_from_slice(&bytes[4 + length..]),
+                });
+            }
+            Ok(found)
+        })
+    }
+
+    /// The last sequence of a subject (0: empty).
+    pub fn head(&self, subject: &str) -> Result<u64, String> {
+        self.get(HEADS, subject)
+    }
+
+    /// The last sequence a consumer acknowledged (0: none).
+    pub fn cursor(&self, consumer: &str) -> Result<u64, String> {
+        self.get(CURSORS, consumer)
+    }
+
+    /// Moves a consumer's cursor to `seq` (never backwards). Not synced to disk by itself:
+    /// a cursor lost in a crash means redelivery, which every consumer absorbs; the next
+    /// durable commit makes it durable.
+    pub fn ack(&self, consumer: &str, seq: u64) -> Result<(), String> {
+        blocking(|| {
+            let mut txn = self.db.begin_write().map_err(fail)?;
+            txn.set_durability(Durability::None).map_err(fail)?;
+            {
+                let mut cursors = txn.open_table(CURSORS).map_err(fail)?;
+                let current = cursors.get(consumer).map_err(fail)?.map_or(0, |v| v.value());
+                if seq > current {
+                    cursors.insert(consumer, seq).map_err(fail)?;
+                }
+            }
+            txn.commit().map_err(fail)
+        })
+    }
+
+    /// Waits until something is appended, or `timeout`.
+    pub async fn wait_for_append(&self, timeout: Duration, after: impl FnOnce() -> bool) {
+        let notified = self.appended.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if after() {
+            return;
+        }
+        let _ = tokio::time::timeout(timeout, notified).await;
+    }
+
+    fn get(&self, table: TableDefinition<&str, u64>, key: &str) -> Result<u64, String> {
+        let txn = self.db.begin_read().map_err(fail)?;
+        let table = txn.open_table(table).map_err(fail)?;
+        let value = table.get(key).map_err(fail)?.map_or(0, |v| v.value());
+        Ok(value)
+    }
+
+    fn read_now(&self, hashes: &[String]) -> Result<Vec<HashFields>, String> {
+        let now = now_ms();
+        let txn = self.db.begin_read().map_err(fail)?;
+        let fields = txn.open_table(FIELDS).map_err(fail)?;
+        let expiry = txn.open_table(EXPIRY).map_err(fail)?;
+        let mut found = Vec::with_capacity(hashes.len());
+        for hash in hashes {
+            let mut read = HashFields::new();
+            let expired = expiry
+                .get(hash.as_str())
+                .map_err(fail)?
+                .is_some_and(|at| at.value() <= now);
+            if !expired {
+                for entry in fields.range((hash.as_str(), "")..).map_err(fail)? {
+                    let (key, value) = entry.map_err(fail)?;
+                    let (owner, field) = key.value();
+                    if owner != hash {
+                        break;
+                    }
+                    read.push((field.to_string(), value.value().to_vec()));
+                }
+            }
+            found.push(read);
+        }
+        Ok(found)
+    }
+
+    fn apply_now(&self, batch: &BatchWrite) -> Result<(), String> {
+        let now = now_ms();
+        let txn = self.db.begin_write().map_err(fail)?;
+        {
+            let mut counters = txn.open_table(COUNTERS).map_err(fail)?;
+            let mut fields = txn.open_table(FIELDS).map_err(fail)?;
+            let mut expiry = txn.open_table(EXPIRY).map_err(fail)?;
+            let mut expiring = txn.open_table(EXPIRING).map_err(fail)?;
+            let applied = counters
+                .get(batch.applied_key.as_str())
+                .map_err(fail)?
+                .map_or(0, |v| v.value());
+            let fresh = batch.last_seq > applied;
+            let number =
+                |fields: &redb::Table<(&str, &str), &[u8]>, hash: &str, name: &str| -> Result<Option<i64>, String> {
+                    Ok(fields
+                        .get((hash, name))
+                        .map_err(fail)?
+                        .and_then(|v| std::str::from_utf8(v.value()).ok()?.parse().ok()))
+                };
+            for write in &batch.hashes {
+                let hash = write.hash.as_str();
+                // An expired hash is gone, tiles included, as in Redis.
+                let at = expiry.get(hash).map_err(fail)?.map(|v| v.value());
+                if let Some(at) = at.filter(|at| *at <= now) {
+                    remove_hash(&mut fields, &mut expiry, &mut expiring, hash, at)?;
+                }
+                let mut wrote = false;
+                if let Some(row) = write.row.as_ref().filter(|r| r.seq > applied) {
+                    let current = number(&fields, hash, "_ts")?;
+                    let current_seq = number(&fields, hash, "_seq")?.unwrap_or(0) as u64;
+                    let newer = match current {
+                        None => true,
+                        Some(ts) => ts < row.time || (ts == row.time && current_seq < row.seq),
+                    };
+                    if newer {
+                        fields
+                            .insert((hash, "_ts"), row.time.to_string().as_bytes())
+                            .map_err(fail)?;
+                        fields
+                            .insert((hash, "_seq"), row.seq.to_string().as_bytes())
+                            .map_err(fail)?;
+                        for (name, value) in batch.fields.iter().zip(&row.values) {
+                            fields.insert((hash, name.as_str()), value.as_bytes()).map_err(fail)?;
+                        }
+                        wrote = true;
+                    }
+                }
+                if fresh {
+                    for (name, value) in &write.set {
+                        fields.insert((hash, name.as_str()), value.as_slice()).map_err(fail)?;
+                    }
+                    for name in &write.delete {
+                        fields.remove((hash, name.as_str())).map_err(fail)?;
+                    }
+                    wrote |= !write.set.is_empty();
+                }
+                if wrote && batch.ttl_ms > 0 {
+                    if let Some(old) = expiry.get(hash).map_err(fail)?.map(|v| v.value()) {
+                        expiring.remove((old, hash)).map_err(fail)?;
+                    }
+                    let at = now + batch.ttl_ms;
+                    expiry.insert(hash, at).map_err(fail)?;
+                    expiring.insert((at, hash), ()).map_err(fail)?;
+                }
+            }
+            if fresh {
+                if batch.late > 0 {
+                    let late = counters
+                        .get(batch.late_key.as_str())
+                        .map_err(fail)?
+                        .map_or(0, |v| v.value());
+                    counters
+                        .insert(batch.late_key.as_str(), late + batch.late)
+                        .map_err(fail)?;
+                }
+                counters
+                    .insert(batch.applied_key.as_str(), batch.last_seq)
+                    .map_err(fail)?;
+            }
+            self.sweep(now, &mut fields, &mut expiry, &mut expiring)?;
+        }
+        txn.commit().map_err(fail)
+    }
+
+    /// Removes expired hashes, at most once per [`SWEEP_EVERY`].
+    fn sweep(
+        &self,
+        now: u64,
+        fields: &mut redb::Table<(&str, &str), &[u8]>,
+        expiry: &mut redb::Table<&str, u64>,
+        expiring: &mut redb::Table<(u64, &str), ()>,
+    ) -> Result<(), String> {
+        {
+            let mut last = self.last_sweep.lock().unwrap_or_else(|e| e.into_inner());
+            if last.elapsed() < SWEEP_EVERY {
+                return Ok(());
+            }
+            *last = Instant::now();
+        }
+        let mut due = Vec::new();
+        for entry in expiring.range((0u64, "")..(now + 1, "")).map_err(fail)? {
+            let (key, _) = entry.map_err(fail)?;
+            let (at, hash) = key.value();
+            due.push((at, hash.to_string()));
+        }
+        for (at, hash) in due {
+            remove_hash(fields, expiry, expiring, &hash, at)?;
+        }
+        Ok(())
+    }
+}
+
+/// Removes a hash's fields and expiry.
+fn remove_hash(
+    fields: &mut redb::Table<(&str, &str), &[u8]>,
+    expiry: &mut redb::Table<&str, u64>,
+    expiring: &mut redb::Table<(u64, &str), ()>,
+    hash: &str,
+    at: u64,
+) -> Result<(), String> {
+    let mut names = Vec::new();
+    for entry in fields.range((hash, "")..).map_err(fail)? {
+        let (key, _) = entry.map_err(fail)?;
+        let (owner, field) = key.value();
+        if owner != hash {
+            break;
+        }
+        names.push(field.to_string());
+    }
+    for name in &names {
+        fields.remove((hash, name.as_str())).map_err(fail)?;
+    }
+    expiry.remove(hash).map_err(fail)?;
+    expiring.remove((at, hash)).map_err(fail)?;
+    Ok(())
+}
+
+impl OnlineStore for Embedded {
+    fn kind(&self) -> &'static str {
+        "embedded"
+    }
+
+    fn apply<'a>(&'a self, batch: &'a BatchWrite) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move { blocking(|| self.apply_now(batch)) })
+    }
+
+    fn read<'a>(&'a self, hashes: &'a [String]) -> BoxFuture<'a, Result<Vec<HashFields>, String>> {
+        Box::pin(async move { self.read_now(hashes) })
+    }
+
+    fn read_blocking(&self, hashes: &[String]) -> Result<Vec<HashFields>, String> {
+        self.read_now(hashes)
+    }
+
+    fn counter<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<u64, String>> {
+        Box::pin(async move { self.get(COUNTERS, key) })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, bool> {
+        Box::pin(async move { self.db.begin_read().is_ok() })
+    }
+}

@@ -1,0 +1,270 @@
+//! One behavioural suite for both online stores: Redis (the real server) and the embedded
+//! redb file. Each case runs against both and asserts what the pipeline and the online reads
+//! rely on: rows newer by (time, sequence) replace older ones, a replayed batch changes
+//! nothing, state is written only by a fresh batch, counters move once, TTL expiry removes a
+//! hash with its tiles, and the blocking read agrees with the async one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice::store::embedded::Embedded;
+use sluice::store::redis::RedisStore;
+use sluice::store::{BatchWrite, HashFields, HashWrite, OnlineStore, RowWrite};
+
+/// A store under test and its key prefix.
+struct Subject {
+    store: Arc<dyn OnlineStore>,
+    prefix: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Subject {
+    async fn redis(tag: &str) -> Subject {
+        let store = RedisStore::connect(sluice_tests::live::REDIS).await.unwrap();
+        Subject {
+            store: Arc::new(store),
+            prefix: format!("teststore{tag}{}", std::process::id()),
+            _dir: None,
+        }
+    }
+
+    fn embedded(tag: &str) -> Subject {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Embedded::open(&dir.path().join("store.redb")).unwrap();
+        Subject {
+            store,
+            prefix: format!("teststore{tag}"),
+            _dir: Some(dir),
+        }
+    }
+
+    fn hash(&self, entity: &str) -> String {
+        format!("{}:{{{entity}}}", self.prefix)
+    }
+
+    fn batch(&self, last_seq: u64, ttl_ms: u64, hashes: Vec<HashWrite>, late: u64) -> BatchWrite {
+        BatchWrite {
+            applied_key: format!("{}:_applied", self.prefix),
+            last_seq,
+            ttl_ms,
+            fields: vec!["amount".into(), "country".into()],
+            hashes,
+            late,
+            late_key: format!("{}:_late", self.prefix),
+        }
+    }
+
+    async fn read(&self, entity: &str) -> Vec<(String, String)> {
+        let hashes = [self.hash(entity)];
+        let found = self.store.read(&hashes).await.unwrap();
+        let blocking = {
+            let store = self.store.clone();
+            let hashes = hashes.to_vec();
+            tokio::task::spawn_blocking(move || store.read_blocking(&hashes).unwrap())
+                .await
+                .unwrap()
+        };
+        assert_eq!(sorted(&found[0]), sorted(&blocking[0]), "the blocking read agrees");
+        sorted(&found[0])
+    }
+
+    async fn counter(&self, name: &str) -> u64 {
+        self.store.counter(&format!("{}:{name}", self.prefix)).await.unwrap()
+    }
+
+    async fn cleanup(&self) {
+        if self.store.kind() == "redis" {
+            let mut redis = redis::Client::open(sluice_tests::live::REDIS)
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap();
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{}:*", self.prefix))
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+            if !keys.is_empty() {
+                let _: () = redis::cmd("DEL").arg(keys).query_async(&mut redis).await.unwrap();
+            }
+        }
+    }
+}
+
+fn sorted(fields: &HashFields) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = fields
+        .iter()
+        .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+        .collect();
+    out.sort();
+    out
+}
+
+fn row(hash: String, seq: u64, time: i64, amount: &str) -> HashWrite {
+    HashWrite {
+        hash,
+        row: Some(RowWrite {
+            seq,
+            time,
+            values: vec![amount.into(), "\"US\"".into()],
+        }),
+        ..Default::default()
+    }
+}
+
+fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = items.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    out.sort();
+    out
+}
+
+/// Runs a case against both stores.
+async fn both<F, Fut>(tag: &str, case: F)
+where
+    F: Fn(Subject) -> Fut,
+    Fut: std::future::Future<Output = Subject>,
+{
+    let redis = case(Subject::redis(tag).await).await;
+    redis.cleanup().await;
+    case(Subject::embedded(tag)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_newer_by_time_then_sequence_replace_older_ones() {
+    both("rows", |s| async move {
+        let batch = s.batch(
+            3,
+            0,
+            vec![row(s.hash("a"), 3, 100, "1.5"), row(s.hash("b"), 2, 50, "2")],
+            0,
+        );
+        s.store.apply(&batch).await.unwrap();
+        let a = pairs(&[("_ts", "100"), ("_seq", "3"), ("amount", "1.5"), ("country", "\"US\"")]);
+        assert_eq!(s.read("a").await, a, "{}", s.store.kind());
+        // An older event (by time) of a later batch does not replace the row.
+        let older = s.batch(4, 0, vec![row(s.hash("a"), 4, 99, "9")], 0);
+        s.store.apply(&older).await.unwrap();
+        assert_eq!(s.read("a").await, a, "{}: an older row is skipped", s.store.kind());
+        // Same time, higher sequence: replaces.
+        let tie = s.batch(5, 0, vec![row(s.hash("a"), 5, 100, "7")], 0);
+        s.store.apply(&tie).await.unwrap();
+        let tied = pairs(&[("_ts", "100"), ("_seq", "5"), ("amount", "7"), ("country", "\"US\"")]);
+        assert_eq!(
+            s.read("a").await,
+            tied,
+            "{}: equal time, higher sequence wins",
+            s.store.kind()
+        );
+        assert_eq!(s.counter("_applied").await, 5);
+        assert!(s.read("nobody").await.is_empty(), "a missing hash reads empty");
+        assert_eq!(s.counter("_nothing").await, 0, "a missing counter reads 0");
+        s
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_batch_changes_nothing() {
+    both("replay", |s| async move {
+        let mut first = row(s.hash("a"), 10, 100, "1");
+        first.set = vec![("~agg:0".into(), b"tile-1".to_vec())];
+        s.store.apply(&s.batch(10, 0, vec![first], 2)).await.unwrap();
+        let before = s.read("a").await;
+        // The same batch again (a redelivery), even with other values and state, and a late
+        // count: nothing moves.
+        let mut replay = row(s.hash("a"), 10, 100, "999");
+        replay.set = vec![
+            ("~agg:0".into(), b"tile-other".to_vec()),
+            ("~agg:1".into(), b"x".to_vec()),
+        ];
+        replay.delete = vec!["~agg:0".into()];
+        s.store.apply(&s.batch(10, 0, vec![replay], 5)).await.unwrap();
+        assert_eq!(s.read("a").await, before, "{}", s.store.kind());
+        assert_eq!(s.counter("_late").await, 2, "{}: late counted once", s.store.kind());
+        assert_eq!(s.counter("_applied").await, 10);
+        s
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_batch_sets_and_deletes_state_even_without_a_row() {
+    both("state", |s| async move {
+        let mut first = row(s.hash("a"), 1, 100, "1");
+        first.set = vec![("~agg:0".into(), b"t0".to_vec()), ("~agg:1".into(), b"t1".to_vec())];
+        s.store.apply(&s.batch(1, 0, vec![first], 0)).await.unwrap();
+        // A state-only write (a key aggregated by another field has no row of its own).
+        let state = HashWrite {
+            hash: s.hash("a"),
+            row: None,
+            set: vec![("~agg:2".into(), b"t2".to_vec())],
+            delete: vec!["~agg:0".into()],
+        };
+        s.store.apply(&s.batch(2, 0, vec![state], 1)).await.unwrap();
+        let expected = pairs(&[
+            ("_ts", "100"),
+            ("_seq", "1"),
+            ("amount", "1"),
+            ("country", "\"US\""),
+            ("~agg:1", "t1"),
+            ("~agg:2", "t2"),
+        ]);
+        assert_eq!(s.read("a").await, expected, "{}", s.store.kind());
+        assert_eq!(s.counter("_late").await, 1);
+        s
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hash_expires_with_its_tiles_after_its_ttl() {
+    both("ttl", |s| async move {
+        let mut first = row(s.hash("a"), 1, 100, "1");
+        first.set = vec![("~agg:0".into(), b"t0".to_vec())];
+        s.store.apply(&s.batch(1, 400, vec![first], 0)).await.unwrap();
+        assert_eq!(s.read("a").await.len(), 5, "{}", s.store.kind());
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert!(s.read("a").await.is_empty(), "{}: expired", s.store.kind());
+        // A new row after expiry starts from nothing: no old tile comes back.
+        s.store
+            .apply(&s.batch(2, 400, vec![row(s.hash("a"), 2, 50, "3")], 0))
+            .await
+            .unwrap();
+        let fresh = pairs(&[("_ts", "50"), ("_seq", "2"), ("amount", "3"), ("country", "\"US\"")]);
+        assert_eq!(s.read("a").await, fresh, "{}", s.store.kind());
+        s
+    })
+    .await;
+}
+
+#[test]
+fn the_embedded_logs_keep_messages_and_cursors_across_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    {
+        let store = Embedded::open(&path).unwrap();
+        let out = |subject: &'static str, body: &'static [u8]| sluice::store::embedded::Outgoing {
+            subject,
+            headers: vec![("Sluice-Reason", "why".to_string())],
+            body,
+        };
+        let seqs = store
+            .append(&[out("a", b"1"), out("b", b"x"), out("a", b"2"), out("a", b"3")])
+            .unwrap();
+        assert_eq!(seqs, [1, 1, 2, 3], "sequences count per subject");
+        let read = store.fetch("a", 0, 2).unwrap();
+        assert_eq!(read.iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(&read[1].body[..], b"2");
+        assert_eq!(read[0].headers, [("Sluice-Reason".to_string(), "why".to_string())]);
+        store.ack("reader", 2).unwrap();
+        store.ack("reader", 1).unwrap();
+        assert_eq!(store.cursor("reader").unwrap(), 2, "a cursor never moves back");
+        // A later durable commit makes the cursor durable.
+        store.append(&[out("c", b"z")]).unwrap();
+    }
+    let store = Embedded::open(&path).unwrap();
+    assert_eq!(store.cursor("reader").unwrap(), 2);
+    assert_eq!(store.head("a").unwrap(), 3);
+    let rest = store.fetch("a", store.cursor("reader").unwrap(), 10).unwrap();
+    assert_eq!(rest.iter().map(|m| &m.body[..]).collect::<Vec<_>>(), [b"3"]);
+}
