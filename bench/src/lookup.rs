@@ -21,6 +21,10 @@ pub struct Options {
     /// Events published first (users come from the pipeline benchmark's generator).
     #[arg(long, default_value_t = 50_000)]
     events: u64,
+    /// Serve from the embedded mode (one redb file, events pushed over HTTP) instead of
+    /// NATS and Redis.
+    #[arg(long)]
+    embedded: bool,
 }
 
 /// A keep-alive HTTP/1.1 connection.
@@ -163,21 +167,31 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         let live = Live::new("benchlookup");
         let _ = SET.set(live.set.clone());
         let config = live.write_config();
-        with_http(&config, &[("bench", TOKEN, &["read"], &[])]);
+        if options.embedded {
+            embedded_config(&config);
+        }
+        with_http(&config, &[("bench", TOKEN, &["read", "ingest"], &[])]);
         let (address, stop, task) = start_serving(&config).await;
-        let js = live.jetstream().await;
-        crate::pipeline::publish_all(&js, &live, options.events).await;
         let started = Instant::now();
-        while crate::pipeline::applied(&live.prefix, &live.set).await < options.events {
-            if started.elapsed() > Duration::from_secs(120) {
+        if options.embedded {
+            ingest_all(address, &live, options.events).await;
+        } else {
+            let js = live.jetstream().await;
+            crate::pipeline::publish_all(&js, &live, options.events).await;
+        }
+        while !loaded(address, &live, &options).await {
+            if started.elapsed() > Duration::from_secs(300) {
                 anyhow::bail!("the pipeline did not apply the events in time");
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let took = started.elapsed().as_secs_f64();
         let load_average = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
         println!(
-            "lookups over HTTP, {} events of 10k users loaded, {}s per row; load average before: {}",
+            "lookups over HTTP ({}), {} events of 10k users loaded in {took:.1} s ({:.0} events/s end to end), {}s per row; load average before: {}",
+            if options.embedded { "embedded mode: one redb file, events ingested over HTTP in 200-event bodies" } else { "NATS JetStream and Redis" },
             options.events,
+            options.events as f64 / took,
             options.seconds,
             load_average.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
         );
@@ -190,7 +204,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         ] {
             for clients in [1, 8, 64] {
                 let l = load(address, clients, options.seconds, make).await;
-                let floor = if label.starts_with("single") {
+                let floor = if label.starts_with("single") && !options.embedded {
                     redis_floor(&key, clients).map_or("-".to_string(), |(rps, p50, p99)| {
                         format!("{:.3} / {:.3} ms, {rps:.0}/s", p50, p99)
                     })
@@ -208,7 +222,73 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         }
         stop.send(true).unwrap();
         task.await?;
-        live.cleanup().await;
+        if !options.embedded {
+            live.cleanup().await;
+        }
         Ok(())
     })
+}
+
+/// The config without NATS and Redis: the embedded mode, its file in the test folder.
+fn embedded_config(path: &std::path::Path) {
+    let mut config: toml::Table = std::fs::read_to_string(path).unwrap().parse().unwrap();
+    let host = config["host"].as_table_mut().unwrap();
+    host.remove("nats");
+    host.remove("redis");
+    host.insert(
+        "data_dir".into(),
+        path.parent().unwrap().join("data").display().to_string().into(),
+    );
+    std::fs::write(path, toml::to_string(&config).unwrap()).unwrap();
+}
+
+/// Pushes the pipeline benchmark's events over HTTP, 200 per body (under the 64 KiB limit),
+/// from 4 connections.
+async fn ingest_all(address: SocketAddr, live: &Live, events: u64) {
+    let set = live.set.clone();
+    let mut tasks = Vec::new();
+    for lane in 0..4u64 {
+        let set = set.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut connection = Connection::open(address).await;
+            let mut first = lane * 200;
+            while first < events {
+                let last = (first + 200).min(events);
+                let body: Vec<u8> = (first..last)
+                    .flat_map(|i| {
+                        let mut line: Vec<u8> = crate::pipeline::transaction(i, None);
+                        line.push(b'\n');
+                        line
+                    })
+                    .collect();
+                let mut request = format!(
+                    "POST /v1/ingest/{set} HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                )
+                .into_bytes();
+                request.extend_from_slice(&body);
+                assert_eq!(connection.request(&request).await, 202, "ingest");
+                first += 800;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+/// Whether every event is applied: Redis's applied sequence, or (embedded) the set's
+/// consumer has nothing pending.
+async fn loaded(address: SocketAddr, live: &Live, options: &Options) -> bool {
+    if !options.embedded {
+        return crate::pipeline::applied(&live.prefix, &live.set).await >= options.events;
+    }
+    let request = format!(
+        "GET /v1/feature-sets/{} HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer {TOKEN}\r\n\r\n",
+        live.set
+    );
+    let mut connection = Connection::open(address).await;
+    connection.request(request.as_bytes()).await;
+    let described: serde_json::Value = serde_json::from_slice(&connection.body).unwrap_or_default();
+    described["versions"][0]["lag"]["pending"] == serde_json::json!(0)
 }

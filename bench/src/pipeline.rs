@@ -38,7 +38,7 @@ pub struct Options {
 }
 
 /// A seeded synthetic transaction: skewed users, some nulls, small out-of-order jitter.
-fn transaction(i: u64, user: Option<String>) -> Vec<u8> {
+pub(crate) fn transaction(i: u64, user: Option<String>) -> Vec<u8> {
     let h = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 33;
     let u = (h % 10_000) * (h % 10_000) / 10_000;
     let amount = if i % 50 == 7 {

@@ -21,6 +21,8 @@
 //! - [`online`]: online reads, windowed aggregates evaluated as of the read time.
 //! - [`http`]: the HTTP API (lookups, ingest, plugins, feature sets, health, metrics, OpenAPI)
 //!   with bearer-token scopes.
+//! - [`offline`]: backfill, point-in-time reads of the offline rows, training sets, and the
+//!   online/offline skew check.
 //! - [`metrics`]: counters and histograms, rendered for Prometheus.
 //! - [`pipeline`]: `sluice run` — one loop per feature set and one offline writer per Parquet
 //!   target, with the delivery protocol (durable before ack; redelivery absorbed).
@@ -34,6 +36,7 @@ pub mod event;
 pub mod graph;
 pub mod http;
 pub mod metrics;
+pub mod offline;
 pub mod online;
 pub mod pipeline;
 pub mod plugin;

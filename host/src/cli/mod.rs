@@ -36,8 +36,16 @@ pub enum Command {
     },
     /// The fraud example end to end: generates transactions, streams them through the
     /// example's graph, serves the API and prints a few users' features and `curl` lines.
-    /// Needs NATS (JetStream) and Redis for now.
+    /// Runs in the embedded mode (no NATS, no Redis) unless given --nats and --redis.
     Demo(demo::DemoOptions),
+    /// Runs a feature set's graph over historical events (files, or its input stream from
+    /// the start) into a version of its own: Parquet rows, and with --online the online store.
+    Backfill(crate::offline::backfill::BackfillOptions),
+    /// Builds a point-in-time correct training set (Parquet) for entity rows with a time.
+    TrainingSet(crate::offline::training::TrainingOptions),
+    /// Compares the online store (as of now) with the offline rows evaluated at now, for a
+    /// sample of entities; exit 1 on any mismatch.
+    VerifyParity(crate::offline::parity::ParityOptions),
     /// Makes a new API token: prints the token (once; give it to the client) and the
     /// `[[token]]` block for the config, which holds only its SHA-256.
     Token {
@@ -143,6 +151,58 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         },
         Command::Run { config } => run_pipeline(&config),
         Command::Demo(options) => demo::run(options),
+        Command::Backfill(options) => {
+            let report = crate::offline::backfill::run(&options)?;
+            println!(
+                "backfill {} v{}: {} events, {} rows ({} already committed), {} failed, {} late, in {:.1} s ({:.0} events/s)",
+                options.set,
+                options.version,
+                report.events,
+                report.rows,
+                report.skipped,
+                report.failed,
+                report.late,
+                report.seconds,
+                report.events as f64 / report.seconds.max(1e-9)
+            );
+            Ok(0)
+        }
+        Command::TrainingSet(options) => {
+            let report = crate::offline::training::run(&options)?;
+            println!(
+                "{}: {} rows, features {} ({} values null: no row at or before t within the TTL), from {} offline rows in {:.1} s",
+                options.out.display(),
+                report.rows,
+                report.features.join(", "),
+                report.missing,
+                report.offline_rows,
+                report.seconds
+            );
+            Ok(0)
+        }
+        Command::VerifyParity(options) => {
+            let report = crate::offline::parity::run(&options)?;
+            println!(
+                "{}: {} entities, {} values compared",
+                options.set, report.entities, report.values
+            );
+            for (feature, (count, example)) in &report.mismatches {
+                println!("  {feature}: {count} mismatches (e.g. {example})");
+            }
+            if !report.missing.is_empty() {
+                println!(
+                    "  {} entities in one store only (e.g. {})",
+                    report.missing.len(),
+                    report.missing[0]
+                );
+            }
+            if report.agrees() {
+                println!("  online and offline agree");
+                Ok(0)
+            } else {
+                Ok(1)
+            }
+        }
         Command::Token { name, scopes, sets } => {
             for scope in &scopes {
                 if !["read", "ingest", "deploy", "admin"].contains(&scope.as_str()) {

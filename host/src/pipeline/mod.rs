@@ -88,24 +88,7 @@ impl Services {
         DeadLetters::ensure_stream(&bus)
             .await
             .map_err(|e| PipelineError::Service(e.to_string()))?;
-        let cache = config.resolve(&config.host.data_dir).join("artifacts");
-        let engine = PluginEngine::new(Some(cache)).map_err(|e| PipelineError::Service(e.to_string()))?;
-        let registry = Arc::new(Registry::new(engine, 4));
-        for (name, path) in &config.plugins {
-            let path = config.resolve(path);
-            let fail = |reason: String| PipelineError::Plugin {
-                name: name.clone(),
-                reason,
-            };
-            let bytes = std::fs::read(&path).map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
-            registry
-                .deploy(name, &bytes, Some("config"))
-                .map_err(|e| fail(e.to_string()))?;
-        }
-        let stored = crate::http::plugins::store_dir(&config.resolve(&config.host.data_dir));
-        for label in crate::http::plugins::restore(&registry, &stored) {
-            tracing::info!(plugin = %label, "restored the plugin version deployed last over HTTP");
-        }
+        let registry = deploy_plugins(config)?;
         Ok(Services {
             bus,
             tiles: Arc::new(StoreTiles(store.clone())),
@@ -115,6 +98,30 @@ impl Services {
             metrics: Arc::new(Metrics::default()),
         })
     }
+}
+
+/// The plugins of a config (and those deployed over HTTP since, restored), deployed in a
+/// fresh registry: what `sluice run` and the offline commands run.
+pub fn deploy_plugins(config: &Config) -> Result<Arc<Registry>, PipelineError> {
+    let cache = config.resolve(&config.host.data_dir).join("artifacts");
+    let engine = PluginEngine::new(Some(cache)).map_err(|e| PipelineError::Service(e.to_string()))?;
+    let registry = Arc::new(Registry::new(engine, 4));
+    for (name, path) in &config.plugins {
+        let path = config.resolve(path);
+        let fail = |reason: String| PipelineError::Plugin {
+            name: name.clone(),
+            reason,
+        };
+        let bytes = std::fs::read(&path).map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
+        registry
+            .deploy(name, &bytes, Some("config"))
+            .map_err(|e| fail(e.to_string()))?;
+    }
+    let stored = crate::http::plugins::store_dir(&config.resolve(&config.host.data_dir));
+    for label in crate::http::plugins::restore(&registry, &stored) {
+        tracing::info!(plugin = %label, "restored the plugin version deployed last over HTTP");
+    }
+    Ok(registry)
 }
 
 /// Runs every feature set of the config until `shutdown` turns true.

@@ -75,6 +75,11 @@ impl Decoder {
     }
 
     /// The entity key from the entity fields, as `get` finds them.
+    /// The entity key of a JSON object (its entity fields, joined with ':').
+    pub fn key_of(&self, object: &Map<String, Json>) -> Result<String, String> {
+        self.key(|name| object.get(name))
+    }
+
     fn key<'a>(&self, get: impl Fn(&str) -> Option<&'a Json>) -> Result<String, String> {
         let mut key = String::new();
         for (i, field) in self.entity.iter().enumerate() {

@@ -1,0 +1,491 @@
+//! `sluice backfill`: a feature set's very graph (same plugins, same aggregation code, same
+//! expressions) over historical events, into a version of its own.
+//!
+//! Inputs are files (JSONL, CSV, Parquet; folders and `*` patterns) or the set's own input
+//! stream replayed from its start (`--from-stream`). File events run in event-time order
+//! (ties: the order of the inputs); each gets the sequence of its position in that order, so
+//! a re-run gives every event the same sequence. Stream events keep their stream sequence
+//! and order, as the live pipeline saw them.
+//!
+//! Rows go to the set's Parquet target under `<root>/<set>/v<version>` (parts named by the
+//! sequences they hold: a re-run after a crash skips what is committed, so it never writes a
+//! row twice) and, with `--online`, to the online store under that version's keys (which
+//! skips applied sequences). Events that fail go to `<root>/<set>/v<version>.dead-letters.jsonl`
+//! with their reason. Every event is held in memory while it is sorted: about twice its
+//! JSON size.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_schema::DataType;
+use bytes::Bytes;
+
+use crate::config::{Config, FeatureSetConfig, SourceConfig, TargetConfig};
+use crate::event::Event;
+use crate::graph::{Failure, Graph, Rows};
+use crate::online::OnlineView;
+use crate::pipeline::{deploy_plugins, Services, StoreLookup, StoreTiles};
+use crate::plugin::{NoLookup, OnlineLookup};
+use crate::sources::file::{format_of, FileSource};
+use crate::sources::Decoder;
+use crate::steps::aggregate::{AggregateSpec, TileHome};
+use crate::targets::online::{Durable, OnlineTarget};
+use crate::targets::parquet::PartWriter;
+
+/// Options of `sluice backfill`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BackfillOptions {
+    /// The config file.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// The feature set (its highest version in the config is the definition run).
+    #[arg(long)]
+    pub set: String,
+    /// The version the rows are written under; must not be a version the config runs live.
+    #[arg(long)]
+    pub version: u32,
+    /// Input files, folders (every .jsonl/.json/.csv/.parquet inside) or `dir/*.jsonl` patterns.
+    #[arg(long, num_args = 1.., required_unless_present = "from_stream")]
+    pub input: Vec<String>,
+    /// Replay the set's input stream (JetStream, or the embedded log) from its start instead.
+    #[arg(long, conflicts_with = "input")]
+    pub from_stream: bool,
+    /// Also write the online store (under the backfill version's keys).
+    #[arg(long)]
+    pub online: bool,
+    /// Events per batch through the graph.
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// What a backfill did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BackfillReport {
+    /// Events read.
+    pub events: u64,
+    /// Feature rows produced (including those already committed by an earlier run).
+    pub rows: u64,
+    /// Events that failed (in the dead-letters file).
+    pub failed: u64,
+    /// Events refused as late.
+    pub late: u64,
+    /// Rows skipped because an earlier run committed them.
+    pub skipped: u64,
+    /// Wall time, seconds.
+    pub seconds: f64,
+}
+
+/// One historical event: its sort key, its decoded form, its original bytes.
+struct Historical {
+    time: i64,
+    order: u64,
+    event: Event,
+    bytes: Bytes,
+}
+
+/// The files named by `--input` entries, in order: a folder gives its known-format files
+/// sorted by name; `*` in the file name matches any characters.
+pub fn expand_inputs(inputs: &[String]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for input in inputs {
+        let path = PathBuf::from(input);
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if name.contains('*') {
+            let dir = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let mut matched: Vec<PathBuf> = std::fs::read_dir(dir)
+                .map_err(|e| anyhow::anyhow!("--input {input}: {}: {e}", dir.display()))?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.is_file()
+                        && p.file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| wildcard(name, n))
+                })
+                .collect();
+            matched.sort();
+            anyhow::ensure!(!matched.is_empty(), "--input {input}: no file matches");
+            files.extend(matched);
+        } else if path.is_dir() {
+            let mut inside: Vec<PathBuf> = std::fs::read_dir(&path)
+                .map_err(|e| anyhow::anyhow!("--input {input}: {e}"))?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file() && format_of(p).is_some())
+                .collect();
+            inside.sort();
+            anyhow::ensure!(
+                !inside.is_empty(),
+                "--input {input}: no .jsonl, .json, .csv or .parquet file in the folder"
+            );
+            files.extend(inside);
+        } else {
+            anyhow::ensure!(path.is_file(), "--input {input}: no such file");
+            anyhow::ensure!(
+                format_of(&path).is_some(),
+                "--input {input}: unknown format: expected .jsonl, .json, .csv or .parquet"
+            );
+            files.push(path);
+        }
+    }
+    Ok(files)
+}
+
+/// Whether `name` matches `pattern`, where `*` stands for any characters.
+fn wildcard(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// The feature set a backfill runs: the config's highest version of `name`, renumbered.
+pub fn backfill_set(config: &Config, name: &str, version: u32) -> anyhow::Result<FeatureSetConfig> {
+    let defined: Vec<&FeatureSetConfig> = config.feature_sets.iter().filter(|s| s.name == name).collect();
+    let Some(set) = defined.iter().max_by_key(|s| s.version) else {
+        let names: Vec<&str> = config.feature_sets.iter().map(|s| s.name.as_str()).collect();
+        anyhow::bail!("no feature set \"{name}\" in the config (it has: {})", names.join(", "));
+    };
+    anyhow::ensure!(
+        !defined.iter().any(|s| s.version == version),
+        "--version {version}: the config runs {name} v{version} live; a backfill writes a version of its own so \
+         its rows never mix with live ones (e.g. --version {})",
+        defined.iter().map(|s| s.version).max().unwrap_or(0) + 1000
+    );
+    let mut set = (*set).clone();
+    set.version = version;
+    Ok(set)
+}
+
+/// Runs a backfill.
+pub fn run(options: &BackfillOptions) -> anyhow::Result<BackfillReport> {
+    let config = crate::config::load(&options.config)?;
+    let set = backfill_set(&config, &options.set, options.version)?;
+    let started = Instant::now();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let services = if options.online || options.from_stream {
+        Some(runtime.block_on(Services::connect(&config))?)
+    } else {
+        None
+    };
+    let (decoder, mut fields) = (Decoder::new(&set), Vec::new());
+    let mut failures: Vec<(Failure, Bytes)> = Vec::new();
+    let mut events = match &services {
+        Some(services) if options.from_stream => {
+            runtime.block_on(read_stream(&set, services, &decoder, &mut fields, &mut failures))?
+        }
+        _ => read_files(
+            &expand_inputs(&options.input)?,
+            &decoder,
+            &mut fields,
+            &mut failures,
+            options.quiet,
+        )?,
+    };
+    if !options.from_stream {
+        events.sort_by_key(|e| (e.time, e.order));
+        for (position, event) in events.iter_mut().enumerate() {
+            event.order = position as u64 + 1;
+        }
+    }
+    let total = events.len() as u64 + failures.len() as u64;
+
+    let registry = match &services {
+        Some(services) => services.registry.clone(),
+        None => deploy_plugins(&config)?,
+    };
+    let (lookup, tiles, mut online): (Arc<dyn OnlineLookup>, _, _) = match (&services, options.online) {
+        (Some(services), true) => {
+            let target = OnlineTarget::new(
+                services.store.clone(),
+                &config.host.redis_prefix,
+                &set.name,
+                set.version,
+                ttl_ms(&set)?,
+            )
+            .without(online_derived(&config, &set)?);
+            (
+                Arc::new(StoreLookup::new(&config, services.store.clone())?),
+                Some(TileHome {
+                    prefix: OnlineTarget::prefix(&config.host.redis_prefix, &set.name, set.version),
+                    store: Arc::new(StoreTiles(services.store.clone())),
+                }),
+                Some(target),
+            )
+        }
+        _ => (Arc::new(NoLookup), None, None),
+    };
+    let mut graph = Graph::build(&set, &registry, lookup, tiles, None)?;
+    let (root, roll_rows) = set
+        .targets
+        .iter()
+        .find_map(|t| match t {
+            TargetConfig::Parquet { root, roll_rows, .. } => Some((config.resolve(root), *roll_rows)),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "feature set {}: a backfill writes its parquet target, and it has none",
+                set.name
+            )
+        })?;
+    let types = AggregateSpec::types_of(&set)
+        .into_iter()
+        .map(|(name, integer)| (name, if integer { DataType::Int64 } else { DataType::Float64 }))
+        .collect();
+    let mut writer = PartWriter::open(&root, &set.name, set.version)?.with_types(types);
+    let letters_path = root
+        .join(&set.name)
+        .join(format!("v{}.dead-letters.jsonl", set.version));
+    let mut report = BackfillReport {
+        events: total,
+        ..Default::default()
+    };
+    let mut progress = Progress::new(total, options.quiet);
+    let mut done = failures.len() as u64;
+    let batch = options.batch.max(1);
+    let mut queue = events.into_iter().peekable();
+    while queue.peek().is_some() {
+        let mut rows = Rows::new(fields.clone());
+        let mut bytes: Vec<(u64, Bytes)> = Vec::with_capacity(batch);
+        for item in queue.by_ref().take(batch) {
+            bytes.push((item.order, item.bytes));
+            rows.push(item.order, item.event);
+        }
+        let last_seq = bytes.last().map_or(0, |b| b.0);
+        let mut failed = Vec::new();
+        let rows = graph.run(rows, &mut failed);
+        let state = graph.take_writes();
+        let late = failed.iter().filter(|f| f.late).count() as u64;
+        report.late += late;
+        report.failed += failed.len() as u64 - late;
+        for failure in failed {
+            let body = bytes
+                .binary_search_by_key(&failure.seq, |b| b.0)
+                .map(|at| bytes[at].1.clone())
+                .unwrap_or_default();
+            failures.push((failure, body));
+        }
+        report.rows += rows.len() as u64;
+        if let Some(target) = &mut online {
+            let write = target.batch(Durable {
+                rows: rows.clone(),
+                last_seq,
+                state,
+                late,
+            });
+            runtime
+                .block_on(target.apply(&write))
+                .map_err(|e| anyhow::anyhow!("online store: {e}"))?;
+        }
+        report.skipped += writer.add(rows) as u64;
+        if writer.pending() >= roll_rows {
+            writer.commit()?;
+        }
+        done += bytes.len() as u64;
+        progress.show(done);
+    }
+    writer.commit()?;
+    progress.finish(done);
+    report.failed += failures.iter().filter(|(f, _)| f.step == "decode").count() as u64;
+    write_dead_letters(&letters_path, &failures)?;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+fn ttl_ms(set: &FeatureSetConfig) -> anyhow::Result<u64> {
+    Ok(set
+        .ttl
+        .as_deref()
+        .map(crate::config::parse_duration)
+        .transpose()
+        .map_err(anyhow::Error::msg)?
+        .map_or(0, |d| d.as_millis() as u64))
+}
+
+/// Fields the online target leaves out of rows, as the live pipeline does.
+fn online_derived(config: &Config, set: &FeatureSetConfig) -> anyhow::Result<Vec<String>> {
+    let mut derived = OnlineView::new(&config.host.redis_prefix, set)
+        .map_err(anyhow::Error::msg)?
+        .derived();
+    derived.extend(set.steps.iter().filter_map(|s| match s.kind {
+        crate::config::StepKind::Wasm { .. } => Some(format!("{}_version", s.id)),
+        _ => None,
+    }));
+    Ok(derived)
+}
+
+/// Reads and decodes every event of the files, in order; undecodable ones become failures.
+fn read_files(
+    files: &[PathBuf],
+    decoder: &Decoder,
+    fields: &mut Vec<String>,
+    failures: &mut Vec<(Failure, Bytes)>,
+    quiet: bool,
+) -> anyhow::Result<Vec<Historical>> {
+    let mut events = Vec::new();
+    let mut order = 0u64;
+    for file in files {
+        if !quiet {
+            eprintln!("  reading {}", file.display());
+        }
+        let mut source = FileSource::open(file, None, 10_000)?;
+        loop {
+            let batch = source.next_batch()?;
+            if batch.is_empty() {
+                break;
+            }
+            for (line, bytes) in batch {
+                order += 1;
+                match decoder.decode(&bytes, fields) {
+                    Ok(event) => events.push(Historical {
+                        time: event.time,
+                        order,
+                        event,
+                        bytes,
+                    }),
+                    Err(reason) => failures.push((
+                        Failure::new(0, "decode", format!("{}, line {line}: {reason}", file.display())),
+                        bytes,
+                    )),
+                }
+            }
+        }
+    }
+    Ok(events)
+}
+
+/// Reads the set's input subject from its start up to its end when the backfill starts.
+async fn read_stream(
+    set: &FeatureSetConfig,
+    services: &Services,
+    decoder: &Decoder,
+    fields: &mut Vec<String>,
+    failures: &mut Vec<(Failure, Bytes)>,
+) -> anyhow::Result<Vec<Historical>> {
+    let SourceConfig::Jetstream { stream, subject, .. } = &set.source else {
+        anyhow::bail!(
+            "--from-stream: feature set {} does not read a stream subject (a file or another set's rows); use --input",
+            set.name
+        );
+    };
+    let mut events = Vec::new();
+    let mut after = 0;
+    loop {
+        let messages = services.bus.read(stream, subject, after, 1000).await?;
+        let Some(last) = messages.last() else { break };
+        after = last.seq;
+        for message in messages {
+            match decoder.decode(&message.body, fields) {
+                Ok(event) => events.push(Historical {
+                    time: event.time,
+                    order: message.seq,
+                    event,
+                    bytes: message.body,
+                }),
+                Err(reason) => failures.push((Failure::new(message.seq, "decode", reason), message.body)),
+            }
+        }
+    }
+    Ok(events)
+}
+
+/// Writes the failures as JSON lines (replacing an earlier run's file: a re-run fails the
+/// same events again).
+fn write_dead_letters(path: &Path, failures: &[(Failure, Bytes)]) -> anyhow::Result<()> {
+    if failures.is_empty() {
+        let _ = std::fs::remove_file(path);
+        return Ok(());
+    }
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for (failure, body) in failures {
+        let line = serde_json::json!({
+            "seq": failure.seq,
+            "step": failure.step,
+            "reason": failure.reason,
+            "late": failure.late,
+            "body": String::from_utf8_lossy(body),
+        });
+        serde_json::to_writer(&mut out, &line)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// A progress bar on stderr: events, events/s, ETA.
+pub(crate) struct Progress {
+    total: u64,
+    started: Instant,
+    shown: Instant,
+    quiet: bool,
+}
+
+impl Progress {
+    pub(crate) fn new(total: u64, quiet: bool) -> Progress {
+        Progress {
+            total,
+            started: Instant::now(),
+            shown: Instant::now() - Duration::from_secs(1),
+            quiet,
+        }
+    }
+
+    pub(crate) fn show(&mut self, done: u64) {
+        if self.quiet || self.shown.elapsed() < Duration::from_millis(250) {
+            return;
+        }
+        self.shown = Instant::now();
+        let rate = done as f64 / self.started.elapsed().as_secs_f64().max(1e-6);
+        let eta = (self.total.saturating_sub(done)) as f64 / rate.max(1e-6);
+        let width = 40;
+        let filled = (done * width / self.total.max(1)) as usize;
+        eprint!(
+            "\r  [{}{}] {done}/{} events, {rate:.0} events/s, ETA {eta:.0} s   ",
+            "#".repeat(filled),
+            " ".repeat(width as usize - filled),
+            self.total
+        );
+    }
+
+    pub(crate) fn finish(&mut self, done: u64) {
+        if self.quiet {
+            return;
+        }
+        self.shown = Instant::now() - Duration::from_secs(1);
+        self.show(done);
+        eprintln!(" in {:.1} s", self.started.elapsed().as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wildcard;
+
+    #[test]
+    fn patterns_match_file_names() {
+        assert!(wildcard("*.jsonl", "a.jsonl"));
+        assert!(wildcard("day-*.csv", "day-01.csv"));
+        assert!(wildcard("a*b*c", "aXXbYYc"));
+        assert!(!wildcard("*.jsonl", "a.csv"));
+        assert!(!wildcard("a*b*c", "aXXcYYb"));
+        assert!(!wildcard("ab*ba", "aba"));
+    }
+}

@@ -1,0 +1,216 @@
+//! Point-in-time reads of a feature set's offline rows (its Parquet parts): the features of
+//! an entity **as of a time `t`**, by the rule training sets and the skew check share with
+//! online reads:
+//!
+//! - the row is the one with the latest event time `<= t` (ties: the highest input sequence);
+//!   a row whose event time is exactly `t` counts; rows after `t` are never used;
+//! - no row, or one older than the set's TTL at `t` (`t - time > ttl`), gives nulls;
+//! - windowed aggregates keyed by the entity are **evaluated at `t`** from tiles rebuilt from
+//!   the entity's rows with event time `<= t` (added in input-sequence order, as the pipeline
+//!   added them), so they decay exactly as online values do; other fields (including those
+//!   a `map` computed from aggregates) keep the value written with the row.
+//!
+//! Only the columns asked for (and the aggregates' inputs) are kept in memory.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use serde_json::{Map, Value as Json};
+
+use crate::config::{parse_duration, FeatureSetConfig, StepKind};
+use crate::event::{into_value, Value};
+use crate::sources::file::FileSource;
+use crate::steps::aggregate::{AggregateSpec, KeyState};
+
+/// One offline row.
+#[derive(Debug, Clone)]
+struct Row {
+    seq: u64,
+    time: i64,
+    values: Vec<Value>,
+}
+
+/// A feature set version's offline rows, by entity.
+pub struct History {
+    /// Kept columns (features, aggregate inputs).
+    columns: Vec<String>,
+    /// Rows per entity, sorted by input sequence.
+    entities: HashMap<String, Vec<Row>>,
+    /// Aggregations keyed by the entity, with the positions of their inputs in `columns`.
+    aggregates: Vec<(AggregateSpec, Vec<Option<usize>>)>,
+    /// TTL, µs.
+    ttl: Option<i64>,
+    /// Rows read.
+    rows: u64,
+}
+
+/// The part files of a feature set version's folder, in name order.
+pub fn part_files(dir: &Path) -> Vec<PathBuf> {
+    let mut parts = Vec::new();
+    let Ok(dates) = std::fs::read_dir(dir) else {
+        return parts;
+    };
+    for date in dates.flatten().filter(|d| d.path().is_dir()) {
+        if let Ok(files) = std::fs::read_dir(date.path()) {
+            parts.extend(
+                files
+                    .flatten()
+                    .map(|f| f.path())
+                    .filter(|p| p.extension().is_some_and(|e| e == "parquet")),
+            );
+        }
+    }
+    parts.sort();
+    parts
+}
+
+impl History {
+    /// Reads the parts under `dir` of feature set version `set`, keeping the features named
+    /// in `wanted` (`None`: every column).
+    pub fn load(dir: &Path, set: &FeatureSetConfig, wanted: Option<&[String]>) -> anyhow::Result<History> {
+        let mut aggregates = Vec::new();
+        for step in &set.steps {
+            if let StepKind::Aggregate {
+                key: None,
+                period,
+                aggregations,
+                ..
+            } = &step.kind
+            {
+                let spec = AggregateSpec::new(&step.id, period, set.allowed_lateness.as_deref(), aggregations)
+                    .map_err(|problems| anyhow::anyhow!("step \"{}\": {}", step.id, problems.join("; ")))?;
+                aggregates.push(spec);
+            }
+        }
+        let ttl = set
+            .ttl
+            .as_deref()
+            .map(parse_duration)
+            .transpose()
+            .map_err(anyhow::Error::msg)?
+            .map(|d| d.as_micros() as i64);
+        let mut history = History {
+            columns: Vec::new(),
+            entities: HashMap::new(),
+            aggregates: Vec::new(),
+            ttl,
+            rows: 0,
+        };
+        let inputs: Vec<String> = aggregates
+            .iter()
+            .flat_map(|spec| spec.fields.iter().map(|f| f.field.clone()))
+            .collect();
+        let keep = |name: &str| wanted.is_none_or(|w| w.iter().any(|x| x == name)) || inputs.iter().any(|i| i == name);
+        let mut position: HashMap<String, usize> = HashMap::new();
+        for part in part_files(dir) {
+            let mut source = FileSource::open(&part, None, 10_000)?;
+            loop {
+                let batch = source.next_batch()?;
+                if batch.is_empty() {
+                    break;
+                }
+                for (_, bytes) in batch {
+                    let object: Map<String, Json> = serde_json::from_slice(&bytes)?;
+                    let number = |name: &str| object.get(name).and_then(Json::as_i64);
+                    let (Some(seq), Some(time), Some(Json::String(key))) =
+                        (number("_seq"), number("_ts"), object.get("_key"))
+                    else {
+                        anyhow::bail!("{}: a row without _seq, _ts or _key", part.display());
+                    };
+                    let mut values = vec![Value::Null; history.columns.len()];
+                    for (name, json) in &object {
+                        if name.starts_with('_') || !keep(name) {
+                            continue;
+                        }
+                        let at = *position.entry(name.clone()).or_insert_with(|| {
+                            history.columns.push(name.clone());
+                            history.columns.len() - 1
+                        });
+                        if at >= values.len() {
+                            values.resize(at + 1, Value::Null);
+                        }
+                        values[at] = into_value(json.clone());
+                    }
+                    history.rows += 1;
+                    history.entities.entry(key.clone()).or_default().push(Row {
+                        seq: seq as u64,
+                        time,
+                        values,
+                    });
+                }
+            }
+        }
+        for rows in history.entities.values_mut() {
+            rows.sort_by_key(|r| r.seq);
+        }
+        history.aggregates = aggregates
+            .into_iter()
+            .map(|spec| {
+                let at = spec.fields.iter().map(|f| position.get(&f.field).copied()).collect();
+                (spec, at)
+            })
+            .collect();
+        Ok(history)
+    }
+
+    /// The kept columns (features and aggregate inputs), in first-seen order.
+    pub fn column_names(&self) -> Vec<String> {
+        self.columns.clone()
+    }
+
+    /// Rows read.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Entities with at least one row.
+    pub fn entities(&self) -> impl Iterator<Item = &str> {
+        self.entities.keys().map(String::as_str)
+    }
+
+    /// Whether `name` is a windowed aggregate evaluated at the time asked.
+    pub fn is_aggregate(&self, name: &str) -> bool {
+        self.aggregates
+            .iter()
+            .any(|(spec, _)| spec.feature_names().any(|n| n == name))
+    }
+
+    /// The features of `entity` as of each time in `times` (µs), in that order: `None` where
+    /// no row applies (none at or before `t`, or older than the TTL).
+    pub fn as_of(&self, entity: &str, times: &[i64]) -> Vec<Option<IndexMap<String, Value>>> {
+        let Some(rows) = self.entities.get(entity) else {
+            return vec![None; times.len()];
+        };
+        times
+            .iter()
+            .map(|&t| {
+                // The latest row by (time, sequence) at or before t.
+                let row = rows.iter().filter(|r| r.time <= t).max_by_key(|r| (r.time, r.seq))?;
+                if self.ttl.is_some_and(|ttl| t - row.time > ttl) {
+                    return None;
+                }
+                let mut out: IndexMap<String, Value> = self
+                    .columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, name)| (name.clone(), row.values.get(i).cloned().unwrap_or(Value::Null)))
+                    .collect();
+                for (spec, positions) in &self.aggregates {
+                    let mut state = KeyState::new(spec);
+                    for r in rows.iter().filter(|r| r.time <= t) {
+                        // Refused values (late, invalid) were refused live too.
+                        let _ = state.add(spec, &r.values, positions, r.time, r.seq);
+                    }
+                    let mut names = spec.feature_names();
+                    spec.evaluate(&mut state, t, |value| {
+                        if let Some(name) = names.next() {
+                            out.insert(name.to_string(), value);
+                        }
+                    });
+                }
+                Some(out)
+            })
+            .collect()
+    }
+}

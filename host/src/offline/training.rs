@@ -1,0 +1,385 @@
+//! `sluice training-set`: point-in-time correct training data. For each entity row (the
+//! entity's key fields and a time `t`), each feature's value as of `t` by the rule of
+//! [`super::history`] — never a value from after `t`, nulls past the TTL, windowed aggregates
+//! evaluated at `t`. Features may come from several feature sets (or a named feature vector);
+//! the output is one Parquet file: the entity rows' own columns, then one column per feature.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow_array::{
+    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use serde_json::{Map, Value as Json};
+
+use super::backfill::Progress;
+use super::history::History;
+use crate::config::{Config, FeatureSetConfig, TargetConfig, TimeFormat};
+use crate::event::Value;
+use crate::sources::decode::parse_time;
+use crate::sources::file::FileSource;
+use crate::sources::Decoder;
+use crate::steps::aggregate::AggregateSpec;
+
+/// Options of `sluice training-set`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainingOptions {
+    /// The config file.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Entity rows (JSONL, CSV or Parquet): each set's entity fields and the time field.
+    #[arg(long)]
+    pub entities: PathBuf,
+    /// `set:feature` (or `set:*`) entries, comma-separated, or the name of a feature vector.
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    pub features: Vec<String>,
+    /// The output Parquet file.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The entity rows' time field (RFC 3339 text, or epoch milliseconds).
+    #[arg(long, default_value = "t")]
+    pub time_field: String,
+    /// Read this version of every set (default: the highest in the config; a backfilled
+    /// version is read with the definition of the highest).
+    #[arg(long)]
+    pub version: Option<u32>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// What a training set holds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TrainingReport {
+    /// Entity rows (= output rows).
+    pub rows: u64,
+    /// Feature columns.
+    pub features: Vec<String>,
+    /// Feature values that were null because no row applied (none before `t`, or past TTL).
+    pub missing: u64,
+    /// Offline rows read.
+    pub offline_rows: u64,
+    /// Wall time, seconds.
+    pub seconds: f64,
+}
+
+/// One requested feature.
+struct Requested {
+    set: usize,
+    feature: String,
+    column: String,
+}
+
+/// The feature sets and features a `--features` list names (or a vector's).
+fn resolve(
+    config: &Config,
+    features: &[String],
+    version: Option<u32>,
+) -> anyhow::Result<(Vec<FeatureSetConfig>, Vec<(usize, String)>)> {
+    let entries: Vec<String> = match features {
+        [one] if !one.contains(':') => config
+            .feature_vectors
+            .iter()
+            .find(|v| v.name == *one)
+            .map(|v| v.features.clone())
+            .ok_or_else(|| anyhow::anyhow!("--features {one}: no feature vector of that name, and not set:feature"))?,
+        many => many.to_vec(),
+    };
+    let mut sets: Vec<FeatureSetConfig> = Vec::new();
+    let mut wanted = Vec::new();
+    for entry in &entries {
+        let (set, feature) = entry
+            .split_once(':')
+            .ok_or_else(|| anyhow::anyhow!("--features {entry}: expected set:feature, set:* or a feature vector"))?;
+        let index = match sets.iter().position(|s| s.name == set) {
+            Some(i) => i,
+            None => {
+                // The version asked for, or (a backfilled version) the highest definition
+                // under that number, as the backfill ran it.
+                let defined = config.feature_sets.iter().filter(|s| s.name == set);
+                let mut chosen = match version {
+                    Some(v) => defined.clone().find(|s| s.version == v),
+                    None => None,
+                }
+                .or_else(|| defined.max_by_key(|s| s.version))
+                .cloned()
+                .ok_or_else(|| anyhow::anyhow!("--features {entry}: no feature set \"{set}\" in the config"))?;
+                if let Some(v) = version {
+                    chosen.version = v;
+                }
+                sets.push(chosen);
+                sets.len() - 1
+            }
+        };
+        wanted.push((index, feature.to_string()));
+    }
+    Ok((sets, wanted))
+}
+
+fn offline_dir(config: &Config, set: &FeatureSetConfig) -> anyhow::Result<PathBuf> {
+    set.targets
+        .iter()
+        .find_map(|t| match t {
+            TargetConfig::Parquet { root, .. } => {
+                Some(config.resolve(root).join(&set.name).join(format!("v{}", set.version)))
+            }
+            _ => None,
+        })
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "feature set {}: no parquet target, so no offline rows to read",
+                set.name
+            )
+        })
+}
+
+/// Builds a training set.
+pub fn run(options: &TrainingOptions) -> anyhow::Result<TrainingReport> {
+    let started = std::time::Instant::now();
+    let config = crate::config::load(&options.config)?;
+    let (sets, wanted) = resolve(&config, &options.features, options.version)?;
+    // Entity rows, as JSON objects, with their time.
+    let mut entity_rows: Vec<(Map<String, Json>, i64)> = Vec::new();
+    let mut source = FileSource::open(&options.entities, None, 10_000)?;
+    loop {
+        let batch = source.next_batch()?;
+        if batch.is_empty() {
+            break;
+        }
+        for (line, bytes) in batch {
+            let object: Map<String, Json> = serde_json::from_slice(&bytes)
+                .map_err(|e| anyhow::anyhow!("{} line {line}: not a JSON object: {e}", options.entities.display()))?;
+            let t = parse_time(object.get(&options.time_field), &options.time_field, TimeFormat::Auto)
+                .map_err(|e| anyhow::anyhow!("{} line {line}: {e}", options.entities.display()))?
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{} line {line}: no time field \"{}\" (--time-field names it)",
+                        options.entities.display(),
+                        options.time_field
+                    )
+                })?;
+            entity_rows.push((object, t));
+        }
+    }
+    let mut requested: Vec<Requested> = Vec::new();
+    let mut histories = Vec::with_capacity(sets.len());
+    let mut report = TrainingReport {
+        rows: entity_rows.len() as u64,
+        ..Default::default()
+    };
+    for (index, set) in sets.iter().enumerate() {
+        let names: Vec<String> = wanted
+            .iter()
+            .filter(|(s, _)| *s == index)
+            .map(|(_, f)| f.clone())
+            .collect();
+        let all = names.iter().any(|n| n == "*");
+        let dir = offline_dir(&config, set)?;
+        let history = History::load(&dir, set, (!all).then_some(names.as_slice()))?;
+        report.offline_rows += history.rows();
+        histories.push(history);
+    }
+    // Columns: a feature's name, or set__feature where two sets share a name.
+    let mut features: Vec<(usize, String)> = Vec::new();
+    for (set, feature) in &wanted {
+        if feature == "*" {
+            let mut names: Vec<String> = Vec::new();
+            for name in histories[*set].column_names() {
+                names.push(name);
+            }
+            for spec in aggregate_names(&sets[*set]) {
+                if !names.contains(&spec) {
+                    names.push(spec);
+                }
+            }
+            features.extend(names.into_iter().map(|n| (*set, n)));
+        } else {
+            features.push((*set, feature.clone()));
+        }
+    }
+    for (set, feature) in &features {
+        let shared = features.iter().filter(|(_, f)| f == feature).count() > 1;
+        let column = if shared {
+            format!("{}__{feature}", sets[*set].name)
+        } else {
+            feature.clone()
+        };
+        anyhow::ensure!(
+            !entity_rows.first().is_some_and(|(o, _)| o.contains_key(&column)),
+            "feature column \"{column}\" has the name of a column of the entity rows"
+        );
+        requested.push(Requested {
+            set: *set,
+            feature: feature.clone(),
+            column,
+        });
+    }
+    // Per set: group entity rows by key, read each entity's history once.
+    let mut values: Vec<Vec<Value>> = vec![vec![Value::Null; entity_rows.len()]; requested.len()];
+    let mut progress = Progress::new(entity_rows.len() as u64 * sets.len() as u64, options.quiet);
+    let mut done = 0u64;
+    for (index, set) in sets.iter().enumerate() {
+        let decoder = Decoder::new(set);
+        let mut by_key: HashMap<String, Vec<usize>> = HashMap::new();
+        for (row, (object, _)) in entity_rows.iter().enumerate() {
+            let key = decoder.key_of(object).map_err(|e| {
+                anyhow::anyhow!(
+                    "{} row {}: {e} (feature set {})",
+                    options.entities.display(),
+                    row + 1,
+                    set.name
+                )
+            })?;
+            by_key.entry(key).or_default().push(row);
+        }
+        let columns: Vec<(usize, &Requested)> = requested.iter().enumerate().filter(|(_, r)| r.set == index).collect();
+        for (key, rows) in by_key {
+            let times: Vec<i64> = rows.iter().map(|&r| entity_rows[r].1).collect();
+            for (row, found) in rows.iter().zip(histories[index].as_of(&key, &times)) {
+                match found {
+                    Some(features) => {
+                        for (c, r) in &columns {
+                            values[*c][*row] = features.get(&r.feature).cloned().unwrap_or(Value::Null);
+                        }
+                    }
+                    None => report.missing += columns.len() as u64,
+                }
+            }
+            done += rows.len() as u64;
+            progress.show(done);
+        }
+    }
+    progress.finish(done);
+    let declared: HashMap<String, bool> = sets.iter().flat_map(AggregateSpec::types_of).collect();
+    write(options, &entity_rows, &requested, values, &declared)?;
+    report.features = requested.iter().map(|r| r.column.clone()).collect();
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+fn aggregate_names(set: &FeatureSetConfig) -> Vec<String> {
+    AggregateSpec::types_of(set).into_iter().map(|(name, _)| name).collect()
+}
+
+/// Writes the training set: the entity rows' columns (text, numbers as found), `t` as a UTC
+/// timestamp, then the features (aggregates with their declared types; others by their
+/// values: Int64, Float64, Boolean, or text).
+fn write(
+    options: &TrainingOptions,
+    entity_rows: &[(Map<String, Json>, i64)],
+    requested: &[Requested],
+    values: Vec<Vec<Value>>,
+    declared: &HashMap<String, bool>,
+) -> anyhow::Result<()> {
+    let mut fields = Vec::new();
+    let mut arrays: Vec<ArrayRef> = Vec::new();
+    let mut names: Vec<&String> = Vec::new();
+    if let Some((first, _)) = entity_rows.first() {
+        names.extend(first.keys().filter(|k| **k != options.time_field));
+    }
+    for name in names {
+        let column: Vec<Value> = entity_rows
+            .iter()
+            .map(|(o, _)| o.get(name).map_or(Value::Null, |j| crate::event::value_from_json(j)))
+            .collect();
+        let (field, array) = array(name, column, None);
+        fields.push(field);
+        arrays.push(array);
+    }
+    fields.push(Field::new(
+        &options.time_field,
+        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        false,
+    ));
+    arrays.push(Arc::new(
+        TimestampMicrosecondArray::from(entity_rows.iter().map(|(_, t)| *t).collect::<Vec<_>>()).with_timezone("UTC"),
+    ));
+    for (request, column) in requested.iter().zip(values) {
+        let (field, array) = array(&request.column, column, declared.get(&request.feature).copied());
+        fields.push(field);
+        arrays.push(array);
+    }
+    let schema = Arc::new(Schema::new(fields));
+    let batch = RecordBatch::try_new(schema.clone(), arrays)?;
+    if let Some(parent) = options.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    let tmp = options.out.with_extension("parquet.tmp");
+    let file = std::fs::File::create(&tmp)?;
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None)?;
+    writer.write(&batch)?;
+    writer.close()?;
+    std::fs::rename(&tmp, &options.out)?;
+    Ok(())
+}
+
+/// A column from values: `integer` is the declared type of an aggregate (true: Int64).
+fn array(name: &str, values: Vec<Value>, integer: Option<bool>) -> (Field, ArrayRef) {
+    let kind = match integer {
+        Some(true) => DataType::Int64,
+        Some(false) => DataType::Float64,
+        None => {
+            let mut kind = None;
+            for value in &values {
+                kind = match (kind.take(), value) {
+                    (kind, Value::Null) => kind,
+                    (None, Value::Integer(_)) => Some(DataType::Int64),
+                    (None | Some(DataType::Int64) | Some(DataType::Float64), Value::Float(_)) => {
+                        Some(DataType::Float64)
+                    }
+                    (kind @ (Some(DataType::Int64) | Some(DataType::Float64)), Value::Integer(_)) => kind,
+                    (None | Some(DataType::Boolean), Value::Boolean(_)) => Some(DataType::Boolean),
+                    _ => Some(DataType::Utf8),
+                };
+                if kind == Some(DataType::Utf8) {
+                    break;
+                }
+            }
+            kind.unwrap_or(DataType::Utf8)
+        }
+    };
+    let array: ArrayRef = match kind {
+        DataType::Int64 => Arc::new(Int64Array::from(
+            values
+                .iter()
+                .map(|v| match v {
+                    Value::Integer(i) => Some(*i),
+                    Value::Float(f) => Some(*f as i64),
+                    _ => None,
+                })
+                .collect::<Vec<_>>(),
+        )),
+        DataType::Float64 => Arc::new(Float64Array::from(
+            values
+                .iter()
+                .map(|v| match v {
+                    Value::Integer(i) => Some(*i as f64),
+                    Value::Float(f) => Some(*f),
+                    _ => None,
+                })
+                .collect::<Vec<_>>(),
+        )),
+        DataType::Boolean => Arc::new(BooleanArray::from(
+            values
+                .iter()
+                .map(|v| match v {
+                    Value::Boolean(b) => Some(*b),
+                    _ => None,
+                })
+                .collect::<Vec<_>>(),
+        )),
+        _ => Arc::new(StringArray::from(
+            values
+                .iter()
+                .map(|v| match v {
+                    Value::Null => None,
+                    Value::Text(s) => Some(s.clone()),
+                    other => Some(crate::event::json_text(other)),
+                })
+                .collect::<Vec<_>>(),
+        )),
+    };
+    (Field::new(name, kind, true), array)
+}

@@ -1,0 +1,294 @@
+//! One logic for training and serving: a backfill runs the live graph over history and gives
+//! the live pipeline's Parquet rows bit for bit; training sets follow the point-in-time rule
+//! (checked on hand-made cases); the skew check finds online and offline in agreement.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use arrow_array::{Array, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray};
+use serde_json::{json, Value as Json};
+use sluice::offline::backfill::{self, BackfillOptions};
+use sluice::offline::parity::{self, ParityOptions};
+use sluice::offline::training::{self, TrainingOptions};
+use sluice_tests::live::{kept, parquet_rows, start, transaction, Live};
+
+fn backfill_options(config: &Path, set: &str, version: u32, input: Vec<String>) -> BackfillOptions {
+    BackfillOptions {
+        config: config.to_path_buf(),
+        set: set.to_string(),
+        version,
+        input,
+        from_stream: false,
+        online: false,
+        batch: 1000,
+        quiet: true,
+    }
+}
+
+fn write_jsonl(path: &Path, events: &[Json]) {
+    let text: String = events.iter().map(|e| format!("{e}\n")).collect();
+    std::fs::write(path, text).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_gives_the_live_pipelines_rows_bit_for_bit_and_parity_holds() {
+    let live = Live::new("parity");
+    let config = live.write_config();
+    // 100k in-order events of the last ~20 minutes (windows at "now" are not empty).
+    let now_ms = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    let n = 100_000u64;
+    let events: Vec<Json> = (0..n)
+        .map(|i| {
+            let mut e = transaction(i);
+            e["ts"] = json!(now_ms - 1_200_000 + i as i64 * 10);
+            e
+        })
+        .collect();
+    let (stop, task) = start(&live, &config);
+    live.publish_json(&events).await;
+    let expected = events.iter().filter(|e| kept(e)).count();
+    live.wait_drained(n, expected, Duration::from_secs(180)).await;
+
+    // The skew check, while the online store holds the live values.
+    let report = tokio::task::spawn_blocking({
+        let config = config.clone();
+        let set = live.set.clone();
+        move || {
+            parity::run(&ParityOptions {
+                config,
+                set,
+                version: None,
+                sample: 500,
+            })
+            .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(report.entities >= 100, "{report:?}");
+    assert!(report.values > 2_000, "{report:?}");
+    assert!(report.agrees(), "{report:?}");
+    stop.send(true).unwrap();
+    task.await.unwrap();
+
+    // The same events from a file, into a version of their own.
+    let input = live.dir.path().join("history.jsonl");
+    write_jsonl(&input, &events);
+    let options = backfill_options(&config, &live.set, 2, vec![input.display().to_string()]);
+    let report = tokio::task::spawn_blocking(move || backfill::run(&options).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(report.rows, expected as u64, "{report:?}");
+    assert_eq!(report.events, n);
+    let live_rows = parquet_rows(&live.offline_dir());
+    let backfilled = parquet_rows(&live.dir.path().join("offline").join(&live.set).join("v2"));
+    assert_eq!(live_rows.len(), expected);
+    assert_eq!(backfilled.len(), live_rows.len());
+    for (a, b) in live_rows.iter().zip(&backfilled) {
+        assert_eq!(a, b, "row {} differs", a.0);
+    }
+    // Failed events are kept with their reason.
+    let letters = std::fs::read_to_string(
+        live.dir
+            .path()
+            .join("offline")
+            .join(&live.set)
+            .join("v2.dead-letters.jsonl"),
+    )
+    .unwrap();
+    let poison = events.iter().filter(|e| e["currency"] == "XYZ").count();
+    assert_eq!(letters.lines().count(), poison);
+    assert!(letters.lines().next().unwrap().contains("XYZ"));
+
+    // A version the config runs live is refused.
+    let clash = backfill_options(&config, &live.set, 1, vec![input.display().to_string()]);
+    let error = backfill::run(&clash).unwrap_err().to_string();
+    assert!(error.contains("runs") && error.contains("live"), "{error}");
+    live.cleanup().await;
+}
+
+/// A small feature set read from files, with a 2h TTL and 1h windows over 10-minute buckets.
+const PIT: &str = r#"
+[host]
+data_dir = "data"
+
+[[feature_set]]
+name = "pit"
+version = 1
+entity = "user"
+timestamp = { field = "ts", format = "rfc3339" }
+ttl = "2h"
+fields = ["user", "amount", "ts"]
+
+[feature_set.source]
+kind = "file"
+path = "events.jsonl"
+
+[[feature_set.steps]]
+id = "w"
+kind = "aggregate"
+period = "10m"
+
+[[feature_set.steps.aggregations]]
+field = "amount"
+functions = ["count", "sum"]
+windows = ["1h"]
+
+[[feature_set.steps]]
+id = "big"
+kind = "map"
+fields = { big = "amount > 3.0" }
+
+[[feature_set.targets]]
+kind = "stream"
+stream = "UNUSED"
+subject = "unused"
+
+[[feature_set.targets]]
+kind = "parquet"
+root = "offline"
+"#;
+
+fn at(hh_mm: &str) -> String {
+    format!("2026-01-05T{hh_mm}:00Z")
+}
+
+fn pit_setup() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(&config, PIT).unwrap();
+    let events = [
+        ("u1", 1.0, "10:00"),
+        ("u1", 2.0, "10:30"),
+        ("u1", 4.0, "11:05"),
+        ("u2", 10.0, "10:00"),
+        // Equal event times: the later input wins.
+        ("u4", 5.0, "10:00"),
+        ("u4", 6.0, "10:00"),
+    ];
+    let events: Vec<Json> = events
+        .iter()
+        .map(|(user, amount, time)| json!({ "user": user, "amount": amount, "ts": at(time) }))
+        .collect();
+    // Two files, out of time order: the backfill sorts by event time.
+    write_jsonl(&dir.path().join("b.jsonl"), &events[2..]);
+    write_jsonl(&dir.path().join("a.jsonl"), &events[..2]);
+    (dir, config)
+}
+
+#[test]
+fn training_sets_follow_the_point_in_time_rule() {
+    let (dir, config) = pit_setup();
+    let pattern = dir.path().join("*.jsonl").display().to_string();
+    let options = backfill_options(&config, "pit", 1000, vec![pattern.clone()]);
+    let first = backfill::run(&options).unwrap();
+    assert_eq!((first.events, first.rows, first.failed), (6, 6, 0), "{first:?}");
+    // A re-run writes nothing twice.
+    let again = backfill::run(&options).unwrap();
+    assert_eq!(again.skipped, 6, "{again:?}");
+    assert_eq!(parquet_rows(&dir.path().join("offline/pit/v1000")).len(), 6);
+
+    let entities = [
+        ("u1", "10:20"), // before the 10:30 event: it is never used
+        ("u1", "10:30"), // exactly at an event's time: it counts
+        ("u1", "11:35"), // 10:00 and 10:30 have left the 1h window (10:40 to 11:40)
+        ("u2", "12:30"), // the last row is 2.5h old: past the 2h TTL, nulls
+        ("u2", "09:00"), // before any event: nulls
+        ("u3", "10:00"), // unknown entity: nulls
+        ("u4", "10:00"), // two events at 10:00: the later input's row, both counted
+    ];
+    let lines: Vec<Json> = entities
+        .iter()
+        .map(|(user, time)| json!({ "user": user, "t": at(time), "label": 1 }))
+        .collect();
+    write_jsonl(&dir.path().join("entities.jsonl"), &lines);
+    let out = dir.path().join("train.parquet");
+    let report = training::run(&TrainingOptions {
+        config: config.clone(),
+        entities: dir.path().join("entities.jsonl"),
+        features: vec![
+            "pit:amount".into(),
+            "pit:amount_count_1h".into(),
+            "pit:amount_sum_1h".into(),
+            "pit:big".into(),
+        ],
+        out: out.clone(),
+        time_field: "t".into(),
+        version: Some(1000),
+        quiet: true,
+    })
+    .unwrap();
+    assert_eq!(report.rows, 7);
+
+    let file = std::fs::File::open(&out).unwrap();
+    let batch = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let schema = batch.schema();
+    let types: HashMap<&str, String> = schema
+        .fields()
+        .iter()
+        .map(|f| (f.name().as_str(), format!("{:?}", f.data_type())))
+        .collect();
+    assert_eq!(types["user"], "Utf8");
+    assert_eq!(types["label"], "Int64");
+    assert_eq!(types["t"], "Timestamp(Microsecond, Some(\"UTC\"))");
+    assert_eq!(types["amount"], "Float64");
+    assert_eq!(types["amount_count_1h"], "Int64");
+    assert_eq!(types["amount_sum_1h"], "Float64");
+    assert_eq!(types["big"], "Boolean");
+    let column = |name: &str| batch.column(schema.index_of(name).unwrap()).clone();
+    let users = column("user");
+    let users = users.as_any().downcast_ref::<StringArray>().unwrap();
+    assert_eq!(users.value(0), "u1", "rows keep the entity file's order");
+    let amount = column("amount");
+    let amount = amount.as_any().downcast_ref::<Float64Array>().unwrap();
+    let count = column("amount_count_1h");
+    let count = count.as_any().downcast_ref::<Int64Array>().unwrap();
+    let sum = column("amount_sum_1h");
+    let sum = sum.as_any().downcast_ref::<Float64Array>().unwrap();
+    let got: Vec<(Option<f64>, Option<i64>, Option<f64>)> = (0..7)
+        .map(|r| {
+            (
+                amount.is_valid(r).then(|| amount.value(r)),
+                count.is_valid(r).then(|| count.value(r)),
+                sum.is_valid(r).then(|| sum.value(r)),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (Some(1.0), Some(1), Some(1.0)),
+            (Some(2.0), Some(2), Some(3.0)),
+            (Some(4.0), Some(1), Some(4.0)),
+            (None, None, None),
+            (None, None, None),
+            (None, None, None),
+            (Some(6.0), Some(2), Some(11.0)),
+        ]
+    );
+    let t = column("t");
+    let t = t.as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap();
+    assert_eq!(t.value(0), 1_767_608_400_000_000, "2026-01-05T10:20:00Z");
+
+    // Bad input gets a clear error.
+    std::fs::write(dir.path().join("bad.jsonl"), "{\"user\": \"u1\"}\n").unwrap();
+    let error = training::run(&TrainingOptions {
+        config,
+        entities: dir.path().join("bad.jsonl"),
+        features: vec!["pit:amount".into()],
+        out: dir.path().join("bad.parquet"),
+        time_field: "t".into(),
+        version: Some(1000),
+        quiet: true,
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("no time field \"t\""), "{error}");
+}
