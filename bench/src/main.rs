@@ -2,10 +2,11 @@
 //! runtime: per-event cost of the currency transform natively and as Rust, Python and
 //! JavaScript plugins at several batch sizes, instantiation time, compile vs cached load.
 //! `-- pipeline` measures the streaming pipeline; `-- aggregate` the aggregation step alone;
-//! `-- lookup` online lookups over HTTP.
+//! `-- lookup` online lookups over HTTP; `-- offline` backfill and training sets.
 
 mod aggregate;
 mod lookup;
+mod offline;
 mod pipeline;
 mod plugins;
 
@@ -71,6 +72,15 @@ enum Command {
     Aggregate(aggregate::Options),
     /// Online lookups over HTTP: latency and requests/s at 1, 8 and 64 clients.
     Lookup(lookup::Options),
+    /// Backfill events/s from Parquet, and a training set against its rows: time, peak memory.
+    Offline(offline::Options),
+    /// (internal) runs a `sluice` command and prints its peak memory.
+    #[command(hide = true)]
+    Child {
+        /// The command's arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -83,5 +93,7 @@ fn main() -> anyhow::Result<()> {
         Command::Pipeline(options) => pipeline::run(options),
         Command::Aggregate(options) => aggregate::run(options),
         Command::Lookup(options) => lookup::run(options),
+        Command::Offline(options) => offline::run(options),
+        Command::Child { args } => offline::run_child(args),
     }
 }

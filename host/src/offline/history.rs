@@ -16,11 +16,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
-use serde_json::{Map, Value as Json};
+use serde_json::Value as Json;
 
 use crate::config::{parse_duration, FeatureSetConfig, StepKind};
 use crate::event::{into_value, Value};
-use crate::sources::file::FileSource;
+use crate::sources::file::cell;
 use crate::steps::aggregate::{AggregateSpec, KeyState};
 
 /// One offline row.
@@ -104,36 +104,56 @@ impl History {
         let keep = |name: &str| wanted.is_none_or(|w| w.iter().any(|x| x == name)) || inputs.iter().any(|i| i == name);
         let mut position: HashMap<String, usize> = HashMap::new();
         for part in part_files(dir) {
-            let mut source = FileSource::open(&part, None, 10_000)?;
-            loop {
-                let batch = source.next_batch()?;
-                if batch.is_empty() {
-                    break;
-                }
-                for (_, bytes) in batch {
-                    let object: Map<String, Json> = serde_json::from_slice(&bytes)?;
-                    let number = |name: &str| object.get(name).and_then(Json::as_i64);
-                    let (Some(seq), Some(time), Some(Json::String(key))) =
-                        (number("_seq"), number("_ts"), object.get("_key"))
+            let file = std::fs::File::open(&part)?;
+            let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", part.display()))?;
+            // Only the columns needed: the row's identity and the kept features.
+            let schema = builder.schema().clone();
+            let wanted_columns: Vec<usize> = schema
+                .fields()
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| f.name().starts_with('_') || keep(f.name()))
+                .map(|(i, _)| i)
+                .collect();
+            let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), wanted_columns);
+            let reader = builder
+                .with_projection(mask)
+                .build()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", part.display()))?;
+            for batch in reader {
+                let batch = batch.map_err(|e| anyhow::anyhow!("{}: {e}", part.display()))?;
+                let batch_schema = batch.schema();
+                let column = |name: &str| batch_schema.index_of(name).ok().map(|i| batch.column(i).clone());
+                let (Some(seqs), Some(keys), Some(times)) = (column("_seq"), column("_key"), column("_ts")) else {
+                    anyhow::bail!("{}: not a feature-row part (no _seq, _key or _ts)", part.display());
+                };
+                let features: Vec<(usize, arrow_array::ArrayRef)> = batch_schema
+                    .fields()
+                    .iter()
+                    .zip(batch.columns())
+                    .filter(|(f, _)| !f.name().starts_with('_'))
+                    .map(|(f, array)| {
+                        let at = *position.entry(f.name().clone()).or_insert_with(|| {
+                            history.columns.push(f.name().clone());
+                            history.columns.len() - 1
+                        });
+                        (at, array.clone())
+                    })
+                    .collect();
+                for r in 0..batch.num_rows() {
+                    let number = |array: &arrow_array::ArrayRef| cell(array.as_ref(), r).as_i64();
+                    let (Some(seq), Some(time), Json::String(key)) =
+                        (number(&seqs), number(&times), cell(keys.as_ref(), r))
                     else {
                         anyhow::bail!("{}: a row without _seq, _ts or _key", part.display());
                     };
                     let mut values = vec![Value::Null; history.columns.len()];
-                    for (name, json) in &object {
-                        if name.starts_with('_') || !keep(name) {
-                            continue;
-                        }
-                        let at = *position.entry(name.clone()).or_insert_with(|| {
-                            history.columns.push(name.clone());
-                            history.columns.len() - 1
-                        });
-                        if at >= values.len() {
-                            values.resize(at + 1, Value::Null);
-                        }
-                        values[at] = into_value(json.clone());
+                    for (at, array) in &features {
+                        values[*at] = into_value(cell(array.as_ref(), r));
                     }
                     history.rows += 1;
-                    history.entities.entry(key.clone()).or_default().push(Row {
+                    history.entities.entry(key).or_default().push(Row {
                         seq: seq as u64,
                         time,
                         values,
@@ -178,39 +198,61 @@ impl History {
 
     /// The features of `entity` as of each time in `times` (µs), in that order: `None` where
     /// no row applies (none at or before `t`, or older than the TTL).
+    ///
+    /// When the entity's rows arrived in event-time order (the usual case), one sweep over
+    /// the times in increasing order adds each row to the tiles once; otherwise the tiles
+    /// are rebuilt for each time (a row that arrived before an earlier-timed one must not be
+    /// added after it).
     pub fn as_of(&self, entity: &str, times: &[i64]) -> Vec<Option<IndexMap<String, Value>>> {
         let Some(rows) = self.entities.get(entity) else {
             return vec![None; times.len()];
         };
-        times
-            .iter()
-            .map(|&t| {
-                // The latest row by (time, sequence) at or before t.
-                let row = rows.iter().filter(|r| r.time <= t).max_by_key(|r| (r.time, r.seq))?;
-                if self.ttl.is_some_and(|ttl| t - row.time > ttl) {
-                    return None;
+        let in_order = rows.windows(2).all(|w| w[0].time <= w[1].time);
+        let mut order: Vec<usize> = (0..times.len()).collect();
+        order.sort_by_key(|&i| times[i]);
+        let mut states: Vec<KeyState> = self.aggregates.iter().map(|(spec, _)| KeyState::new(spec)).collect();
+        let mut added = 0;
+        let mut out: Vec<Option<IndexMap<String, Value>>> = vec![None; times.len()];
+        for i in order {
+            let t = times[i];
+            // The latest row by (time, sequence) at or before t.
+            let row = if in_order {
+                rows[..rows.partition_point(|r| r.time <= t)].last()
+            } else {
+                rows.iter().filter(|r| r.time <= t).max_by_key(|r| (r.time, r.seq))
+            };
+            let Some(row) = row else { continue };
+            if self.ttl.is_some_and(|ttl| t - row.time > ttl) {
+                continue;
+            }
+            let mut features: IndexMap<String, Value> = self
+                .columns
+                .iter()
+                .enumerate()
+                .map(|(c, name)| (name.clone(), row.values.get(c).cloned().unwrap_or(Value::Null)))
+                .collect();
+            if !in_order {
+                states = self.aggregates.iter().map(|(spec, _)| KeyState::new(spec)).collect();
+                added = 0;
+            }
+            for ((spec, positions), state) in self.aggregates.iter().zip(&mut states) {
+                let eligible = rows.iter().enumerate().skip(added).filter(|(_, r)| r.time <= t);
+                for (_, r) in eligible {
+                    // Refused values (late, invalid) were refused live too.
+                    let _ = state.add(spec, &r.values, positions, r.time, r.seq);
                 }
-                let mut out: IndexMap<String, Value> = self
-                    .columns
-                    .iter()
-                    .enumerate()
-                    .map(|(i, name)| (name.clone(), row.values.get(i).cloned().unwrap_or(Value::Null)))
-                    .collect();
-                for (spec, positions) in &self.aggregates {
-                    let mut state = KeyState::new(spec);
-                    for r in rows.iter().filter(|r| r.time <= t) {
-                        // Refused values (late, invalid) were refused live too.
-                        let _ = state.add(spec, &r.values, positions, r.time, r.seq);
+                let mut names = spec.feature_names();
+                spec.evaluate(state, t, |value| {
+                    if let Some(name) = names.next() {
+                        features.insert(name.to_string(), value);
                     }
-                    let mut names = spec.feature_names();
-                    spec.evaluate(&mut state, t, |value| {
-                        if let Some(name) = names.next() {
-                            out.insert(name.to_string(), value);
-                        }
-                    });
-                }
-                Some(out)
-            })
-            .collect()
+                });
+            }
+            if in_order {
+                added = rows.partition_point(|r| r.time <= t);
+            }
+            out[i] = Some(features);
+        }
+        out
     }
 }

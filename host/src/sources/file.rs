@@ -146,7 +146,8 @@ fn parquet_rows(batch: &RecordBatch) -> Vec<Map<String, Json>> {
         .collect()
 }
 
-fn cell(column: &dyn Array, r: usize) -> Json {
+/// One cell of an Arrow column as JSON (timestamps as epoch microseconds).
+pub(crate) fn cell(column: &dyn Array, r: usize) -> Json {
     if column.is_null(r) {
         return Json::Null;
     }
