@@ -78,7 +78,13 @@ ours = pq.read_table(sluice_out).to_pandas()
 ours["event_timestamp"] = ours["t"]
 merged = result.merge(ours, on=["user_id", "event_timestamp", "label"], suffixes=("_feast", "_sluice"))
 a, b = merged["amount_usd_feast"], merged["amount_usd_sluice"]
-agree = int(((a == b) | (a.isna() & b.isna())).sum())
+same = (a == b) | (a.isna() & b.isna())
+agree = int(same.sum())
+if os.environ.get("FEAST_BENCH_DIFF"):
+    merged[~same][["user_id", "event_timestamp", "amount_usd_feast", "amount_usd_sluice"]].head(20).to_csv(
+        os.environ["FEAST_BENCH_DIFF"]
+    )
+    table.to_pandas().to_parquet(os.environ["FEAST_BENCH_DIFF"] + ".rows.parquet")
 print(
     json.dumps(
         {
