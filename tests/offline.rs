@@ -292,3 +292,96 @@ fn training_sets_follow_the_point_in_time_rule() {
     .to_string();
     assert!(error.contains("no time field \"t\""), "{error}");
 }
+
+/// The Python with pandas and pyarrow that `plugins/toolchains.sh` installs.
+fn pandas_python() -> PathBuf {
+    let toolchains = std::env::var_os("SLUICE_TOOLCHAINS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache/sluice/toolchains")
+        });
+    let python = toolchains.join("pandas/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run `bash plugins/toolchains.sh` (it installs pandas and pyarrow)",
+        python.display()
+    );
+    python
+}
+
+#[test]
+fn a_training_set_from_the_fraud_example_reads_in_pandas_with_the_right_types() {
+    let live = Live::new("pandas");
+    let config = live.write_config();
+    let events: Vec<Json> = (0..3000).map(transaction).collect();
+    let input = live.dir.path().join("history.jsonl");
+    write_jsonl(&input, &events);
+    let report = backfill::run(&backfill_options(
+        &config,
+        &live.set,
+        7,
+        vec![input.display().to_string()],
+    ))
+    .unwrap();
+    assert!(report.rows > 2500, "{report:?}");
+    // An entity row just after each of 500 kept transactions: every feature has a row.
+    let lines: Vec<Json> = events
+        .iter()
+        .filter(|e| kept(e))
+        .take(500)
+        .map(|e| json!({ "user_id": e["user_id"], "t": e["ts"].as_i64().unwrap() + 1, "label": 1 }))
+        .collect();
+    let entities = live.dir.path().join("entities.jsonl");
+    write_jsonl(&entities, &lines);
+    let out = live.dir.path().join("train.parquet");
+    let set = &live.set;
+    training::run(&TrainingOptions {
+        config,
+        entities,
+        features: [
+            "amount_usd",
+            "tx_count_1h",
+            "amount_usd_mean_24h",
+            "amount_zscore_24h",
+            "is_foreign",
+        ]
+        .iter()
+        .map(|f| format!("{set}:{f}"))
+        .collect(),
+        out: out.clone(),
+        time_field: "t".into(),
+        version: Some(7),
+        quiet: true,
+    })
+    .unwrap();
+    let script = "import json, sys, pandas as pd\n\
+                  df = pd.read_parquet(sys.argv[1])\n\
+                  print(json.dumps({'rows': len(df), 'dtypes': {c: str(t) for c, t in df.dtypes.items()}, \
+                  'nulls': int(df['amount_usd'].isna().sum())}))";
+    let output = std::process::Command::new(pandas_python())
+        .args(["-c", script])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let read: Json = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(read["rows"], 500);
+    assert_eq!(read["nulls"], 0, "every entity row has a feature row at or before t");
+    let dtypes = &read["dtypes"];
+    assert_eq!(dtypes["user_id"], "object");
+    assert_eq!(dtypes["label"], "int64");
+    assert!(
+        dtypes["t"].as_str().unwrap().starts_with("datetime64[") && dtypes["t"].as_str().unwrap().ends_with(", UTC]"),
+        "{dtypes}"
+    );
+    assert_eq!(dtypes["amount_usd"], "float64");
+    assert_eq!(dtypes["tx_count_1h"], "int64");
+    assert_eq!(dtypes["amount_usd_mean_24h"], "float64");
+    assert_eq!(dtypes["amount_zscore_24h"], "float64");
+    assert_eq!(dtypes["is_foreign"], "bool");
+}
