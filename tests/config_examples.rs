@@ -200,3 +200,52 @@ fn http_and_token_problems_are_reported_at_their_keys() {
         ]
     );
 }
+
+#[test]
+fn join_problems_are_reported_at_their_keys() {
+    let set = |name: &str, targets: &str, steps: &str| {
+        format!(
+            "[[feature_set]]\nname = \"{name}\"\nversion = 1\nentity = \"k\"\nfields = [\"k\", \"u\", \"ts\"]\n\
+             timestamp = {{ field = \"ts\" }}\nsource = {{ kind = \"file\", path = \"x.jsonl\" }}\n{steps}{targets}"
+        )
+    };
+    let join = |id: &str, other: &str, features: &str, key: &str| {
+        format!("[[feature_set.steps]]\nid = \"{id}\"\nkind = \"join\"\nset = \"{other}\"\nfeatures = [{features}]\nkey = \"{key}\"\n")
+    };
+    let text = [
+        set(
+            "offline_only",
+            "[[feature_set.targets]]\nkind = \"stream\"\nstream = \"S\"\nsubject = \"s\"\n",
+            "",
+        ),
+        set(
+            "a",
+            "[[feature_set.targets]]\nkind = \"redis\"\n",
+            &[
+                join("nowhere", "missing", "\"x\"", "u"),
+                join("itself", "a", "\"x\"", "u"),
+                join("no_online", "offline_only", "\"x\"", "u"),
+                join("empty", "offline_only", "", "nokey"),
+            ]
+            .concat(),
+        ),
+    ]
+    .concat();
+    let config = sluice::config::parse_str(&text, std::path::Path::new("j.toml")).unwrap();
+    let problems = sluice::config::validate(&config);
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "feature_set[1].steps[0].set",
+            "feature_set[1].steps[1].set",
+            "feature_set[1].steps[2].set",
+            "feature_set[1].steps[3].set",
+            "feature_set[1].steps[3].features",
+            "feature_set[1].steps[3].key",
+        ],
+        "{problems:?}"
+    );
+    assert!(problems[0].message.contains("no feature set \"missing\""));
+    assert!(problems[2].message.contains("no online target"));
+}

@@ -226,3 +226,144 @@ fn sluice_demo_runs_without_nats_or_redis() {
     assert!(demo.options.nats.is_none() && demo.options.redis.is_none());
     assert_eq!(sluice::cli::demo::run(demo.options).unwrap(), 0);
 }
+
+/// Two sets in the embedded mode: `orders` joins `users` (its tier) by the order's user.
+fn join_config(dir: &Path) -> PathBuf {
+    let set = |name: &str, entity: &str, fields: &str, steps: &str| {
+        format!(
+            r#"
+[[feature_set]]
+name = "{name}"
+version = 1
+entity = "{entity}"
+timestamp = {{ field = "ts", format = "epoch_ms" }}
+fields = [{fields}]
+
+[feature_set.source]
+kind = "jetstream"
+stream = "{name}"
+subject = "in.{name}"
+max_wait_ms = 5
+{steps}
+[[feature_set.targets]]
+kind = "redis"
+
+[[feature_set.targets]]
+kind = "stream"
+stream = "{name}_rows"
+subject = "rows.{name}"
+
+[[feature_set.targets]]
+kind = "parquet"
+root = "{root}"
+roll_seconds = 1
+"#,
+            root = dir.join("offline").display()
+        )
+    };
+    let text = format!(
+        "[host]\ndata_dir = \"{}\"\n{}{}",
+        dir.join("data").display(),
+        set("users", "user", "\"user\", \"tier\", \"ts\"", ""),
+        set(
+            "orders",
+            "order",
+            "\"order\", \"user\", \"amount\", \"ts\"",
+            "\n[[feature_set.steps]]\nid = \"profile\"\nkind = \"join\"\nset = \"users\"\nkey = \"user\"\nfeatures = [\"tier\"]\n"
+        )
+    );
+    let path = dir.join("sluice.toml");
+    std::fs::write(&path, text).unwrap();
+    with_http(&path, &[("admin", ADMIN, &["admin"], &[])]);
+    path
+}
+
+async fn push(address: std::net::SocketAddr, set: &str, events: &[Json]) {
+    let body = serde_json::to_vec(events).unwrap();
+    let (status, answer) = http(address, "POST", &format!("/v1/ingest/{set}"), Some(ADMIN), &body).await;
+    assert_eq!(status, 202, "{answer}");
+    wait_for("the set drained", Duration::from_secs(30), async || {
+        let (_, body) = http(address, "GET", &format!("/v1/feature-sets/{set}"), Some(ADMIN), b"").await;
+        let described: Json = serde_json::from_str(&body).unwrap_or_default();
+        described["versions"][0]["lag"]["pending"] == json!(0)
+    })
+    .await;
+}
+
+/// The tier each order got, by order id, from a Parquet folder.
+fn tiers(dir: &Path) -> std::collections::BTreeMap<String, Json> {
+    parquet_rows(dir)
+        .into_iter()
+        .map(|(_, key, _, values)| (key, values["tier"].clone()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_adds_the_other_sets_features_as_of_each_event_live_and_in_a_backfill() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = join_config(dir.path());
+    let (address, stop, task) = start_serving(&config).await;
+    wait_for("the pipelines ready", Duration::from_secs(30), async || {
+        http(address, "GET", "/readyz", Some(ADMIN), b"").await.0 == 200
+    })
+    .await;
+    let user = |user: &str, tier: &str, ts: i64| json!({ "user": user, "tier": tier, "ts": ts });
+    let order = |id: &str, user: &str, ts: i64| json!({ "order": id, "user": user, "amount": 10.0, "ts": ts });
+    // In time order: users, then orders after them, then a user's new tier, then orders.
+    push(
+        address,
+        "users",
+        &[user("u1", "gold", 1000), user("u2", "silver", 1000)],
+    )
+    .await;
+    let first = [
+        order("o1", "u1", 2000),
+        order("o2", "u2", 2000),
+        order("o3", "u3", 2000),
+    ];
+    push(address, "orders", &first).await;
+    push(address, "users", &[user("u1", "platinum", 5000)]).await;
+    // o5 is late: its time (3000) is before u1's current row (5000).
+    let second = [order("o4", "u1", 6000), order("o5", "u1", 3000)];
+    push(address, "orders", &second).await;
+    let (_, body) = http(address, "GET", "/v1/features/orders/o4", Some(ADMIN), b"").await;
+    assert!(body.contains("\"tier\":{\"value\":\"platinum\""), "{body}");
+    stop.send(true).unwrap();
+    task.await.unwrap();
+
+    let live = tiers(&dir.path().join("offline/orders/v1"));
+    let expected = |late: Json| {
+        [
+            ("o1", json!("gold")),
+            ("o2", json!("silver")),
+            ("o3", Json::Null),
+            ("o4", json!("platinum")),
+            ("o5", late),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    // Live, the late order gets null: the online row is newer than it, never a future value.
+    assert_eq!(live, expected(Json::Null));
+
+    // A backfill of the same orders joins the users' offline rows as of each order's time:
+    // the same rows, and the late order gets the tier it had at its time.
+    let input = dir.path().join("orders.jsonl");
+    let text: String = first.iter().chain(&second).map(|e| format!("{e}\n")).collect();
+    std::fs::write(&input, text).unwrap();
+    let options = sluice::offline::backfill::BackfillOptions {
+        config: config.clone(),
+        set: "orders".into(),
+        version: 2,
+        input: vec![input.display().to_string()],
+        from_stream: false,
+        online: false,
+        batch: 1000,
+        quiet: true,
+    };
+    tokio::task::spawn_blocking(move || sluice::offline::backfill::run(&options).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(tiers(&dir.path().join("offline/orders/v2")), expected(json!("gold")));
+}

@@ -309,6 +309,19 @@ pub enum StepKind {
         #[serde(default)]
         mean: Vec<String>,
     },
+    /// Enriches each event with features of another feature set, by key, as of the event's
+    /// time: live from the online store, in a backfill from that set's offline rows (the
+    /// latest row with event time `<=` the event's, within its TTL). A row newer than the
+    /// event gives nulls live, never a value from the future.
+    Join {
+        /// The other feature set (its highest version).
+        set: String,
+        /// The field holding the other set's entity key (default: this event's entity key).
+        #[serde(default)]
+        key: Option<String>,
+        /// Its features to add (added under their own names).
+        features: Vec<String>,
+    },
     /// Per-key aggregates over time windows, as of each event's time.
     Aggregate {
         /// Field holding the key (default: the entity; tiles then live in the entity's hash and
@@ -358,6 +371,7 @@ impl StepKind {
             StepKind::Rename { .. } => "rename",
             StepKind::Impute { .. } => "impute",
             StepKind::Aggregate { .. } => "aggregate",
+            StepKind::Join { .. } => "join",
         }
     }
 }

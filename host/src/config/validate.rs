@@ -313,6 +313,38 @@ fn check_steps(config: &Config, set: &FeatureSetConfig, at: &str, report: &mut i
                     need(&known, f, "fields", report);
                 }
             }
+            StepKind::Join {
+                set: other,
+                key: key_field,
+                features,
+            } => {
+                match config.feature_sets.iter().find(|s| s.name == *other) {
+                    None => report(
+                        format!("{key}.set"),
+                        format!("no feature set \"{other}\" in the config to join"),
+                    ),
+                    Some(_) if *other == set.name => {
+                        report(format!("{key}.set"), "a feature set cannot join itself".into())
+                    }
+                    Some(joined) if !joined.targets.iter().any(|t| matches!(t, TargetConfig::Redis {})) => report(
+                        format!("{key}.set"),
+                        format!(
+                            "feature set \"{other}\" has no online target (`kind = \"redis\"`): a join reads it live \
+                             from the online store"
+                        ),
+                    ),
+                    Some(_) => {}
+                }
+                if features.is_empty() {
+                    report(format!("{key}.features"), "expected at least one feature to add".into());
+                }
+                if let Some(k) = key_field {
+                    need(&known, k, "key", report);
+                }
+                if let Some(known) = &mut known {
+                    known.extend(features.iter().cloned());
+                }
+            }
             StepKind::Aggregate {
                 key: key_field,
                 period,

@@ -232,6 +232,17 @@ pub fn run(options: &BackfillOptions) -> anyhow::Result<BackfillReport> {
         }
         _ => (Arc::new(NoLookup), None, None),
     };
+    // Joins read the joined sets' offline rows as of each event's time.
+    let lookup: Arc<dyn OnlineLookup> = if set
+        .steps
+        .iter()
+        .any(|s| matches!(s.kind, crate::config::StepKind::Join { .. }))
+    {
+        let live = options.online.then_some(lookup);
+        Arc::new(crate::offline::history::HistoryLookup::new(&config, &set, live)?)
+    } else {
+        lookup
+    };
     let mut graph = Graph::build(&set, &registry, lookup, tiles, None)?;
     let (root, roll_rows) = set
         .targets

@@ -256,3 +256,78 @@ impl History {
         out
     }
 }
+
+/// What a backfill's graph reads: a `join` reads the joined sets' offline rows as of each
+/// event's time; a plugin's `lookup` goes to the online store when the backfill has one.
+pub struct HistoryLookup {
+    histories: HashMap<String, History>,
+    live: Option<std::sync::Arc<dyn crate::plugin::OnlineLookup>>,
+}
+
+impl HistoryLookup {
+    /// Loads the offline rows of every set `set` joins (their highest version in the config).
+    pub fn new(
+        config: &crate::config::Config,
+        set: &FeatureSetConfig,
+        live: Option<std::sync::Arc<dyn crate::plugin::OnlineLookup>>,
+    ) -> anyhow::Result<HistoryLookup> {
+        let mut histories = HashMap::new();
+        for step in &set.steps {
+            let StepKind::Join { set: other, .. } = &step.kind else {
+                continue;
+            };
+            if histories.contains_key(other) {
+                continue;
+            }
+            let joined = config
+                .feature_sets
+                .iter()
+                .filter(|s| s.name == *other)
+                .max_by_key(|s| s.version)
+                .ok_or_else(|| anyhow::anyhow!("step \"{}\": no feature set \"{other}\" to join", step.id))?;
+            let root = joined
+                .targets
+                .iter()
+                .find_map(|t| match t {
+                    crate::config::TargetConfig::Parquet { root, .. } => Some(config.resolve(root)),
+                    _ => None,
+                })
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "step \"{}\": a backfill joins {other} as of each event's time from its offline rows, and \
+                         {other} has no parquet target",
+                        step.id
+                    )
+                })?;
+            let dir = root.join(&joined.name).join(format!("v{}", joined.version));
+            histories.insert(other.clone(), History::load(&dir, joined, None)?);
+        }
+        Ok(HistoryLookup { histories, live })
+    }
+}
+
+impl crate::plugin::OnlineLookup for HistoryLookup {
+    fn lookup(&self, feature_set: &str, keys: &[String]) -> Result<Vec<Option<Vec<crate::event::Field>>>, String> {
+        match &self.live {
+            Some(live) => live.lookup(feature_set, keys),
+            None => crate::plugin::NoLookup.lookup(feature_set, keys),
+        }
+    }
+
+    fn as_of(
+        &self,
+        feature_set: &str,
+        keys: &[String],
+        times: &[i64],
+    ) -> Result<Vec<Option<crate::plugin::AsOfRow>>, String> {
+        let history = self
+            .histories
+            .get(feature_set)
+            .ok_or_else(|| format!("join: feature set \"{feature_set}\" is not joined by this graph"))?;
+        Ok(keys
+            .iter()
+            .zip(times)
+            .map(|(key, &t)| history.as_of(key, &[t]).pop().flatten())
+            .collect())
+    }
+}

@@ -29,6 +29,8 @@ impl TileStore for StoreTiles {
 pub struct StoreLookup {
     store: Arc<dyn OnlineStore>,
     views: HashMap<String, OnlineView>,
+    /// Each set's TTL, µs.
+    ttls: HashMap<String, i64>,
 }
 
 impl StoreLookup {
@@ -45,14 +47,50 @@ impl StoreLookup {
             })?;
             views.insert(set.name.clone(), (set.version, view));
         }
+        let mut ttls = HashMap::new();
+        for set in &config.feature_sets {
+            if let Some(ttl) = set.ttl.as_deref().and_then(|t| crate::config::parse_duration(t).ok()) {
+                if views.get(&set.name).is_some_and(|(v, _)| *v == set.version) {
+                    ttls.insert(set.name.clone(), ttl.as_micros() as i64);
+                }
+            }
+        }
         Ok(StoreLookup {
             store,
             views: views.into_iter().map(|(name, (_, view))| (name, view)).collect(),
+            ttls,
         })
     }
 }
 
 impl OnlineLookup for StoreLookup {
+    fn as_of(
+        &self,
+        feature_set: &str,
+        keys: &[String],
+        times: &[i64],
+    ) -> Result<Vec<Option<crate::plugin::AsOfRow>>, String> {
+        let view = self
+            .views
+            .get(feature_set)
+            .ok_or_else(|| format!("join: unknown feature set \"{feature_set}\""))?;
+        let ttl = self.ttls.get(feature_set).copied();
+        let hashes: Vec<String> = keys.iter().map(|key| view.hash(key)).collect();
+        let found = self.store.read_blocking(&hashes)?;
+        found
+            .iter()
+            .zip(times)
+            .map(|(fields, &t)| {
+                let row = view.evaluate(fields, Some(t))?;
+                // The online store holds the latest row: one newer than the event is not a
+                // value as of the event's time.
+                Ok(row
+                    .filter(|row| row.time <= t && ttl.is_none_or(|ttl| t - row.time <= ttl))
+                    .map(|row| row.values))
+            })
+            .collect()
+    }
+
     fn lookup(&self, feature_set: &str, keys: &[String]) -> Result<Vec<Option<Vec<Field>>>, String> {
         let view = self
             .views

@@ -11,7 +11,20 @@ pub trait OnlineLookup: Send + Sync {
     /// One entry per key, in order: `None` when the entity has no features. An error names
     /// the feature set and the cause (unknown set, store unreachable).
     fn lookup(&self, feature_set: &str, keys: &[String]) -> Result<Vec<Option<Vec<Field>>>, String>;
+
+    /// The features of `keys[i]` as of `times[i]` (µs), for the `join` step: the latest row
+    /// with event time `<= t` within the set's TTL, windowed aggregates evaluated at `t`;
+    /// `None` where no row applies.
+    fn as_of(&self, feature_set: &str, keys: &[String], times: &[i64]) -> Result<Vec<Option<AsOfRow>>, String> {
+        let _ = (keys, times);
+        Err(format!(
+            "join with feature set \"{feature_set}\": no online store or offline rows are available here"
+        ))
+    }
 }
+
+/// The features of one entity as of a time, by name.
+pub type AsOfRow = indexmap::IndexMap<String, Value>;
 
 /// A lookup for contexts without an online store: every call fails with a clear message.
 pub struct NoLookup;

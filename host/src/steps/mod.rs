@@ -5,6 +5,7 @@ mod cel;
 mod drop;
 mod filter;
 mod impute;
+mod join;
 mod map;
 mod rename;
 mod select;
@@ -88,6 +89,7 @@ pub fn build(step: &StepConfig, context: &BuildContext) -> Result<Box<dyn Step>,
         StepKind::Drop { fields } => Box::new(drop::Drop::new(fields)),
         StepKind::Rename { fields } => Box::new(rename::Rename::new(fields)),
         StepKind::Impute { constant, mean } => Box::new(impute::Impute::new(constant, mean)),
+        StepKind::Join { set, key, features } => Box::new(join::Join::new(id, set, key.clone(), features, lookup)),
         StepKind::Aggregate {
             key,
             period,

@@ -1,0 +1,101 @@
+//! `join`: adds features of another feature set to each event, by key, **as of the event's
+//! time** — the latest row of that set with event time `<=` the event's, within its TTL, its
+//! windowed aggregates evaluated at the event's time. Live, the rows come from the online
+//! store, which holds each entity's latest row: when that row is newer than the event (the
+//! event is late relative to the joined set), the features are null rather than a value
+//! from the future. In a backfill they come from the joined set's offline rows, where the
+//! row as of the event's time is found. On in-order data both give the same rows.
+//!
+//! An event without a key gets nulls (a left join). The online store is read once per batch
+//! for all keys; while it is unreachable the read is retried, as aggregation state loads are.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Step;
+use crate::event::Value;
+use crate::graph::{Failure, Rows};
+use crate::plugin::OnlineLookup;
+
+pub(crate) struct Join {
+    id: String,
+    set: String,
+    key_field: Option<String>,
+    features: Vec<String>,
+    lookup: Arc<dyn OnlineLookup>,
+}
+
+impl Join {
+    pub(crate) fn new(
+        id: String,
+        set: &str,
+        key_field: Option<String>,
+        features: &[String],
+        lookup: Arc<dyn OnlineLookup>,
+    ) -> Join {
+        Join {
+            id,
+            set: set.to_string(),
+            key_field,
+            features: features.to_vec(),
+            lookup,
+        }
+    }
+}
+
+impl Step for Join {
+    fn apply(&mut self, mut rows: Rows, _failures: &mut Vec<Failure>) -> Rows {
+        if rows.is_empty() {
+            return rows;
+        }
+        let key_at = self
+            .key_field
+            .as_ref()
+            .map(|name| rows.batch.fields.iter().position(|f| f == name));
+        let keys: Vec<Option<String>> = (0..rows.len())
+            .map(|i| match key_at {
+                None => Some(rows.batch.events[i].key.clone()),
+                Some(None) => None,
+                Some(Some(at)) => match rows.value(i, at) {
+                    Value::Text(s) if !s.is_empty() => Some(s.clone()),
+                    Value::Integer(n) => Some(n.to_string()),
+                    _ => None,
+                },
+            })
+            .collect();
+        let asked: Vec<usize> = (0..rows.len()).filter(|&i| keys[i].is_some()).collect();
+        let wanted: Vec<String> = asked.iter().map(|&i| keys[i].clone().unwrap_or_default()).collect();
+        let times: Vec<i64> = asked.iter().map(|&i| rows.batch.events[i].time).collect();
+        let mut delay = Duration::from_millis(50);
+        let found = loop {
+            match self.lookup.as_of(&self.set, &wanted, &times) {
+                Ok(found) => break found,
+                Err(e) => {
+                    tracing::warn!(step = %self.id, "join with {} failed, retrying in {delay:?}: {e}", self.set);
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        let targets: Vec<usize> = self.features.iter().map(|name| rows.field_position(name)).collect();
+        let width = rows.batch.fields.len();
+        for event in &mut rows.batch.events {
+            if event.values.len() < width {
+                event.values.resize(width, Value::Null);
+            }
+            for &t in &targets {
+                event.values[t] = Value::Null;
+            }
+        }
+        for (&i, row) in asked.iter().zip(found) {
+            let Some(row) = row else { continue };
+            let values = &mut rows.batch.events[i].values;
+            for (name, &t) in self.features.iter().zip(&targets) {
+                if let Some(value) = row.get(name) {
+                    values[t] = value.clone();
+                }
+            }
+        }
+        rows
+    }
+}
