@@ -157,6 +157,51 @@ async fn the_fraud_example_runs_in_one_process_on_one_file_exactly_once_across_a
         parquet_rows(&offline).len() >= kept_count
     })
     .await;
+
+    // A training set as an HTTP job: started, polled, downloaded.
+    let entity_rows: Vec<Json> = events
+        .iter()
+        .filter(|e| kept(e))
+        .take(50)
+        .map(|e| json!({ "user_id": e["user_id"], "t": e["ts"].as_i64().unwrap() + 1 }))
+        .collect();
+    let request =
+        json!({ "entities": entity_rows, "features": ["transactions:amount_usd", "transactions:tx_count_1h"] });
+    let (status, body) = http(
+        address,
+        "POST",
+        "/v1/training-sets",
+        Some(ADMIN),
+        request.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let job: Json = serde_json::from_str(&body).unwrap();
+    let poll = job["poll"].as_str().unwrap().to_string();
+    let mut done = Json::Null;
+    wait_for("the training-set job", Duration::from_secs(30), async || {
+        let (_, body) = http(address, "GET", &poll, Some(ADMIN), b"").await;
+        done = serde_json::from_str(&body).unwrap_or_default();
+        done["status"] != "running"
+    })
+    .await;
+    assert_eq!(done["status"], "done", "{done}");
+    assert_eq!(done["rows"], 50, "{done}");
+    let (status, parquet) = http(address, "GET", done["download"].as_str().unwrap(), Some(ADMIN), b"").await;
+    assert_eq!(status, 200);
+    assert!(parquet.starts_with("PAR1"), "a Parquet file");
+    let (status, body) = http(
+        address,
+        "POST",
+        "/v1/training-sets",
+        Some(ADMIN),
+        br#"{"entities": [], "features": ["transactions:amount_usd"]}"#,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = http(address, "GET", "/v1/training-sets/0123456789abcdef", Some(ADMIN), b"").await;
+    assert_eq!(status, 404, "{body}");
+
     stop.send(true).unwrap();
     task.await.unwrap();
     let rows = parquet_rows(&offline);

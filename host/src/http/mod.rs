@@ -8,6 +8,7 @@ pub mod auth;
 mod features;
 pub mod plugins;
 mod sets;
+mod training;
 
 pub use sets::{stored as sets_stored, Apply};
 
@@ -211,6 +212,9 @@ pub fn router(api: Arc<Api>, max_body_bytes: usize) -> Router {
         .route("/v1/features/{set}/{entity}", get(features::one))
         .route("/v1/features/lookup", post(features::many))
         .route("/v1/ingest/{set}", post(ingest))
+        .route("/v1/training-sets", post(training::start))
+        .route("/v1/training-sets/{id}", get(training::status))
+        .route("/v1/training-sets/{id}/data", get(training::data))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .merge(plugins)
         .with_state(api)
@@ -255,6 +259,9 @@ pub const ROUTES: &[RouteDoc] = &[
     RouteDoc { method: "put", path: "/v1/feature-sets/{name}", scope: Some("admin"), summary: "Apply a definition (the [[feature_set]] table as TOML, or JSON): validated, stored, started beside the running versions; ?serve=true also switches lookups to it." },
     RouteDoc { method: "post", path: "/v1/feature-sets/{name}/serve/{version}", scope: Some("admin"), summary: "Switch lookups and ingest of a feature set to one of its running versions." },
     RouteDoc { method: "get", path: "/v1/feature-sets/{name}/dead-letters", scope: Some("admin"), summary: "Events the set could not process (?kind=dlq, the default) or refused as late (?kind=late), with their original bytes, reason, step and input sequence; page with ?after=<last seq>&limit=<n>." },
+    RouteDoc { method: "post", path: "/v1/training-sets", scope: Some("read"), summary: "Start a point-in-time training-set job: {\"entities\": [rows with the sets' entity fields and \"t\"], \"features\": [\"set:feature\"] or \"vector\": name, \"time_field\"?}; 202 with its id (the token needs read on every set)." },
+    RouteDoc { method: "get", path: "/v1/training-sets/{id}", scope: Some("read"), summary: "A training-set job's status: running, done (rows, features, download path) or failed (why)." },
+    RouteDoc { method: "get", path: "/v1/training-sets/{id}/data", scope: Some("read"), summary: "The Parquet file of a finished training-set job (409 before)." },
     RouteDoc { method: "get", path: "/v1/plugins", scope: Some("read"), summary: "The active version of every plugin." },
     RouteDoc { method: "put", path: "/v1/plugins/{name}", scope: Some("deploy"), summary: "Deploy a component (the body): validated, compiled, smoke-tested, stored, hot-swapped into every feature set that uses it." },
     RouteDoc { method: "get", path: "/v1/plugins/{name}", scope: Some("read"), summary: "Kept versions of a plugin: which is active, deployed when and by which token." },

@@ -73,7 +73,7 @@ struct Requested {
 }
 
 /// The feature sets and features a `--features` list names (or a vector's).
-fn resolve(
+pub fn resolve(
     config: &Config,
     features: &[String],
     version: Option<u32>,
@@ -135,11 +135,15 @@ fn offline_dir(config: &Config, set: &FeatureSetConfig) -> anyhow::Result<PathBu
         })
 }
 
-/// Builds a training set.
+/// Builds a training set (`options.config` is loaded).
 pub fn run(options: &TrainingOptions) -> anyhow::Result<TrainingReport> {
+    build(&crate::config::load(&options.config)?, options)
+}
+
+/// Builds a training set from a loaded config (`options.config` is not read).
+pub fn build(config: &Config, options: &TrainingOptions) -> anyhow::Result<TrainingReport> {
     let started = std::time::Instant::now();
-    let config = crate::config::load(&options.config)?;
-    let (sets, wanted) = resolve(&config, &options.features, options.version)?;
+    let (sets, wanted) = resolve(config, &options.features, options.version)?;
     // Entity rows, as JSON objects, with their time.
     let mut entity_rows: Vec<(Map<String, Json>, i64)> = Vec::new();
     let mut source = FileSource::open(&options.entities, None, 10_000)?;
@@ -176,7 +180,7 @@ pub fn run(options: &TrainingOptions) -> anyhow::Result<TrainingReport> {
             .map(|(_, f)| f.clone())
             .collect();
         let all = names.iter().any(|n| n == "*");
-        let dir = offline_dir(&config, set)?;
+        let dir = offline_dir(config, set)?;
         let history = History::load(&dir, set, (!all).then_some(names.as_slice()))?;
         report.offline_rows += history.rows();
         histories.push(history);
