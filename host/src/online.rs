@@ -10,7 +10,7 @@
 
 use indexmap::IndexMap;
 
-use crate::config::{FeatureSetConfig, StepKind};
+use crate::config::FeatureSetConfig;
 use crate::event::{value_from_json, Value};
 use crate::steps::aggregate::{AggregateSpec, HashFields, KeyState};
 use crate::store::OnlineStore;
@@ -38,24 +38,9 @@ pub struct OnlineView {
 impl OnlineView {
     /// The view of a feature set version under a Redis key prefix.
     pub fn new(redis_prefix: &str, set: &FeatureSetConfig) -> Result<OnlineView, String> {
-        let mut aggregates = Vec::new();
-        for step in &set.steps {
-            if let StepKind::Aggregate {
-                key: None,
-                period,
-                aggregations,
-                ..
-            } = &step.kind
-            {
-                aggregates.push(
-                    AggregateSpec::new(&step.id, period, set.allowed_lateness.as_deref(), aggregations)
-                        .map_err(|problems| format!("step \"{}\": {}", step.id, problems.join("; ")))?,
-                );
-            }
-        }
         Ok(OnlineView {
             prefix: OnlineTarget::prefix(redis_prefix, &set.name, set.version),
-            aggregates,
+            aggregates: AggregateSpec::entity_keyed(set)?,
         })
     }
 

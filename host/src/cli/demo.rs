@@ -226,12 +226,9 @@ async fn demo(
     let started = Instant::now();
     loop {
         let applied = store.counter(&applied_key).await.map_err(anyhow::Error::msg)?;
-        let width = 40;
-        let done = (applied * width / options.events.max(1)) as usize;
         eprint!(
-            "\r  streaming through the fraud feature set [{}{}] {applied}/{} events",
-            "#".repeat(done),
-            " ".repeat(width as usize - done),
+            "\r  streaming through the fraud feature set {} {applied}/{} events",
+            crate::offline::backfill::bar(applied, options.events),
             options.events
         );
         if applied >= options.events {

@@ -359,6 +359,18 @@ pub struct AggregationConfig {
     pub names: IndexMap<String, String>,
 }
 
+impl FeatureSetConfig {
+    /// The TTL in µs (`None`: no TTL); an error names what the text should be.
+    pub fn ttl_micros(&self) -> Result<Option<i64>, String> {
+        Ok(self
+            .ttl
+            .as_deref()
+            .map(super::parse_duration)
+            .transpose()?
+            .map(|d| d.as_micros() as i64))
+    }
+}
+
 impl StepKind {
     /// The `kind` string.
     pub fn name(&self) -> &'static str {

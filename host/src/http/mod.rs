@@ -26,7 +26,7 @@ use axum::Router;
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::config::{parse_duration, Config, Scope, SourceConfig};
+use crate::config::{Config, Scope, SourceConfig};
 use crate::metrics::Metrics;
 use crate::online::OnlineView;
 use auth::{authenticate, Denied, Token};
@@ -68,12 +68,7 @@ pub(crate) struct ApiError(StatusCode, String);
 
 impl ServedSet {
     fn new(redis_prefix: &str, set: &crate::config::FeatureSetConfig) -> Result<ServedSet, String> {
-        let max_age = set
-            .ttl
-            .as_deref()
-            .map(parse_duration)
-            .transpose()?
-            .map(|d| d.as_micros() as i64);
+        let max_age = set.ttl_micros()?;
         let subject = match &set.source {
             SourceConfig::Jetstream { subject, .. } => Some(subject.clone()),
             _ => None,

@@ -25,7 +25,6 @@ use bytes::Bytes;
 use crate::config::{Config, FeatureSetConfig, SourceConfig, TargetConfig};
 use crate::event::Event;
 use crate::graph::{Failure, Graph, Rows};
-use crate::online::OnlineView;
 use crate::pipeline::{deploy_plugins, Services, StoreLookup, StoreTiles};
 use crate::plugin::{NoLookup, OnlineLookup};
 use crate::sources::file::{format_of, FileSource};
@@ -220,7 +219,7 @@ pub fn run(options: &BackfillOptions) -> anyhow::Result<BackfillReport> {
                 set.version,
                 ttl_ms(&set)?,
             )
-            .without(online_derived(&config, &set)?);
+            .without(OnlineTarget::left_out(&config.host.redis_prefix, &set).map_err(anyhow::Error::msg)?);
             (
                 Arc::new(StoreLookup::new(&config, services.store.clone())?),
                 Some(TileHome {
@@ -323,24 +322,9 @@ pub fn run(options: &BackfillOptions) -> anyhow::Result<BackfillReport> {
 
 fn ttl_ms(set: &FeatureSetConfig) -> anyhow::Result<u64> {
     Ok(set
-        .ttl
-        .as_deref()
-        .map(crate::config::parse_duration)
-        .transpose()
+        .ttl_micros()
         .map_err(anyhow::Error::msg)?
-        .map_or(0, |d| d.as_millis() as u64))
-}
-
-/// Fields the online target leaves out of rows, as the live pipeline does.
-fn online_derived(config: &Config, set: &FeatureSetConfig) -> anyhow::Result<Vec<String>> {
-    let mut derived = OnlineView::new(&config.host.redis_prefix, set)
-        .map_err(anyhow::Error::msg)?
-        .derived();
-    derived.extend(set.steps.iter().filter_map(|s| match s.kind {
-        crate::config::StepKind::Wasm { .. } => Some(format!("{}_version", s.id)),
-        _ => None,
-    }));
-    Ok(derived)
+        .map_or(0, |us| us as u64 / 1000))
 }
 
 /// Reads and decodes every event of the files, in order; undecodable ones become failures.
@@ -441,6 +425,13 @@ fn write_dead_letters(path: &Path, failures: &[(Failure, Bytes)]) -> anyhow::Res
     Ok(())
 }
 
+/// A bar of 40 characters, `[####    ]`, `done` of `total` filled.
+pub(crate) fn bar(done: u64, total: u64) -> String {
+    let width = 40;
+    let filled = (done.min(total) * width / total.max(1)) as usize;
+    format!("[{}{}]", "#".repeat(filled), " ".repeat(width as usize - filled))
+}
+
 /// A progress bar on stderr: events, events/s, ETA.
 pub(crate) struct Progress {
     total: u64,
@@ -466,12 +457,9 @@ impl Progress {
         self.shown = Instant::now();
         let rate = done as f64 / self.started.elapsed().as_secs_f64().max(1e-6);
         let eta = (self.total.saturating_sub(done)) as f64 / rate.max(1e-6);
-        let width = 40;
-        let filled = (done * width / self.total.max(1)) as usize;
         eprint!(
-            "\r  [{}{}] {done}/{} events, {rate:.0} events/s, ETA {eta:.0} s   ",
-            "#".repeat(filled),
-            " ".repeat(width as usize - filled),
+            "\r  {} {done}/{} events, {rate:.0} events/s, ETA {eta:.0} s   ",
+            bar(done, self.total),
             self.total
         );
     }

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use indexmap::IndexMap;
 use serde_json::Value as Json;
 
-use crate::config::{parse_duration, FeatureSetConfig, StepKind};
+use crate::config::{FeatureSetConfig, StepKind};
 use crate::event::{into_value, Value};
 use crate::sources::file::cell;
 use crate::steps::aggregate::{AggregateSpec, KeyState};
@@ -69,27 +69,8 @@ impl History {
     /// Reads the parts under `dir` of feature set version `set`, keeping the features named
     /// in `wanted` (`None`: every column).
     pub fn load(dir: &Path, set: &FeatureSetConfig, wanted: Option<&[String]>) -> anyhow::Result<History> {
-        let mut aggregates = Vec::new();
-        for step in &set.steps {
-            if let StepKind::Aggregate {
-                key: None,
-                period,
-                aggregations,
-                ..
-            } = &step.kind
-            {
-                let spec = AggregateSpec::new(&step.id, period, set.allowed_lateness.as_deref(), aggregations)
-                    .map_err(|problems| anyhow::anyhow!("step \"{}\": {}", step.id, problems.join("; ")))?;
-                aggregates.push(spec);
-            }
-        }
-        let ttl = set
-            .ttl
-            .as_deref()
-            .map(parse_duration)
-            .transpose()
-            .map_err(anyhow::Error::msg)?
-            .map(|d| d.as_micros() as i64);
+        let aggregates = AggregateSpec::entity_keyed(set).map_err(anyhow::Error::msg)?;
+        let ttl = set.ttl_micros().map_err(anyhow::Error::msg)?;
         let mut history = History {
             columns: Vec::new(),
             entities: HashMap::new(),

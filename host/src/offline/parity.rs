@@ -109,13 +109,7 @@ pub fn run(options: &ParityOptions) -> anyhow::Result<ParityReport> {
     };
     // As lookups do (`outside_max_age`), an online row older than the TTL by event time is
     // not a value; the offline rule gives null there too.
-    let ttl = set
-        .ttl
-        .as_deref()
-        .map(crate::config::parse_duration)
-        .transpose()
-        .map_err(anyhow::Error::msg)?
-        .map(|d| d.as_micros() as i64);
+    let ttl = set.ttl_micros().map_err(anyhow::Error::msg)?;
     for (entity, online) in sample.iter().zip(online) {
         let online = online.filter(|row| ttl.is_none_or(|ttl| now - row.time <= ttl));
         let offline = history.as_of(entity, &[now]).pop().flatten();

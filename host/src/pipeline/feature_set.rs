@@ -10,10 +10,9 @@ use tokio::sync::watch;
 
 use super::retry::{retry, Backoff};
 use super::{PipelineError, Services};
-use crate::config::{parse_duration, Config, FeatureSetConfig, SourceConfig, TargetConfig};
+use crate::config::{Config, FeatureSetConfig, SourceConfig, TargetConfig};
 use crate::graph::{Failure, Graph, Rows};
 use crate::metrics::SetMetrics;
-use crate::online::OnlineView;
 use crate::plugin::OnlineLookup;
 use crate::sources::file::FileSource;
 use crate::sources::jetstream::SourceOptions;
@@ -164,13 +163,7 @@ impl FeatureSetRunner {
                 )
             }
         };
-        let ttl_ms = set
-            .ttl
-            .as_deref()
-            .map(parse_duration)
-            .transpose()
-            .map_err(fail)?
-            .map_or(0, |d| d.as_millis() as u64);
+        let ttl_ms = set.ttl_micros().map_err(fail)?.map_or(0, |us| us as u64 / 1000);
         let mut runner = FeatureSetRunner {
             label: label.clone(),
             input,
@@ -185,14 +178,7 @@ impl FeatureSetRunner {
         for target in &set.targets {
             match target {
                 TargetConfig::Redis {} => {
-                    // Not stored with the online row: aggregates (evaluated from their tiles on
-                    // read) and the plugin version of each row (kept in the feature rows, where
-                    // lineage is read; in Redis it cost ~10% of the pipeline's throughput).
-                    let mut derived = OnlineView::new(&services.prefix, set).map_err(fail)?.derived();
-                    derived.extend(set.steps.iter().filter_map(|s| match s.kind {
-                        crate::config::StepKind::Wasm { .. } => Some(format!("{}_version", s.id)),
-                        _ => None,
-                    }));
+                    let derived = OnlineTarget::left_out(&services.prefix, set).map_err(fail)?;
                     runner.online = Some(
                         OnlineTarget::new(services.store.clone(), &services.prefix, &set.name, set.version, ttl_ms)
                             .without(derived),

@@ -49,9 +49,9 @@ impl StoreLookup {
         }
         let mut ttls = HashMap::new();
         for set in &config.feature_sets {
-            if let Some(ttl) = set.ttl.as_deref().and_then(|t| crate::config::parse_duration(t).ok()) {
+            if let Ok(Some(ttl)) = set.ttl_micros() {
                 if views.get(&set.name).is_some_and(|(v, _)| *v == set.version) {
-                    ttls.insert(set.name.clone(), ttl.as_micros() as i64);
+                    ttls.insert(set.name.clone(), ttl);
                 }
             }
         }

@@ -192,6 +192,27 @@ impl AggregateSpec {
         out
     }
 
+    /// The specs of a feature set's `aggregate` steps keyed by its entity (their tiles live in
+    /// the entity's hash; online and offline reads evaluate them at the time asked).
+    pub fn entity_keyed(set: &FeatureSetConfig) -> Result<Vec<AggregateSpec>, String> {
+        let mut specs = Vec::new();
+        for step in &set.steps {
+            if let StepKind::Aggregate {
+                key: None,
+                period,
+                aggregations,
+                ..
+            } = &step.kind
+            {
+                specs.push(
+                    AggregateSpec::new(&step.id, period, set.allowed_lateness.as_deref(), aggregations)
+                        .map_err(|problems| format!("step \"{}\": {}", step.id, problems.join("; ")))?,
+                );
+            }
+        }
+        Ok(specs)
+    }
+
     /// Every feature name, in output order.
     pub fn feature_names(&self) -> impl Iterator<Item = &str> {
         self.fields
