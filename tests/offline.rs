@@ -216,6 +216,7 @@ fn training_sets_follow_the_point_in_time_rule() {
         out: out.clone(),
         time_field: "t".into(),
         version: Some(1000),
+        partitions: None,
         quiet: true,
     })
     .unwrap();
@@ -277,6 +278,35 @@ fn training_sets_follow_the_point_in_time_rule() {
     let t = t.as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap();
     assert_eq!(t.value(0), 1_767_608_400_000_000, "2026-01-05T10:20:00Z");
 
+    // Three passes over the offline rows (bounded memory) give the same training set.
+    let split = dir.path().join("train3.parquet");
+    training::run(&TrainingOptions {
+        config: config.clone(),
+        entities: dir.path().join("entities.jsonl"),
+        features: vec![
+            "pit:amount".into(),
+            "pit:amount_count_1h".into(),
+            "pit:amount_sum_1h".into(),
+            "pit:big".into(),
+        ],
+        out: split.clone(),
+        time_field: "t".into(),
+        version: Some(1000),
+        partitions: Some(3),
+        quiet: true,
+    })
+    .unwrap();
+    let read = |path: &Path| {
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap())
+            .unwrap()
+            .build()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+    };
+    assert_eq!(read(&split), batch);
+
     // Bad input gets a clear error.
     std::fs::write(dir.path().join("bad.jsonl"), "{\"user\": \"u1\"}\n").unwrap();
     let error = training::run(&TrainingOptions {
@@ -286,6 +316,7 @@ fn training_sets_follow_the_point_in_time_rule() {
         out: dir.path().join("bad.parquet"),
         time_field: "t".into(),
         version: Some(1000),
+        partitions: None,
         quiet: true,
     })
     .unwrap_err()
@@ -351,6 +382,7 @@ fn a_training_set_from_the_fraud_example_reads_in_pandas_with_the_right_types() 
         out: out.clone(),
         time_field: "t".into(),
         version: Some(7),
+        partitions: None,
         quiet: true,
     })
     .unwrap();

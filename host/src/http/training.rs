@@ -106,6 +106,7 @@ pub(crate) async fn start(State(api): State<Arc<Api>>, headers: HeaderMap, body:
         out: dir.join("training.parquet"),
         time_field: request.time_field.unwrap_or_else(|| "t".into()),
         version: None,
+        partitions: None,
         quiet: true,
     };
     let (job, by) = (id.clone(), token.name.clone());

@@ -45,6 +45,31 @@ pub struct History {
     rows: u64,
 }
 
+/// The partition of an entity key among `n` (a stable hash: the same in every pass).
+pub fn partition_of(key: &str, n: u64) -> u64 {
+    // FNV-1a.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in key.bytes() {
+        hash = (hash ^ byte as u64).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash % n.max(1)
+}
+
+/// The feature columns of a feature set version's parts (from the first part's schema).
+pub fn columns_of(dir: &Path) -> anyhow::Result<Vec<String>> {
+    let Some(first) = part_files(dir).into_iter().next() else {
+        return Ok(Vec::new());
+    };
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&first)?)?;
+    Ok(builder
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .filter(|n| !n.starts_with('_'))
+        .collect())
+}
+
 /// The part files of a feature set version's folder, in name order.
 pub fn part_files(dir: &Path) -> Vec<PathBuf> {
     let mut parts = Vec::new();
@@ -69,6 +94,18 @@ impl History {
     /// Reads the parts under `dir` of feature set version `set`, keeping the features named
     /// in `wanted` (`None`: every column).
     pub fn load(dir: &Path, set: &FeatureSetConfig, wanted: Option<&[String]>) -> anyhow::Result<History> {
+        Self::load_partition(dir, set, wanted, None)
+    }
+
+    /// Like [`History::load`], keeping only the entities of partition `(p, n)`: those whose
+    /// key hashes to `p` modulo `n` ([`partition_of`]). Reading the rows in `n` passes bounds
+    /// the memory to about `1/n` of them.
+    pub fn load_partition(
+        dir: &Path,
+        set: &FeatureSetConfig,
+        wanted: Option<&[String]>,
+        partition: Option<(u64, u64)>,
+    ) -> anyhow::Result<History> {
         let aggregates = AggregateSpec::entity_keyed(set).map_err(anyhow::Error::msg)?;
         let ttl = set.ttl_micros().map_err(anyhow::Error::msg)?;
         let mut history = History {
@@ -129,6 +166,9 @@ impl History {
                     else {
                         anyhow::bail!("{}: a row without _seq, _ts or _key", part.display());
                     };
+                    if partition.is_some_and(|(p, n)| partition_of(&key, n) != p) {
+                        continue;
+                    }
                     let mut values = vec![Value::Null; history.columns.len()];
                     for (at, array) in &features {
                         values[*at] = into_value(cell(array.as_ref(), r));

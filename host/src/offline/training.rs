@@ -45,10 +45,17 @@ pub struct TrainingOptions {
     /// version is read with the definition of the highest).
     #[arg(long)]
     pub version: Option<u32>,
+    /// Passes over the offline rows, each holding the entities whose key hashes to it (bounds
+    /// the memory; default: one per 32 MiB of Parquet).
+    #[arg(long)]
+    pub partitions: Option<u64>,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
 }
+
+/// Parquet bytes per partition when `--partitions` is not given.
+const PARTITION_BYTES: u64 = 32 << 20;
 
 /// What a training set holds.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -168,31 +175,19 @@ pub fn build(config: &Config, options: &TrainingOptions) -> anyhow::Result<Train
         }
     }
     let mut requested: Vec<Requested> = Vec::new();
-    let mut histories = Vec::with_capacity(sets.len());
     let mut report = TrainingReport {
         rows: entity_rows.len() as u64,
         ..Default::default()
     };
-    for (index, set) in sets.iter().enumerate() {
-        let names: Vec<String> = wanted
-            .iter()
-            .filter(|(s, _)| *s == index)
-            .map(|(_, f)| f.clone())
-            .collect();
-        let all = names.iter().any(|n| n == "*");
-        let dir = offline_dir(config, set)?;
-        let history = History::load(&dir, set, (!all).then_some(names.as_slice()))?;
-        report.offline_rows += history.rows();
-        histories.push(history);
-    }
+    let dirs: Vec<PathBuf> = sets
+        .iter()
+        .map(|set| offline_dir(config, set))
+        .collect::<anyhow::Result<_>>()?;
     // Columns: a feature's name, or set__feature where two sets share a name.
     let mut features: Vec<(usize, String)> = Vec::new();
     for (set, feature) in &wanted {
         if feature == "*" {
-            let mut names: Vec<String> = Vec::new();
-            for name in histories[*set].column_names() {
-                names.push(name);
-            }
+            let mut names: Vec<String> = super::history::columns_of(&dirs[*set])?;
             for spec in aggregate_names(&sets[*set]) {
                 if !names.contains(&spec) {
                     names.push(spec);
@@ -226,33 +221,54 @@ pub fn build(config: &Config, options: &TrainingOptions) -> anyhow::Result<Train
     let mut done = 0u64;
     for (index, set) in sets.iter().enumerate() {
         let decoder = Decoder::new(set);
-        let mut by_key: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut keys: Vec<String> = Vec::with_capacity(entity_rows.len());
         for (row, (object, _)) in entity_rows.iter().enumerate() {
-            let key = decoder.key_of(object).map_err(|e| {
+            keys.push(decoder.key_of(object).map_err(|e| {
                 anyhow::anyhow!(
                     "{} row {}: {e} (feature set {})",
                     options.entities.display(),
                     row + 1,
                     set.name
                 )
-            })?;
-            by_key.entry(key).or_default().push(row);
+            })?);
         }
         let columns: Vec<(usize, &Requested)> = requested.iter().enumerate().filter(|(_, r)| r.set == index).collect();
-        for (key, rows) in by_key {
-            let times: Vec<i64> = rows.iter().map(|&r| entity_rows[r].1).collect();
-            for (row, found) in rows.iter().zip(histories[index].as_of(&key, &times)) {
-                match found {
-                    Some(features) => {
-                        for (c, r) in &columns {
-                            values[*c][*row] = features.get(&r.feature).cloned().unwrap_or(Value::Null);
-                        }
-                    }
-                    None => report.missing += columns.len() as u64,
+        let names: Vec<String> = columns.iter().map(|(_, r)| r.feature.clone()).collect();
+        let bytes: u64 = super::history::part_files(&dirs[index])
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum();
+        let partitions = options.partitions.unwrap_or(bytes / PARTITION_BYTES + 1).max(1);
+        for partition in 0..partitions {
+            let history = History::load_partition(
+                &dirs[index],
+                set,
+                Some(names.as_slice()),
+                (partitions > 1).then_some((partition, partitions)),
+            )?;
+            report.offline_rows += history.rows();
+            let mut by_key: HashMap<&str, Vec<usize>> = HashMap::new();
+            for (row, key) in keys.iter().enumerate() {
+                if partitions == 1 || super::history::partition_of(key, partitions) == partition {
+                    by_key.entry(key.as_str()).or_default().push(row);
                 }
             }
-            done += rows.len() as u64;
-            progress.show(done);
+            for (key, rows) in by_key {
+                let times: Vec<i64> = rows.iter().map(|&r| entity_rows[r].1).collect();
+                for (row, found) in rows.iter().zip(history.as_of(key, &times)) {
+                    match found {
+                        Some(features) => {
+                            for (c, r) in &columns {
+                                values[*c][*row] = features.get(&r.feature).cloned().unwrap_or(Value::Null);
+                            }
+                        }
+                        None => report.missing += columns.len() as u64,
+                    }
+                }
+                done += rows.len() as u64;
+                progress.show(done);
+            }
         }
     }
     progress.finish(done);
