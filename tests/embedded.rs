@@ -412,3 +412,109 @@ async fn a_join_adds_the_other_sets_features_as_of_each_event_live_and_in_a_back
         .unwrap();
     assert_eq!(tiers(&dir.path().join("offline/orders/v2")), expected(json!("gold")));
 }
+
+/// Not a test on its own: the child process the embedded kill test starts and kills
+/// (`SLUICE_CHILD_CONFIG` names its config). It runs `sluice run` as the binary does.
+#[test]
+#[ignore]
+fn embedded_child() {
+    let Ok(config) = std::env::var("SLUICE_CHILD_CONFIG") else {
+        return;
+    };
+    let cli = <sluice::cli::Cli as clap::Parser>::parse_from(["sluice", "run", "--config", &config]);
+    std::process::exit(sluice::cli::run(cli).unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_with_sigkill_mid_batch_and_restarted_the_embedded_mode_loses_and_doubles_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = embedded_config(dir.path());
+    // A fixed port for every restart of the child.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))).unwrap();
+    let address: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let spawn = || {
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "embedded_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("SLUICE_CHILD_CONFIG", &config)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let ready = async || {
+        wait_for(
+            "the child serving",
+            Duration::from_secs(30),
+            async || match tokio::net::TcpStream::connect(address).await {
+                Ok(_) => http(address, "GET", "/readyz", Some(ADMIN), b"").await.0 == 200,
+                Err(_) => false,
+            },
+        )
+        .await;
+    };
+    let events: Vec<Json> = (0..12_000).map(transaction).collect();
+    // Five rounds: push 2,000 events (each body acknowledged, so stored), then SIGKILL the
+    // host at a varying point while it processes them.
+    let mut killed_mid_stream = 0;
+    for (round, chunk) in events.chunks(2_000).take(5).enumerate() {
+        let mut child = spawn();
+        ready().await;
+        ingest(address, chunk).await;
+        tokio::time::sleep(Duration::from_millis(5 + 17 * round as u64)).await;
+        let (_, body) = http(address, "GET", "/v1/feature-sets/transactions", Some(ADMIN), b"").await;
+        let described: Json = serde_json::from_str(&body).unwrap_or_default();
+        if described["versions"][0]["lag"]["pending"].as_u64().unwrap_or(0) > 0 {
+            killed_mid_stream += 1;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    eprintln!("kills with events pending: {killed_mid_stream} of 5");
+    assert!(
+        killed_mid_stream > 0,
+        "at least one kill lands while events are pending"
+    );
+    // The last round runs until every row is in Parquet.
+    let mut child = spawn();
+    ready().await;
+    ingest(address, &events[10_000..]).await;
+    drained(address).await;
+    let offline = dir.path().join("offline").join("transactions").join("v1");
+    let kept_count = events.iter().filter(|e| kept(e)).count();
+    wait_for("every row in Parquet", Duration::from_secs(60), async || {
+        parquet_rows(&offline).len() >= kept_count
+    })
+    .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let rows = parquet_rows(&offline);
+    let seqs: Vec<u64> = rows.iter().map(|r| r.0).collect();
+    let expected: Vec<u64> = (0..events.len())
+        .filter(|&i| kept(&events[i]))
+        .map(|i| i as u64 + 1)
+        .collect();
+    assert_eq!(seqs, expected, "every kept event exactly once");
+    let windows = expected_windows(&events);
+    for (seq, _, _, values) in &rows {
+        check_windows(*seq, values, &windows[seq]);
+    }
+    let store = sluice::store::embedded::Embedded::open(&dir.path().join("data").join("sluice.redb")).unwrap();
+    use sluice::store::OnlineStore;
+    assert_eq!(
+        store.counter("sluice:transactions:v1:_applied").await.unwrap(),
+        events.len() as u64
+    );
+}
