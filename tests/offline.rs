@@ -204,22 +204,21 @@ fn training_sets_follow_the_point_in_time_rule() {
         .collect();
     write_jsonl(&dir.path().join("entities.jsonl"), &lines);
     let out = dir.path().join("train.parquet");
-    let report = training::run(&TrainingOptions {
+    // The four features of the cases, from the backfilled version, into `out`.
+    let options = |out: &Path, partitions: Option<u64>| TrainingOptions {
         config: config.clone(),
         entities: dir.path().join("entities.jsonl"),
-        features: vec![
-            "pit:amount".into(),
-            "pit:amount_count_1h".into(),
-            "pit:amount_sum_1h".into(),
-            "pit:big".into(),
-        ],
-        out: out.clone(),
+        features: ["amount", "amount_count_1h", "amount_sum_1h", "big"]
+            .iter()
+            .map(|f| format!("pit:{f}"))
+            .collect(),
+        out: out.to_path_buf(),
         time_field: "t".into(),
         version: Some(1000),
-        partitions: None,
+        partitions,
         quiet: true,
-    })
-    .unwrap();
+    };
+    let report = training::run(&options(&out, None)).unwrap();
     assert_eq!(report.rows, 7);
 
     let file = std::fs::File::open(&out).unwrap();
@@ -280,22 +279,7 @@ fn training_sets_follow_the_point_in_time_rule() {
 
     // Three passes over the offline rows (bounded memory) give the same training set.
     let split = dir.path().join("train3.parquet");
-    training::run(&TrainingOptions {
-        config: config.clone(),
-        entities: dir.path().join("entities.jsonl"),
-        features: vec![
-            "pit:amount".into(),
-            "pit:amount_count_1h".into(),
-            "pit:amount_sum_1h".into(),
-            "pit:big".into(),
-        ],
-        out: split.clone(),
-        time_field: "t".into(),
-        version: Some(1000),
-        partitions: Some(3),
-        quiet: true,
-    })
-    .unwrap();
+    training::run(&options(&split, Some(3))).unwrap();
     let read = |path: &Path| {
         parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap())
             .unwrap()

@@ -243,9 +243,10 @@ fn the_embedded_logs_keep_messages_and_cursors_across_a_reopen() {
     let path = dir.path().join("store.redb");
     {
         let store = Embedded::open(&path).unwrap();
+        let headers = [("Sluice-Reason", "why".to_string())];
         let out = |subject: &'static str, body: &'static [u8]| sluice::store::embedded::Outgoing {
             subject,
-            headers: vec![("Sluice-Reason", "why".to_string())],
+            headers: &headers,
             body,
         };
         let seqs = store

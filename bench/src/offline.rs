@@ -144,36 +144,27 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     let out = dir.join("training.parquet");
     let set = &live.set;
     let features = format!("{set}:amount_usd,{set}:tx_count_1h,{set}:amount_usd_mean_24h,{set}:amount_zscore_24h");
-    let (training_s, training_mb, training_out) = child(&[
-        s("training-set"),
-        s("--config"),
-        config.display().to_string(),
-        s("--entities"),
-        entities.display().to_string(),
-        s("--features"),
-        features,
-        s("--out"),
-        out.display().to_string(),
-        s("--version"),
-        s("2"),
-        s("--quiet"),
-    ]);
-    let (split_s, split_mb, _) = child(&[
-        s("training-set"),
-        s("--config"),
-        config.display().to_string(),
-        s("--entities"),
-        entities.display().to_string(),
-        s("--features"),
-        format!("{set}:amount_usd,{set}:tx_count_1h,{set}:amount_usd_mean_24h,{set}:amount_zscore_24h"),
-        s("--out"),
-        dir.join("training4.parquet").display().to_string(),
-        s("--version"),
-        s("2"),
-        s("--partitions"),
-        s("4"),
-        s("--quiet"),
-    ]);
+    // The training set, in the default passes and in 4.
+    let training = |out: &Path, partitions: &[&str]| {
+        let mut args = vec![
+            s("training-set"),
+            s("--config"),
+            config.display().to_string(),
+            s("--entities"),
+            entities.display().to_string(),
+            s("--features"),
+            features.clone(),
+            s("--out"),
+            out.display().to_string(),
+            s("--version"),
+            s("2"),
+            s("--quiet"),
+        ];
+        args.extend(partitions.iter().map(|p| p.to_string()));
+        child(&args)
+    };
+    let (training_s, training_mb, training_out) = training(&out, &[]);
+    let (split_s, split_mb, _) = training(&dir.join("training4.parquet"), &["--partitions", "4"]);
     println!(
         "offline, fraud example's graph, {} events from Parquet; load average before: {}",
         options.events,

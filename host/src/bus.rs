@@ -63,7 +63,7 @@ impl Bus {
                     .iter()
                     .map(|m| Outgoing {
                         subject: &m.subject,
-                        headers: m.headers.clone(),
+                        headers: &m.headers,
                         body: &m.body,
                     })
                     .collect();

@@ -43,8 +43,10 @@ fn json_body(status: StatusCode, body: Json) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
-/// A job id is 16 hex digits (checked before it names a folder).
-fn job_dir(api: &Api, id: &str) -> Result<PathBuf, ApiError> {
+/// The folder of a job, for a token with the read scope. A job id is 16 hex digits
+/// (checked before it names a folder).
+fn job_dir(api: &Api, headers: &HeaderMap, id: &str) -> Result<PathBuf, ApiError> {
+    api.allow(headers, Scope::Read, None)?;
     if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(ApiError(StatusCode::NOT_FOUND, format!("no training-set job \"{id}\"")));
     }
@@ -139,13 +141,11 @@ pub(crate) async fn status(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    api.allow(&headers, Scope::Read, None)?;
-    let dir = job_dir(&api, &id)?;
-    let text = std::fs::read_to_string(dir.join("status.json"))
+    let dir = job_dir(&api, &headers, &id)?;
+    // The status file is JSON the job wrote (atomically): served as it is.
+    let status = std::fs::read_to_string(dir.join("status.json"))
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let status: Json =
-        serde_json::from_str(&text).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    Ok(json_body(StatusCode::OK, status))
+    Ok(([(header::CONTENT_TYPE, "application/json")], status).into_response())
 }
 
 /// `GET /v1/training-sets/{id}/data`: the Parquet file of a finished job.
@@ -154,9 +154,7 @@ pub(crate) async fn data(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    api.allow(&headers, Scope::Read, None)?;
-    let dir = job_dir(&api, &id)?;
-    let file = dir.join("training.parquet");
+    let file = job_dir(&api, &headers, &id)?.join("training.parquet");
     let bytes = std::fs::read(&file).map_err(|_| {
         ApiError(
             StatusCode::CONFLICT,

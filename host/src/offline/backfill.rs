@@ -30,7 +30,7 @@ use crate::plugin::{NoLookup, OnlineLookup};
 use crate::sources::file::{format_of, FileSource};
 use crate::sources::Decoder;
 use crate::steps::aggregate::{AggregateSpec, TileHome};
-use crate::targets::online::{Durable, OnlineTarget};
+use crate::targets::online::OnlineTarget;
 use crate::targets::parquet::PartWriter;
 
 /// Options of `sluice backfill`.
@@ -264,8 +264,10 @@ pub fn run(options: &BackfillOptions) -> anyhow::Result<BackfillReport> {
     let letters_path = root
         .join(&set.name)
         .join(format!("v{}.dead-letters.jsonl", set.version));
+    // What failed so far failed to decode; the graph's failures are counted per batch.
     let mut report = BackfillReport {
         events: total,
+        failed: failures.len() as u64,
         ..Default::default()
     };
     let mut progress = Progress::new(total, options.quiet);
@@ -295,12 +297,7 @@ pub fn run(options: &BackfillOptions) -> anyhow::Result<BackfillReport> {
         }
         report.rows += rows.len() as u64;
         if let Some(target) = &mut online {
-            let write = target.batch(Durable {
-                rows: rows.clone(),
-                last_seq,
-                state,
-                late,
-            });
+            let write = target.batch(&rows, last_seq, state, late);
             runtime
                 .block_on(target.apply(&write))
                 .map_err(|e| anyhow::anyhow!("online store: {e}"))?;
@@ -314,7 +311,6 @@ pub fn run(options: &BackfillOptions) -> anyhow::Result<BackfillReport> {
     }
     writer.commit()?;
     progress.finish(done);
-    report.failed += failures.iter().filter(|(f, _)| f.step == "decode").count() as u64;
     write_dead_letters(&letters_path, &failures)?;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)

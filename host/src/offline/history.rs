@@ -338,7 +338,7 @@ impl crate::plugin::OnlineLookup for HistoryLookup {
     fn as_of(
         &self,
         feature_set: &str,
-        keys: &[String],
+        keys: &[&str],
         times: &[i64],
     ) -> Result<Vec<Option<crate::plugin::AsOfRow>>, String> {
         let history = self

@@ -137,7 +137,7 @@ impl FeatureSetRunner {
             .any(|t| matches!(t, TargetConfig::Redis {}))
             .then(|| TileHome {
                 prefix: OnlineTarget::prefix(&services.prefix, &set.name, set.version),
-                store: services.tiles.clone(),
+                store: Arc::new(crate::pipeline::StoreTiles(services.store.clone())),
             });
         let graph = Graph::build(set, &services.registry, lookup, tiles, Some(services.metrics.clone()))
             .map_err(|e| fail(e.to_string()))?;
@@ -381,7 +381,13 @@ impl Finish {
         if let Some(online) = &self.online {
             let started = std::time::Instant::now();
             let label = format!("{}: online target", self.label);
-            let write = online.batch(batch);
+            let Durable {
+                rows,
+                last_seq,
+                state,
+                late,
+            } = batch;
+            let write = online.batch(&rows, last_seq, state, late);
             let attempt = || online.apply(&write);
             if retry(&label, &self.shutdown, attempt).await.is_none() {
                 return false;

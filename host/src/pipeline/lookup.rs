@@ -28,37 +28,31 @@ impl TileStore for StoreTiles {
 /// and this keeps a replay's lookups equal to the first run's).
 pub struct StoreLookup {
     store: Arc<dyn OnlineStore>,
-    views: HashMap<String, OnlineView>,
-    /// Each set's TTL, µs.
-    ttls: HashMap<String, i64>,
+    /// Each set's view and TTL (µs).
+    views: HashMap<String, (OnlineView, Option<i64>)>,
 }
 
 impl StoreLookup {
     /// Knows every feature set of the config (by name, its highest version).
     pub fn new(config: &Config, store: Arc<dyn OnlineStore>) -> Result<Self, PipelineError> {
-        let mut views: HashMap<String, (u32, OnlineView)> = HashMap::new();
+        let mut views: HashMap<String, (u32, OnlineView, Option<i64>)> = HashMap::new();
         for set in &config.feature_sets {
-            if views.get(&set.name).is_some_and(|(v, _)| *v > set.version) {
+            if views.get(&set.name).is_some_and(|(v, _, _)| *v > set.version) {
                 continue;
             }
-            let view = OnlineView::new(&config.host.redis_prefix, set).map_err(|reason| PipelineError::Build {
+            let fail = |reason| PipelineError::Build {
                 set: set.name.clone(),
                 reason,
-            })?;
-            views.insert(set.name.clone(), (set.version, view));
-        }
-        let mut ttls = HashMap::new();
-        for set in &config.feature_sets {
-            if let Ok(Some(ttl)) = set.ttl_micros() {
-                if views.get(&set.name).is_some_and(|(v, _)| *v == set.version) {
-                    ttls.insert(set.name.clone(), ttl);
-                }
-            }
+            };
+            let view = OnlineView::new(&config.host.redis_prefix, set).map_err(fail)?;
+            views.insert(set.name.clone(), (set.version, view, set.ttl_micros().map_err(fail)?));
         }
         Ok(StoreLookup {
             store,
-            views: views.into_iter().map(|(name, (_, view))| (name, view)).collect(),
-            ttls,
+            views: views
+                .into_iter()
+                .map(|(name, (_, view, ttl))| (name, (view, ttl)))
+                .collect(),
         })
     }
 }
@@ -67,14 +61,13 @@ impl OnlineLookup for StoreLookup {
     fn as_of(
         &self,
         feature_set: &str,
-        keys: &[String],
+        keys: &[&str],
         times: &[i64],
     ) -> Result<Vec<Option<crate::plugin::AsOfRow>>, String> {
-        let view = self
+        let (view, ttl) = self
             .views
             .get(feature_set)
             .ok_or_else(|| format!("join: unknown feature set \"{feature_set}\""))?;
-        let ttl = self.ttls.get(feature_set).copied();
         let hashes: Vec<String> = keys.iter().map(|key| view.hash(key)).collect();
         let found = self.store.read_blocking(&hashes)?;
         found
@@ -92,7 +85,7 @@ impl OnlineLookup for StoreLookup {
     }
 
     fn lookup(&self, feature_set: &str, keys: &[String]) -> Result<Vec<Option<Vec<Field>>>, String> {
-        let view = self
+        let (view, _) = self
             .views
             .get(feature_set)
             .ok_or_else(|| format!("lookup failed: unknown feature set \"{feature_set}\""))?;

@@ -20,7 +20,6 @@ use crate::bus::Bus;
 use crate::config::{Config, TargetConfig};
 use crate::metrics::Metrics;
 use crate::plugin::{PluginEngine, Registry};
-use crate::steps::aggregate::TileStore;
 use crate::store::embedded::Embedded;
 use crate::store::redis::RedisStore;
 use crate::store::OnlineStore;
@@ -61,8 +60,6 @@ pub struct Services {
     pub prefix: String,
     /// Deployed plugins.
     pub registry: Arc<Registry>,
-    /// Where aggregation state is loaded from.
-    pub tiles: Arc<dyn TileStore>,
     /// Counters and histograms (`/metrics`).
     pub metrics: Arc<Metrics>,
 }
@@ -91,7 +88,6 @@ impl Services {
         let registry = deploy_plugins(config)?;
         Ok(Services {
             bus,
-            tiles: Arc::new(StoreTiles(store.clone())),
             store,
             prefix: config.host.redis_prefix.clone(),
             registry,

@@ -15,7 +15,7 @@ pub trait OnlineLookup: Send + Sync {
     /// The features of `keys[i]` as of `times[i]` (µs), for the `join` step: the latest row
     /// with event time `<= t` within the set's TTL, windowed aggregates evaluated at `t`;
     /// `None` where no row applies.
-    fn as_of(&self, feature_set: &str, keys: &[String], times: &[i64]) -> Result<Vec<Option<AsOfRow>>, String> {
+    fn as_of(&self, feature_set: &str, keys: &[&str], times: &[i64]) -> Result<Vec<Option<AsOfRow>>, String> {
         let _ = (keys, times);
         Err(format!(
             "join with feature set \"{feature_set}\": no online store or offline rows are available here"

@@ -52,19 +52,20 @@ impl Step for Join {
             .key_field
             .as_ref()
             .map(|name| rows.batch.fields.iter().position(|f| f == name));
-        let keys: Vec<Option<String>> = (0..rows.len())
+        // Keys borrowed from the events (only an integer key field is formatted).
+        let keys: Vec<Option<std::borrow::Cow<'_, str>>> = (0..rows.len())
             .map(|i| match key_at {
-                None => Some(rows.batch.events[i].key.clone()),
+                None => Some(rows.batch.events[i].key.as_str().into()),
                 Some(None) => None,
                 Some(Some(at)) => match rows.value(i, at) {
-                    Value::Text(s) if !s.is_empty() => Some(s.clone()),
-                    Value::Integer(n) => Some(n.to_string()),
+                    Value::Text(s) if !s.is_empty() => Some(s.as_str().into()),
+                    Value::Integer(n) => Some(n.to_string().into()),
                     _ => None,
                 },
             })
             .collect();
         let asked: Vec<usize> = (0..rows.len()).filter(|&i| keys[i].is_some()).collect();
-        let wanted: Vec<String> = asked.iter().map(|&i| keys[i].clone().unwrap_or_default()).collect();
+        let wanted: Vec<&str> = asked.iter().filter_map(|&i| keys[i].as_deref()).collect();
         let times: Vec<i64> = asked.iter().map(|&i| rows.batch.events[i].time).collect();
         let mut delay = Duration::from_millis(50);
         let found = loop {

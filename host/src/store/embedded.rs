@@ -55,7 +55,7 @@ pub struct Outgoing<'a> {
     /// Subject.
     pub subject: &'a str,
     /// Headers (name, value).
-    pub headers: Vec<(&'static str, String)>,
+    pub headers: &'a [(&'static str, String)],
     /// Body.
     pub body: &'a [u8],
 }
@@ -130,7 +130,7 @@ impl Embedded {
                 for message in messages {
                     let seq = heads.get(message.subject).map_err(fail)?.map_or(0, |v| v.value()) + 1;
                     encoded.clear();
-                    let headers = serde_json::to_vec(&message.headers).map_err(fail)?;
+                    let headers = serde_json::to_vec(message.headers).map_err(fail)?;
                     encoded.extend_from_slice(&(headers.len() as u32).to_le_bytes());
                     encoded.extend_from_slice(&headers);
                     encoded.extend_from_slice(message.body);

@@ -97,54 +97,44 @@ impl OnlineTarget {
         self.store.counter(&self.applied_key()).await
     }
 
-    /// What a batch writes: its rows, its aggregation state and its count of late events,
-    /// with `last_seq` marked applied. Only the latest row of each entity (by event time,
-    /// then sequence) is kept: the others would be overwritten in the same transaction.
-    pub fn batch(&self, batch: Durable) -> BatchWrite {
-        let Durable {
-            rows,
-            last_seq,
-            state,
-            late,
-        } = batch;
+    /// What a batch writes: its rows (read, not taken: the offline side may still need
+    /// them), its aggregation state and its count of late events, with `last_seq` marked
+    /// applied. Only the latest row of each entity (by event time, then sequence) is kept:
+    /// the others would be overwritten in the same transaction.
+    pub fn batch(&self, rows: &Rows, last_seq: u64, state: Vec<StateWrite>, late: u64) -> BatchWrite {
         let stored: Vec<usize> = (0..rows.batch.fields.len())
             .filter(|&f| !self.derived.contains(&rows.batch.fields[f]))
             .collect();
-        let latest = latest_per_entity(&rows);
-        // One entry per hash: its row (if the batch has one for it) with the state written to
-        // the same hash, then state-only hashes in a stable order.
-        let mut hashes: Vec<HashWrite> = Vec::with_capacity(latest.len() + state.len());
-        let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::with_capacity(latest.len());
-        for i in latest {
-            let event = &rows.batch.events[i];
-            let hash = self.key(&event.key);
-            at.insert(hash.clone(), hashes.len());
-            hashes.push(HashWrite {
-                hash,
-                row: Some(RowWrite {
-                    seq: rows.seqs[i],
-                    time: event.time,
-                    values: stored
-                        .iter()
-                        .map(|&f| event.values.get(f).map_or_else(|| "null".to_string(), json_text))
-                        .collect(),
-                }),
-                ..Default::default()
-            });
-        }
-        let mut state_only: std::collections::BTreeMap<String, HashWrite> = std::collections::BTreeMap::new();
+        // State by hash (the hash names move, none is copied).
+        let mut by_hash: std::collections::HashMap<String, HashWrite> =
+            std::collections::HashMap::with_capacity(state.len());
         for StateWrite { hash, set, delete } in state {
-            let entry = match at.get(&hash) {
-                Some(&i) => &mut hashes[i],
-                None => state_only.entry(hash.clone()).or_insert_with(|| HashWrite {
-                    hash,
-                    ..Default::default()
-                }),
-            };
+            let entry = by_hash.entry(hash).or_default();
             entry.set.extend(set);
             entry.delete.extend(delete);
         }
-        hashes.extend(state_only.into_values());
+        // One entry per hash: its row with the state written to the same hash, then
+        // state-only hashes in a stable order.
+        let latest = latest_per_entity(rows);
+        let mut hashes: Vec<HashWrite> = Vec::with_capacity(latest.len() + by_hash.len());
+        for i in latest {
+            let event = &rows.batch.events[i];
+            let hash = self.key(&event.key);
+            let mut write = by_hash.remove(&hash).unwrap_or_default();
+            write.hash = hash;
+            write.row = Some(RowWrite {
+                seq: rows.seqs[i],
+                time: event.time,
+                values: stored
+                    .iter()
+                    .map(|&f| event.values.get(f).map_or_else(|| "null".to_string(), json_text))
+                    .collect(),
+            });
+            hashes.push(write);
+        }
+        let mut state_only: Vec<(String, HashWrite)> = by_hash.into_iter().collect();
+        state_only.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        hashes.extend(state_only.into_iter().map(|(hash, write)| HashWrite { hash, ..write }));
         BatchWrite {
             applied_key: self.applied_key(),
             last_seq,
