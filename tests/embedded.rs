@@ -226,6 +226,7 @@ async fn the_fraud_example_runs_in_one_process_on_one_file_exactly_once_across_a
         from_stream: true,
         online: true,
         batch: 500,
+        sort_memory_mb: 1024,
         quiet: true,
     };
     let report = tokio::task::spawn_blocking(move || sluice::offline::backfill::run(&options).unwrap())
@@ -405,6 +406,7 @@ async fn a_join_adds_the_other_sets_features_as_of_each_event_live_and_in_a_back
         from_stream: false,
         online: false,
         batch: 1000,
+        sort_memory_mb: 1024,
         quiet: true,
     };
     tokio::task::spawn_blocking(move || sluice::offline::backfill::run(&options).unwrap())

@@ -269,3 +269,60 @@ fn the_embedded_logs_keep_messages_and_cursors_across_a_reopen() {
     let rest = store.fetch("a", store.cursor("reader").unwrap(), 10).unwrap();
     assert_eq!(rest.iter().map(|m| &m.body[..]).collect::<Vec<_>>(), [b"3"]);
 }
+
+/// Appends from many threads at once share commits (group commit) and still get every
+/// message its own sequence, each append's messages consecutive, every body where its
+/// sequence says.
+#[test]
+fn concurrent_appends_keep_every_message_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Embedded::open(&dir.path().join("store.redb")).unwrap();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                for a in 0..40 {
+                    let bodies: Vec<String> = (0..10).map(|m| format!("{t}/{a}/{m}")).collect();
+                    let out: Vec<_> = bodies
+                        .iter()
+                        .map(|b| sluice::store::embedded::Outgoing {
+                            subject: if t % 2 == 0 { "even" } else { "odd" },
+                            headers: &[],
+                            body: b.as_bytes(),
+                        })
+                        .collect();
+                    let seqs = store.append(&out).unwrap();
+                    assert!(
+                        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+                        "one append stays together: {seqs:?}"
+                    );
+                    got.extend(seqs.into_iter().zip(bodies));
+                }
+                (t, got)
+            })
+        })
+        .collect();
+    let mut by_subject: std::collections::HashMap<&str, Vec<(u64, String)>> = Default::default();
+    for thread in threads {
+        let (t, got) = thread.join().unwrap();
+        by_subject
+            .entry(if t % 2 == 0 { "even" } else { "odd" })
+            .or_default()
+            .extend(got);
+    }
+    for (subject, mut got) in by_subject {
+        got.sort();
+        assert_eq!(got.len(), 4 * 40 * 10);
+        assert_eq!(
+            got.iter().map(|g| g.0).collect::<Vec<_>>(),
+            (1..=1600).collect::<Vec<u64>>(),
+            "{subject}: every sequence once"
+        );
+        assert_eq!(store.head(subject).unwrap(), 1600);
+        let stored = store.fetch(subject, 0, 2000).unwrap();
+        for (message, (seq, body)) in stored.iter().zip(&got) {
+            assert_eq!((message.seq, &message.body[..]), (*seq, body.as_bytes()));
+        }
+    }
+}

@@ -120,44 +120,154 @@ impl Bus {
         after: u64,
         limit: usize,
     ) -> Result<Vec<LogMessage>, TargetError> {
+        self.replay(stream, subject, after).await?.next(limit).await
+    }
+
+    /// The messages of `subject` (in `stream`, for JetStream) after sequence `after`, up to
+    /// the last one stored now, read in order a batch at a time: on JetStream through an
+    /// ordered consumer (the server pushes batches; no request per message).
+    pub async fn replay(&self, stream: &str, subject: &str, after: u64) -> Result<Replay, TargetError> {
         match self {
             Bus::Nats(js) => {
+                use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
                 let stream = match js.get_stream(stream).await {
                     Ok(stream) => stream,
                     // No stream yet: nothing was ever published there.
-                    Err(_) => return Ok(Vec::new()),
+                    Err(_) => return Ok(Replay::empty()),
                 };
-                let mut found = Vec::new();
-                let mut next = after + 1;
-                while found.len() < limit {
-                    let message = match stream
-                        .raw_message_builder()
-                        .sequence(next)
-                        .next_by_subject(subject)
-                        .send()
-                        .await
-                    {
-                        Ok(message) => message,
-                        Err(e) if e.kind() == async_nats::jetstream::stream::RawMessageErrorKind::NoMessageFound => {
-                            break
-                        }
-                        Err(e) => return Err(TargetError::Nats(format!("reading {subject}: {e}"))),
+                let consumer = stream
+                    .create_consumer(OrderedConfig {
+                        filter_subject: subject.to_string(),
+                        deliver_policy: DeliverPolicy::ByStartSequence {
+                            start_sequence: after + 1,
+                        },
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| TargetError::Nats(format!("reading {subject}: {e}")))?;
+                let total = consumer.cached_info().num_pending;
+                if total == 0 {
+                    return Ok(Replay::empty());
+                }
+                let messages = consumer
+                    .messages()
+                    .await
+                    .map_err(|e| TargetError::Nats(format!("reading {subject}: {e}")))?;
+                Ok(Replay {
+                    total,
+                    taken: 0,
+                    from: ReplayFrom::Nats {
+                        messages: Box::new(messages),
+                        subject: subject.to_string(),
+                    },
+                })
+            }
+            Bus::Embedded(store) => {
+                let end = store.head(subject).map_err(TargetError::Nats)?;
+                Ok(Replay {
+                    total: end.saturating_sub(after),
+                    taken: 0,
+                    from: ReplayFrom::Embedded {
+                        store: store.clone(),
+                        subject: subject.to_string(),
+                        after,
+                        end,
+                    },
+                })
+            }
+        }
+    }
+}
+
+/// A subject's messages read in order up to where they ended when the replay began
+/// ([`Bus::replay`]).
+pub struct Replay {
+    total: u64,
+    taken: u64,
+    from: ReplayFrom,
+}
+
+enum ReplayFrom {
+    Nats {
+        messages: Box<async_nats::jetstream::consumer::pull::Ordered>,
+        subject: String,
+    },
+    Embedded {
+        store: Arc<Embedded>,
+        subject: String,
+        after: u64,
+        end: u64,
+    },
+    Empty,
+}
+
+impl Replay {
+    fn empty() -> Replay {
+        Replay {
+            total: 0,
+            taken: 0,
+            from: ReplayFrom::Empty,
+        }
+    }
+
+    /// How many messages the replay holds (at most; the embedded logs count sequences).
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// The next up to `limit` messages; empty at the end.
+    pub async fn next(&mut self, limit: usize) -> Result<Vec<LogMessage>, TargetError> {
+        match &mut self.from {
+            ReplayFrom::Nats { messages, subject } => {
+                use futures::StreamExt;
+                let want = (self.total - self.taken).min(limit as u64) as usize;
+                let mut found = Vec::with_capacity(want);
+                while found.len() < want {
+                    let message = match messages.next().await {
+                        Some(Ok(message)) => message,
+                        Some(Err(e)) => return Err(TargetError::Nats(format!("reading {subject}: {e}"))),
+                        None => break,
                     };
-                    next = message.sequence + 1;
+                    let seq = message
+                        .info()
+                        .map_err(|e| TargetError::Nats(format!("reading {subject}: {e}")))?
+                        .stream_sequence;
+                    let message = message.split().0;
                     let headers = message
                         .headers
                         .iter()
+                        .flat_map(|h| h.iter())
                         .flat_map(|(name, values)| values.iter().map(move |v| (name.to_string(), v.to_string())))
                         .collect();
                     found.push(LogMessage {
-                        seq: message.sequence,
+                        seq,
                         headers,
                         body: message.payload,
                     });
                 }
+                self.taken += found.len() as u64;
                 Ok(found)
             }
-            Bus::Embedded(store) => store.fetch(subject, after, limit).map_err(TargetError::Nats),
+            ReplayFrom::Embedded {
+                store,
+                subject,
+                after,
+                end,
+            } => {
+                if *after >= *end {
+                    return Ok(Vec::new());
+                }
+                let mut found = store.fetch(subject, *after, limit).map_err(TargetError::Nats)?;
+                found.retain(|m| m.seq <= *end);
+                if let Some(last) = found.last() {
+                    *after = last.seq;
+                } else {
+                    *after = *end;
+                }
+                self.taken += found.len() as u64;
+                Ok(found)
+            }
+            ReplayFrom::Empty => Ok(Vec::new()),
         }
     }
 }

@@ -11,8 +11,9 @@
 //! sequences they hold: a re-run after a crash skips what is committed, so it never writes a
 //! row twice) and, with `--online`, to the online store under that version's keys (which
 //! skips applied sequences). Events that fail go to `<root>/<set>/v<version>.dead-letters.jsonl`
-//! with their reason. Every event is held in memory while it is sorted: about twice its
-//! JSON size.
+//! with their reason. File events are sorted in bounded memory (`--sort-memory-mb`; past it,
+//! sorted runs spill to a folder beside the output and are merged); stream events are read
+//! and processed a batch at a time, as they are already in order.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -22,8 +23,9 @@ use std::time::{Duration, Instant};
 use arrow_schema::DataType;
 use bytes::Bytes;
 
+use super::sort::{Historical, Sorted, Sorter};
+use crate::bus::Replay;
 use crate::config::{Config, FeatureSetConfig, SourceConfig, TargetConfig};
-use crate::event::Event;
 use crate::graph::{Failure, Graph, Rows};
 use crate::pipeline::{deploy_plugins, Services, StoreLookup, StoreTiles};
 use crate::plugin::{NoLookup, OnlineLookup};
@@ -57,6 +59,10 @@ pub struct BackfillOptions {
     /// Events per batch through the graph.
     #[arg(long, default_value_t = 1000)]
     pub batch: usize,
+    /// Memory for sorting file events by event time, in MiB; beyond it, sorted runs spill to
+    /// `<root>/<set>/.v<version>.sort/` and are merged (each spilled event is decoded twice).
+    #[arg(long, default_value_t = 1024)]
+    pub sort_memory_mb: usize,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -77,14 +83,6 @@ pub struct BackfillReport {
     pub skipped: u64,
     /// Wall time, seconds.
     pub seconds: f64,
-}
-
-/// One historical event: its sort key, its decoded form, its original bytes.
-struct Historical {
-    time: i64,
-    order: u64,
-    event: Event,
-    bytes: Bytes,
 }
 
 /// The files named by `--input` entries, in order: a folder gives its known-format files
@@ -184,27 +182,40 @@ pub fn run(options: &BackfillOptions) -> anyhow::Result<BackfillReport> {
     } else {
         None
     };
-    let (decoder, mut fields) = (Decoder::new(&set), Vec::new());
+    let root = parquet_root(&config, &set)?;
+    let decoder = Decoder::new(&set);
     let mut failures: Vec<(Failure, Bytes)> = Vec::new();
-    let mut events = match &services {
-        Some(services) if options.from_stream => {
-            runtime.block_on(read_stream(&set, services, &decoder, &mut fields, &mut failures))?
+    // File events: sorted by event time in bounded memory, then numbered by position.
+    // Stream events: replayed a batch at a time, keeping their sequences.
+    let mut fields = Vec::new();
+    let mut input = match &services {
+        Some(services) if options.from_stream => Input::Stream(runtime.block_on(replay(&set, services))?),
+        _ => {
+            let spill = root.join(&set.name).join(format!(".v{}.sort", set.version));
+            let _ = std::fs::remove_dir_all(&spill); // left by a run that crashed
+            let sorter = read_files(
+                &expand_inputs(&options.input)?,
+                &decoder,
+                &mut fields,
+                &mut failures,
+                Sorter::new(options.sort_memory_mb.saturating_mul(1 << 20), spill),
+                options.quiet,
+            )?;
+            if sorter.runs() > 0 && !options.quiet {
+                eprintln!(
+                    "  the events exceed --sort-memory-mb {}: sorted runs spilled to disk, now merged",
+                    options.sort_memory_mb
+                );
+            }
+            let total = sorter.len();
+            Input::Files {
+                sorted: sorter.finish(&decoder)?,
+                total,
+                position: 0,
+            }
         }
-        _ => read_files(
-            &expand_inputs(&options.input)?,
-            &decoder,
-            &mut fields,
-            &mut failures,
-            options.quiet,
-        )?,
     };
-    if !options.from_stream {
-        events.sort_by_key(|e| (e.time, e.order));
-        for (position, event) in events.iter_mut().enumerate() {
-            event.order = position as u64 + 1;
-        }
-    }
-    let total = events.len() as u64 + failures.len() as u64;
+    let total = input.total() + failures.len() as u64;
 
     let registry = match &services {
         Some(services) => services.registry.clone(),
@@ -243,19 +254,14 @@ pub fn run(options: &BackfillOptions) -> anyhow::Result<BackfillReport> {
         lookup
     };
     let mut graph = Graph::build(&set, &registry, lookup, tiles, None)?;
-    let (root, roll_rows) = set
+    let roll_rows = set
         .targets
         .iter()
         .find_map(|t| match t {
-            TargetConfig::Parquet { root, roll_rows, .. } => Some((config.resolve(root), *roll_rows)),
+            TargetConfig::Parquet { roll_rows, .. } => Some(*roll_rows),
             _ => None,
         })
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "feature set {}: a backfill writes its parquet target, and it has none",
-                set.name
-            )
-        })?;
+        .unwrap_or(usize::MAX);
     let types = AggregateSpec::types_of(&set)
         .into_iter()
         .map(|(name, integer)| (name, if integer { DataType::Int64 } else { DataType::Float64 }))
@@ -273,15 +279,18 @@ pub fn run(options: &BackfillOptions) -> anyhow::Result<BackfillReport> {
     let mut progress = Progress::new(total, options.quiet);
     let mut done = failures.len() as u64;
     let batch = options.batch.max(1);
-    let mut queue = events.into_iter().peekable();
-    while queue.peek().is_some() {
-        let mut rows = Rows::new(fields.clone());
-        let mut bytes: Vec<(u64, Bytes)> = Vec::with_capacity(batch);
-        for item in queue.by_ref().take(batch) {
-            bytes.push((item.order, item.bytes));
-            rows.push(item.order, item.event);
+    loop {
+        let (rows, bytes, undecodable) = input.next_batch(batch, &decoder, &mut fields, &runtime)?;
+        if bytes.is_empty() && undecodable.is_empty() {
+            break;
         }
-        let last_seq = bytes.last().map_or(0, |b| b.0);
+        report.failed += undecodable.len() as u64;
+        done += undecodable.len() as u64;
+        failures.extend(undecodable);
+        let Some(&(last_seq, _)) = bytes.last() else {
+            progress.show(done);
+            continue;
+        };
         let mut failed = Vec::new();
         let rows = graph.run(rows, &mut failed);
         let state = graph.take_writes();
@@ -323,15 +332,32 @@ fn ttl_ms(set: &FeatureSetConfig) -> anyhow::Result<u64> {
         .map_or(0, |us| us as u64 / 1000))
 }
 
-/// Reads and decodes every event of the files, in order; undecodable ones become failures.
+/// The folder of the set's Parquet target.
+fn parquet_root(config: &Config, set: &FeatureSetConfig) -> anyhow::Result<PathBuf> {
+    set.targets
+        .iter()
+        .find_map(|t| match t {
+            TargetConfig::Parquet { root, .. } => Some(config.resolve(root)),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "feature set {}: a backfill writes its parquet target, and it has none",
+                set.name
+            )
+        })
+}
+
+/// Reads and decodes every event of the files into the sorter; undecodable ones become
+/// failures.
 fn read_files(
     files: &[PathBuf],
     decoder: &Decoder,
     fields: &mut Vec<String>,
     failures: &mut Vec<(Failure, Bytes)>,
+    mut sorter: Sorter,
     quiet: bool,
-) -> anyhow::Result<Vec<Historical>> {
-    let mut events = Vec::new();
+) -> anyhow::Result<Sorter> {
     let mut order = 0u64;
     for file in files {
         if !quiet {
@@ -346,12 +372,12 @@ fn read_files(
             for (line, bytes) in batch {
                 order += 1;
                 match decoder.decode(&bytes, fields) {
-                    Ok(event) => events.push(Historical {
+                    Ok(event) => sorter.push(Historical {
                         time: event.time,
                         order,
                         event,
                         bytes,
-                    }),
+                    })?,
                     Err(reason) => failures.push((
                         Failure::new(0, "decode", format!("{}, line {line}: {reason}", file.display())),
                         bytes,
@@ -360,42 +386,83 @@ fn read_files(
             }
         }
     }
-    Ok(events)
+    Ok(sorter)
 }
 
-/// Reads the set's input subject from its start up to its end when the backfill starts.
-async fn read_stream(
-    set: &FeatureSetConfig,
-    services: &Services,
-    decoder: &Decoder,
-    fields: &mut Vec<String>,
-    failures: &mut Vec<(Failure, Bytes)>,
-) -> anyhow::Result<Vec<Historical>> {
+/// Replays the set's input subject from its start up to its end when the backfill starts.
+async fn replay(set: &FeatureSetConfig, services: &Services) -> anyhow::Result<Replay> {
     let SourceConfig::Jetstream { stream, subject, .. } = &set.source else {
         anyhow::bail!(
             "--from-stream: feature set {} does not read a stream subject (a file or another set's rows); use --input",
             set.name
         );
     };
-    let mut events = Vec::new();
-    let mut after = 0;
-    loop {
-        let messages = services.bus.read(stream, subject, after, 1000).await?;
-        let Some(last) = messages.last() else { break };
-        after = last.seq;
-        for message in messages {
-            match decoder.decode(&message.body, fields) {
-                Ok(event) => events.push(Historical {
-                    time: event.time,
-                    order: message.seq,
-                    event,
-                    bytes: message.body,
-                }),
-                Err(reason) => failures.push((Failure::new(message.seq, "decode", reason), message.body)),
-            }
+    Ok(services.bus.replay(stream, subject, 0).await?)
+}
+
+/// A backfill's events, in the order they run.
+enum Input {
+    /// File events, sorted; numbered by their position.
+    Files { sorted: Sorted, total: u64, position: u64 },
+    /// The input stream, with its sequences.
+    Stream(Replay),
+}
+
+/// A batch of rows for the graph, the original bytes by sequence, and events that did not
+/// decode (with their bytes).
+type Batch = (Rows, Vec<(u64, Bytes)>, Vec<(Failure, Bytes)>);
+
+impl Input {
+    fn total(&self) -> u64 {
+        match self {
+            Input::Files { total, .. } => *total,
+            Input::Stream(replay) => replay.total(),
         }
     }
-    Ok(events)
+
+    /// Up to `n` events; an empty batch at the end.
+    fn next_batch(
+        &mut self,
+        n: usize,
+        decoder: &Decoder,
+        fields: &mut Vec<String>,
+        runtime: &tokio::runtime::Runtime,
+    ) -> anyhow::Result<Batch> {
+        let mut bytes = Vec::with_capacity(n);
+        let mut undecodable = Vec::new();
+        let rows = match self {
+            Input::Files { sorted, position, .. } => {
+                let mut items = Vec::with_capacity(n);
+                while items.len() < n {
+                    let Some(mut item) = sorted.next(fields)? else { break };
+                    *position += 1;
+                    item.order = *position;
+                    items.push(item);
+                }
+                let mut rows = Rows::new(fields.clone());
+                for item in items {
+                    bytes.push((item.order, item.bytes));
+                    rows.push(item.order, item.event);
+                }
+                rows
+            }
+            Input::Stream(replay) => {
+                let messages = runtime.block_on(replay.next(n))?;
+                let mut rows = Rows::new(Vec::new());
+                for message in messages {
+                    match decoder.decode(&message.body, &mut rows.batch.fields) {
+                        Ok(event) => {
+                            rows.push(message.seq, event);
+                            bytes.push((message.seq, message.body));
+                        }
+                        Err(reason) => undecodable.push((Failure::new(message.seq, "decode", reason), message.body)),
+                    }
+                }
+                rows
+            }
+        };
+        Ok((rows, bytes, undecodable))
+    }
 }
 
 /// Writes the failures as JSON lines (replacing an earlier run's file: a re-run fails the

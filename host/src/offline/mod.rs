@@ -6,4 +6,5 @@
 pub mod backfill;
 pub mod history;
 pub mod parity;
+mod sort;
 pub mod training;
