@@ -175,6 +175,11 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         let started = Instant::now();
         if options.embedded {
             ingest_all(address, &live, options.events).await;
+            eprintln!(
+                "ingested {} events over HTTP in {:.2} s",
+                options.events,
+                started.elapsed().as_secs_f64()
+            );
         } else {
             let js = live.jetstream().await;
             crate::pipeline::publish_all(&js, &live, options.events).await;

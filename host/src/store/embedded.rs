@@ -12,7 +12,7 @@
 //! once and are removed from the file by a sweep at most once a minute.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -60,70 +60,10 @@ pub struct Outgoing<'a> {
     pub body: &'a [u8],
 }
 
-/// Appends queued for the group commit.
-#[derive(Default)]
-struct Group {
-    state: Mutex<GroupState>,
-    /// Signalled when a commit ends.
-    done: Condvar,
-}
-
-#[derive(Default)]
-struct GroupState {
-    queue: Vec<Arc<Job>>,
-    /// A caller is writing a group.
-    writing: bool,
-}
-
-/// One append, encoded into one buffer: per message its subject, then its log record
-/// (headers' length, headers as JSON, body).
-struct Job {
-    data: Vec<u8>,
-    /// (subject end, record end) offsets into `data`, per message.
-    records: Vec<(usize, usize)>,
-    result: Mutex<Option<Result<Vec<u64>, String>>>,
-}
-
-impl Job {
-    fn encode(messages: &[Outgoing<'_>]) -> Result<Job, String> {
-        let size: usize = messages.iter().map(|m| m.subject.len() + m.body.len() + 64).sum();
-        let mut data = Vec::with_capacity(size);
-        let mut records = Vec::with_capacity(messages.len());
-        for message in messages {
-            data.extend_from_slice(message.subject.as_bytes());
-            let subject_end = data.len();
-            data.extend_from_slice(&[0; 4]);
-            serde_json::to_writer(&mut data, message.headers).map_err(fail)?;
-            let length = (data.len() - subject_end - 4) as u32;
-            data[subject_end..subject_end + 4].copy_from_slice(&length.to_le_bytes());
-            data.extend_from_slice(message.body);
-            records.push((subject_end, data.len()));
-        }
-        Ok(Job {
-            data,
-            records,
-            result: Mutex::new(None),
-        })
-    }
-
-    /// (subject, record) per message.
-    fn records(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        let mut start = 0;
-        self.records.iter().map(move |&(subject_end, end)| {
-            // The subject was a &str: valid UTF-8.
-            let subject = std::str::from_utf8(&self.data[start..subject_end]).unwrap_or_default();
-            let record = &self.data[subject_end..end];
-            start = end;
-            (subject, record)
-        })
-    }
-}
-
 /// The embedded store and logs.
 pub struct Embedded {
     db: Database,
     path: PathBuf,
-    group: Group,
     /// Woken on every append (consumers wait on it instead of polling).
     appended: tokio::sync::Notify,
     last_sweep: Mutex<Instant>,
@@ -169,7 +109,6 @@ impl Embedded {
             db,
             path: path.to_path_buf(),
             appended: tokio::sync::Notify::new(),
-            group: Group::default(),
             last_sweep: Mutex::new(Instant::now()),
         }))
     }
@@ -179,63 +118,32 @@ impl Embedded {
         &self.path
     }
 
-    /// Appends messages durably; returns their sequences. Concurrent appends share one
-    /// transaction and one sync to disk (group commit): the first caller to find no commit
-    /// running writes every append queued by then, the others wait for its commit. Each
-    /// append's messages stay together and in order.
+    /// Appends messages durably, in one transaction; returns their sequences.
     pub fn append(&self, messages: &[Outgoing<'_>]) -> Result<Vec<u64>, String> {
-        let job = Arc::new(Job::encode(messages)?);
         let sequences = blocking(|| {
-            let mut state = self.group.state.lock().unwrap_or_else(|e| e.into_inner());
-            state.queue.push(job.clone());
-            loop {
-                if let Some(result) = job.result.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                    return result;
+            let txn = self.db.begin_write().map_err(fail)?;
+            let mut sequences = Vec::with_capacity(messages.len());
+            {
+                let mut log = txn.open_table(LOG).map_err(fail)?;
+                let mut heads = txn.open_table(HEADS).map_err(fail)?;
+                let mut encoded = Vec::new();
+                for message in messages {
+                    let seq = heads.get(message.subject).map_err(fail)?.map_or(0, |v| v.value()) + 1;
+                    encoded.clear();
+                    let headers = serde_json::to_vec(message.headers).map_err(fail)?;
+                    encoded.extend_from_slice(&(headers.len() as u32).to_le_bytes());
+                    encoded.extend_from_slice(&headers);
+                    encoded.extend_from_slice(message.body);
+                    log.insert((message.subject, seq), encoded.as_slice()).map_err(fail)?;
+                    heads.insert(message.subject, seq).map_err(fail)?;
+                    sequences.push(seq);
                 }
-                if state.writing {
-                    state = self.group.done.wait(state).unwrap_or_else(|e| e.into_inner());
-                    continue;
-                }
-                state.writing = true;
-                let jobs = std::mem::take(&mut state.queue);
-                drop(state);
-                let written = self.write_jobs(&jobs);
-                for (i, queued) in jobs.iter().enumerate() {
-                    let result = match &written {
-                        Ok(sequences) => Ok(sequences[i].clone()),
-                        Err(e) => Err(e.clone()),
-                    };
-                    *queued.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
-                }
-                state = self.group.state.lock().unwrap_or_else(|e| e.into_inner());
-                state.writing = false;
-                self.group.done.notify_all();
             }
+            txn.commit().map_err(fail)?;
+            Ok::<_, String>(sequences)
         })?;
         self.appended.notify_waiters();
         Ok(sequences)
-    }
-
-    /// Writes the queued appends in one transaction; the sequences of each.
-    fn write_jobs(&self, jobs: &[Arc<Job>]) -> Result<Vec<Vec<u64>>, String> {
-        let txn = self.db.begin_write().map_err(fail)?;
-        let mut all = Vec::with_capacity(jobs.len());
-        {
-            let mut log = txn.open_table(LOG).map_err(fail)?;
-            let mut heads = txn.open_table(HEADS).map_err(fail)?;
-            for job in jobs {
-                let mut sequences = Vec::with_capacity(job.records.len());
-                for (subject, record) in job.records() {
-                    let seq = heads.get(subject).map_err(fail)?.map_or(0, |v| v.value()) + 1;
-                    log.insert((subject, seq), record).map_err(fail)?;
-                    heads.insert(subject, seq).map_err(fail)?;
-                    sequences.push(seq);
-                }
-                all.push(sequences);
-            }
-        }
-        txn.commit().map_err(fail)?;
-        Ok(all)
     }
 
     /// Up to `max` messages of `subject` after sequence `after`.
