@@ -519,4 +519,20 @@ async fn killed_with_sigkill_mid_batch_and_restarted_the_embedded_mode_loses_and
         store.counter("sluice:transactions:v1:_applied").await.unwrap(),
         events.len() as u64
     );
+    // Every failed event is a dead letter exactly once: a batch redelivered after a kill
+    // publishes its failures again, and the log's duplicate window drops them.
+    let letters = store.fetch("sluice.dlq.transactions", 0, 100_000).unwrap();
+    let mut failed: Vec<u64> = letters
+        .iter()
+        .map(|m| {
+            let seq = m.headers.iter().find(|(name, _)| name == "Sluice-Seq").unwrap();
+            seq.1.parse().unwrap()
+        })
+        .collect();
+    failed.sort();
+    let poison: Vec<u64> = (0..events.len() as u64)
+        .filter(|i| i % 97 == 13)
+        .map(|i| i + 1)
+        .collect();
+    assert_eq!(failed, poison, "every failed event once in the dead letters");
 }

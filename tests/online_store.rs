@@ -326,3 +326,46 @@ fn concurrent_appends_keep_every_message_in_order() {
         }
     }
 }
+
+/// Within the duplicate window, a message repeating a `Nats-Msg-Id` on its subject is dropped
+/// and answered with the first one's sequence (as JetStream does), so a batch redelivered
+/// after a crash does not repeat its dead letters; the same id on another subject is new.
+#[test]
+fn a_repeated_message_id_is_appended_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    let with_id = |id: &str| [("Nats-Msg-Id", id.to_string()), ("Sluice-Reason", "why".to_string())];
+    let (a, b) = (with_id("dlq:s:v1:7:w"), with_id("dlq:s:v1:9:w"));
+    fn out<'a>(
+        subject: &'a str,
+        headers: &'a [(&'static str, String)],
+        body: &'a [u8],
+    ) -> sluice::store::embedded::Outgoing<'a> {
+        sluice::store::embedded::Outgoing { subject, headers, body }
+    }
+    {
+        let store = Embedded::open(&path).unwrap();
+        assert_eq!(
+            store.append(&[out("dlq", &a, b"1"), out("dlq", &b, b"2")]).unwrap(),
+            [1, 2]
+        );
+        // Redelivered: the same ids again, one of them twice in one append, plus a new message.
+        assert_eq!(
+            store
+                .append(&[out("dlq", &b, b"2"), out("dlq", &[], b"3"), out("dlq", &b, b"2")])
+                .unwrap(),
+            [2, 3, 2]
+        );
+        assert_eq!(
+            store.append(&[out("other", &a, b"1")]).unwrap(),
+            [1],
+            "ids are per subject"
+        );
+    }
+    // Across a reopen (a crash and restart) the ids are still remembered.
+    let store = Embedded::open(&path).unwrap();
+    assert_eq!(store.append(&[out("dlq", &a, b"1")]).unwrap(), [1]);
+    assert_eq!(store.head("dlq").unwrap(), 3);
+    let bodies: Vec<_> = store.fetch("dlq", 0, 10).unwrap().into_iter().map(|m| m.body).collect();
+    assert_eq!(bodies, [&b"1"[..], b"2", b"3"]);
+}

@@ -35,6 +35,16 @@ const LOG: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("log");
 const HEADS: TableDefinition<&str, u64> = TableDefinition::new("log_heads");
 /// consumer → the last sequence it acknowledged.
 const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
+/// (subject, message id) → (its sequence, when it was appended, ms): the duplicate window.
+const MSG_IDS: TableDefinition<(&str, &str), (u64, u64)> = TableDefinition::new("msg_ids");
+/// (when appended, subject, message id), to forget ids past the window.
+const MSG_ID_TIMES: TableDefinition<(u64, &str, &str), ()> = TableDefinition::new("msg_id_times");
+
+/// How long a message id is remembered: an append repeating it within the window is dropped
+/// (JetStream's default duplicate window).
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// The header naming a message's id, as on JetStream.
+const MSG_ID: &str = "Nats-Msg-Id";
 
 /// How often expired hashes are removed from the file.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
@@ -103,6 +113,8 @@ impl Embedded {
             txn.open_table(LOG).map_err(fail)?;
             txn.open_table(HEADS).map_err(fail)?;
             txn.open_table(CURSORS).map_err(fail)?;
+            txn.open_table(MSG_IDS).map_err(fail)?;
+            txn.open_table(MSG_ID_TIMES).map_err(fail)?;
         }
         txn.commit().map_err(fail)?;
         Ok(Arc::new(Embedded {
@@ -118,24 +130,49 @@ impl Embedded {
         &self.path
     }
 
-    /// Appends messages durably, in one transaction; returns their sequences.
+    /// Appends messages durably, in one transaction; returns their sequences. A message whose
+    /// `Nats-Msg-Id` was appended to its subject within the [`DUPLICATE_WINDOW`] is dropped
+    /// and gets the first one's sequence, as JetStream does: a batch redelivered after a crash
+    /// does not repeat its dead letters or feature rows.
     pub fn append(&self, messages: &[Outgoing<'_>]) -> Result<Vec<u64>, String> {
+        let now = now_ms();
+        let window = DUPLICATE_WINDOW.as_millis() as u64;
         let sequences = blocking(|| {
             let txn = self.db.begin_write().map_err(fail)?;
             let mut sequences = Vec::with_capacity(messages.len());
             {
                 let mut log = txn.open_table(LOG).map_err(fail)?;
                 let mut heads = txn.open_table(HEADS).map_err(fail)?;
+                let mut ids = txn.open_table(MSG_IDS).map_err(fail)?;
+                let mut id_times = txn.open_table(MSG_ID_TIMES).map_err(fail)?;
+                forget_ids(&mut ids, &mut id_times, now.saturating_sub(window))?;
                 let mut encoded = Vec::new();
                 for message in messages {
+                    let id = message
+                        .headers
+                        .iter()
+                        .find(|(name, _)| *name == MSG_ID)
+                        .map(|(_, id)| id.as_str());
+                    if let Some(id) = id {
+                        let seen = ids.get((message.subject, id)).map_err(fail)?.map(|v| v.value());
+                        if let Some((seq, _)) = seen {
+                            sequences.push(seq);
+                            continue;
+                        }
+                    }
                     let seq = heads.get(message.subject).map_err(fail)?.map_or(0, |v| v.value()) + 1;
                     encoded.clear();
-                    let headers = serde_json::to_vec(message.headers).map_err(fail)?;
-                    encoded.extend_from_slice(&(headers.len() as u32).to_le_bytes());
-                    encoded.extend_from_slice(&headers);
+                    encoded.extend_from_slice(&[0; 4]);
+                    serde_json::to_writer(&mut encoded, message.headers).map_err(fail)?;
+                    let length = (encoded.len() - 4) as u32;
+                    encoded[..4].copy_from_slice(&length.to_le_bytes());
                     encoded.extend_from_slice(message.body);
                     log.insert((message.subject, seq), encoded.as_slice()).map_err(fail)?;
                     heads.insert(message.subject, seq).map_err(fail)?;
+                    if let Some(id) = id {
+                        ids.insert((message.subject, id), (seq, now)).map_err(fail)?;
+                        id_times.insert((now, message.subject, id), ()).map_err(fail)?;
+                    }
                     sequences.push(seq);
                 }
             }
@@ -354,6 +391,25 @@ impl Embedded {
         }
         Ok(())
     }
+}
+
+/// Forgets the message ids appended before `before` (ms).
+fn forget_ids(
+    ids: &mut redb::Table<(&str, &str), (u64, u64)>,
+    id_times: &mut redb::Table<(u64, &str, &str), ()>,
+    before: u64,
+) -> Result<(), String> {
+    let mut old = Vec::new();
+    for entry in id_times.range((0u64, "", "")..(before, "", "")).map_err(fail)? {
+        let (key, _) = entry.map_err(fail)?;
+        let (at, subject, id) = key.value();
+        old.push((at, subject.to_string(), id.to_string()));
+    }
+    for (at, subject, id) in &old {
+        ids.remove((subject.as_str(), id.as_str())).map_err(fail)?;
+        id_times.remove((*at, subject.as_str(), id.as_str())).map_err(fail)?;
+    }
+    Ok(())
 }
 
 /// Removes a hash's fields and expiry.
