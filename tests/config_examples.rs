@@ -249,3 +249,19 @@ fn join_problems_are_reported_at_their_keys() {
     assert!(problems[0].message.contains("no feature set \"missing\""));
     assert!(problems[2].message.contains("no online target"));
 }
+
+#[test]
+fn log_retention_is_checked_and_only_for_the_embedded_mode() {
+    let parse = |text: &str| sluice::config::parse_str(text, std::path::Path::new("t.toml")).unwrap();
+    let problems = sluice::config::validate(&parse("[host]\nlog_retention = \"7d\"\n"));
+    assert_eq!(problems, []);
+    let problems = sluice::config::validate(&parse("[host]\nlog_retention = \"7 weeks\"\n"));
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].key, "host.log_retention");
+    assert!(problems[0].message.contains("expected"), "{}", problems[0].message);
+    let problems = sluice::config::validate(&parse(
+        "[host]\nnats = \"nats://127.0.0.1:4222\"\nredis = \"redis://127.0.0.1\"\nlog_retention = \"7d\"\n",
+    ));
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].message.contains("JetStream"), "{}", problems[0].message);
+}

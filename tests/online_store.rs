@@ -369,3 +369,31 @@ fn a_repeated_message_id_is_appended_once() {
     let bodies: Vec<_> = store.fetch("dlq", 0, 10).unwrap().into_iter().map(|m| m.body).collect();
     assert_eq!(bodies, [&b"1"[..], b"2", b"3"]);
 }
+
+/// With a log retention, messages older than it leave the file as later appends come; newer
+/// ones, and other subjects' recent messages, stay; sequences go on from the head.
+#[test]
+fn log_retention_removes_old_messages_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Embedded::open(&dir.path().join("store.redb")).unwrap();
+    store.set_log_retention(Some(std::time::Duration::from_secs(2)));
+    let out = |subject: &'static str, body: &'static [u8]| sluice::store::embedded::Outgoing {
+        subject,
+        headers: &[],
+        body,
+    };
+    assert_eq!(
+        store.append(&[out("a", b"1"), out("a", b"2"), out("a", b"3")]).unwrap(),
+        [1, 2, 3]
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(store.append(&[out("b", b"x")]).unwrap(), [1]);
+    assert_eq!(store.fetch("a", 0, 10).unwrap().len(), 3, "not yet past the retention");
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    assert_eq!(store.append(&[out("a", b"4")]).unwrap(), [4]);
+    let left: Vec<u64> = store.fetch("a", 0, 10).unwrap().iter().map(|m| m.seq).collect();
+    assert_eq!(left, [4], "messages older than 2 s removed");
+    assert_eq!(store.first_after("a", 0).unwrap(), Some(4));
+    assert_eq!(store.head("a").unwrap(), 4);
+    assert_eq!(store.fetch("b", 0, 10).unwrap().len(), 1, "b's message is 1 s old");
+}

@@ -164,8 +164,10 @@ impl Bus {
             }
             Bus::Embedded(store) => {
                 let end = store.head(subject).map_err(TargetError::Nats)?;
+                // Log retention may have removed the oldest messages.
+                let first = store.first_after(subject, after).map_err(TargetError::Nats)?;
                 Ok(Replay {
-                    total: end.saturating_sub(after),
+                    total: first.map_or(0, |first| end + 1 - first),
                     taken: 0,
                     from: ReplayFrom::Embedded {
                         store: store.clone(),
@@ -210,7 +212,7 @@ impl Replay {
         }
     }
 
-    /// How many messages the replay holds (at most; the embedded logs count sequences).
+    /// How many messages the replay holds.
     pub fn total(&self) -> u64 {
         self.total
     }

@@ -62,6 +62,11 @@ pub struct HostConfig {
     pub redis_prefix: String,
     /// Folder for offline data and the artifact cache (relative to the config file).
     pub data_dir: PathBuf,
+    /// Embedded mode only: how long its logs (ingested events, feature rows, dead letters,
+    /// late events) keep a message, e.g. `"7d"`; older ones are removed from the file. Unset:
+    /// kept for ever, as on a JetStream stream without limits (on NATS, set limits on the
+    /// streams themselves).
+    pub log_retention: Option<String>,
 }
 
 /// A named list of features from one or more feature sets, e.g. what a model reads.
@@ -136,6 +141,7 @@ impl Default for HostConfig {
             redis: String::new(),
             redis_prefix: "sluice".into(),
             data_dir: "data".into(),
+            log_retention: None,
         }
     }
 }

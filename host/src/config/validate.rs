@@ -24,6 +24,17 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             ),
         );
     }
+    if let Some(retention) = &config.host.log_retention {
+        if !config.host.embedded() {
+            report(
+                "host.log_retention".into(),
+                "applies to the embedded mode's logs only; with NATS, set limits (max_age) on the JetStream streams"
+                    .into(),
+            );
+        } else if let Err(e) = parse_duration(retention) {
+            report("host.log_retention".into(), e);
+        }
+    }
     for name in config.plugins.keys() {
         if crate::plugin::PluginName::new(name).is_err() {
             report(

@@ -40,6 +40,9 @@ const MSG_IDS: TableDefinition<(&str, &str), (u64, u64)> = TableDefinition::new(
 /// (when appended, subject, message id), to forget ids past the window.
 const MSG_ID_TIMES: TableDefinition<(u64, &str, &str), ()> = TableDefinition::new("msg_id_times");
 
+/// (subject, when) → the subject's last sequence appended then: what log retention trims by.
+const LOG_MARKS: TableDefinition<(&str, u64), u64> = TableDefinition::new("log_marks");
+
 /// How long a message id is remembered: an append repeating it within the window is dropped
 /// (JetStream's default duplicate window).
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
@@ -77,6 +80,9 @@ pub struct Embedded {
     /// Woken on every append (consumers wait on it instead of polling).
     appended: tokio::sync::Notify,
     last_sweep: Mutex<Instant>,
+    /// How long the logs keep a message, ms (0: for ever).
+    retention_ms: std::sync::atomic::AtomicU64,
+    last_trim: Mutex<Instant>,
 }
 
 fn fail(e: impl std::fmt::Display) -> String {
@@ -115,6 +121,7 @@ impl Embedded {
             txn.open_table(CURSORS).map_err(fail)?;
             txn.open_table(MSG_IDS).map_err(fail)?;
             txn.open_table(MSG_ID_TIMES).map_err(fail)?;
+            txn.open_table(LOG_MARKS).map_err(fail)?;
         }
         txn.commit().map_err(fail)?;
         Ok(Arc::new(Embedded {
@@ -122,6 +129,8 @@ impl Embedded {
             path: path.to_path_buf(),
             appended: tokio::sync::Notify::new(),
             last_sweep: Mutex::new(Instant::now()),
+            retention_ms: std::sync::atomic::AtomicU64::new(0),
+            last_trim: Mutex::new(Instant::now()),
         }))
     }
 
@@ -145,7 +154,13 @@ impl Embedded {
                 let mut heads = txn.open_table(HEADS).map_err(fail)?;
                 let mut ids = txn.open_table(MSG_IDS).map_err(fail)?;
                 let mut id_times = txn.open_table(MSG_ID_TIMES).map_err(fail)?;
+                let mut marks = txn.open_table(LOG_MARKS).map_err(fail)?;
                 forget_ids(&mut ids, &mut id_times, now.saturating_sub(window))?;
+                if let Some(cutoff) = self.trim_due(now) {
+                    trim_logs(&heads, &mut log, &mut marks, cutoff)?;
+                }
+                // The last sequence appended per subject, for the marks.
+                let mut last: Vec<(&str, u64)> = Vec::new();
                 let mut encoded = Vec::new();
                 for message in messages {
                     let id = message
@@ -173,7 +188,14 @@ impl Embedded {
                         ids.insert((message.subject, id), (seq, now)).map_err(fail)?;
                         id_times.insert((now, message.subject, id), ()).map_err(fail)?;
                     }
+                    match last.iter_mut().find(|(subject, _)| *subject == message.subject) {
+                        Some(entry) => entry.1 = seq,
+                        None => last.push((message.subject, seq)),
+                    }
                     sequences.push(seq);
+                }
+                for (subject, seq) in last {
+                    marks.insert((subject, now), seq).map_err(fail)?;
                 }
             }
             txn.commit().map_err(fail)?;
@@ -181,6 +203,41 @@ impl Embedded {
         })?;
         self.appended.notify_waiters();
         Ok(sequences)
+    }
+
+    /// How long the logs keep a message (`None`: for ever). Older messages are removed by
+    /// appends, at most every minute (every half retention when that is shorter).
+    pub fn set_log_retention(&self, retention: Option<Duration>) {
+        let ms = retention.map_or(0, |r| (r.as_millis() as u64).max(1));
+        self.retention_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The cutoff (ms) when the logs are due for trimming.
+    fn trim_due(&self, now: u64) -> Option<u64> {
+        let retention = self.retention_ms.load(std::sync::atomic::Ordering::Relaxed);
+        if retention == 0 {
+            return None;
+        }
+        let every = Duration::from_millis(retention / 2).min(SWEEP_EVERY);
+        let mut last = self.last_trim.lock().unwrap_or_else(|e| e.into_inner());
+        if last.elapsed() < every {
+            return None;
+        }
+        *last = Instant::now();
+        Some(now.saturating_sub(retention))
+    }
+
+    /// The first sequence of `subject` still in its log after `after` (`None`: none).
+    pub fn first_after(&self, subject: &str, after: u64) -> Result<Option<u64>, String> {
+        blocking(|| {
+            let txn = self.db.begin_read().map_err(fail)?;
+            let log = txn.open_table(LOG).map_err(fail)?;
+            let mut range = log.range((subject, after + 1)..=(subject, u64::MAX)).map_err(fail)?;
+            match range.next() {
+                Some(entry) => Ok(Some(entry.map_err(fail)?.0.value().1)),
+                None => Ok(None),
+            }
+        })
     }
 
     /// Up to `max` messages of `subject` after sequence `after`.
@@ -391,6 +448,37 @@ impl Embedded {
         }
         Ok(())
     }
+}
+
+/// Removes the log messages appended before `cutoff` (ms), subject by subject, as far as the
+/// marks tell.
+fn trim_logs(
+    heads: &redb::Table<&str, u64>,
+    log: &mut redb::Table<(&str, u64), &[u8]>,
+    marks: &mut redb::Table<(&str, u64), u64>,
+    cutoff: u64,
+) -> Result<(), String> {
+    let mut subjects = Vec::new();
+    for entry in heads.iter().map_err(fail)? {
+        subjects.push(entry.map_err(fail)?.0.value().to_string());
+    }
+    for subject in &subjects {
+        let subject = subject.as_str();
+        let (mut upto, mut old) = (0, Vec::new());
+        for entry in marks.range((subject, 0)..(subject, cutoff)).map_err(fail)? {
+            let (key, seq) = entry.map_err(fail)?;
+            upto = upto.max(seq.value());
+            old.push(key.value().1);
+        }
+        if upto > 0 {
+            log.retain_in((subject, 0)..=(subject, upto), |_, _| false)
+                .map_err(fail)?;
+        }
+        for at in old {
+            marks.remove((subject, at)).map_err(fail)?;
+        }
+    }
+    Ok(())
 }
 
 /// Forgets the message ids appended before `before` (ms).
