@@ -23,6 +23,7 @@ pub struct Publish {
 
 /// NATS JetStream, or the embedded logs.
 #[derive(Clone)]
+#[allow(clippy::large_enum_variant)] // one per process, cloned rarely
 pub enum Bus {
     /// JetStream.
     Nats(async_nats::jetstream::Context),

@@ -79,12 +79,11 @@ struct Requested {
     column: String,
 }
 
+/// The feature sets asked for, and each feature as (index of its set, name).
+pub type Resolved = (Vec<FeatureSetConfig>, Vec<(usize, String)>);
+
 /// The feature sets and features a `--features` list names (or a vector's).
-pub fn resolve(
-    config: &Config,
-    features: &[String],
-    version: Option<u32>,
-) -> anyhow::Result<(Vec<FeatureSetConfig>, Vec<(usize, String)>)> {
+pub fn resolve(config: &Config, features: &[String], version: Option<u32>) -> anyhow::Result<Resolved> {
     let entries: Vec<String> = match features {
         [one] if !one.contains(':') => config
             .feature_vectors
@@ -302,7 +301,7 @@ fn write(
     for name in names {
         let column: Vec<Value> = entity_rows
             .iter()
-            .map(|(o, _)| o.get(name).map_or(Value::Null, |j| crate::event::value_from_json(j)))
+            .map(|(o, _)| o.get(name).map_or(Value::Null, crate::event::value_from_json))
             .collect();
         let (field, array) = array(name, column, None);
         fields.push(field);
