@@ -182,6 +182,9 @@ impl Bus {
     }
 }
 
+/// How long a replay waits for the next message it counted before giving up.
+const REPLAY_STALL: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A subject's messages read in order up to where they ended when the replay began
 /// ([`Bus::replay`]).
 pub struct Replay {
@@ -226,7 +229,17 @@ impl Replay {
                 let want = (self.total - self.taken).min(limit as u64) as usize;
                 let mut found = Vec::with_capacity(want);
                 while found.len() < want {
-                    let message = match messages.next().await {
+                    // Messages counted when the replay began but gone since (purged, or removed
+                    // by the stream's limits) never come: an error, not a silent early end.
+                    let next = tokio::time::timeout(REPLAY_STALL, messages.next()).await.map_err(|_| {
+                        TargetError::Nats(format!(
+                            "reading {subject}: no message for {} s with {} of {} still to come (removed from the stream meanwhile?)",
+                            REPLAY_STALL.as_secs(),
+                            self.total - self.taken - found.len() as u64,
+                            self.total
+                        ))
+                    })?;
+                    let message = match next {
                         Some(Ok(message)) => message,
                         Some(Err(e)) => return Err(TargetError::Nats(format!("reading {subject}: {e}"))),
                         None => break,
