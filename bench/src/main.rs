@@ -10,12 +10,14 @@ mod offline;
 mod pipeline;
 mod plugins;
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
+
+use mimalloc::MiMalloc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 
 use clap::{Parser, Subcommand};
 
-/// The system allocator, counting live heap bytes while [`COUNTING`] is on (only the
+/// mimalloc (as in the `sluice` binary), counting live heap bytes while [`COUNTING`] is on (only the
 /// aggregation benchmark turns it on, to measure memory per key).
 struct Counting;
 
@@ -27,14 +29,14 @@ unsafe impl GlobalAlloc for Counting {
         if COUNTING.load(Relaxed) {
             LIVE_BYTES.fetch_add(layout.size(), Relaxed);
         }
-        unsafe { System.alloc(layout) }
+        unsafe { MiMalloc.alloc(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if COUNTING.load(Relaxed) {
             LIVE_BYTES.fetch_sub(layout.size(), Relaxed);
         }
-        unsafe { System.dealloc(ptr, layout) }
+        unsafe { MiMalloc.dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
@@ -42,7 +44,7 @@ unsafe impl GlobalAlloc for Counting {
             LIVE_BYTES.fetch_add(new_size, Relaxed);
             LIVE_BYTES.fetch_sub(layout.size(), Relaxed);
         }
-        unsafe { System.realloc(ptr, layout, new_size) }
+        unsafe { MiMalloc.realloc(ptr, layout, new_size) }
     }
 }
 
