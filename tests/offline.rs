@@ -116,13 +116,27 @@ async fn a_backfill_gives_the_live_pipelines_rows_bit_for_bit_and_parity_holds()
         write_jsonl(&path, &chunk.iter().map(|(_, e)| (*e).clone()).collect::<Vec<_>>());
         inputs.push(path.display().to_string());
     }
+    // A line that is not an event, among them: a dead letter of its own.
+    let mut first = std::fs::read_to_string(&inputs[0]).unwrap();
+    first.push_str("{not json\n");
+    std::fs::write(&inputs[0], first).unwrap();
     let mut options = backfill_options(&config, &live.set, 3, inputs);
     options.sort_memory_mb = 1;
     let report = tokio::task::spawn_blocking(move || backfill::run(&options).unwrap())
         .await
         .unwrap();
     assert_eq!(report.rows, expected as u64, "{report:?}");
+    assert_eq!(report.events, n + 1, "{report:?}");
     let set_dir = live.dir.path().join("offline").join(&live.set);
+    let letters = std::fs::read_to_string(set_dir.join("v3.dead-letters.jsonl")).unwrap();
+    assert_eq!(letters.lines().count(), poison + 1);
+    let decode: Vec<&str> = letters.lines().filter(|l| l.contains(r#""step":"decode""#)).collect();
+    assert_eq!(decode.len(), 1, "{letters}");
+    assert!(
+        decode[0].contains("shuffled-0.jsonl") && decode[0].contains("{not json"),
+        "{}",
+        decode[0]
+    );
     assert_eq!(
         parquet_rows(&set_dir.join("v3")),
         live_rows,

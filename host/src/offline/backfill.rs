@@ -184,7 +184,10 @@ pub fn run(options: &BackfillOptions) -> anyhow::Result<BackfillReport> {
     };
     let root = parquet_root(&config, &set)?;
     let decoder = Decoder::new(&set);
-    let mut failures: Vec<(Failure, Bytes)> = Vec::new();
+    let mut letters = LetterFile::new(
+        root.join(&set.name)
+            .join(format!("v{}.dead-letters.jsonl", set.version)),
+    );
     // File events: sorted by event time in bounded memory, then numbered by position.
     // Stream events: replayed a batch at a time, keeping their sequences.
     let mut fields = Vec::new();
@@ -197,7 +200,7 @@ pub fn run(options: &BackfillOptions) -> anyhow::Result<BackfillReport> {
                 &expand_inputs(&options.input)?,
                 &decoder,
                 &mut fields,
-                &mut failures,
+                &mut letters,
                 Sorter::new(options.sort_memory_mb.saturating_mul(1 << 20), spill),
                 options.quiet,
             )?;
@@ -215,7 +218,8 @@ pub fn run(options: &BackfillOptions) -> anyhow::Result<BackfillReport> {
             }
         }
     };
-    let total = input.total() + failures.len() as u64;
+    let decode_failures = letters.count;
+    let total = input.total() + decode_failures;
 
     let registry = match &services {
         Some(services) => services.registry.clone(),
@@ -267,17 +271,14 @@ pub fn run(options: &BackfillOptions) -> anyhow::Result<BackfillReport> {
         .map(|(name, integer)| (name, if integer { DataType::Int64 } else { DataType::Float64 }))
         .collect();
     let mut writer = PartWriter::open(&root, &set.name, set.version)?.with_types(types);
-    let letters_path = root
-        .join(&set.name)
-        .join(format!("v{}.dead-letters.jsonl", set.version));
     // What failed so far failed to decode; the graph's failures are counted per batch.
     let mut report = BackfillReport {
         events: total,
-        failed: failures.len() as u64,
+        failed: decode_failures,
         ..Default::default()
     };
     let mut progress = Progress::new(total, options.quiet);
-    let mut done = failures.len() as u64;
+    let mut done = decode_failures;
     let batch = options.batch.max(1);
     loop {
         let (rows, bytes, undecodable) = input.next_batch(batch, &decoder, &mut fields, &runtime)?;
@@ -286,7 +287,9 @@ pub fn run(options: &BackfillOptions) -> anyhow::Result<BackfillReport> {
         }
         report.failed += undecodable.len() as u64;
         done += undecodable.len() as u64;
-        failures.extend(undecodable);
+        for (failure, body) in &undecodable {
+            letters.write(failure, body)?;
+        }
         let Some(&(last_seq, _)) = bytes.last() else {
             progress.show(done);
             continue;
@@ -297,12 +300,11 @@ pub fn run(options: &BackfillOptions) -> anyhow::Result<BackfillReport> {
         let late = failed.iter().filter(|f| f.late).count() as u64;
         report.late += late;
         report.failed += failed.len() as u64 - late;
-        for failure in failed {
+        for failure in &failed {
             let body = bytes
                 .binary_search_by_key(&failure.seq, |b| b.0)
-                .map(|at| bytes[at].1.clone())
-                .unwrap_or_default();
-            failures.push((failure, body));
+                .map_or(&b""[..], |at| &bytes[at].1[..]);
+            letters.write(failure, body)?;
         }
         report.rows += rows.len() as u64;
         if let Some(target) = &mut online {
@@ -320,7 +322,7 @@ pub fn run(options: &BackfillOptions) -> anyhow::Result<BackfillReport> {
     }
     writer.commit()?;
     progress.finish(done);
-    write_dead_letters(&letters_path, &failures)?;
+    letters.finish()?;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
@@ -354,7 +356,7 @@ fn read_files(
     files: &[PathBuf],
     decoder: &Decoder,
     fields: &mut Vec<String>,
-    failures: &mut Vec<(Failure, Bytes)>,
+    letters: &mut LetterFile,
     mut sorter: Sorter,
     quiet: bool,
 ) -> anyhow::Result<Sorter> {
@@ -378,10 +380,10 @@ fn read_files(
                         event,
                         bytes,
                     })?,
-                    Err(reason) => failures.push((
-                        Failure::new(0, "decode", format!("{}, line {line}: {reason}", file.display())),
-                        bytes,
-                    )),
+                    Err(reason) => letters.write(
+                        &Failure::new(0, "decode", format!("{}, line {line}: {reason}", file.display())),
+                        &bytes,
+                    )?,
                 }
             }
         }
@@ -465,15 +467,38 @@ impl Input {
     }
 }
 
-/// Writes the failures as JSON lines (replacing an earlier run's file: a re-run fails the
-/// same events again).
-fn write_dead_letters(path: &Path, failures: &[(Failure, Bytes)]) -> anyhow::Result<()> {
-    if failures.is_empty() {
-        let _ = std::fs::remove_file(path);
-        return Ok(());
+/// The dead-letters file, written as failures come (a backfill where every event fails holds
+/// none of them in memory). An earlier run's file is replaced (a re-run fails the same events
+/// again); none is left when nothing failed.
+struct LetterFile {
+    path: PathBuf,
+    out: Option<std::io::BufWriter<std::fs::File>>,
+    /// Failures written.
+    count: u64,
+}
+
+impl LetterFile {
+    fn new(path: PathBuf) -> LetterFile {
+        let _ = std::fs::remove_file(&path);
+        LetterFile {
+            path,
+            out: None,
+            count: 0,
+        }
     }
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-    for (failure, body) in failures {
+
+    fn write(&mut self, failure: &Failure, body: &[u8]) -> anyhow::Result<()> {
+        let out = match &mut self.out {
+            Some(out) => out,
+            None => {
+                if let Some(parent) = self.path.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                let file =
+                    std::fs::File::create(&self.path).map_err(|e| anyhow::anyhow!("{}: {e}", self.path.display()))?;
+                self.out.insert(std::io::BufWriter::new(file))
+            }
+        };
         let line = serde_json::json!({
             "seq": failure.seq,
             "step": failure.step,
@@ -481,11 +506,19 @@ fn write_dead_letters(path: &Path, failures: &[(Failure, Bytes)]) -> anyhow::Res
             "late": failure.late,
             "body": String::from_utf8_lossy(body),
         });
-        serde_json::to_writer(&mut out, &line)?;
+        serde_json::to_writer(&mut *out, &line)?;
         out.write_all(b"\n")?;
+        self.count += 1;
+        Ok(())
     }
-    out.flush()?;
-    Ok(())
+
+    fn finish(self) -> anyhow::Result<()> {
+        if let Some(mut out) = self.out {
+            out.flush()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", self.path.display()))?;
+        }
+        Ok(())
+    }
 }
 
 /// A bar of 40 characters, `[####    ]`, `done` of `total` filled.
