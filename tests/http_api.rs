@@ -297,7 +297,7 @@ async fn lookups_ingest_and_access_control_over_real_http() {
     assert_eq!(listed["feature_sets"].as_array().unwrap().len(), 2);
 
     // The OpenAPI document lists every route, and the router answers each one.
-    let (status, body) = http(address, "GET", "/openapi.json", None, b"").await;
+    let (status, body) = http(address, "GET", "/openapi.json", Some(READ), b"").await;
     assert_eq!(status, 200);
     let document: Json = serde_json::from_str(&body).unwrap();
     for route in sluice::http::ROUTES {

@@ -245,7 +245,7 @@ pub const ROUTES: &[RouteDoc] = &[
     RouteDoc { method: "get", path: "/healthz", scope: None, summary: "Liveness: 200 while the process serves." },
     RouteDoc { method: "get", path: "/readyz", scope: Some("read"), summary: "Readiness: the online store and the bus (Redis and NATS, or the embedded file) answer and the pipelines run (503 otherwise)." },
     RouteDoc { method: "get", path: "/metrics", scope: Some("read"), summary: "Prometheus metrics: events in/out/failed/late per feature set, batch and lookup latency." },
-    RouteDoc { method: "get", path: "/openapi.json", scope: None, summary: "This document." },
+    RouteDoc { method: "get", path: "/openapi.json", scope: Some("read"), summary: "This document." },
     RouteDoc { method: "get", path: "/v1/features/{set}/{entity}", scope: Some("read"), summary: "Every feature of one entity; windowed aggregates as of now or ?at= (RFC 3339 or epoch ms); status per value: present, null, not_found, outside_max_age." },
     RouteDoc { method: "post", path: "/v1/features/lookup", scope: Some("read"), summary: "Body {\"entities\": [...], \"features\": [\"set:feature\" | \"set:*\"] and/or \"vector\": name, \"at\"?}: many entities and sets in one round trip to the online store." },
     RouteDoc { method: "post", path: "/v1/ingest/{set}", scope: Some("ingest"), summary: "One JSON event, a JSON array of them or JSON lines, onto the set's input subject (same validation and dead letters as any event); 202 with the stream sequences." },
@@ -298,12 +298,15 @@ pub fn openapi_document() -> serde_json::Value {
     })
 }
 
-async fn openapi() -> Response {
-    (
+/// The OpenAPI document; a `read` token, as every route but `/healthz` (the route table is
+/// no secret, but nothing is served without a token).
+async fn openapi(State(api): State<Arc<Api>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    api.allow(&headers, Scope::Read, None)?;
+    Ok((
         [(header::CONTENT_TYPE, "application/json")],
         openapi_document().to_string(),
     )
-        .into_response()
+        .into_response())
 }
 
 /// Serves until `shutdown` turns true (requests in progress finish).
