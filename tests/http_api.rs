@@ -642,3 +642,156 @@ async fn a_version_applied_over_http_runs_beside_the_old_one_until_switched() {
     task.await.unwrap();
     live.cleanup().await;
 }
+
+/// A new test CA, and a certificate for localhost it signs, in `dir` with `tag` in their
+/// names: (CA certificate, certificate, private key).
+fn make_certificate(dir: &std::path::Path, tag: &str) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let path = |name: &str| dir.join(format!("{tag}-{name}"));
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let (ca, ca_key, csr, ext) = (
+        format!("{tag}-ca.pem"),
+        format!("{tag}-ca.key"),
+        format!("{tag}.csr"),
+        format!("{tag}.ext"),
+    );
+    let (cert, key) = (format!("{tag}-cert.pem"), format!("{tag}-key.pem"));
+    openssl(
+        &[
+            &[
+                "req",
+                "-x509",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=Sluice test CA",
+                "-keyout",
+                &ca_key,
+                "-out",
+                &ca,
+            ][..],
+            &ec,
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req", "-subj", "/CN=localhost", "-keyout", &key, "-out", &csr][..],
+            &ec,
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        dir.join(&ext),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        &ext,
+        "-out",
+        &cert,
+    ]);
+    (path("ca.pem"), path("cert.pem"), path("key.pem"))
+}
+
+/// One HTTPS request (HTTP/1.1, `Connection: close`) trusting `cert`: (status, body).
+async fn https(
+    address: std::net::SocketAddr,
+    cert: &std::path::Path,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+    use tokio_rustls::rustls::{crypto::ring::default_provider, ClientConfig, RootCertStore};
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(cert).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = ClientConfig::builder_with_provider(std::sync::Arc::new(default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let mut stream = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let head = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response).await;
+    let text = String::from_utf8_lossy(&response).to_string();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (
+        status,
+        text.split_once("\r\n\r\n")
+            .map_or(String::new(), |(_, b)| b.to_string()),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_certificate_the_api_speaks_https_only() {
+    let live = Live::new("tls");
+    let config = serving_config(&live);
+    // A test CA and a certificate it signs for localhost (openssl, as on every Debian machine).
+    let (ca, cert, key) = make_certificate(live.dir.path(), "a");
+    let mut table: toml::Table = std::fs::read_to_string(&config).unwrap().parse().unwrap();
+    let http_table = table["http"].as_table_mut().unwrap();
+    http_table.insert("tls_cert".into(), cert.display().to_string().into());
+    http_table.insert("tls_key".into(), key.display().to_string().into());
+    std::fs::write(&config, toml::to_string(&table).unwrap()).unwrap();
+
+    let (address, stop, task) = start_serving(&config).await;
+    assert_eq!(https(address, &ca, "/healthz", None).await.0, 200);
+    let (status, body) = https(address, &ca, "/readyz", Some(READ)).await;
+    assert!(status == 200 || status == 503, "{status} {body}");
+    assert!(body.contains("\"mode\""), "{body}");
+    assert_eq!(https(address, &ca, "/metrics", None).await.0, 401, "tokens still apply");
+    // Plain HTTP on the HTTPS port gets no HTTP answer.
+    let (status, _) = http(address, "GET", "/healthz", None, b"").await;
+    assert_eq!(status, 0, "plain HTTP is not served");
+    // A client that trusts another CA is refused at the handshake.
+    let (other, _, _) = make_certificate(live.dir.path(), "b");
+    let untrusted = tokio::spawn(async move { https(address, &other, "/healthz", None).await });
+    assert!(
+        untrusted.await.is_err(),
+        "the handshake fails for a client that does not trust the certificate"
+    );
+
+    // A certificate without its key is refused by validation, naming the missing key.
+    let mut table: toml::Table = std::fs::read_to_string(&config).unwrap().parse().unwrap();
+    table["http"].as_table_mut().unwrap().remove("tls_key");
+    let parsed = sluice::config::parse_str(&toml::to_string(&table).unwrap(), &config).unwrap();
+    let problems = sluice::config::validate(&parsed);
+    assert!(problems.iter().any(|p| p.key == "http.tls_key"), "{problems:?}");
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    live.cleanup().await;
+}

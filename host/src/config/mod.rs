@@ -88,6 +88,13 @@ pub struct HttpConfig {
     /// Largest accepted request body, in bytes.
     #[serde(default = "max_body_bytes")]
     pub max_body_bytes: usize,
+    /// PEM certificate chain: with `tls_key`, the API speaks HTTPS only (TLS 1.3; relative
+    /// paths from the config file).
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert` (PKCS#8, PKCS#1 or SEC1).
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
 }
 
 fn max_body_bytes() -> usize {

@@ -61,6 +61,17 @@ pub fn validate(config: &Config) -> Vec<Problem> {
 /// The HTTP section and the tokens.
 fn check_access(config: &Config, report: &mut impl FnMut(String, String)) {
     if let Some(http) = &config.http {
+        if http.tls_cert.is_some() != http.tls_key.is_some() {
+            let (key, other) = if http.tls_cert.is_none() {
+                ("http.tls_cert", "http.tls_key")
+            } else {
+                ("http.tls_key", "http.tls_cert")
+            };
+            report(
+                key.into(),
+                format!("missing while {other} is set: HTTPS needs both the certificate chain and its private key (PEM files)"),
+            );
+        }
         if http.bind.parse::<std::net::SocketAddr>().is_err() {
             report(
                 "http.bind".into(),

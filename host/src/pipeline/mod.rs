@@ -181,6 +181,13 @@ pub async fn run_on(
             Some(control),
         )
         .map_err(PipelineError::Service)?;
+        let tls = match (&http.tls_cert, &http.tls_key) {
+            (Some(cert), Some(key)) => Some(
+                crate::http::tls_acceptor(&config.resolve(cert), &config.resolve(key))
+                    .map_err(PipelineError::Service)?,
+            ),
+            _ => None,
+        };
         let listener = tokio::net::TcpListener::bind(&http.bind)
             .await
             .map_err(|e| PipelineError::Service(format!("HTTP API on {}: {e}", http.bind)))?;
@@ -189,7 +196,7 @@ pub async fn run_on(
         }
         let (limit, shutdown) = (http.max_body_bytes, shutdown.clone());
         tasks.spawn(async move {
-            if let Err(e) = crate::http::serve(listener, Arc::new(api), limit, shutdown).await {
+            if let Err(e) = crate::http::serve(listener, Arc::new(api), limit, tls, shutdown).await {
                 tracing::error!("HTTP API stopped: {e}");
             }
         });
