@@ -351,7 +351,9 @@ pub async fn serve(
                 Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
             };
             let service = hyper_util::service::TowerToHyperService::new(app);
+            // With a timer, hyper closes a connection whose request head takes over 30 s.
             let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
             tokio::pin!(connection);
             tokio::select! {
