@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value as Json};
-use sluice_tests::live::{http, start_serving, wait_for, with_http, Live};
+use sluice_tests::live::{http, make_certificate, start_serving, wait_for, with_http, Live};
 
 const READ: &str = "reader-token-1";
 const INGEST: &str = "ingest-token-2";
@@ -643,80 +643,6 @@ async fn a_version_applied_over_http_runs_beside_the_old_one_until_switched() {
     live.cleanup().await;
 }
 
-/// A new test CA, and a certificate for localhost it signs, in `dir` with `tag` in their
-/// names: (CA certificate, certificate, private key).
-fn make_certificate(dir: &std::path::Path, tag: &str) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let path = |name: &str| dir.join(format!("{tag}-{name}"));
-    let openssl = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl runs");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    let (ca, ca_key, csr, ext) = (
-        format!("{tag}-ca.pem"),
-        format!("{tag}-ca.key"),
-        format!("{tag}.csr"),
-        format!("{tag}.ext"),
-    );
-    let (cert, key) = (format!("{tag}-cert.pem"), format!("{tag}-key.pem"));
-    openssl(
-        &[
-            &[
-                "req",
-                "-x509",
-                "-days",
-                "1",
-                "-subj",
-                "/CN=Sluice test CA",
-                "-keyout",
-                &ca_key,
-                "-out",
-                &ca,
-            ][..],
-            &ec,
-        ]
-        .concat(),
-    );
-    openssl(
-        &[
-            &["req", "-subj", "/CN=localhost", "-keyout", &key, "-out", &csr][..],
-            &ec,
-        ]
-        .concat(),
-    );
-    std::fs::write(
-        dir.join(&ext),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &csr,
-        "-CA",
-        &ca,
-        "-CAkey",
-        &ca_key,
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        &ext,
-        "-out",
-        &cert,
-    ]);
-    (path("ca.pem"), path("cert.pem"), path("key.pem"))
-}
-
 /// One HTTPS request (HTTP/1.1, `Connection: close`) trusting `cert`: (status, body).
 async fn https(
     address: std::net::SocketAddr,
@@ -725,18 +651,8 @@ async fn https(
     token: Option<&str>,
 ) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
-    use tokio_rustls::rustls::{crypto::ring::default_provider, ClientConfig, RootCertStore};
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(cert).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = ClientConfig::builder_with_provider(std::sync::Arc::new(default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    use tokio_rustls::rustls::pki_types::ServerName;
+    let connector = sluice_tests::live::tls_connector(cert);
     let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
     let mut stream = connector
         .connect(ServerName::try_from("localhost").unwrap(), tcp)

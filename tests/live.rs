@@ -556,3 +556,96 @@ pub fn check_windows(seq: u64, values: &HashMap<String, Json>, want: &Windows) {
         (z, w) => assert_eq!(z, w, "event {seq}: z-score"),
     }
 }
+
+/// A new test CA, and a certificate for localhost it signs, in `dir` with `tag` in their
+/// names: (CA certificate, certificate, private key).
+pub fn make_certificate(
+    dir: &std::path::Path,
+    tag: &str,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let path = |name: &str| dir.join(format!("{tag}-{name}"));
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let (ca, ca_key, csr, ext) = (
+        format!("{tag}-ca.pem"),
+        format!("{tag}-ca.key"),
+        format!("{tag}.csr"),
+        format!("{tag}.ext"),
+    );
+    let (cert, key) = (format!("{tag}-cert.pem"), format!("{tag}-key.pem"));
+    openssl(
+        &[
+            &[
+                "req",
+                "-x509",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=Sluice test CA",
+                "-keyout",
+                &ca_key,
+                "-out",
+                &ca,
+            ][..],
+            &ec,
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req", "-subj", "/CN=localhost", "-keyout", &key, "-out", &csr][..],
+            &ec,
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        dir.join(&ext),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        &ext,
+        "-out",
+        &cert,
+    ]);
+    (path("ca.pem"), path("cert.pem"), path("key.pem"))
+}
+
+/// A TLS client trusting the CA certificate(s) in `ca` (PEM).
+pub fn tls_connector(ca: &Path) -> tokio_rustls::TlsConnector {
+    use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer};
+    use tokio_rustls::rustls::{crypto::ring::default_provider, ClientConfig, RootCertStore};
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = ClientConfig::builder_with_provider(std::sync::Arc::new(default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}

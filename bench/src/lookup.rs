@@ -25,19 +25,36 @@ pub struct Options {
     /// NATS and Redis.
     #[arg(long)]
     embedded: bool,
+    /// Serve HTTPS (a test CA and certificate made with openssl; clients use TLS 1.3).
+    #[arg(long)]
+    tls: bool,
 }
+
+/// The TLS client when the benchmark serves HTTPS.
+static TLS: std::sync::OnceLock<tokio_rustls::TlsConnector> = std::sync::OnceLock::new();
+
+/// A client connection's byte stream: TCP, or TLS over TCP.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
 /// A keep-alive HTTP/1.1 connection.
 struct Connection {
-    stream: BufReader<TcpStream>,
+    stream: BufReader<Box<dyn Io>>,
     line: String,
     body: Vec<u8>,
 }
 
 impl Connection {
     async fn open(address: SocketAddr) -> Connection {
-        let stream = TcpStream::connect(address).await.unwrap();
-        stream.set_nodelay(true).unwrap();
+        let tcp = TcpStream::connect(address).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let stream: Box<dyn Io> = match TLS.get() {
+            Some(tls) => {
+                let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
+                Box::new(tls.connect(name, tcp).await.unwrap())
+            }
+            None => Box::new(tcp),
+        };
         Connection {
             stream: BufReader::new(stream),
             line: String::new(),
@@ -171,6 +188,15 @@ pub fn run(options: Options) -> anyhow::Result<()> {
             embedded_config(&config);
         }
         with_http(&config, &[("bench", TOKEN, &["read", "ingest"], &[])]);
+        if options.tls {
+            let (ca, cert, key) = sluice_tests::live::make_certificate(live.dir.path(), "bench");
+            let mut table: toml::Table = std::fs::read_to_string(&config)?.parse()?;
+            let http = table["http"].as_table_mut().expect("[http]");
+            http.insert("tls_cert".into(), cert.display().to_string().into());
+            http.insert("tls_key".into(), key.display().to_string().into());
+            std::fs::write(&config, toml::to_string(&table)?)?;
+            let _ = TLS.set(sluice_tests::live::tls_connector(&ca));
+        }
         let (address, stop, task) = start_serving(&config).await;
         let started = Instant::now();
         if options.embedded {
@@ -194,7 +220,12 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         let load_average = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
         println!(
             "lookups over HTTP ({}), {} events of 10k users loaded in {took:.1} s ({:.0} events/s end to end), {}s per row; load average before: {}",
-            if options.embedded { "embedded mode: one redb file, events ingested over HTTP in 200-event bodies" } else { "NATS JetStream and Redis" },
+            match (options.embedded, options.tls) {
+                (true, false) => "embedded mode: one redb file, events ingested over HTTP in 200-event bodies",
+                (true, true) => "HTTPS, TLS 1.3; embedded mode: one redb file, events ingested in 200-event bodies",
+                (false, false) => "NATS JetStream and Redis",
+                (false, true) => "HTTPS, TLS 1.3; NATS JetStream and Redis",
+            },
             options.events,
             options.events as f64 / took,
             options.seconds,
