@@ -420,11 +420,7 @@ async fn a_join_adds_the_other_sets_features_as_of_each_event_live_and_in_a_back
 #[test]
 #[ignore]
 fn embedded_child() {
-    let Ok(config) = std::env::var("SLUICE_CHILD_CONFIG") else {
-        return;
-    };
-    let cli = <sluice::cli::Cli as clap::Parser>::parse_from(["sluice", "run", "--config", &config]);
-    std::process::exit(sluice::cli::run(cli).unwrap());
+    sluice_tests::live::run_child_from_env();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -649,3 +649,13 @@ pub fn tls_connector(ca: &Path) -> tokio_rustls::TlsConnector {
         .with_no_client_auth();
     tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
 }
+
+/// The body of a child process a kill test starts and kills: `sluice run` on the config
+/// named by `SLUICE_CHILD_CONFIG`, as the binary runs it (nothing without the variable).
+pub fn run_child_from_env() {
+    let Ok(config) = std::env::var("SLUICE_CHILD_CONFIG") else {
+        return;
+    };
+    let cli = <sluice::cli::Cli as clap::Parser>::parse_from(["sluice", "run", "--config", &config]);
+    std::process::exit(sluice::cli::run(cli).unwrap());
+}

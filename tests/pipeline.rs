@@ -298,11 +298,7 @@ async fn graceful_shutdown_commits_everything_it_has_taken() {
 #[test]
 #[ignore]
 fn child_pipeline() {
-    let Ok(config) = std::env::var("SLUICE_CHILD_CONFIG") else {
-        return;
-    };
-    let cli = <sluice::cli::Cli as clap::Parser>::parse_from(["sluice", "run", "--config", &config]);
-    std::process::exit(sluice::cli::run(cli).unwrap());
+    sluice_tests::live::run_child_from_env();
 }
 
 fn spawn_child(config: &std::path::Path) -> std::process::Child {

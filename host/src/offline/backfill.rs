@@ -434,17 +434,14 @@ impl Input {
         let mut undecodable = Vec::new();
         let rows = match self {
             Input::Files { sorted, position, .. } => {
-                let mut items = Vec::with_capacity(n);
-                while items.len() < n {
-                    let Some(mut item) = sorted.next(fields)? else { break };
-                    *position += 1;
-                    item.order = *position;
-                    items.push(item);
-                }
+                // Every field name was seen while reading: decoding a spilled event again
+                // adds none, so the batch's field list is final before it fills.
                 let mut rows = Rows::new(fields.clone());
-                for item in items {
-                    bytes.push((item.order, item.bytes));
-                    rows.push(item.order, item.event);
+                while bytes.len() < n {
+                    let Some(item) = sorted.next(fields)? else { break };
+                    *position += 1;
+                    bytes.push((*position, item.bytes));
+                    rows.push(*position, item.event);
                 }
                 rows
             }

@@ -35,8 +35,8 @@ const LOG: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("log");
 const HEADS: TableDefinition<&str, u64> = TableDefinition::new("log_heads");
 /// consumer → the last sequence it acknowledged.
 const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
-/// (subject, message id) → (its sequence, when it was appended, ms): the duplicate window.
-const MSG_IDS: TableDefinition<(&str, &str), (u64, u64)> = TableDefinition::new("msg_ids");
+/// (subject, message id) → its sequence: the duplicate window.
+const MSG_IDS: TableDefinition<(&str, &str), u64> = TableDefinition::new("msg_ids");
 /// (when appended, subject, message id), to forget ids past the window.
 const MSG_ID_TIMES: TableDefinition<(u64, &str, &str), ()> = TableDefinition::new("msg_id_times");
 
@@ -169,8 +169,7 @@ impl Embedded {
                         .find(|(name, _)| *name == MSG_ID)
                         .map(|(_, id)| id.as_str());
                     if let Some(id) = id {
-                        let seen = ids.get((message.subject, id)).map_err(fail)?.map(|v| v.value());
-                        if let Some((seq, _)) = seen {
+                        if let Some(seq) = ids.get((message.subject, id)).map_err(fail)?.map(|v| v.value()) {
                             sequences.push(seq);
                             continue;
                         }
@@ -185,7 +184,7 @@ impl Embedded {
                     log.insert((message.subject, seq), encoded.as_slice()).map_err(fail)?;
                     heads.insert(message.subject, seq).map_err(fail)?;
                     if let Some(id) = id {
-                        ids.insert((message.subject, id), (seq, now)).map_err(fail)?;
+                        ids.insert((message.subject, id), seq).map_err(fail)?;
                         id_times.insert((now, message.subject, id), ()).map_err(fail)?;
                     }
                     match last.iter_mut().find(|(subject, _)| *subject == message.subject) {
@@ -219,12 +218,7 @@ impl Embedded {
             return None;
         }
         let every = Duration::from_millis(retention / 2).min(SWEEP_EVERY);
-        let mut last = self.last_trim.lock().unwrap_or_else(|e| e.into_inner());
-        if last.elapsed() < every {
-            return None;
-        }
-        *last = Instant::now();
-        Some(now.saturating_sub(retention))
+        due(&self.last_trim, every).then(|| now.saturating_sub(retention))
     }
 
     /// The first sequence of `subject` still in its log after `after` (`None`: none).
@@ -430,12 +424,8 @@ impl Embedded {
         expiry: &mut redb::Table<&str, u64>,
         expiring: &mut redb::Table<(u64, &str), ()>,
     ) -> Result<(), String> {
-        {
-            let mut last = self.last_sweep.lock().unwrap_or_else(|e| e.into_inner());
-            if last.elapsed() < SWEEP_EVERY {
-                return Ok(());
-            }
-            *last = Instant::now();
+        if !due(&self.last_sweep, SWEEP_EVERY) {
+            return Ok(());
         }
         let mut due = Vec::new();
         for entry in expiring.range((0u64, "")..(now + 1, "")).map_err(fail)? {
@@ -481,9 +471,19 @@ fn trim_logs(
     Ok(())
 }
 
+/// Whether `every` has passed since `last`; if so, `last` becomes now.
+fn due(last: &Mutex<Instant>, every: Duration) -> bool {
+    let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+    if last.elapsed() < every {
+        return false;
+    }
+    *last = Instant::now();
+    true
+}
+
 /// Forgets the message ids appended before `before` (ms).
 fn forget_ids(
-    ids: &mut redb::Table<(&str, &str), (u64, u64)>,
+    ids: &mut redb::Table<(&str, &str), u64>,
     id_times: &mut redb::Table<(u64, &str, &str), ()>,
     before: u64,
 ) -> Result<(), String> {
