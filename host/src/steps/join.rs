@@ -89,11 +89,12 @@ impl Step for Join {
             }
         }
         for (&i, row) in asked.iter().zip(found) {
-            let Some(row) = row else { continue };
+            let Some(mut row) = row else { continue };
             let values = &mut rows.batch.events[i].values;
+            // The row is this event's own: its values move in, none is copied.
             for (name, &t) in self.features.iter().zip(&targets) {
-                if let Some(value) = row.get(name) {
-                    values[t] = value.clone();
+                if let Some(value) = row.swap_remove(name.as_str()) {
+                    values[t] = value;
                 }
             }
         }
