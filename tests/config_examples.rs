@@ -265,3 +265,47 @@ fn log_retention_is_checked_and_only_for_the_embedded_mode() {
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert!(problems[0].message.contains("JetStream"), "{}", problems[0].message);
 }
+
+#[test]
+fn event_time_formats_and_zones_are_checked_and_auto_gets_a_note() {
+    let set = |timestamp: &str| {
+        format!(
+            "[[feature_set]]\nname = \"t\"\nentity = \"k\"\ntimestamp = {timestamp}\n\
+             source = {{ kind = \"file\", path = \"x.csv\" }}\n[[feature_set.targets]]\nkind = \"parquet\"\nroot = \"o\"\n"
+        )
+    };
+    let check = |timestamp: &str| {
+        let config = sluice::config::parse_str(&set(timestamp), std::path::Path::new("t.toml")).unwrap();
+        (sluice::config::validate(&config), sluice::config::notes(&config))
+    };
+    // An offline-only set (a parquet target alone) is valid.
+    let (problems, notes) = check(r#"{ field = "ts", format = "%d/%m/%Y %H:%M", timezone = "Europe/Paris" }"#);
+    assert_eq!((problems, notes), (vec![], vec![]));
+    let (problems, _) = check(r#"{ field = "ts", timezone = "Mars/Olympus" }"#);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].key, "feature_set[0].timestamp.timezone");
+    assert!(problems[0].message.contains("IANA"), "{}", problems[0].message);
+    let (problems, _) = check(r#"{ field = "ts", format = "%H:%M" }"#);
+    assert_eq!(problems[0].key, "feature_set[0].timestamp.format");
+    assert!(
+        problems[0].message.contains("whole date and time"),
+        "{}",
+        problems[0].message
+    );
+    let (problems, notes) = check(r#"{ field = "ts" }"#);
+    assert_eq!(problems, vec![]);
+    assert_eq!(notes.len(), 1);
+    assert_eq!(notes[0].key, "feature_set[0].timestamp.format");
+    assert!(
+        notes[0].message.contains("unit cannot be known"),
+        "{}",
+        notes[0].message
+    );
+    let error = sluice::config::parse_str(
+        &set(r#"{ field = "ts", format = "epoch_minutes" }"#),
+        std::path::Path::new("t.toml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("expected auto, rfc3339, epoch_s"), "{error}");
+}

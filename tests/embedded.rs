@@ -227,6 +227,7 @@ async fn the_fraud_example_runs_in_one_process_on_one_file_exactly_once_across_a
         online: true,
         batch: 500,
         sort_memory_mb: 1024,
+        max_failed: Default::default(),
         quiet: true,
     };
     let report = tokio::task::spawn_blocking(move || sluice::offline::backfill::run(&options).unwrap())
@@ -407,6 +408,7 @@ async fn a_join_adds_the_other_sets_features_as_of_each_event_live_and_in_a_back
         online: false,
         batch: 1000,
         sort_memory_mb: 1024,
+        max_failed: Default::default(),
         quiet: true,
     };
     tokio::task::spawn_blocking(move || sluice::offline::backfill::run(&options).unwrap())

@@ -376,6 +376,10 @@ pub fn parquet_rows(dir: &Path) -> Vec<(u64, String, i64, HashMap<String, Json>)
                             json!(a.value(r))
                         } else if let Some(a) = col.as_any().downcast_ref::<StringArray>() {
                             json!(a.value(r))
+                        } else if let Some(a) = col.as_any().downcast_ref::<arrow_array::ListArray>() {
+                            let items = a.value(r);
+                            let items = items.as_any().downcast_ref::<Float64Array>().unwrap();
+                            json!(items.iter().collect::<Vec<_>>())
                         } else {
                             json!(format!("{:?}", col.data_type()))
                         };
@@ -388,6 +392,22 @@ pub fn parquet_rows(dir: &Path) -> Vec<(u64, String, i64, HashMap<String, Json>)
     }
     rows.sort_by_key(|r| r.0);
     rows
+}
+
+/// The Python with pandas, pyarrow and duckdb that `plugins/toolchains.sh` installs.
+pub fn pandas_python() -> PathBuf {
+    let toolchains = std::env::var_os("SLUICE_TOOLCHAINS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache/sluice/toolchains")
+        });
+    let python = toolchains.join("pandas/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run `bash plugins/toolchains.sh` (it installs pandas, pyarrow and duckdb)",
+        python.display()
+    );
+    python
 }
 
 /// Polls `check` every 100 ms until it holds or `timeout` passes (then the test's own

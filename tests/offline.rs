@@ -11,7 +11,7 @@ use serde_json::{json, Value as Json};
 use sluice::offline::backfill::{self, BackfillOptions};
 use sluice::offline::parity::{self, ParityOptions};
 use sluice::offline::training::{self, TrainingOptions};
-use sluice_tests::live::{kept, parquet_rows, start, transaction, Live};
+use sluice_tests::live::{kept, pandas_python, parquet_rows, start, transaction, Live};
 
 fn backfill_options(config: &Path, set: &str, version: u32, input: Vec<String>) -> BackfillOptions {
     BackfillOptions {
@@ -23,6 +23,7 @@ fn backfill_options(config: &Path, set: &str, version: u32, input: Vec<String>) 
         online: false,
         batch: 1000,
         sort_memory_mb: 1024,
+        max_failed: Default::default(),
         quiet: true,
     }
 }
@@ -390,22 +391,6 @@ fn training_sets_follow_the_point_in_time_rule() {
     .unwrap_err()
     .to_string();
     assert!(error.contains("no time field \"t\""), "{error}");
-}
-
-/// The Python with pandas and pyarrow that `plugins/toolchains.sh` installs.
-fn pandas_python() -> PathBuf {
-    let toolchains = std::env::var_os("SLUICE_TOOLCHAINS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache/sluice/toolchains")
-        });
-    let python = toolchains.join("pandas/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run `bash plugins/toolchains.sh` (it installs pandas and pyarrow)",
-        python.display()
-    );
-    python
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
 use sluice_tests::live::Live;
 
 /// Options of `sluice-bench offline`.
@@ -26,8 +26,11 @@ pub struct Options {
     feast: Option<PathBuf>,
 }
 
-/// The pipeline benchmark's transaction `i`, as columns.
-fn columns(n: u64) -> RecordBatch {
+/// The pipeline benchmark's transactions, as columns (the event time a `timestamp[ms]`), and
+/// their JSON-lines twin written to `jsonl` (the event time in epoch milliseconds).
+fn columns(n: u64, jsonl: &Path) -> RecordBatch {
+    use std::io::Write;
+    let mut twin = std::io::BufWriter::new(std::fs::File::create(jsonl).unwrap());
     let (mut id, mut user, mut amount, mut currency, mut merchant, mut country, mut ts) =
         (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
     for i in 0..n {
@@ -40,7 +43,14 @@ fn columns(n: u64) -> RecordBatch {
         merchant.push(format!("m{}", h % 500));
         country.push(["US", "DE", "GB", "JP", "CH"][(h % 5) as usize]);
         ts.push(1_764_000_000_000i64 + i as i64 - ((h % 5) as i64) * 3);
+        let line = serde_json::json!({
+            "transaction_id": id[id.len() - 1], "user_id": user[user.len() - 1], "amount": amount[amount.len() - 1],
+            "currency": currency[currency.len() - 1], "merchant": merchant[merchant.len() - 1],
+            "country": country[country.len() - 1], "ts": ts[ts.len() - 1],
+        });
+        writeln!(twin, "{line}").unwrap();
     }
+    twin.flush().unwrap();
     let arrays: Vec<(&str, ArrayRef)> = vec![
         ("transaction_id", Arc::new(Int64Array::from(id))),
         ("user_id", Arc::new(StringArray::from(user))),
@@ -48,7 +58,7 @@ fn columns(n: u64) -> RecordBatch {
         ("currency", Arc::new(StringArray::from(currency))),
         ("merchant", Arc::new(StringArray::from(merchant))),
         ("country", Arc::new(StringArray::from(country))),
-        ("ts", Arc::new(Int64Array::from(ts))),
+        ("ts", Arc::new(TimestampMillisecondArray::from(ts))),
     ];
     RecordBatch::try_from_iter(arrays).unwrap()
 }
@@ -105,8 +115,9 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     let config = live.write_config();
     let dir: PathBuf = live.dir.path().to_path_buf();
     let input = dir.join("history.parquet");
+    let twin = dir.join("history.jsonl");
     let started = Instant::now();
-    write_parquet(&input, &columns(options.events));
+    write_parquet(&input, &columns(options.events, &twin));
     eprintln!(
         "wrote {} events to {} in {:.1} s",
         options.events,
@@ -115,7 +126,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     );
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let s = |v: &str| v.to_string();
-    let backfill = |version: &str, extra: &[&str]| {
+    let backfill = |version: &str, input: &Path, extra: &[&str]| {
         let mut args = vec![
             s("backfill"),
             s("--config"),
@@ -131,9 +142,11 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         args.extend(extra.iter().map(|a| a.to_string()));
         child(&args)
     };
-    let (backfill_s, backfill_mb, backfill_out) = backfill("2", &[]);
+    let (backfill_s, backfill_mb, backfill_out) = backfill("2", &input, &[]);
     // The same, sorted in 64 MiB: runs spill to disk and are merged.
-    let (spill_s, spill_mb, _) = backfill("3", &["--sort-memory-mb", "64"]);
+    let (spill_s, spill_mb, _) = backfill("3", &input, &["--sort-memory-mb", "64"]);
+    // The same events from their JSON-lines twin.
+    let (twin_s, twin_mb, _) = backfill("4", &twin, &[]);
     // Entity rows: users of the workload, times spread over its span.
     let span = options.events as i64;
     let entities = dir.join("entities.jsonl");
@@ -187,6 +200,10 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     println!(
         "| the same backfill sorted in 64 MiB (`--sort-memory-mb 64`: runs spilled and merged) | {spill_s:.1} s | {:.0} events/s | {spill_mb:.0} MiB |",
         options.events as f64 / spill_s
+    );
+    println!(
+        "| the same backfill from the JSON-lines twin (same rows) | {twin_s:.1} s | {:.0} events/s | {twin_mb:.0} MiB |",
+        options.events as f64 / twin_s
     );
     println!(
         "| training set ({} entity rows × 4 features, against the backfilled rows) | {training_s:.1} s | {:.0} entity rows/s | {training_mb:.0} MiB |",

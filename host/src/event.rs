@@ -9,7 +9,7 @@ use serde_json::{Map, Number, Value as Json};
 pub use crate::plugin::bindings::sluice::plugin::types::{Batch, Event, Field, Processed, Value};
 
 /// Converts one JSON object into event values, in the order of `fields` (appending names of
-/// fields not yet known). Arrays of numbers become `floats`; other arrays and objects `json`.
+/// fields not yet known). Arrays of numbers (and empty arrays) become `floats`; other arrays and objects `json`.
 /// The object is consumed: its names and strings move into the result, nothing is copied.
 pub fn values_from_json(object: Map<String, Json>, fields: &mut Vec<String>) -> Vec<Value> {
     let mut values = vec![Value::Null; fields.len()];
@@ -45,7 +45,8 @@ pub fn value_from_json(json: &Json) -> Value {
             None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
         },
         Json::String(s) => Value::Text(s.clone()),
-        Json::Array(items) if !items.is_empty() && items.iter().all(Json::is_number) => {
+        // An empty array is an empty list of floats, as a list column's empty cell is.
+        Json::Array(items) if items.iter().all(Json::is_number) => {
             Value::Floats(items.iter().filter_map(Json::as_f64).collect())
         }
         other => Value::Json(other.to_string()),

@@ -4,6 +4,8 @@
 //!
 //! - [`event`]: the typed event model shared by the host and plugins (values, events, batches)
 //!   and its JSON form.
+//! - [`event_time`]: event times from text, numbers in a declared unit, strftime patterns and
+//!   time zones — one reader for JSON, CSV and Parquet alike.
 //! - [`plugin`]: the plugin runtime — the one `bindgen!` of the WIT contract, the wasmtime
 //!   engine with its artifact cache, sandbox limits, the registry of versioned plugins with
 //!   hot swap and rollback, and batch execution that isolates a failing event.
@@ -33,6 +35,7 @@ pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod event;
+pub mod event_time;
 pub mod graph;
 pub mod http;
 pub mod metrics;

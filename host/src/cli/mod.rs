@@ -33,6 +33,15 @@ pub enum Command {
         /// The config file (TOML).
         #[arg(long)]
         config: PathBuf,
+        /// A batch run: every feature set reads a file; exit once each file is processed and
+        /// its Parquet rows are committed (0), or non-zero when every event of a set failed or
+        /// more than --max-failed did. The HTTP API is not served.
+        #[arg(long)]
+        until_done: bool,
+        /// With --until-done: failed events accepted per feature set, a share (`5%`, `0.05`)
+        /// or a count (`100`).
+        #[arg(long, default_value_t = crate::graph::MaxFailed::default(), requires = "until_done")]
+        max_failed: crate::graph::MaxFailed,
     },
     /// The fraud example end to end: generates transactions, streams them through the
     /// example's graph, serves the API and prints a few users' features and `curl` lines.
@@ -142,6 +151,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                     c.feature_sets.len(),
                     c.plugins.len()
                 );
+                for note in crate::config::notes(&c) {
+                    println!("  note: {}: {}", note.key, note.message);
+                }
                 Ok(0)
             }
             Err(e) => {
@@ -149,7 +161,11 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 Ok(1)
             }
         },
-        Command::Run { config } => run_pipeline(&config),
+        Command::Run {
+            config,
+            until_done,
+            max_failed,
+        } => run_pipeline(&config, until_done.then_some(max_failed)),
         Command::Demo(options) => demo::run(options),
         Command::Backfill(options) => {
             let report = crate::offline::backfill::run(&options)?;
@@ -165,6 +181,21 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 report.seconds,
                 report.events as f64 / report.seconds.max(1e-9)
             );
+            if let Some(refusal) = report.refusal(options.max_failed) {
+                eprintln!(
+                    "error: backfill {} v{}: {refusal}\n(the rows computed are committed; every failed event is in \
+                     the dead-letters file with its file and line)",
+                    options.set, options.version
+                );
+                return Ok(1);
+            }
+            if report.failed > 0 {
+                eprintln!(
+                    "{} events failed; the most frequent reasons:\n{}",
+                    report.failed,
+                    report.failures.summary(5)
+                );
+            }
             Ok(0)
         }
         Command::TrainingSet(options) => {
@@ -229,7 +260,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
 }
 
 /// `sluice run`: the pipeline on a multi-threaded runtime, stopped by SIGINT or SIGTERM.
-fn run_pipeline(file: &std::path::Path) -> anyhow::Result<i32> {
+/// `sluice run`; with `batch` (`--until-done` and its `--max-failed`), until every file is
+/// processed.
+fn run_pipeline(file: &std::path::Path, batch: Option<crate::graph::MaxFailed>) -> anyhow::Result<i32> {
     let config = crate::config::load(file)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
@@ -243,7 +276,21 @@ fn run_pipeline(file: &std::path::Path) -> anyhow::Result<i32> {
             tracing::info!("shutdown requested: finishing the batches in hand");
             let _ = stop.send(true);
         });
-        crate::pipeline::run(config, shutdown).await?;
-        Ok(0)
+        let Some(max_failed) = batch else {
+            crate::pipeline::run(config, shutdown).await?;
+            return Ok(0);
+        };
+        let mut code = 0;
+        for set in crate::pipeline::run_until_done(config, shutdown).await? {
+            println!("{}: {} events, {} failed", set.label, set.events, set.failures.total);
+            if !set.complete {
+                eprintln!("error: {}: stopped before the end of its file (the log says why)", set.label);
+                code = 1;
+            } else if let Some(refusal) = set.failures.refusal(set.events, max_failed) {
+                eprintln!("error: {}: {refusal}\n(the failed events are on the dead-letter subject)", set.label);
+                code = 1;
+            }
+        }
+        Ok(code)
     })
 }

@@ -94,7 +94,7 @@ fn parse_config(pairs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
 /// Event time in microseconds (RFC 3339 text or epoch milliseconds, as a feature set's `auto`
 /// format reads it); 0 when the field is absent, so a plugin can be tried without times.
 fn time_of(json: Option<&Json>, field: &str) -> Result<i64, String> {
-    Ok(parse_time(json, field, TimeFormat::Auto)?.unwrap_or(0))
+    Ok(parse_time(json, field, TimeFormat::EpochMs)?.unwrap_or(0))
 }
 
 fn key_of(json: Option<&Json>) -> String {

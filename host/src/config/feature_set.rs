@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use indexmap::IndexMap;
 use serde::Deserialize;
 
+pub use crate::event_time::TimeFormat;
+
 /// A feature set: entity key, event time, source, steps and targets.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -70,26 +72,14 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
 pub struct TimestampConfig {
     /// The field.
     pub field: String,
-    /// Its format.
+    /// Its format: `auto` (text), `rfc3339`, `epoch_s`/`epoch_ms`/`epoch_us`/`epoch_ns`
+    /// (numbers in that unit), or a strftime pattern such as `%d/%m/%Y %H:%M`.
     #[serde(default)]
     pub format: TimeFormat,
-}
-
-/// How an event time is written.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TimeFormat {
-    /// RFC 3339 text, or an integer of epoch milliseconds.
-    #[default]
-    Auto,
-    /// RFC 3339 text only.
-    Rfc3339,
-    /// Integer seconds since the epoch.
-    EpochS,
-    /// Integer milliseconds since the epoch.
-    EpochMs,
-    /// Integer microseconds since the epoch.
-    EpochUs,
+    /// The IANA time zone of naive times (text without an offset, Parquet timestamps without
+    /// a zone); default UTC.
+    #[serde(default)]
+    pub timezone: Option<String>,
 }
 
 /// Where a feature set's events come from.

@@ -11,7 +11,7 @@ pub use feature_set::{
     AggregationConfig, FeatureSetConfig, FileFormat, Reading, SourceConfig, StepConfig, StepKind, TargetConfig,
     TimeFormat, TimestampConfig,
 };
-pub use validate::{parse_duration, validate};
+pub use validate::{notes, parse_duration, validate};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -162,15 +162,29 @@ impl Config {
             .max_by_key(|s| s.version)
     }
 
-    /// The stream and subject of a feature set's stream target.
-    pub fn stream_target(set: &FeatureSetConfig) -> Option<(&str, &str, bool)> {
-        set.targets.iter().find_map(|t| match t {
+    /// Where a feature set's rows are published (and its offline writer reads them): its
+    /// stream target; for a set with a parquet target and no stream target, a stream of its
+    /// own, `SLUICE_ROWS_<set>_v<version>` on `sluice.rows.<set>.v<version>`, created on demand.
+    pub fn stream_target(set: &FeatureSetConfig) -> Option<(String, String, bool)> {
+        let declared = set.targets.iter().find_map(|t| match t {
             TargetConfig::Stream {
                 stream,
                 subject,
                 create,
-            } => Some((stream.as_str(), subject.as_str(), *create)),
+            } => Some((stream.clone(), subject.clone(), *create)),
             _ => None,
+        });
+        declared.or_else(|| {
+            set.targets
+                .iter()
+                .any(|t| matches!(t, TargetConfig::Parquet { .. }))
+                .then(|| {
+                    (
+                        format!("SLUICE_ROWS_{}_v{}", set.name, set.version),
+                        format!("sluice.rows.{}.v{}", set.name, set.version),
+                        true,
+                    )
+                })
         })
     }
 

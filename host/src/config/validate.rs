@@ -3,7 +3,28 @@
 use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
-use super::{Config, FeatureSetConfig, Problem, SourceConfig, StepKind, TargetConfig};
+use super::{Config, FeatureSetConfig, Problem, SourceConfig, StepKind, TargetConfig, TimeFormat};
+
+/// What `sluice validate` tells about a valid config that a user should know: how each set
+/// reads its event times (`auto` reads text only: a number's unit cannot be known).
+pub fn notes(config: &Config) -> Vec<Problem> {
+    config
+        .feature_sets
+        .iter()
+        .enumerate()
+        .filter(|(_, set)| set.timestamp.format == TimeFormat::Auto)
+        .map(|(i, set)| Problem {
+            key: format!("feature_set[{i}].timestamp.format"),
+            message: format!(
+                "\"auto\" reads \"{}\" as RFC 3339 or YYYY-MM-DD HH:MM:SS[.fraction][+HH:MM] text (naive times \
+                 in {}); an epoch number is a dead letter, since its unit cannot be known: declare \
+                 format = \"epoch_s\", \"epoch_ms\", \"epoch_us\" or \"epoch_ns\" if the field holds numbers",
+                set.timestamp.field,
+                set.timestamp.timezone.as_deref().unwrap_or("UTC")
+            ),
+        })
+        .collect()
+}
 
 /// Checks a parsed config; returns every problem found (empty: valid).
 pub fn validate(config: &Config) -> Vec<Problem> {
@@ -160,6 +181,20 @@ fn check_set(config: &Config, set: &FeatureSetConfig, at: &str, report: &mut imp
             format!("{at}.timestamp.field"),
             "expected the field holding the event time".into(),
         );
+    }
+    if let Err(e) = crate::event_time::TimeReader::new(set.timestamp.format.clone(), set.timestamp.timezone.as_deref())
+    {
+        let key = if set
+            .timestamp
+            .timezone
+            .as_deref()
+            .is_some_and(|z| jiff::tz::TimeZone::get(z).is_err())
+        {
+            "timezone"
+        } else {
+            "format"
+        };
+        report(format!("{at}.timestamp.{key}"), e);
     }
     if let Some(lateness) = &set.allowed_lateness {
         if let Err(e) = parse_duration(lateness) {
@@ -439,15 +474,6 @@ fn check_targets(set: &FeatureSetConfig, at: &str, report: &mut impl FnMut(Strin
                     "a second \"{}\" target: one of each kind per feature set",
                     target.name()
                 ),
-            );
-        }
-    }
-    let has_stream = set.targets.iter().any(|t| matches!(t, TargetConfig::Stream { .. }));
-    for (k, target) in set.targets.iter().enumerate() {
-        if matches!(target, TargetConfig::Parquet { .. }) && !has_stream {
-            report(
-                format!("{at}.targets[{k}]"),
-                "the parquet target reads the stream target: add a `kind = \"stream\"` target".into(),
             );
         }
     }

@@ -3,6 +3,10 @@
 //! Rows carry the stream sequence of the input event they came from, so every output row,
 //! dead letter and Redis write can be traced to (and de-duplicated by) its input.
 
+mod tally;
+
+pub use tally::{MaxFailed, Tally};
+
 use crate::config::FeatureSetConfig;
 use crate::event::{Batch, Event, Value};
 use crate::plugin::{OnlineLookup, Registry};

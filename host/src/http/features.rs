@@ -30,7 +30,7 @@ pub(crate) struct At {
 fn time_of(at: Option<&Json>) -> Result<i64, ApiError> {
     match at {
         None | Some(Json::Null) => Ok((OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64),
-        Some(json) => crate::sources::decode::parse_time(Some(json), "at", TimeFormat::Auto)
+        Some(json) => crate::sources::decode::parse_time(Some(json), "at", TimeFormat::EpochMs)
             .map_err(ApiError::bad_request)
             .map(|t| t.unwrap_or(0)),
     }

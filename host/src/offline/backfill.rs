@@ -26,7 +26,7 @@ use bytes::Bytes;
 use super::sort::{Historical, Sorted, Sorter};
 use crate::bus::Replay;
 use crate::config::{Config, FeatureSetConfig, SourceConfig, TargetConfig};
-use crate::graph::{Failure, Graph, Rows};
+use crate::graph::{Failure, Graph, MaxFailed, Rows, Tally};
 use crate::pipeline::{deploy_plugins, Services, StoreLookup, StoreTiles};
 use crate::plugin::{NoLookup, OnlineLookup};
 use crate::sources::file::{format_of, FileSource};
@@ -59,6 +59,11 @@ pub struct BackfillOptions {
     /// Events per batch through the graph.
     #[arg(long, default_value_t = 1000)]
     pub batch: usize,
+    /// Failed events accepted: a share of the events read (`5%`, `0.05`) or a count (`100`).
+    /// Past it, or when every event fails, the backfill still commits what it computed and
+    /// keeps the dead letters, then exits non-zero with the top reasons.
+    #[arg(long, default_value_t = MaxFailed::default())]
+    pub max_failed: MaxFailed,
     /// Memory for sorting file events by event time, in MiB; beyond it, sorted runs spill to
     /// `<root>/<set>/.v<version>.sort/` and are merged (each spilled event is decoded twice).
     #[arg(long, default_value_t = 1024)]
@@ -83,6 +88,16 @@ pub struct BackfillReport {
     pub skipped: u64,
     /// Wall time, seconds.
     pub seconds: f64,
+    /// The failures by reason.
+    pub failures: Tally,
+}
+
+impl BackfillReport {
+    /// Why this run must not pass for a success (every event failed, or more than
+    /// `max_failed`), with the top reasons; `None` when it may.
+    pub fn refusal(&self, max_failed: MaxFailed) -> Option<String> {
+        self.failures.refusal(self.events, max_failed)
+    }
 }
 
 /// The files named by `--input` entries, in order: a folder gives its known-format files
@@ -183,7 +198,8 @@ pub fn run(options: &BackfillOptions) -> anyhow::Result<BackfillReport> {
         None
     };
     let root = parquet_root(&config, &set)?;
-    let decoder = Decoder::new(&set);
+    let decoder = Decoder::new(&set).map_err(anyhow::Error::msg)?;
+    let mut failures = Tally::default();
     let mut letters = LetterFile::new(
         root.join(&set.name)
             .join(format!("v{}.dead-letters.jsonl", set.version)),
@@ -196,11 +212,12 @@ pub fn run(options: &BackfillOptions) -> anyhow::Result<BackfillReport> {
         _ => {
             let spill = root.join(&set.name).join(format!(".v{}.sort", set.version));
             let _ = std::fs::remove_dir_all(&spill); // left by a run that crashed
+            let mut files = Files::default();
             let sorter = read_files(
                 &expand_inputs(&options.input)?,
                 &decoder,
                 &mut fields,
-                &mut letters,
+                (&mut letters, &mut failures, &mut files),
                 Sorter::new(options.sort_memory_mb.saturating_mul(1 << 20), spill),
                 options.quiet,
             )?;
@@ -212,9 +229,10 @@ pub fn run(options: &BackfillOptions) -> anyhow::Result<BackfillReport> {
             }
             let total = sorter.len();
             Input::Files {
-                sorted: sorter.finish(&decoder)?,
+                sorted: Box::new(sorter.finish(&decoder)?),
                 total,
                 position: 0,
+                files,
             }
         }
     };
@@ -274,7 +292,6 @@ pub fn run(options: &BackfillOptions) -> anyhow::Result<BackfillReport> {
     // What failed so far failed to decode; the graph's failures are counted per batch.
     let mut report = BackfillReport {
         events: total,
-        failed: decode_failures,
         ..Default::default()
     };
     let mut progress = Progress::new(total, options.quiet);
@@ -285,12 +302,12 @@ pub fn run(options: &BackfillOptions) -> anyhow::Result<BackfillReport> {
         if bytes.is_empty() && undecodable.is_empty() {
             break;
         }
-        report.failed += undecodable.len() as u64;
         done += undecodable.len() as u64;
         for (failure, body) in &undecodable {
-            letters.write(failure, body)?;
+            failures.add(failure);
+            letters.write(failure, body, None)?;
         }
-        let Some(&(last_seq, _)) = bytes.last() else {
+        let Some(&(last_seq, _, _)) = bytes.last() else {
             progress.show(done);
             continue;
         };
@@ -299,12 +316,13 @@ pub fn run(options: &BackfillOptions) -> anyhow::Result<BackfillReport> {
         let state = graph.take_writes();
         let late = failed.iter().filter(|f| f.late).count() as u64;
         report.late += late;
-        report.failed += failed.len() as u64 - late;
         for failure in &failed {
-            let body = bytes
-                .binary_search_by_key(&failure.seq, |b| b.0)
-                .map_or(&b""[..], |at| &bytes[at].1[..]);
-            letters.write(failure, body)?;
+            failures.add(failure);
+            let (body, origin) = match bytes.binary_search_by_key(&failure.seq, |b| b.0) {
+                Ok(at) => (&bytes[at].1[..], input.origin(bytes[at].2)),
+                Err(_) => (&b""[..], None),
+            };
+            letters.write(failure, body, origin)?;
         }
         report.rows += rows.len() as u64;
         if let Some(target) = &mut online {
@@ -323,6 +341,8 @@ pub fn run(options: &BackfillOptions) -> anyhow::Result<BackfillReport> {
     writer.commit()?;
     progress.finish(done);
     letters.finish()?;
+    report.failed = failures.total;
+    report.failures = failures;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
@@ -350,22 +370,52 @@ fn parquet_root(config: &Config, set: &FeatureSetConfig) -> anyhow::Result<PathB
         })
 }
 
+/// The input files of a backfill, by the read order of their first event: a file event's
+/// dead letter names its file and line (or row).
+#[derive(Default)]
+struct Files {
+    /// (order of the file's first event, the file, what its numbers count).
+    starts: Vec<(u64, PathBuf, &'static str)>,
+}
+
+/// Where a failed file event came from.
+struct Origin<'a> {
+    file: &'a Path,
+    unit: &'static str,
+    number: u64,
+}
+
+impl Files {
+    fn origin(&self, order: u64, number: u64) -> Option<Origin<'_>> {
+        let at = self
+            .starts
+            .partition_point(|(first, _, _)| *first <= order)
+            .checked_sub(1)?;
+        let (_, file, unit) = &self.starts[at];
+        Some(Origin { file, unit, number })
+    }
+}
+
 /// Reads and decodes every event of the files into the sorter; undecodable ones become
-/// failures.
+/// failures (with their read order as sequence, and their file and line).
 fn read_files(
     files: &[PathBuf],
     decoder: &Decoder,
     fields: &mut Vec<String>,
-    letters: &mut LetterFile,
+    (letters, failures, origins): (&mut LetterFile, &mut Tally, &mut Files),
     mut sorter: Sorter,
     quiet: bool,
 ) -> anyhow::Result<Sorter> {
     let mut order = 0u64;
+    let required = decoder.required_fields();
     for file in files {
         if !quiet {
             eprintln!("  reading {}", file.display());
         }
-        let mut source = FileSource::open(file, None, 10_000)?;
+        let mut source =
+            FileSource::open(file, None, 10_000)?.reading_times(decoder.time_reader(), decoder.time_field());
+        source.require(&required)?;
+        origins.starts.push((order + 1, file.clone(), source.unit()));
         loop {
             let batch = source.next_batch()?;
             if batch.is_empty() {
@@ -377,13 +427,15 @@ fn read_files(
                     Ok(event) => sorter.push(Historical {
                         time: event.time,
                         order,
+                        line,
                         event,
                         bytes,
                     })?,
-                    Err(reason) => letters.write(
-                        &Failure::new(0, "decode", format!("{}, line {line}: {reason}", file.display())),
-                        &bytes,
-                    )?,
+                    Err(reason) => {
+                        let failure = Failure::new(order, "decode", reason);
+                        failures.add(&failure);
+                        letters.write(&failure, &bytes, origins.origin(order, line))?;
+                    }
                 }
             }
         }
@@ -405,16 +457,29 @@ async fn replay(set: &FeatureSetConfig, services: &Services) -> anyhow::Result<R
 /// A backfill's events, in the order they run.
 enum Input {
     /// File events, sorted; numbered by their position.
-    Files { sorted: Sorted, total: u64, position: u64 },
+    Files {
+        sorted: Box<Sorted>,
+        total: u64,
+        position: u64,
+        files: Files,
+    },
     /// The input stream, with its sequences.
     Stream(Replay),
 }
 
-/// A batch of rows for the graph, the original bytes by sequence, and events that did not
-/// decode (with their bytes).
-type Batch = (Rows, Vec<(u64, Bytes)>, Vec<(Failure, Bytes)>);
+/// A batch of rows for the graph, the original bytes by sequence (with the read order and
+/// line of a file event), and events that did not decode (with their bytes).
+type Batch = (Rows, Vec<(u64, Bytes, Option<(u64, u64)>)>, Vec<(Failure, Bytes)>);
 
 impl Input {
+    /// Where a file event came from, by its read order and line.
+    fn origin(&self, at: Option<(u64, u64)>) -> Option<Origin<'_>> {
+        match (self, at) {
+            (Input::Files { files, .. }, Some((order, line))) => files.origin(order, line),
+            _ => None,
+        }
+    }
+
     fn total(&self) -> u64 {
         match self {
             Input::Files { total, .. } => *total,
@@ -440,7 +505,7 @@ impl Input {
                 while bytes.len() < n {
                     let Some(item) = sorted.next(fields)? else { break };
                     *position += 1;
-                    bytes.push((*position, item.bytes));
+                    bytes.push((*position, item.bytes, Some((item.order, item.line))));
                     rows.push(*position, item.event);
                 }
                 rows
@@ -452,7 +517,7 @@ impl Input {
                     match decoder.decode(&message.body, &mut rows.batch.fields) {
                         Ok(event) => {
                             rows.push(message.seq, event);
-                            bytes.push((message.seq, message.body));
+                            bytes.push((message.seq, message.body, None));
                         }
                         Err(reason) => undecodable.push((Failure::new(message.seq, "decode", reason), message.body)),
                     }
@@ -484,7 +549,7 @@ impl LetterFile {
         }
     }
 
-    fn write(&mut self, failure: &Failure, body: &[u8]) -> anyhow::Result<()> {
+    fn write(&mut self, failure: &Failure, body: &[u8], origin: Option<Origin<'_>>) -> anyhow::Result<()> {
         let out = match &mut self.out {
             Some(out) => out,
             None => {
@@ -496,13 +561,17 @@ impl LetterFile {
                 self.out.insert(std::io::BufWriter::new(file))
             }
         };
-        let line = serde_json::json!({
+        let mut line = serde_json::json!({
             "seq": failure.seq,
             "step": failure.step,
             "reason": failure.reason,
             "late": failure.late,
             "body": String::from_utf8_lossy(body),
         });
+        if let Some(origin) = origin {
+            line["file"] = origin.file.display().to_string().into();
+            line[origin.unit] = origin.number.into();
+        }
         serde_json::to_writer(&mut *out, &line)?;
         out.write_all(b"\n")?;
         self.count += 1;

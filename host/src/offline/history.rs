@@ -15,12 +15,15 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType, UInt64Type};
+use arrow_array::Array;
+use arrow_schema::{DataType, TimeUnit};
 use indexmap::IndexMap;
 use serde_json::Value as Json;
 
 use crate::config::{FeatureSetConfig, StepKind};
 use crate::event::{into_value, Value};
-use crate::sources::file::cell;
 use crate::steps::aggregate::{AggregateSpec, KeyState};
 
 /// One offline row.
@@ -350,5 +353,27 @@ impl crate::plugin::OnlineLookup for HistoryLookup {
             .zip(times)
             .map(|(key, &t)| history.as_of(key, &[t]).pop().flatten())
             .collect())
+    }
+}
+
+/// One cell of a column of Sluice's own Parquet parts as JSON (timestamps as epoch
+/// microseconds; foreign files are read by the file source).
+fn cell(column: &dyn Array, r: usize) -> Json {
+    if column.is_null(r) {
+        return Json::Null;
+    }
+    match column.data_type() {
+        DataType::Boolean => Json::Bool(column.as_boolean().value(r)),
+        DataType::Int32 => Json::from(column.as_primitive::<Int32Type>().value(r)),
+        DataType::Int64 => Json::from(column.as_primitive::<Int64Type>().value(r)),
+        DataType::UInt64 => Json::from(column.as_primitive::<UInt64Type>().value(r)),
+        DataType::Float32 => Json::from(column.as_primitive::<Float32Type>().value(r) as f64),
+        DataType::Float64 => Json::from(column.as_primitive::<Float64Type>().value(r)),
+        DataType::Utf8 => Json::String(column.as_string::<i32>().value(r).to_string()),
+        DataType::LargeUtf8 => Json::String(column.as_string::<i64>().value(r).to_string()),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            Json::from(column.as_primitive::<TimestampMicrosecondType>().value(r))
+        }
+        other => Json::String(format!("unsupported Parquet type {other}")),
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Events are kept decoded while they fit in the memory budget; a backfill that fits sorts
 //! in memory and decodes each event once. Past the budget, the events held are sorted by
-//! (event time, input order) and spilled to a run file as their original bytes (a 20-byte
+//! (event time, input order) and spilled to a run file as their original bytes (a 28-byte
 //! header each), and the runs are merged at the end, decoding each event a second time as it
 //! leaves the merge. Memory is then the budget while reading, and one read buffer per run
 //! while merging.
@@ -18,10 +18,12 @@ use bytes::Bytes;
 use crate::event::{Event, Value};
 use crate::sources::Decoder;
 
-/// One historical event: its sort key, its decoded form, its original bytes.
+/// One historical event: its sort key, its line (or row) in its file, its decoded form, its
+/// original bytes.
 pub(crate) struct Historical {
     pub(crate) time: i64,
     pub(crate) order: u64,
+    pub(crate) line: u64,
     pub(crate) event: Event,
     pub(crate) bytes: Bytes,
 }
@@ -106,6 +108,7 @@ impl Sorter {
         for item in self.held.drain(..) {
             out.write_all(&item.time.to_le_bytes())?;
             out.write_all(&item.order.to_le_bytes())?;
+            out.write_all(&item.line.to_le_bytes())?;
             out.write_all(&(item.bytes.len() as u32).to_le_bytes())?;
             out.write_all(&item.bytes)?;
             self.spilled += 1;
@@ -135,7 +138,7 @@ impl Sorter {
                 File::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
             );
             if let Some(head) = read_record(&mut reader, path)? {
-                heap.push(Reverse(Head(head.0, head.1, i, head.2)));
+                heap.push(Reverse(Head(head.0, head.1, i, head.2, head.3)));
             }
             readers.push(reader);
         }
@@ -156,8 +159,8 @@ impl Drop for Sorter {
     }
 }
 
-/// A run's next record: time, order, run index, bytes (compared by time, then order).
-struct Head(i64, u64, usize, Bytes);
+/// A run's next record: time, order, run index, line, bytes (compared by time, then order).
+struct Head(i64, u64, usize, u64, Bytes);
 
 impl PartialEq for Head {
     fn eq(&self, other: &Self) -> bool {
@@ -176,8 +179,8 @@ impl Ord for Head {
     }
 }
 
-fn read_record(reader: &mut BufReader<File>, path: &Path) -> anyhow::Result<Option<(i64, u64, Bytes)>> {
-    let mut header = [0u8; 20];
+fn read_record(reader: &mut BufReader<File>, path: &Path) -> anyhow::Result<Option<(i64, u64, u64, Bytes)>> {
+    let mut header = [0u8; 28];
     match reader.read_exact(&mut header) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
@@ -185,12 +188,13 @@ fn read_record(reader: &mut BufReader<File>, path: &Path) -> anyhow::Result<Opti
     }
     let time = i64::from_le_bytes(header[0..8].try_into().unwrap());
     let order = u64::from_le_bytes(header[8..16].try_into().unwrap());
-    let len = u32::from_le_bytes(header[16..20].try_into().unwrap()) as usize;
+    let line = u64::from_le_bytes(header[16..24].try_into().unwrap());
+    let len = u32::from_le_bytes(header[24..28].try_into().unwrap()) as usize;
     let mut body = vec![0u8; len];
     reader
         .read_exact(&mut body)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    Ok(Some((time, order, Bytes::from(body))))
+    Ok(Some((time, order, line, Bytes::from(body))))
 }
 
 /// Sorted events: from memory, or merged from spilled runs.
@@ -214,12 +218,12 @@ impl Sorted {
         match self {
             Sorted::Memory(items) => Ok(items.next()),
             Sorted::Merge(merge) => {
-                let Some(Reverse(Head(time, order, run, bytes))) = merge.heap.pop() else {
+                let Some(Reverse(Head(time, order, run, line, bytes))) = merge.heap.pop() else {
                     return Ok(None);
                 };
                 let path = &merge.sorter.runs[run];
                 if let Some(next) = read_record(&mut merge.readers[run], path)? {
-                    merge.heap.push(Reverse(Head(next.0, next.1, run, next.2)));
+                    merge.heap.push(Reverse(Head(next.0, next.1, run, next.2, next.3)));
                 }
                 let event = merge
                     .decoder
@@ -228,6 +232,7 @@ impl Sorted {
                 Ok(Some(Historical {
                     time,
                     order,
+                    line,
                     event,
                     bytes,
                 }))
@@ -245,13 +250,13 @@ mod tests {
             name = "s"
             version = 1
             entity = "k"
-            timestamp = { field = "t", format = "auto" }
+            timestamp = { field = "t", format = "epoch_us" }
             [source]
             kind = "jetstream"
             stream = "S"
             subject = "s"
         "#;
-        Decoder::new(&toml::from_str(toml).unwrap())
+        Decoder::new(&toml::from_str(toml).unwrap()).unwrap()
     }
 
     fn collect(sorted: &mut Sorted, fields: &mut Vec<String>) -> Vec<(i64, u64, String)> {
@@ -283,6 +288,7 @@ mod tests {
                     .push(Historical {
                         time: event.time,
                         order: i as u64 + 1,
+                        line: i as u64 + 1,
                         event,
                         bytes: bytes.clone(),
                     })

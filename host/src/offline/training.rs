@@ -161,15 +161,19 @@ pub fn build(config: &Config, options: &TrainingOptions) -> anyhow::Result<Train
         for (line, bytes) in batch {
             let object: Map<String, Json> = serde_json::from_slice(&bytes)
                 .map_err(|e| anyhow::anyhow!("{} line {line}: not a JSON object: {e}", options.entities.display()))?;
-            let t = parse_time(object.get(&options.time_field), &options.time_field, TimeFormat::Auto)
-                .map_err(|e| anyhow::anyhow!("{} line {line}: {e}", options.entities.display()))?
-                .ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "{} line {line}: no time field \"{}\" (--time-field names it)",
-                        options.entities.display(),
-                        options.time_field
-                    )
-                })?;
+            let t = parse_time(
+                object.get(&options.time_field),
+                &options.time_field,
+                TimeFormat::EpochMs,
+            )
+            .map_err(|e| anyhow::anyhow!("{} line {line}: {e}", options.entities.display()))?
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{} line {line}: no time field \"{}\" (--time-field names it)",
+                    options.entities.display(),
+                    options.time_field
+                )
+            })?;
             entity_rows.push((object, t));
         }
     }
@@ -219,7 +223,7 @@ pub fn build(config: &Config, options: &TrainingOptions) -> anyhow::Result<Train
     let mut progress = Progress::new(entity_rows.len() as u64 * sets.len() as u64, options.quiet);
     let mut done = 0u64;
     for (index, set) in sets.iter().enumerate() {
-        let decoder = Decoder::new(set);
+        let decoder = Decoder::new(set).map_err(anyhow::Error::msg)?;
         let mut keys: Vec<String> = Vec::with_capacity(entity_rows.len());
         for (row, (object, _)) in entity_rows.iter().enumerate() {
             keys.push(decoder.key_of(object).map_err(|e| {

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use super::retry::{retry, Backoff};
 use super::{PipelineError, Services};
 use crate::config::{Config, FeatureSetConfig, SourceConfig, TargetConfig};
-use crate::graph::{Failure, Graph, Rows};
+use crate::graph::{Failure, Graph, Rows, Tally};
 use crate::metrics::SetMetrics;
 use crate::plugin::OnlineLookup;
 use crate::sources::file::FileSource;
@@ -45,6 +45,17 @@ enum Next {
     Idle,
     /// Shutdown was requested, or a file ended.
     End,
+    /// A file could not be read further.
+    Broken,
+}
+
+/// How a batch run's input ended (`sluice run --until-done`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputEnd {
+    /// Every event of the file was processed and made durable.
+    Complete,
+    /// Reading or writing stopped before the end (the log says why).
+    Broken,
 }
 
 impl Input {
@@ -60,7 +71,7 @@ impl Input {
                 Ok(items) => Next::Batch(Box::new(InputBatch { items, ack: None })),
                 Err(e) => {
                     tracing::error!(set = %label, "reading the file failed, stopping: {e}");
-                    Next::End
+                    Next::Broken
                 }
             },
         }
@@ -98,6 +109,10 @@ pub struct FeatureSetRunner {
     stream: Option<StreamTarget>,
     online: Option<OnlineTarget>,
     metrics: Arc<SetMetrics>,
+    /// Told how the input ended (a file source in a batch run).
+    ended: Option<watch::Sender<Option<InputEnd>>>,
+    /// Failures by reason (a batch run judges them at the end).
+    failures: Option<Arc<std::sync::Mutex<Tally>>>,
 }
 
 impl FeatureSetRunner {
@@ -120,7 +135,7 @@ impl FeatureSetRunner {
                 subject,
                 create,
                 ..
-            } => (stream.as_str(), subject.as_str(), *create, false),
+            } => (stream.clone(), subject.clone(), *create, false),
             SourceConfig::FeatureSet { name, version, .. } => {
                 let upstream = config
                     .upstream(name, *version)
@@ -129,7 +144,7 @@ impl FeatureSetRunner {
                     .ok_or_else(|| fail(format!("feature set \"{name}\" has no stream target")))?;
                 (stream, subject, create, true)
             }
-            SourceConfig::File { .. } => ("", "", false, false),
+            SourceConfig::File { .. } => (String::new(), String::new(), false, false),
         };
         let tiles = set
             .targets
@@ -141,14 +156,20 @@ impl FeatureSetRunner {
             });
         let graph = Graph::build(set, &services.registry, lookup, tiles, Some(services.metrics.clone()))
             .map_err(|e| fail(e.to_string()))?;
+        let decoder = Decoder::new(set).map_err(fail)?;
         let input = match &set.source {
             SourceConfig::File { path, format, batch } => {
-                Input::File(FileSource::open(&config.resolve(path), *format, *batch).map_err(|e| fail(e.to_string()))?)
+                let file = FileSource::open(&config.resolve(path), *format, *batch)
+                    .map_err(|e| fail(e.to_string()))?
+                    .reading_times(decoder.time_reader(), decoder.time_field());
+                file.require(&decoder.required_fields())
+                    .map_err(|e| fail(e.to_string()))?;
+                Input::File(file)
             }
             _ => {
                 let options = SourceOptions {
-                    stream,
-                    subject,
+                    stream: &stream,
+                    subject: &subject,
                     durable: format!("sluice-{}-v{}", set.name, set.version),
                     create,
                     batch: reading.batch,
@@ -167,13 +188,15 @@ impl FeatureSetRunner {
         let mut runner = FeatureSetRunner {
             label: label.clone(),
             input,
-            decoder: Decoder::new(set),
+            decoder,
             chained,
             graph,
             dead_letters: DeadLetters::new(services.bus.clone(), &set.name, set.version),
             stream: None,
             online: None,
             metrics: services.metrics.set(&label),
+            ended: None,
+            failures: None,
         };
         for target in &set.targets {
             match target {
@@ -199,7 +222,31 @@ impl FeatureSetRunner {
                 TargetConfig::Parquet { .. } => {}
             }
         }
+        if runner.stream.is_none() {
+            // A parquet target without a stream target: the rows go to the set's own stream.
+            if let Some((stream, subject, create)) = Config::stream_target(set) {
+                services
+                    .bus
+                    .ensure_stream(&stream, &subject, create)
+                    .await
+                    .map_err(|e| fail(e.to_string()))?;
+                runner.stream = Some(StreamTarget::new(
+                    services.bus.clone(),
+                    &subject,
+                    &set.name,
+                    set.version,
+                ));
+            }
+        }
         Ok(runner)
+    }
+
+    /// Reports how the input ended on `ended`, and counts failures by reason in `failures`:
+    /// what a batch run (`sluice run --until-done`) waits for and judges.
+    pub fn batch_run(mut self, ended: watch::Sender<Option<InputEnd>>, failures: Arc<std::sync::Mutex<Tally>>) -> Self {
+        self.ended = Some(ended);
+        self.failures = Some(failures);
+        self
     }
 
     /// Processes batches until shutdown; the batch in hand is finished first.
@@ -212,17 +259,23 @@ impl FeatureSetRunner {
     pub async fn run(mut self, shutdown: watch::Receiver<bool>) {
         tracing::info!(set = %self.label, "feature set running");
         let mut in_flight: Option<tokio::task::JoinHandle<bool>> = None;
+        let mut end = InputEnd::Broken;
         while !*shutdown.borrow() {
             let batch = match self.input.next(&self.label, &shutdown).await {
                 Next::Batch(batch) => batch,
                 Next::Idle => continue,
-                Next::End => break,
+                Next::End => {
+                    end = InputEnd::Complete;
+                    break;
+                }
+                Next::Broken => break,
             };
             let Some(durable) = self.process(&batch.items, &shutdown).await else {
                 break;
             };
             if let Some(previous) = in_flight.take() {
                 if !previous.await.unwrap_or(false) {
+                    end = InputEnd::Broken;
                     break;
                 }
             }
@@ -234,7 +287,12 @@ impl FeatureSetRunner {
             in_flight = Some(tokio::spawn(finish.run(durable, batch.ack)));
         }
         if let Some(previous) = in_flight.take() {
-            let _ = previous.await;
+            if !previous.await.unwrap_or(false) {
+                end = InputEnd::Broken;
+            }
+        }
+        if let Some(ended) = &self.ended {
+            let _ = ended.send(Some(end));
         }
         tracing::info!(set = %self.label, "feature set stopped");
     }
@@ -267,6 +325,10 @@ impl FeatureSetRunner {
         let computed = std::time::Instant::now();
         let late = failures.iter().filter(|f| f.late).count() as u64;
         let failed = failures.len() as u64 - late;
+        if let Some(tally) = &self.failures {
+            let mut tally = tally.lock().unwrap_or_else(|e| e.into_inner());
+            failures.iter().for_each(|f| tally.add(f));
+        }
         if !failures.is_empty() {
             let letters: Vec<(Failure, Bytes)> = failures
                 .into_iter()

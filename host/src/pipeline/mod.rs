@@ -8,7 +8,7 @@ mod lookup;
 mod offline;
 mod retry;
 
-pub use feature_set::FeatureSetRunner;
+pub use feature_set::{FeatureSetRunner, InputEnd};
 pub use lookup::{StoreLookup, StoreTiles};
 pub use offline::OfflineRunner;
 
@@ -17,7 +17,8 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::bus::Bus;
-use crate::config::{Config, TargetConfig};
+use crate::config::{Config, SourceConfig, TargetConfig};
+use crate::graph::Tally;
 use crate::metrics::Metrics;
 use crate::plugin::{PluginEngine, Registry};
 use crate::store::embedded::Embedded;
@@ -242,4 +243,73 @@ async fn start_set(
         tasks.spawn(offline.run(shutdown.clone()));
     }
     Ok(())
+}
+
+/// How one feature set of a batch run ended.
+#[derive(Debug)]
+pub struct SetOutcome {
+    /// `name@vN`.
+    pub label: String,
+    /// Events read.
+    pub events: u64,
+    /// Failures by reason.
+    pub failures: Tally,
+    /// Whether the whole file was processed and every row made durable (online, Parquet).
+    pub complete: bool,
+}
+
+/// `sluice run --until-done`: runs every feature set (each must read a file) until its file
+/// is processed and its offline writer has committed every row, then returns how each ended.
+/// The HTTP API is not served: a batch run ends by itself.
+pub async fn run_until_done(config: Config, shutdown: watch::Receiver<bool>) -> Result<Vec<SetOutcome>, PipelineError> {
+    if let Some(set) = config
+        .feature_sets
+        .iter()
+        .find(|s| !matches!(s.source, SourceConfig::File { .. }))
+    {
+        return Err(PipelineError::Build {
+            set: format!("{}@v{}", set.name, set.version),
+            reason: "--until-done runs feature sets that read a file (`kind = \"file\"`); this one reads a \
+                     stream, which never ends"
+                .into(),
+        });
+    }
+    let services = Services::connect(&config).await?;
+    let lookup = Arc::new(StoreLookup::new(&config, services.store.clone())?);
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut watched = Vec::new();
+    for set in &config.feature_sets {
+        let label = format!("{}@v{}", set.name, set.version);
+        let (ended, input) = watch::channel(None);
+        let failures = Arc::new(std::sync::Mutex::new(Tally::default()));
+        let runner = FeatureSetRunner::start(&config, set, &services, lookup.clone())
+            .await?
+            .batch_run(ended, failures.clone());
+        tasks.spawn(runner.run(shutdown.clone()));
+        if set.targets.iter().any(|t| matches!(t, TargetConfig::Parquet { .. })) {
+            let offline = OfflineRunner::start(&config, set, &services)
+                .await?
+                .until(input.clone());
+            tasks.spawn(offline.run(shutdown.clone()));
+        }
+        watched.push((label, input, failures));
+    }
+    while let Some(done) = tasks.join_next().await {
+        if let Err(e) = done {
+            tracing::error!("a pipeline task failed: {e}");
+        }
+    }
+    Ok(watched
+        .into_iter()
+        .map(|(label, input, failures)| SetOutcome {
+            events: services
+                .metrics
+                .set(&label)
+                .events_in
+                .load(std::sync::atomic::Ordering::Relaxed),
+            complete: *input.borrow() == Some(InputEnd::Complete),
+            failures: std::mem::take(&mut failures.lock().unwrap_or_else(|e| e.into_inner())),
+            label,
+        })
+        .collect())
 }

@@ -22,6 +22,9 @@ pub struct OfflineRunner {
     writer: PartWriter,
     roll_rows: usize,
     roll: Duration,
+    /// In a batch run: told when the feature set's input ended; the writer then drains the
+    /// stream, commits and stops.
+    input: Option<watch::Receiver<Option<super::InputEnd>>>,
 }
 
 impl OfflineRunner {
@@ -32,15 +35,8 @@ impl OfflineRunner {
             set: label.clone(),
             reason,
         };
-        let Some((stream, subject, create)) = set.targets.iter().find_map(|t| match t {
-            TargetConfig::Stream {
-                stream,
-                subject,
-                create,
-            } => Some((stream, subject, *create)),
-            _ => None,
-        }) else {
-            return Err(fail("the parquet target needs a stream target".into()));
+        let Some((stream, subject, create)) = Config::stream_target(set) else {
+            return Err(fail("no parquet target".into()));
         };
         let Some((root, roll_rows, roll_seconds)) = set.targets.iter().find_map(|t| match t {
             TargetConfig::Parquet {
@@ -60,8 +56,8 @@ impl OfflineRunner {
             .collect();
         let writer = writer.with_types(types);
         let options = SourceOptions {
-            stream,
-            subject,
+            stream: &stream,
+            subject: &subject,
             durable: format!("sluice-offline-{}-v{}", set.name, set.version),
             create,
             batch: 500,
@@ -78,17 +74,30 @@ impl OfflineRunner {
             writer,
             roll_rows,
             roll: Duration::from_secs(roll_seconds),
+            input: None,
         })
     }
 
-    /// Writes parts until shutdown; pending rows are committed before returning.
+    /// Stops once `input` reports the end of the feature set's input and every row published
+    /// before it is committed (a batch run).
+    pub fn until(mut self, input: watch::Receiver<Option<super::InputEnd>>) -> Self {
+        self.input = Some(input);
+        self
+    }
+
+    /// Writes parts until shutdown (or, with [`OfflineRunner::until`], the end of the input);
+    /// pending rows are committed before returning.
     pub async fn run(mut self, shutdown: watch::Receiver<bool>) {
         tracing::info!(writer = %self.label, resume_after = self.writer.last_committed(), "offline writer running");
         let mut unacked: Option<Ack> = None;
         let mut backoff = Backoff::new();
+        let mut drained = false;
         loop {
-            let stopping = *shutdown.borrow();
+            let stopping = *shutdown.borrow() || drained;
             if !stopping {
+                // Read before the fetch: the input's last rows were stored before it ended, so
+                // an empty fetch after that means every row has been delivered.
+                let input_ended = self.input.as_ref().is_some_and(|i| i.borrow().is_some());
                 let (messages, ack) = match self.source.next_batch().await {
                     Ok(batch) => batch,
                     Err(e) => {
@@ -96,6 +105,7 @@ impl OfflineRunner {
                         continue;
                     }
                 };
+                let empty = messages.is_empty();
                 for (_, payload) in messages {
                     match serde_json::from_slice::<RowBatch>(&payload) {
                         Ok(batch) => {
@@ -106,10 +116,12 @@ impl OfflineRunner {
                         }
                     }
                 }
+                drained = input_ended && empty;
                 if ack.is_some() {
                     unacked = ack;
                 }
             }
+            let stopping = stopping || drained;
             if self.writer.due(self.roll_rows, self.roll) || (stopping && self.writer.pending() > 0) {
                 let writer = &mut self.writer;
                 match tokio::task::block_in_place(|| writer.commit()) {

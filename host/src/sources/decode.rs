@@ -2,30 +2,47 @@
 //! time. Input that cannot become an event gets a reason for the dead-letter subject.
 
 use serde_json::{Map, Value as Json};
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
 
 use crate::config::{FeatureSetConfig, TimeFormat};
 use crate::event::{into_value, values_from_json, Event, Value};
+use crate::event_time::TimeReader;
 
 /// Decodes raw events of one feature set.
 #[derive(Debug, Clone)]
 pub struct Decoder {
     entity: Vec<String>,
     time_field: String,
-    format: TimeFormat,
+    time: TimeReader,
     max_bytes: usize,
 }
 
 impl Decoder {
-    /// The decoder of a feature set.
-    pub fn new(set: &FeatureSetConfig) -> Self {
-        Decoder {
+    /// The decoder of a feature set; an error names a bad `timestamp.timezone` or pattern
+    /// (validation reports them first).
+    pub fn new(set: &FeatureSetConfig) -> Result<Self, String> {
+        Ok(Decoder {
             entity: set.entity.clone(),
             time_field: set.timestamp.field.clone(),
-            format: set.timestamp.format,
+            time: TimeReader::new(set.timestamp.format.clone(), set.timestamp.timezone.as_deref())?,
             max_bytes: set.max_event_bytes,
-        }
+        })
+    }
+
+    /// The fields every event needs: the entity key's and the event time's.
+    pub fn required_fields(&self) -> Vec<&str> {
+        let mut fields: Vec<&str> = self.entity.iter().map(String::as_str).collect();
+        fields.push(&self.time_field);
+        fields
+    }
+
+    /// The event-time field.
+    pub fn time_field(&self) -> &str {
+        &self.time_field
+    }
+
+    /// How this set's event times are read.
+    pub fn time_reader(&self) -> &TimeReader {
+        &self.time
     }
 
     /// Decodes one event, extending `fields` with names not seen yet in this batch.
@@ -43,7 +60,7 @@ impl Decoder {
             Err(e) => return Err(format!("invalid JSON: {e}")),
         };
         let key = self.key(|name| object.get(name))?;
-        let time = parse_time(object.get(&self.time_field), &self.time_field, self.format)?
+        let time = read_time(&self.time, object.get(&self.time_field), &self.time_field)?
             .ok_or_else(|| format!("missing event time field \"{}\"", self.time_field))?;
         Ok(Event {
             key,
@@ -103,32 +120,21 @@ impl Decoder {
     }
 }
 
-/// Event time in microseconds from a JSON value; `None` when absent or null.
+/// Event time in microseconds from a JSON value; `None` when absent or null. The reason
+/// names the field.
+pub fn read_time(reader: &TimeReader, json: Option<&Json>, field: &str) -> Result<Option<i64>, String> {
+    match json {
+        None => Ok(None),
+        Some(json) => reader
+            .read(json)
+            .map_err(|e| format!("event time field \"{field}\": {e}")),
+    }
+}
+
+/// Event time in microseconds from a JSON value in `format`, naive times in UTC; `None` when
+/// absent or null.
 pub fn parse_time(json: Option<&Json>, field: &str, format: TimeFormat) -> Result<Option<i64>, String> {
-    let bad =
-        |expected: &str, found: &Json| format!("event time field \"{field}\": expected {expected}, found {found}");
-    let Some(json) = json.filter(|j| !j.is_null()) else {
-        return Ok(None);
-    };
-    let integer = |scale: i64, what: &str| {
-        json.as_i64()
-            .and_then(|n| n.checked_mul(scale))
-            .ok_or_else(|| bad(what, json))
-    };
-    let time = match (format, json) {
-        (TimeFormat::Auto | TimeFormat::Rfc3339, Json::String(s)) => OffsetDateTime::parse(s, &Rfc3339)
-            .map(|t| (t.unix_timestamp_nanos() / 1000) as i64)
-            .map_err(|e| {
-                format!("event time field \"{field}\": expected RFC 3339 (e.g. 2026-11-26T10:00:00Z), found {s:?}: {e}")
-            })?,
-        (TimeFormat::Auto | TimeFormat::EpochMs, _) => {
-            integer(1000, "epoch milliseconds (an integer) or RFC 3339 text")?
-        }
-        (TimeFormat::EpochS, _) => integer(1_000_000, "epoch seconds (an integer)")?,
-        (TimeFormat::EpochUs, _) => integer(1, "epoch microseconds (an integer)")?,
-        (TimeFormat::Rfc3339, other) => return Err(bad("RFC 3339 text", other)),
-    };
-    Ok(Some(time))
+    read_time(&TimeReader::utc(format), json, field)
 }
 
 /// How a JSON value is named in messages ("an array", "text", …).
@@ -151,7 +157,7 @@ mod tests {
         Decoder {
             entity: vec!["user_id".into()],
             time_field: "ts".into(),
-            format: TimeFormat::Auto,
+            time: TimeReader::utc(TimeFormat::EpochMs),
             max_bytes: 200,
         }
     }
@@ -184,7 +190,10 @@ mod tests {
                 "must be text or an integer, found a number",
             ),
             (br#"{"user_id":"u"}"#, "missing event time field \"ts\""),
-            (br#"{"user_id":"u","ts":"yesterday"}"#, "expected RFC 3339"),
+            (
+                br#"{"user_id":"u","ts":"yesterday"}"#,
+                "expected a number of milliseconds since the epoch, or RFC 3339",
+            ),
         ];
         for (input, expected) in cases {
             let err = decoder().decode(input, &mut Vec::new()).unwrap_err();

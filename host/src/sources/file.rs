@@ -1,19 +1,30 @@
 //! The file source: JSON lines, CSV or Parquet, read once in batches. Each event becomes the
 //! JSON object the decoder takes (so a file event is validated and dead-lettered exactly like
 //! a JetStream one); its line (JSONL, CSV) or row (Parquet) number, from 1, is its sequence.
+//!
+//! Parquet columns are read by their logical type, a record batch at a time (memory is one
+//! batch, not the file): integers, floats, decimals (as numbers), booleans, text (plain,
+//! large, view or dictionary-encoded), timestamps of every unit and dates (as RFC 3339 text
+//! in UTC; a time without a zone in its type is a wall-clock time in the feature set's zone),
+//! lists (as arrays) and structs (as objects), nulls in any of them. The event-time column of a
+//! set that declares an epoch unit is given in that unit (as its JSON events carry it), so a
+//! Parquet file and its JSON-lines twin give the same rows. A column of another type is
+//! refused when the file is opened, naming the column and its type.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType, UInt64Type};
+use arrow_array::types::*;
 use arrow_array::{Array, RecordBatch};
-use arrow_schema::{DataType, TimeUnit};
+use arrow_schema::{DataType, Schema, TimeUnit};
 use bytes::Bytes;
-use serde_json::{Map, Value as Json};
+use jiff::tz::TimeZone;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 
 use crate::config::FileFormat;
+use crate::event_time::{typed_text, TimeReader};
 use crate::targets::TargetError;
 
 /// The format a file's extension implies.
@@ -26,10 +37,36 @@ pub fn format_of(path: &Path) -> Option<FileFormat> {
     }
 }
 
-/// Reads a file's events in batches of (sequence, JSON bytes).
+/// Reads a file's events in batches of (line or row number, JSON bytes).
 pub struct FileSource {
-    rows: Box<dyn Iterator<Item = Result<(u64, Bytes), TargetError>> + Send>,
+    path: PathBuf,
+    reader: Reader,
     batch: usize,
+    zone: TimeZone,
+    /// The event-time column and the nanoseconds of its declared epoch unit.
+    epoch: Option<(usize, i64)>,
+}
+
+enum Reader {
+    Jsonl(std::iter::Enumerate<std::io::Lines<BufReader<File>>>),
+    Csv {
+        records: csv::StringRecordsIntoIter<File>,
+        /// `"name":` of each column, escaped once.
+        keys: Vec<Vec<u8>>,
+        columns: Vec<String>,
+    },
+    Parquet(ParquetRows),
+}
+
+struct ParquetRows {
+    reader: ParquetRecordBatchReader,
+    batch: Option<RecordBatch>,
+    /// Next row of `batch`.
+    row: usize,
+    /// Rows given so far.
+    rows: u64,
+    keys: Vec<Vec<u8>>,
+    schema: std::sync::Arc<Schema>,
 }
 
 fn file_error(path: &Path, e: impl std::fmt::Display) -> TargetError {
@@ -39,137 +76,426 @@ fn file_error(path: &Path, e: impl std::fmt::Display) -> TargetError {
     }
 }
 
+/// `"name":`, escaped.
+fn key_of(name: &str) -> Vec<u8> {
+    let mut key = serde_json::to_vec(name).unwrap_or_default();
+    key.push(b':');
+    key
+}
+
 impl FileSource {
-    /// Opens a file.
+    /// Opens a file; a Parquet column of a type Sluice cannot read is refused here, by name.
     pub fn open(path: &Path, format: Option<FileFormat>, batch: usize) -> Result<Self, TargetError> {
-        let format = format
-            .or_else(|| format_of(path))
-            .ok_or_else(|| file_error(path, "unknown format"))?;
+        let format = format.or_else(|| format_of(path)).ok_or_else(|| {
+            file_error(
+                path,
+                "unknown format: expected .jsonl, .json, .ndjson, .csv or .parquet",
+            )
+        })?;
         let file = File::open(path).map_err(|e| file_error(path, e))?;
-        let at = path.to_path_buf();
-        let rows: Box<dyn Iterator<Item = _> + Send> = match format {
-            FileFormat::Jsonl => {
-                Box::new(
-                    BufReader::new(file)
-                        .lines()
-                        .enumerate()
-                        .filter_map(move |(i, line)| match line {
-                            Ok(line) if line.trim().is_empty() => None,
-                            Ok(line) => Some(Ok((i as u64 + 1, Bytes::from(line)))),
-                            Err(e) => Some(Err(file_error(&at, e))),
-                        }),
-                )
-            }
+        let reader = match format {
+            FileFormat::Jsonl => Reader::Jsonl(BufReader::new(file).lines().enumerate()),
             FileFormat::Csv => {
                 let mut reader = csv::Reader::from_reader(file);
-                let header: Vec<String> = reader
+                let columns: Vec<String> = reader
                     .headers()
                     .map_err(|e| file_error(path, e))?
                     .iter()
                     .map(str::to_string)
                     .collect();
-                Box::new(reader.into_records().enumerate().map(move |(i, record)| {
-                    let record = record.map_err(|e| file_error(&at, e))?;
-                    let object: Map<String, Json> = header.iter().cloned().zip(record.iter().map(csv_value)).collect();
-                    Ok((
-                        i as u64 + 2,
-                        Bytes::from(serde_json::to_vec(&object).unwrap_or_default()),
-                    ))
-                }))
+                Reader::Csv {
+                    records: reader.into_records(),
+                    keys: columns.iter().map(|c| key_of(c)).collect(),
+                    columns,
+                }
             }
             FileFormat::Parquet => {
-                let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-                    .and_then(|b| b.build())
+                let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| file_error(path, e))?;
+                let schema = builder.schema().clone();
+                let refused: Vec<String> = schema
+                    .fields()
+                    .iter()
+                    .filter(|f| !readable(f.data_type()))
+                    .map(|f| format!("column \"{}\" has type {}", f.name(), f.data_type()))
+                    .collect();
+                if !refused.is_empty() {
+                    return Err(file_error(
+                        path,
+                        format!(
+                            "{}, which Sluice cannot read (it reads booleans, integers, floats, decimals, text, \
+                             timestamps, dates, and lists or structs of those): cast or drop the column",
+                            refused.join("; ")
+                        ),
+                    ));
+                }
+                let reader = builder
+                    .with_batch_size(batch.clamp(1, 8192))
+                    .build()
                     .map_err(|e| file_error(path, e))?;
-                let mut next = 0u64;
-                Box::new(reader.flat_map(move |batch| {
-                    let rows: Vec<Result<(u64, Bytes), TargetError>> = match batch {
-                        Ok(batch) => parquet_rows(&batch)
-                            .into_iter()
-                            .map(|object| {
-                                next += 1;
-                                Ok((next, Bytes::from(serde_json::to_vec(&object).unwrap_or_default())))
-                            })
-                            .collect(),
-                        Err(e) => vec![Err(file_error(&at, e))],
-                    };
-                    rows
-                }))
+                Reader::Parquet(ParquetRows {
+                    reader,
+                    batch: None,
+                    row: 0,
+                    rows: 0,
+                    keys: schema.fields().iter().map(|f| key_of(f.name())).collect(),
+                    schema,
+                })
             }
         };
         Ok(FileSource {
-            rows,
+            path: path.to_path_buf(),
+            reader,
             batch: batch.max(1),
+            zone: TimeZone::UTC,
+            epoch: None,
         })
+    }
+
+    /// Reads typed times as the feature set does: timestamps without a zone (and dates) are
+    /// wall-clock times in its zone, and its event-time `field`, when it declares an epoch
+    /// unit, is given as a number of that unit.
+    pub fn reading_times(mut self, reader: &TimeReader, field: &str) -> Self {
+        self.zone = reader.zone().clone();
+        if let (Reader::Parquet(rows), Some(unit)) = (&self.reader, reader.format().unit_nanos()) {
+            self.epoch = rows.schema.index_of(field).ok().map(|at| (at, unit as i64));
+        }
+        self
+    }
+
+    /// What a sequence counts: `line` (JSONL, CSV) or `row` (Parquet).
+    pub fn unit(&self) -> &'static str {
+        match self.reader {
+            Reader::Parquet(_) => "row",
+            _ => "line",
+        }
+    }
+
+    /// Checks that a CSV header or Parquet schema has these columns (JSON lines are checked
+    /// event by event); the error lists the columns the file has.
+    pub fn require(&self, fields: &[&str]) -> Result<(), TargetError> {
+        let columns: Vec<&str> = match &self.reader {
+            Reader::Jsonl(_) => return Ok(()),
+            Reader::Csv { columns, .. } => columns.iter().map(String::as_str).collect(),
+            Reader::Parquet(p) => p.schema.fields().iter().map(|f| f.name().as_str()).collect(),
+        };
+        let missing: Vec<&str> = fields.iter().copied().filter(|f| !columns.contains(f)).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(file_error(
+            &self.path,
+            format!(
+                "no column {} (the feature set's entity and event time fields); the file has: {}",
+                missing
+                    .iter()
+                    .map(|m| format!("\"{m}\""))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                columns.join(", ")
+            ),
+        ))
     }
 
     /// The next batch; empty at the end of the file.
     pub fn next_batch(&mut self) -> Result<Vec<(u64, Bytes)>, TargetError> {
         let mut batch = Vec::with_capacity(self.batch);
-        for row in self.rows.by_ref() {
-            batch.push(row?);
-            if batch.len() == self.batch {
-                break;
+        let path = &self.path;
+        match &mut self.reader {
+            Reader::Jsonl(lines) => {
+                for (i, line) in lines.by_ref() {
+                    let line = line.map_err(|e| file_error(path, e))?;
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    batch.push((i as u64 + 1, Bytes::from(line)));
+                    if batch.len() == self.batch {
+                        break;
+                    }
+                }
+            }
+            Reader::Csv { records, keys, .. } => {
+                for record in records.by_ref() {
+                    let record = record.map_err(|e| file_error(path, e))?;
+                    let line = record.position().map_or(0, |p| p.line());
+                    let mut out = Vec::with_capacity(record.as_slice().len() + keys.len() * 12);
+                    out.push(b'{');
+                    for (i, (key, cell)) in keys.iter().zip(record.iter()).enumerate() {
+                        if i > 0 {
+                            out.push(b',');
+                        }
+                        out.extend_from_slice(key);
+                        csv_value(&mut out, cell);
+                    }
+                    out.push(b'}');
+                    batch.push((line, Bytes::from(out)));
+                    if batch.len() == self.batch {
+                        break;
+                    }
+                }
+            }
+            Reader::Parquet(rows) => {
+                while batch.len() < self.batch && rows.ready(path)? {
+                    let Some(record) = &rows.batch else { break };
+                    let mut out = Vec::with_capacity(64 * rows.keys.len());
+                    out.push(b'{');
+                    for (i, (key, column)) in rows.keys.iter().zip(record.columns()).enumerate() {
+                        if i > 0 {
+                            out.push(b',');
+                        }
+                        out.extend_from_slice(key);
+                        match self.epoch {
+                            Some((at, unit)) if at == i => {
+                                write_epoch(&mut out, column.as_ref(), rows.row, unit, &self.zone)
+                            }
+                            _ => write_cell(&mut out, column.as_ref(), rows.row, &self.zone),
+                        }
+                    }
+                    out.push(b'}');
+                    rows.row += 1;
+                    rows.rows += 1;
+                    batch.push((rows.rows, Bytes::from(out)));
+                }
             }
         }
         Ok(batch)
     }
 }
 
-/// A CSV cell: empty is null; integers, floats and true/false are recognised; else text.
-fn csv_value(cell: &str) -> Json {
-    if cell.is_empty() {
-        Json::Null
-    } else if let Ok(i) = cell.parse::<i64>() {
-        Json::from(i)
-    } else if let Some(f) = cell.parse::<f64>().ok().filter(|f| f.is_finite()) {
-        Json::from(f)
-    } else if cell == "true" || cell == "false" {
-        Json::Bool(cell == "true")
-    } else {
-        Json::String(cell.to_string())
-    }
-}
-
-/// The rows of a record batch as JSON objects (timestamps as epoch microseconds).
-fn parquet_rows(batch: &RecordBatch) -> Vec<Map<String, Json>> {
-    let schema = batch.schema();
-    (0..batch.num_rows())
-        .map(|r| {
-            schema
-                .fields()
-                .iter()
-                .zip(batch.columns())
-                .map(|(field, column)| (field.name().clone(), cell(column.as_ref(), r)))
-                .collect()
-        })
-        .collect()
-}
-
-/// One cell of an Arrow column as JSON (timestamps as epoch microseconds).
-pub(crate) fn cell(column: &dyn Array, r: usize) -> Json {
-    if column.is_null(r) {
-        return Json::Null;
-    }
-    match column.data_type() {
-        DataType::Boolean => Json::Bool(column.as_boolean().value(r)),
-        DataType::Int32 => Json::from(column.as_primitive::<Int32Type>().value(r)),
-        DataType::Int64 => Json::from(column.as_primitive::<Int64Type>().value(r)),
-        DataType::UInt64 => Json::from(column.as_primitive::<UInt64Type>().value(r)),
-        DataType::Float32 => Json::from(column.as_primitive::<Float32Type>().value(r) as f64),
-        DataType::Float64 => Json::from(column.as_primitive::<Float64Type>().value(r)),
-        DataType::Utf8 => Json::String(column.as_string::<i32>().value(r).to_string()),
-        DataType::LargeUtf8 => Json::String(column.as_string::<i64>().value(r).to_string()),
-        DataType::Timestamp(TimeUnit::Microsecond, _) => {
-            Json::from(column.as_primitive::<TimestampMicrosecondType>().value(r))
+impl ParquetRows {
+    /// Whether `batch` holds a next row (the next record batch is read when the last one is
+    /// used up); false at the end of the file.
+    fn ready(&mut self, path: &Path) -> Result<bool, TargetError> {
+        loop {
+            if self.batch.as_ref().is_some_and(|b| self.row < b.num_rows()) {
+                return Ok(true);
+            }
+            match self.reader.next() {
+                None => return Ok(false),
+                Some(batch) => {
+                    self.batch = Some(batch.map_err(|e| file_error(path, e))?);
+                    self.row = 0;
+                }
+            }
         }
-        other => Json::String(format!("unsupported Parquet type {other}")),
     }
+}
+
+/// A CSV cell as JSON: empty is null; integers, floats and true/false are recognised; else
+/// text.
+fn csv_value(out: &mut Vec<u8>, cell: &str) {
+    if cell.is_empty() {
+        out.extend_from_slice(b"null");
+    } else if let Ok(i) = cell.parse::<i64>() {
+        write_json(out, &i);
+    } else if let Some(f) = cell.parse::<f64>().ok().filter(|f| f.is_finite()) {
+        write_json(out, &f);
+    } else if cell == "true" || cell == "false" {
+        out.extend_from_slice(cell.as_bytes());
+    } else {
+        write_json(out, cell);
+    }
+}
+
+fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    // Writing to a Vec cannot fail; a non-finite float is written as null.
+    let _ = serde_json::to_writer(&mut *out, value);
+}
+
+/// Whether the file source reads a column of this type.
+fn readable(data_type: &DataType) -> bool {
+    use DataType::*;
+    match data_type {
+        Null | Boolean | Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 | Float16 | Float32
+        | Float64 | Decimal32(..) | Decimal64(..) | Decimal128(..) | Decimal256(..) | Utf8 | LargeUtf8 | Utf8View
+        | Timestamp(..) | Date32 | Date64 => true,
+        List(item) | LargeList(item) | FixedSizeList(item, _) => readable(item.data_type()),
+        Struct(fields) => fields.iter().all(|f| readable(f.data_type())),
+        Dictionary(key, value) => key.is_dictionary_key_type() && readable(value),
+        _ => false,
+    }
+}
+
+fn unit_nanos(unit: &TimeUnit) -> i64 {
+    match unit {
+        TimeUnit::Second => 1_000_000_000,
+        TimeUnit::Millisecond => 1_000_000,
+        TimeUnit::Microsecond => 1_000,
+        TimeUnit::Nanosecond => 1,
+    }
+}
+
+/// Writes one cell of an Arrow column (of a [`readable`] type) as JSON.
+fn write_cell(out: &mut Vec<u8>, column: &dyn Array, r: usize, zone: &TimeZone) {
+    if column.is_null(r) {
+        out.extend_from_slice(b"null");
+        return;
+    }
+    macro_rules! number {
+        ($t:ty) => {
+            write_json(out, &column.as_primitive::<$t>().value(r))
+        };
+    }
+    macro_rules! decimal {
+        ($t:ty, $p:expr, $s:expr) => {{
+            // The decimal's own digits are a JSON number: read as the nearest float (or an
+            // integer at scale 0), as pandas' float() of the Decimal gives.
+            let text = <$t>::format_decimal(column.as_primitive::<$t>().value(r), *$p, *$s);
+            out.extend_from_slice(text.as_bytes());
+        }};
+    }
+    macro_rules! dictionary {
+        ($k:ty) => {{
+            let dictionary = column.as_dictionary::<$k>();
+            let index = dictionary.keys().value(r) as usize;
+            write_cell(out, dictionary.values().as_ref(), index, zone)
+        }};
+    }
+    let time = |out: &mut Vec<u8>, value: i64, nanos: i64, naive: bool| match typed_text(value, nanos, naive, zone) {
+        Some(text) => write_json(out, &text),
+        None => write_json(out, &format!("{value} (out of the range of times)")),
+    };
+    match column.data_type() {
+        DataType::Null => out.extend_from_slice(b"null"),
+        DataType::Boolean => write_json(out, &column.as_boolean().value(r)),
+        DataType::Int8 => number!(Int8Type),
+        DataType::Int16 => number!(Int16Type),
+        DataType::Int32 => number!(Int32Type),
+        DataType::Int64 => number!(Int64Type),
+        DataType::UInt8 => number!(UInt8Type),
+        DataType::UInt16 => number!(UInt16Type),
+        DataType::UInt32 => number!(UInt32Type),
+        DataType::UInt64 => number!(UInt64Type),
+        DataType::Float16 => write_json(out, &column.as_primitive::<Float16Type>().value(r).to_f64()),
+        DataType::Float32 => write_json(out, &(column.as_primitive::<Float32Type>().value(r) as f64)),
+        DataType::Float64 => number!(Float64Type),
+        DataType::Decimal32(p, s) => decimal!(Decimal32Type, p, s),
+        DataType::Decimal64(p, s) => decimal!(Decimal64Type, p, s),
+        DataType::Decimal128(p, s) => decimal!(Decimal128Type, p, s),
+        DataType::Decimal256(p, s) => decimal!(Decimal256Type, p, s),
+        DataType::Utf8 => write_json(out, column.as_string::<i32>().value(r)),
+        DataType::LargeUtf8 => write_json(out, column.as_string::<i64>().value(r)),
+        DataType::Utf8View => write_json(out, column.as_string_view().value(r)),
+        DataType::Timestamp(unit, tz) => {
+            let value = match unit {
+                TimeUnit::Second => column.as_primitive::<TimestampSecondType>().value(r),
+                TimeUnit::Millisecond => column.as_primitive::<TimestampMillisecondType>().value(r),
+                TimeUnit::Microsecond => column.as_primitive::<TimestampMicrosecondType>().value(r),
+                TimeUnit::Nanosecond => column.as_primitive::<TimestampNanosecondType>().value(r),
+            };
+            time(out, value, unit_nanos(unit), tz.is_none())
+        }
+        DataType::Date32 => time(
+            out,
+            column.as_primitive::<Date32Type>().value(r) as i64,
+            86_400_000_000_000,
+            true,
+        ),
+        DataType::Date64 => time(out, column.as_primitive::<Date64Type>().value(r), 1_000_000, true),
+        DataType::List(_) => write_items(out, column.as_list::<i32>().value(r).as_ref(), zone),
+        DataType::LargeList(_) => write_items(out, column.as_list::<i64>().value(r).as_ref(), zone),
+        DataType::FixedSizeList(..) => write_items(out, column.as_fixed_size_list().value(r).as_ref(), zone),
+        DataType::Struct(fields) => {
+            let record = column.as_struct();
+            out.push(b'{');
+            for (i, field) in fields.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(&key_of(field.name()));
+                write_cell(out, record.column(i).as_ref(), r, zone);
+            }
+            out.push(b'}');
+        }
+        DataType::Dictionary(key, _) => match key.as_ref() {
+            DataType::Int8 => dictionary!(Int8Type),
+            DataType::Int16 => dictionary!(Int16Type),
+            DataType::Int32 => dictionary!(Int32Type),
+            DataType::Int64 => dictionary!(Int64Type),
+            DataType::UInt8 => dictionary!(UInt8Type),
+            DataType::UInt16 => dictionary!(UInt16Type),
+            DataType::UInt32 => dictionary!(UInt32Type),
+            _ => dictionary!(UInt64Type),
+        },
+        // `readable` refused every other type when the file was opened.
+        _ => out.extend_from_slice(b"null"),
+    }
+}
+
+/// Writes the event-time cell as a number of `unit` nanoseconds (rounded down) when it is a
+/// typed time; other types are written as they are.
+fn write_epoch(out: &mut Vec<u8>, column: &dyn Array, r: usize, unit: i64, zone: &TimeZone) {
+    let typed = match column.data_type() {
+        _ if column.is_null(r) => None,
+        DataType::Timestamp(TimeUnit::Second, tz) => Some((
+            column.as_primitive::<TimestampSecondType>().value(r),
+            1_000_000_000i64,
+            tz.is_none(),
+        )),
+        DataType::Timestamp(TimeUnit::Millisecond, tz) => Some((
+            column.as_primitive::<TimestampMillisecondType>().value(r),
+            1_000_000,
+            tz.is_none(),
+        )),
+        DataType::Timestamp(TimeUnit::Microsecond, tz) => Some((
+            column.as_primitive::<TimestampMicrosecondType>().value(r),
+            1_000,
+            tz.is_none(),
+        )),
+        DataType::Timestamp(TimeUnit::Nanosecond, tz) => Some((
+            column.as_primitive::<TimestampNanosecondType>().value(r),
+            1,
+            tz.is_none(),
+        )),
+        DataType::Date32 => Some((
+            column.as_primitive::<Date32Type>().value(r) as i64,
+            86_400_000_000_000,
+            true,
+        )),
+        DataType::Date64 => Some((column.as_primitive::<Date64Type>().value(r), 1_000_000, true)),
+        _ => None,
+    };
+    let Some((value, nanos, naive)) = typed else {
+        return write_cell(out, column, r, zone);
+    };
+    let instant = value as i128 * nanos as i128;
+    let instant = match naive && *zone != TimeZone::UTC {
+        // A wall-clock time in the zone: shifted by the zone's offset at that time.
+        true => jiff::Timestamp::from_nanosecond(instant)
+            .ok()
+            .and_then(|t| zone.to_timestamp(TimeZone::UTC.to_datetime(t)).ok())
+            .map(|t| t.as_nanosecond()),
+        false => Some(instant),
+    };
+    match instant {
+        Some(ns) => write_json(out, &(ns.div_euclid(unit as i128) as i64)),
+        None => write_json(out, &format!("{value} (out of the range of times)")),
+    }
+}
+
+/// The items of a list cell as a JSON array.
+fn write_items(out: &mut Vec<u8>, items: &dyn Array, zone: &TimeZone) {
+    out.push(b'[');
+    for i in 0..items.len() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_cell(out, items, i, zone);
+    }
+    out.push(b']');
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::builder::{ListBuilder, StringDictionaryBuilder};
+    use arrow_array::{
+        ArrayRef, BinaryArray, Date32Array, Decimal128Array, Int64Array, TimestampMillisecondArray,
+        TimestampNanosecondArray, TimestampSecondArray,
+    };
+
     use super::*;
+    use crate::event_time::TimeFormat;
 
     #[test]
     fn csv_cells_get_their_types_and_lines_their_numbers() {
@@ -188,5 +514,118 @@ mod tests {
             br#"{"user_id":"u2","amount":3,"ok":false,"note":"hi"}"#
         );
         assert!(source.next_batch().unwrap().is_empty());
+        assert!(source
+            .require(&["user_id", "ts"])
+            .unwrap_err()
+            .to_string()
+            .contains("no column \"ts\""));
+    }
+
+    fn write(path: &Path, columns: Vec<(&str, ArrayRef)>) {
+        let batch = RecordBatch::try_from_iter(columns).unwrap();
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new(File::create(path).unwrap(), batch.schema(), None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+    }
+
+    fn rows(path: &Path, reader: TimeReader) -> Vec<serde_json::Value> {
+        let mut source = FileSource::open(path, None, 2).unwrap().reading_times(&reader, "ms");
+        let mut all = Vec::new();
+        loop {
+            let batch = source.next_batch().unwrap();
+            if batch.is_empty() {
+                return all;
+            }
+            for (i, (seq, bytes)) in batch.into_iter().enumerate() {
+                assert_eq!(seq as usize, all.len() + 1, "row {i}");
+                all.push(serde_json::from_slice(&bytes).unwrap());
+            }
+        }
+    }
+
+    #[test]
+    fn parquet_columns_are_read_by_their_logical_type() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.parquet");
+        let mut tags = StringDictionaryBuilder::<Int32Type>::new();
+        tags.append_value("a");
+        tags.append_null();
+        tags.append_value("a");
+        let mut lists = ListBuilder::new(arrow_array::builder::Float64Builder::new());
+        lists.append_value([Some(1.0), Some(2.5)]);
+        lists.append_null();
+        lists.append_value([]);
+        write(
+            &path,
+            vec![
+                (
+                    "s",
+                    Arc::new(TimestampSecondArray::from(vec![Some(1_704_067_200), None, Some(0)])) as ArrayRef,
+                ),
+                (
+                    "ms",
+                    Arc::new(TimestampMillisecondArray::from(vec![1_704_067_200_123, 0, -1]).with_timezone("+02:00")),
+                ),
+                (
+                    "ns",
+                    Arc::new(
+                        TimestampNanosecondArray::from(vec![1_704_067_200_000_000_001, 0, 0]).with_timezone("UTC"),
+                    ),
+                ),
+                ("d", Arc::new(Date32Array::from(vec![19_723, 0, -1]))),
+                (
+                    "price",
+                    Arc::new(
+                        Decimal128Array::from(vec![Some(12_345), Some(-5), None])
+                            .with_precision_and_scale(10, 2)
+                            .unwrap(),
+                    ),
+                ),
+                ("tag", Arc::new(tags.finish())),
+                ("v", Arc::new(lists.finish())),
+                ("n", Arc::new(Int64Array::from(vec![Some(1), None, Some(-3)]))),
+            ],
+        );
+        let got = rows(&path, TimeReader::utc(TimeFormat::Auto));
+        assert_eq!(
+            got[0],
+            serde_json::json!({"s": "2024-01-01T00:00:00Z", "ms": "2024-01-01T00:00:00.123Z",
+                "ns": "2024-01-01T00:00:00.000000001Z", "d": "2024-01-01T00:00:00Z", "price": 123.45,
+                "tag": "a", "v": [1.0, 2.5], "n": 1})
+        );
+        assert_eq!(
+            got[1],
+            serde_json::json!({"s": null, "ms": "1970-01-01T00:00:00Z", "ns": "1970-01-01T00:00:00Z",
+                "d": "1970-01-01T00:00:00Z", "price": -0.05, "tag": null, "v": null, "n": null})
+        );
+        assert_eq!(got[2]["ms"], "1969-12-31T23:59:59.999Z");
+        assert_eq!(got[2]["d"], "1969-12-31T00:00:00Z");
+        assert_eq!(got[2]["v"], serde_json::json!([]));
+        // Zone-less times (and dates) are wall-clock times in the set's zone; zoned ones are not.
+        let paris = rows(&path, TimeReader::new(TimeFormat::Auto, Some("Europe/Paris")).unwrap());
+        assert_eq!(paris[0]["s"], "2023-12-31T23:00:00Z");
+        assert_eq!(paris[0]["d"], "2023-12-31T23:00:00Z");
+        assert_eq!(paris[0]["ms"], got[0]["ms"]);
+        // The event-time column of a set with an epoch unit comes in that unit.
+        let epoch = rows(&path, TimeReader::utc(TimeFormat::EpochMs));
+        assert_eq!(epoch[0]["ms"], 1_704_067_200_123i64);
+        assert_eq!(epoch[2]["ms"], -1);
+        assert_eq!(epoch[0]["s"], got[0]["s"]);
+    }
+
+    #[test]
+    fn a_column_of_an_unreadable_type_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.parquet");
+        write(
+            &path,
+            vec![
+                ("id", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+                ("raw", Arc::new(BinaryArray::from(vec![&b"x"[..]]))),
+            ],
+        );
+        let error = FileSource::open(&path, None, 10).err().unwrap().to_string();
+        assert!(error.contains("column \"raw\" has type Binary"), "{error}");
     }
 }
