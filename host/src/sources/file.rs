@@ -45,10 +45,17 @@ pub struct FileSource {
     zone: TimeZone,
     /// The event-time column and the nanoseconds of its declared epoch unit.
     epoch: Option<(usize, i64)>,
+    /// Where a CSV or Parquet row is written before it is copied out at its exact size (an
+    /// event held for sorting costs its length, not a guessed capacity).
+    buffer: Vec<u8>,
 }
 
 enum Reader {
-    Jsonl(std::iter::Enumerate<std::io::Lines<BufReader<File>>>),
+    Jsonl {
+        lines: BufReader<File>,
+        /// Lines read so far.
+        line: u64,
+    },
     Csv {
         records: csv::StringRecordsIntoIter<File>,
         /// `"name":` of each column, escaped once.
@@ -94,7 +101,10 @@ impl FileSource {
         })?;
         let file = File::open(path).map_err(|e| file_error(path, e))?;
         let reader = match format {
-            FileFormat::Jsonl => Reader::Jsonl(BufReader::new(file).lines().enumerate()),
+            FileFormat::Jsonl => Reader::Jsonl {
+                lines: BufReader::with_capacity(256 * 1024, file),
+                line: 0,
+            },
             FileFormat::Csv => {
                 let mut reader = csv::Reader::from_reader(file);
                 let columns: Vec<String> = reader
@@ -148,6 +158,7 @@ impl FileSource {
             batch: batch.max(1),
             zone: TimeZone::UTC,
             epoch: None,
+            buffer: Vec::with_capacity(4096),
         })
     }
 
@@ -174,7 +185,7 @@ impl FileSource {
     /// event by event); the error lists the columns the file has.
     pub fn require(&self, fields: &[&str]) -> Result<(), TargetError> {
         let columns: Vec<&str> = match &self.reader {
-            Reader::Jsonl(_) => return Ok(()),
+            Reader::Jsonl { .. } => return Ok(()),
             Reader::Csv { columns, .. } => columns.iter().map(String::as_str).collect(),
             Reader::Parquet(p) => p.schema.fields().iter().map(|f| f.name().as_str()).collect(),
         };
@@ -200,16 +211,18 @@ impl FileSource {
     pub fn next_batch(&mut self) -> Result<Vec<(u64, Bytes)>, TargetError> {
         let mut batch = Vec::with_capacity(self.batch);
         let path = &self.path;
+        let out = &mut self.buffer;
         match &mut self.reader {
-            Reader::Jsonl(lines) => {
-                for (i, line) in lines.by_ref() {
-                    let line = line.map_err(|e| file_error(path, e))?;
-                    if line.trim().is_empty() {
-                        continue;
-                    }
-                    batch.push((i as u64 + 1, Bytes::from(line)));
-                    if batch.len() == self.batch {
+            Reader::Jsonl { lines, line } => {
+                while batch.len() < self.batch {
+                    out.clear();
+                    if lines.read_until(b'\n', out).map_err(|e| file_error(path, e))? == 0 {
                         break;
+                    }
+                    *line += 1;
+                    let text = out.trim_ascii();
+                    if !text.is_empty() {
+                        batch.push((*line, Bytes::copy_from_slice(text)));
                     }
                 }
             }
@@ -217,17 +230,17 @@ impl FileSource {
                 for record in records.by_ref() {
                     let record = record.map_err(|e| file_error(path, e))?;
                     let line = record.position().map_or(0, |p| p.line());
-                    let mut out = Vec::with_capacity(record.as_slice().len() + keys.len() * 12);
+                    out.clear();
                     out.push(b'{');
                     for (i, (key, cell)) in keys.iter().zip(record.iter()).enumerate() {
                         if i > 0 {
                             out.push(b',');
                         }
                         out.extend_from_slice(key);
-                        csv_value(&mut out, cell);
+                        csv_value(out, cell);
                     }
                     out.push(b'}');
-                    batch.push((line, Bytes::from(out)));
+                    batch.push((line, Bytes::copy_from_slice(out)));
                     if batch.len() == self.batch {
                         break;
                     }
@@ -236,7 +249,7 @@ impl FileSource {
             Reader::Parquet(rows) => {
                 while batch.len() < self.batch && rows.ready(path)? {
                     let Some(record) = &rows.batch else { break };
-                    let mut out = Vec::with_capacity(64 * rows.keys.len());
+                    out.clear();
                     out.push(b'{');
                     for (i, (key, column)) in rows.keys.iter().zip(record.columns()).enumerate() {
                         if i > 0 {
@@ -245,15 +258,15 @@ impl FileSource {
                         out.extend_from_slice(key);
                         match self.epoch {
                             Some((at, unit)) if at == i => {
-                                write_epoch(&mut out, column.as_ref(), rows.row, unit, &self.zone)
+                                write_epoch(out, column.as_ref(), rows.row, unit, &self.zone)
                             }
-                            _ => write_cell(&mut out, column.as_ref(), rows.row, &self.zone),
+                            _ => write_cell(out, column.as_ref(), rows.row, &self.zone),
                         }
                     }
                     out.push(b'}');
                     rows.row += 1;
                     rows.rows += 1;
-                    batch.push((rows.rows, Bytes::from(out)));
+                    batch.push((rows.rows, Bytes::copy_from_slice(out)));
                 }
             }
         }
