@@ -324,3 +324,39 @@ fn an_offline_only_feature_set_validates_and_a_batch_run_ends_when_its_parquet_i
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_nats_an_offline_only_sets_rows_reach_parquet_through_a_stream_of_its_own() {
+    let live = Live::new("offonly");
+    let input = live.dir.path().join("events.jsonl");
+    let lines: String = (0..500)
+        .map(|i| format!("{}\n", json!({"user": format!("u{}", i % 7), "ts": 1_704_067_200 + i})))
+        .collect();
+    std::fs::write(&input, lines).unwrap();
+    let config = live.dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[host]\nnats = \"{}\"\nredis = \"{}\"\nredis_prefix = \"{}\"\ndata_dir = \"data\"\n\n[[feature_set]]\n\
+             name = \"{}\"\nentity = \"user\"\ntimestamp = {{ field = \"ts\", format = \"epoch_s\" }}\n\
+             source = {{ kind = \"file\", path = \"events.jsonl\", batch = 64 }}\n\n[[feature_set.targets]]\n\
+             kind = \"parquet\"\nroot = \"offline\"\nroll_seconds = 1\n",
+            live.nats_url, live.redis_url, live.prefix, live.set
+        ),
+    )
+    .unwrap();
+    let args = ["run", "--config", config.to_str().unwrap(), "--until-done"].map(str::to_string);
+    let code = tokio::task::spawn_blocking(move || sluice(&args.iter().map(String::as_str).collect::<Vec<_>>()))
+        .await
+        .unwrap();
+    let js = live.jetstream().await;
+    let stream = format!("SLUICE_ROWS_{}_v1", live.set);
+    let info = js.get_stream(&stream).await.map(|mut s| s.cached_info().state.messages);
+    let _ = js.delete_stream(&stream).await;
+    live.cleanup().await;
+    assert_eq!(code, 0);
+    assert!(info.unwrap() > 0, "the rows went through {stream}");
+    let rows = parquet_rows(&live.offline_dir());
+    assert_eq!(rows.len(), 500);
+    assert_eq!(rows[0].2, 1_704_067_200_000_000);
+}

@@ -224,15 +224,14 @@ async fn demo(
     let set = &config.feature_sets[0];
     let applied_key = format!("{}:{}:v{}:_applied", config.host.redis_prefix, set.name, set.version);
     let started = Instant::now();
+    eprintln!("  streaming {} events through the fraud feature set", options.events);
+    let mut progress = crate::offline::Progress::new(options.events, false);
     loop {
         let applied = store.counter(&applied_key).await.map_err(anyhow::Error::msg)?;
-        eprint!(
-            "\r  streaming through the fraud feature set {} {applied}/{} events",
-            crate::offline::backfill::bar(applied, options.events),
-            options.events
-        );
+        progress.show(applied);
         if applied >= options.events {
-            eprintln!(" in {:.1} s", started.elapsed().as_secs_f64());
+            progress.finish(applied);
+            eprintln!("  done in {:.1} s", started.elapsed().as_secs_f64());
             break;
         }
         if started.elapsed() > Duration::from_secs(120) {

@@ -18,11 +18,12 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arrow_schema::DataType;
 use bytes::Bytes;
 
+use super::progress::Progress;
 use super::sort::{Historical, Sorted, Sorter};
 use crate::bus::Replay;
 use crate::config::{Config, FeatureSetConfig, SourceConfig, TargetConfig};
@@ -584,55 +585,6 @@ impl LetterFile {
                 .map_err(|e| anyhow::anyhow!("{}: {e}", self.path.display()))?;
         }
         Ok(())
-    }
-}
-
-/// A bar of 40 characters, `[####    ]`, `done` of `total` filled.
-pub(crate) fn bar(done: u64, total: u64) -> String {
-    let width = 40;
-    let filled = (done.min(total) * width / total.max(1)) as usize;
-    format!("[{}{}]", "#".repeat(filled), " ".repeat(width as usize - filled))
-}
-
-/// A progress bar on stderr: events, events/s, ETA.
-pub(crate) struct Progress {
-    total: u64,
-    started: Instant,
-    shown: Instant,
-    quiet: bool,
-}
-
-impl Progress {
-    pub(crate) fn new(total: u64, quiet: bool) -> Progress {
-        Progress {
-            total,
-            started: Instant::now(),
-            shown: Instant::now() - Duration::from_secs(1),
-            quiet,
-        }
-    }
-
-    pub(crate) fn show(&mut self, done: u64) {
-        if self.quiet || self.shown.elapsed() < Duration::from_millis(250) {
-            return;
-        }
-        self.shown = Instant::now();
-        let rate = done as f64 / self.started.elapsed().as_secs_f64().max(1e-6);
-        let eta = (self.total.saturating_sub(done)) as f64 / rate.max(1e-6);
-        eprint!(
-            "\r  {} {done}/{} events, {rate:.0} events/s, ETA {eta:.0} s   ",
-            bar(done, self.total),
-            self.total
-        );
-    }
-
-    pub(crate) fn finish(&mut self, done: u64) {
-        if self.quiet {
-            return;
-        }
-        self.shown = Instant::now() - Duration::from_secs(1);
-        self.show(done);
-        eprintln!(" in {:.1} s", self.started.elapsed().as_secs_f64());
     }
 }
 

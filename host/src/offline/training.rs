@@ -14,8 +14,8 @@ use arrow_array::{
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use serde_json::{Map, Value as Json};
 
-use super::backfill::Progress;
 use super::history::History;
+use super::progress::Progress;
 use crate::config::{Config, FeatureSetConfig, TargetConfig, TimeFormat};
 use crate::event::Value;
 use crate::sources::decode::parse_time;
