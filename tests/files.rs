@@ -19,6 +19,25 @@ fn sluice(args: &[&str]) -> i32 {
     sluice::cli::run(cli).unwrap()
 }
 
+/// `sluice backfill` of the set `f` of `config` from `input` into version `version`, quiet.
+fn backfill(config: &Path, input: &Path, version: &str, extra: &[&str]) -> i32 {
+    let (config, input) = (config.to_str().unwrap(), input.to_str().unwrap());
+    let mut args = vec![
+        "backfill",
+        "--config",
+        config,
+        "--set",
+        "f",
+        "--version",
+        version,
+        "--input",
+        input,
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    sluice(&args)
+}
+
 /// An embedded-mode config of one feature set `f` reading `file`, with a parquet target only.
 fn offline_only(dir: &Path, file: &Path, timestamp: &str, steps: &str) -> PathBuf {
     let path = dir.join("sluice.toml");
@@ -77,20 +96,7 @@ fn files_from_pandas_pyarrow_duckdb_and_csv_backfill_with_the_times_and_values_p
             .unwrap_or_default();
         let timestamp = format!("{{ field = {}, format = {}{zone} }}", case["field"], case["format"]);
         let config = offline_only(&at, &file, &timestamp, "");
-        let code = sluice(&[
-            "backfill",
-            "--config",
-            config.to_str().unwrap(),
-            "--set",
-            "f",
-            "--version",
-            "2",
-            "--input",
-            file.to_str().unwrap(),
-            "--max-failed",
-            "0",
-            "--quiet",
-        ]);
+        let code = backfill(&config, &file, "2", &["--max-failed", "0"]);
         assert_eq!(code, 0, "{name}: backfill failed");
         let rows = parquet_rows(&at.join("offline/f/v2"));
         let expected = case["rows"].as_array().unwrap();
@@ -235,24 +241,7 @@ fn a_backfill_in_which_every_event_fails_exits_non_zero_and_names_the_reasons() 
     assert!(refusal.contains("50  decode: event time field \"ts\""), "{refusal}");
     assert!(refusal.contains("cannot be known"), "{refusal}");
     assert!(refusal.contains("1  decode: invalid JSON"), "{refusal}");
-    let args = |max: &str| {
-        [
-            "backfill",
-            "--config",
-            config.to_str().unwrap(),
-            "--set",
-            "f",
-            "--version",
-            "2",
-            "--input",
-            input.to_str().unwrap(),
-            "--quiet",
-            "--max-failed",
-            max,
-        ]
-        .map(str::to_string)
-    };
-    let run = |max: &str| sluice(&args(max).iter().map(String::as_str).collect::<Vec<_>>());
+    let run = |max: &str| backfill(&config, &input, "2", &["--max-failed", max]);
     assert_eq!(run("5%"), 1);
     assert_eq!(run("100%"), 1, "every event failing is never a success");
     // Every failure is kept, with its file, line and position.

@@ -388,22 +388,11 @@ fn write_cell(out: &mut Vec<u8>, column: &dyn Array, r: usize, zone: &TimeZone) 
         DataType::Utf8 => write_json(out, column.as_string::<i32>().value(r)),
         DataType::LargeUtf8 => write_json(out, column.as_string::<i64>().value(r)),
         DataType::Utf8View => write_json(out, column.as_string_view().value(r)),
-        DataType::Timestamp(unit, tz) => {
-            let value = match unit {
-                TimeUnit::Second => column.as_primitive::<TimestampSecondType>().value(r),
-                TimeUnit::Millisecond => column.as_primitive::<TimestampMillisecondType>().value(r),
-                TimeUnit::Microsecond => column.as_primitive::<TimestampMicrosecondType>().value(r),
-                TimeUnit::Nanosecond => column.as_primitive::<TimestampNanosecondType>().value(r),
-            };
-            time(out, value, unit_nanos(unit), tz.is_none())
+        DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 => {
+            if let Some((value, nanos, naive)) = typed_time(column, r) {
+                time(out, value, nanos, naive)
+            }
         }
-        DataType::Date32 => time(
-            out,
-            column.as_primitive::<Date32Type>().value(r) as i64,
-            86_400_000_000_000,
-            true,
-        ),
-        DataType::Date64 => time(out, column.as_primitive::<Date64Type>().value(r), 1_000_000, true),
         DataType::List(_) => write_items(out, column.as_list::<i32>().value(r).as_ref(), zone),
         DataType::LargeList(_) => write_items(out, column.as_list::<i64>().value(r).as_ref(), zone),
         DataType::FixedSizeList(..) => write_items(out, column.as_fixed_size_list().value(r).as_ref(), zone),
@@ -434,39 +423,33 @@ fn write_cell(out: &mut Vec<u8>, column: &dyn Array, r: usize, zone: &TimeZone) 
     }
 }
 
-/// Writes the event-time cell as a number of `unit` nanoseconds (rounded down) when it is a
-/// typed time; other types are written as they are.
-fn write_epoch(out: &mut Vec<u8>, column: &dyn Array, r: usize, unit: i64, zone: &TimeZone) {
-    let typed = match column.data_type() {
-        _ if column.is_null(r) => None,
-        DataType::Timestamp(TimeUnit::Second, tz) => Some((
-            column.as_primitive::<TimestampSecondType>().value(r),
-            1_000_000_000i64,
-            tz.is_none(),
-        )),
-        DataType::Timestamp(TimeUnit::Millisecond, tz) => Some((
-            column.as_primitive::<TimestampMillisecondType>().value(r),
-            1_000_000,
-            tz.is_none(),
-        )),
-        DataType::Timestamp(TimeUnit::Microsecond, tz) => Some((
-            column.as_primitive::<TimestampMicrosecondType>().value(r),
-            1_000,
-            tz.is_none(),
-        )),
-        DataType::Timestamp(TimeUnit::Nanosecond, tz) => Some((
-            column.as_primitive::<TimestampNanosecondType>().value(r),
-            1,
-            tz.is_none(),
-        )),
-        DataType::Date32 => Some((
+/// A time cell: its value, the nanoseconds of its unit, and whether it is naive (no zone in its
+/// type; dates are naive); `None` for a column of another type.
+fn typed_time(column: &dyn Array, r: usize) -> Option<(i64, i64, bool)> {
+    Some(match column.data_type() {
+        DataType::Timestamp(unit, tz) => {
+            let value = match unit {
+                TimeUnit::Second => column.as_primitive::<TimestampSecondType>().value(r),
+                TimeUnit::Millisecond => column.as_primitive::<TimestampMillisecondType>().value(r),
+                TimeUnit::Microsecond => column.as_primitive::<TimestampMicrosecondType>().value(r),
+                TimeUnit::Nanosecond => column.as_primitive::<TimestampNanosecondType>().value(r),
+            };
+            (value, unit_nanos(unit), tz.is_none())
+        }
+        DataType::Date32 => (
             column.as_primitive::<Date32Type>().value(r) as i64,
             86_400_000_000_000,
             true,
-        )),
-        DataType::Date64 => Some((column.as_primitive::<Date64Type>().value(r), 1_000_000, true)),
-        _ => None,
-    };
+        ),
+        DataType::Date64 => (column.as_primitive::<Date64Type>().value(r), 1_000_000, true),
+        _ => return None,
+    })
+}
+
+/// Writes the event-time cell as a number of `unit` nanoseconds (rounded down) when it is a
+/// typed time; other types are written as they are.
+fn write_epoch(out: &mut Vec<u8>, column: &dyn Array, r: usize, unit: i64, zone: &TimeZone) {
+    let typed = (!column.is_null(r)).then(|| typed_time(column, r)).flatten();
     let Some((value, nanos, naive)) = typed else {
         return write_cell(out, column, r, zone);
     };
