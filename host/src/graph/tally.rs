@@ -71,6 +71,7 @@ impl MaxFailed {
 /// kind of failure is one line however many values it saw).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Tally {
+    /// "step: reason" → (count, what the first one found).
     counts: HashMap<String, (u64, String)>,
     /// Failures counted.
     pub total: u64,
@@ -83,12 +84,13 @@ impl Tally {
             return;
         }
         self.total += 1;
-        let kind = format!("{}: {}", failure.step, kind_of(&failure.reason));
-        let entry = self.counts.entry(kind).or_insert_with(|| (0, failure.reason.clone()));
+        let (kind, found) = split_reason(&failure.reason);
+        let kind = format!("{}: {kind}", failure.step);
+        let entry = self.counts.entry(kind).or_insert_with(|| (0, found.to_string()));
         entry.0 += 1;
     }
 
-    /// The most frequent reasons, most frequent first: (reason, count, an example in full).
+    /// The most frequent reasons, most frequent first: (reason, count, what one of them found).
     pub fn top(&self, n: usize) -> Vec<(&str, u64, &str)> {
         let mut all: Vec<(&str, u64, &str)> = self
             .counts
@@ -122,10 +124,10 @@ impl Tally {
         self.top(n)
             .iter()
             .map(|(kind, count, example)| {
-                if kind.ends_with(example) {
+                if example.is_empty() {
                     format!("  {count:>9}  {kind}")
                 } else {
-                    format!("  {count:>9}  {kind}  (e.g. {example})")
+                    format!("  {count:>9}  {kind}; e.g. {example}")
                 }
             })
             .collect::<Vec<_>>()
@@ -133,17 +135,19 @@ impl Tally {
     }
 }
 
-/// A reason without the value it found: up to `found`, or the first 120 characters.
-fn kind_of(reason: &str) -> &str {
-    let end = reason
+/// A reason split into its kind (up to `, found`, or its first 160 characters) and the rest
+/// (what it found, as an example).
+fn split_reason(reason: &str) -> (&str, &str) {
+    let mut end = reason
         .find(", found ")
         .or_else(|| reason.find(": found "))
-        .unwrap_or(reason.len());
-    let mut end = end.min(120);
+        .unwrap_or(reason.len().min(160))
+        .min(400);
     while !reason.is_char_boundary(end) {
         end -= 1;
     }
-    &reason[..end]
+    let (kind, rest) = reason.split_at(end);
+    (kind, rest.trim_start_matches([',', ':', ' ']))
 }
 
 #[cfg(test)]
@@ -178,10 +182,12 @@ mod tests {
         let top = tally.top(5);
         assert_eq!(top[0].0, "decode: event time field \"ts\": expected text");
         assert_eq!(top[0].1, 3);
-        assert_eq!(top[1], ("to_usd: unknown currency", 1, "unknown currency"));
+        assert_eq!(top[1], ("to_usd: unknown currency", 1, ""));
         let refusal = tally.refusal(4, MaxFailed::default()).unwrap();
         assert!(refusal.starts_with("every event failed (4 of 4)"), "{refusal}");
         assert!(refusal.contains("3  decode: event time field"), "{refusal}");
+        assert!(refusal.contains("expected text; e.g. found 0\n"), "{refusal}");
+        assert!(refusal.ends_with("1  to_usd: unknown currency"), "{refusal}");
         assert!(tally.refusal(100, MaxFailed::default()).is_none());
         assert!(tally
             .refusal(50, MaxFailed::default())
