@@ -303,6 +303,30 @@ fn an_offline_only_feature_set_validates_and_a_batch_run_ends_when_its_parquet_i
         sluice(&["run", "--config", config.to_str().unwrap(), "--until-done"]),
         1
     );
+    // Each dead letter names its file and line.
+    let store =
+        sluice::store::embedded::Embedded::open(&dir.path().join("data").join(sluice::config::EMBEDDED_FILE)).unwrap();
+    let bus = sluice::bus::Bus::Embedded(store);
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let letters = runtime
+        .block_on(bus.read("SLUICE_DLQ", "sluice.dlq.f", 0, 1000))
+        .unwrap();
+    assert_eq!(letters.len(), 1000);
+    let reason = |i: usize| {
+        letters[i]
+            .headers
+            .iter()
+            .find(|(k, _)| k == "Sluice-Reason")
+            .unwrap()
+            .1
+            .clone()
+    };
+    assert!(
+        reason(0).starts_with(&format!("{}, line 2: event time field \"ts\"", input.display())),
+        "{}",
+        reason(0)
+    );
+    assert_eq!(letters[999].seq, 1000);
     // A stream never ends: --until-done refuses it.
     let live = Live::new("until");
     let fraud = live.write_config();

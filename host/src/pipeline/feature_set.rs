@@ -330,10 +330,18 @@ impl FeatureSetRunner {
             failures.iter().for_each(|f| tally.add(f));
         }
         if !failures.is_empty() {
+            // A file event's dead letter names its file and line (or row): its sequence.
+            let origin = match &self.input {
+                Input::File(file) => Some((file.path().display().to_string(), file.unit())),
+                Input::Stream(_) => None,
+            };
             let letters: Vec<(Failure, Bytes)> = failures
                 .into_iter()
-                .map(|f| {
+                .map(|mut f| {
                     let body = self.dead_letter_body(messages, f.seq);
+                    if let Some((path, unit)) = &origin {
+                        f.reason = format!("{path}, {unit} {}: {}", f.seq, f.reason);
+                    }
                     (f, body)
                 })
                 .collect();

@@ -173,6 +173,11 @@ impl FileSource {
         self
     }
 
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// What a sequence counts: `line` (JSONL, CSV) or `row` (Parquet).
     pub fn unit(&self) -> &'static str {
         match self.reader {
