@@ -1,12 +1,12 @@
 //! The shape of a feature set definition in the config file.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use indexmap::IndexMap;
 use serde::Deserialize;
 
 pub use crate::event_time::TimeFormat;
+pub use crate::steps::aggregate::AggregationConfig;
+pub use crate::steps::StepKind;
 
 /// A feature set: entity key, event time, source, steps and targets.
 #[derive(Debug, Clone, Deserialize)]
@@ -253,102 +253,6 @@ impl<'de> Deserialize<'de> for StepConfig {
     }
 }
 
-/// The kinds of step (`kind = "..."`), each implemented by the file of that name in `steps/`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum StepKind {
-    /// Keeps the events for which a CEL expression is true.
-    Filter {
-        /// The condition, e.g. `amount_usd > 1.0`.
-        expr: String,
-    },
-    /// Computes fields with CEL expressions, in order (a later one may use an earlier one).
-    Map {
-        /// Field name → expression.
-        fields: IndexMap<String, String>,
-    },
-    /// Runs a deployed plugin.
-    Wasm {
-        /// The plugin's name (see `[plugins]`).
-        plugin: String,
-        /// Its configuration; non-text values are passed as JSON.
-        #[serde(default)]
-        config: BTreeMap<String, toml::Value>,
-    },
-    /// Keeps only these fields.
-    Select {
-        /// Fields to keep.
-        fields: Vec<String>,
-    },
-    /// Removes these fields.
-    Drop {
-        /// Fields to remove.
-        fields: Vec<String>,
-    },
-    /// Renames fields.
-    Rename {
-        /// Old name → new name.
-        fields: IndexMap<String, String>,
-    },
-    /// Fills null fields with a constant or with the running mean of the field.
-    Impute {
-        /// Field → constant to use when it is null.
-        #[serde(default)]
-        constant: IndexMap<String, toml::Value>,
-        /// Numeric fields to fill with the mean of the values seen so far.
-        #[serde(default)]
-        mean: Vec<String>,
-    },
-    /// Enriches each event with features of another feature set, by key, as of the event's
-    /// time: live from the online store, in a backfill from that set's offline rows (the
-    /// latest row with event time `<=` the event's, within its TTL). A row newer than the
-    /// event gives nulls live, never a value from the future.
-    Join {
-        /// The other feature set (its highest version).
-        set: String,
-        /// The field holding the other set's entity key (default: this event's entity key).
-        #[serde(default)]
-        key: Option<String>,
-        /// Its features to add (added under their own names).
-        features: Vec<String>,
-    },
-    /// Per-key aggregates over time windows, as of each event's time.
-    Aggregate {
-        /// Field holding the key (default: the entity; tiles then live in the entity's hash and
-        /// online lookups evaluate them as of the request time).
-        #[serde(default)]
-        key: Option<String>,
-        /// Bucket period: every window is a whole number of periods (`10m`, `1h`).
-        period: String,
-        /// Keys kept in memory at most; the least recently used are evicted (and reloaded from
-        /// Redis on their next event).
-        #[serde(default = "max_keys")]
-        max_keys: usize,
-        /// What to aggregate.
-        aggregations: Vec<AggregationConfig>,
-    },
-}
-
-fn max_keys() -> usize {
-    100_000
-}
-
-/// One aggregated field of an `aggregate` step.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AggregationConfig {
-    /// The input field.
-    pub field: String,
-    /// Functions: count, sum, mean, stddev, variance, min, max, first, last, distinct, median,
-    /// p1 … p99.
-    pub functions: Vec<String>,
-    /// Windows: sliding (`1h`, `24h`, `7d`), `tumbling:1h`, `since_start`.
-    pub windows: Vec<String>,
-    /// Default feature name (`<field>_<function>_<window>`) → the name to use instead.
-    #[serde(default)]
-    pub names: IndexMap<String, String>,
-}
-
 impl FeatureSetConfig {
     /// The TTL in µs (`None`: no TTL); an error names what the text should be.
     pub fn ttl_micros(&self) -> Result<Option<i64>, String> {
@@ -358,23 +262,6 @@ impl FeatureSetConfig {
             .map(super::parse_duration)
             .transpose()?
             .map(|d| d.as_micros() as i64))
-    }
-}
-
-impl StepKind {
-    /// The `kind` string.
-    pub fn name(&self) -> &'static str {
-        match self {
-            StepKind::Filter { .. } => "filter",
-            StepKind::Map { .. } => "map",
-            StepKind::Wasm { .. } => "wasm",
-            StepKind::Select { .. } => "select",
-            StepKind::Drop { .. } => "drop",
-            StepKind::Rename { .. } => "rename",
-            StepKind::Impute { .. } => "impute",
-            StepKind::Aggregate { .. } => "aggregate",
-            StepKind::Join { .. } => "join",
-        }
     }
 }
 

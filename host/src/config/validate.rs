@@ -3,7 +3,8 @@
 use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
-use super::{Config, FeatureSetConfig, Problem, SourceConfig, StepKind, TargetConfig, TimeFormat};
+use super::{Config, FeatureSetConfig, Problem, SourceConfig, TimeFormat};
+use crate::steps::Resolve;
 
 /// What `sluice validate` tells about a valid config that a user should know: how each set
 /// reads its event times (`auto` reads text only: a number's unit cannot be known).
@@ -281,8 +282,8 @@ fn check_set(config: &Config, set: &FeatureSetConfig, at: &str, report: &mut imp
     check_targets(set, at, report);
 }
 
-/// Fields known at each step, when the input fields are declared; `None` once unknown
-/// (after a plugin, which may add any field).
+/// Each step checks itself (`StepSpec::resolve`, in its own file) against the fields known
+/// before it: known when the input fields are declared, unknown after a plugin.
 fn check_steps(config: &Config, set: &FeatureSetConfig, at: &str, report: &mut impl FnMut(String, String)) {
     let mut known: Option<BTreeSet<String>> = (!set.fields.is_empty()).then(|| set.fields.iter().cloned().collect());
     let mut ids = HashSet::new();
@@ -300,166 +301,11 @@ fn check_steps(config: &Config, set: &FeatureSetConfig, at: &str, report: &mut i
                 format!("step id \"{}\" is used twice in this feature set", step.id),
             );
         }
-        let need =
-            |known: &Option<BTreeSet<String>>, field: &str, what: &str, report: &mut dyn FnMut(String, String)| {
-                if let Some(known) = known {
-                    if !known.contains(field) {
-                        let list: Vec<_> = known.iter().map(String::as_str).collect();
-                        report(
-                            format!("{key}.{what}"),
-                            format!(
-                                "refers to field \"{field}\", which no earlier step produces (known: {})",
-                                list.join(", ")
-                            ),
-                        );
-                    }
-                }
-            };
-        match &step.kind {
-            StepKind::Filter { expr } => {
-                for var in expression_variables(expr, &format!("{key}.expr"), report) {
-                    need(&known, &var, "expr", report);
-                }
-            }
-            StepKind::Map { fields } => {
-                for (name, expr) in fields {
-                    for var in expression_variables(expr, &format!("{key}.fields.{name}"), report) {
-                        need(&known, &var, &format!("fields.{name}"), report);
-                    }
-                    if let Some(known) = &mut known {
-                        known.insert(name.clone());
-                    }
-                }
-            }
-            StepKind::Wasm { plugin, .. } => {
-                if !config.plugins.contains_key(plugin) {
-                    report(
-                        format!("{key}.plugin"),
-                        format!("no plugin \"{plugin}\" in [plugins]: add `{plugin} = \"path/to/{plugin}.wasm\"`"),
-                    );
-                }
-                known = None;
-            }
-            StepKind::Select { fields } | StepKind::Drop { fields } => {
-                if fields.is_empty() {
-                    report(format!("{key}.fields"), "expected at least one field".into());
-                }
-                for f in fields {
-                    need(&known, f, "fields", report);
-                }
-                if let (Some(k), StepKind::Select { .. }) = (&mut known, &step.kind) {
-                    k.retain(|f| fields.contains(f));
-                } else if let Some(k) = &mut known {
-                    k.retain(|f| !fields.contains(f));
-                }
-            }
-            StepKind::Rename { fields } => {
-                for (from, to) in fields {
-                    need(&known, from, &format!("fields.{from}"), report);
-                    if let Some(known) = &mut known {
-                        known.remove(from);
-                        known.insert(to.clone());
-                    }
-                }
-            }
-            StepKind::Impute { constant, mean } => {
-                if constant.is_empty() && mean.is_empty() {
-                    report(key.clone(), "expected `constant` and/or `mean` fields to fill".into());
-                }
-                for f in constant.keys().chain(mean.iter()) {
-                    need(&known, f, "fields", report);
-                }
-            }
-            StepKind::Join {
-                set: other,
-                key: key_field,
-                features,
-            } => {
-                match config.feature_sets.iter().find(|s| s.name == *other) {
-                    None => report(
-                        format!("{key}.set"),
-                        format!("no feature set \"{other}\" in the config to join"),
-                    ),
-                    Some(_) if *other == set.name => {
-                        report(format!("{key}.set"), "a feature set cannot join itself".into())
-                    }
-                    Some(joined) if !joined.targets.iter().any(|t| matches!(t, TargetConfig::Redis {})) => report(
-                        format!("{key}.set"),
-                        format!(
-                            "feature set \"{other}\" has no online target (`kind = \"redis\"`): a join reads it live \
-                             from the online store"
-                        ),
-                    ),
-                    Some(_) => {}
-                }
-                if features.is_empty() {
-                    report(format!("{key}.features"), "expected at least one feature to add".into());
-                }
-                if let Some(k) = key_field {
-                    need(&known, k, "key", report);
-                }
-                if let Some(known) = &mut known {
-                    known.extend(features.iter().cloned());
-                }
-            }
-            StepKind::Aggregate {
-                key: key_field,
-                period,
-                max_keys,
-                aggregations,
-            } => {
-                if let Some(k) = key_field {
-                    need(&known, k, "key", report);
-                }
-                for (a, agg) in aggregations.iter().enumerate() {
-                    need(&known, &agg.field, &format!("aggregations[{a}].field"), report);
-                }
-                if *max_keys == 0 {
-                    report(format!("{key}.max_keys"), "expected at least 1 key in memory".into());
-                }
-                let streamed = !matches!(set.source, SourceConfig::File { .. });
-                if streamed && !set.targets.iter().any(|t| matches!(t, TargetConfig::Redis {})) {
-                    report(
-                        key.clone(),
-                        "an aggregate step keeps its state in Redis with each batch, so a restart resumes \
-                         it: add a `kind = \"redis\"` target"
-                            .into(),
-                    );
-                }
-                // A bad lateness is reported once, at its own key.
-                let lateness = set.allowed_lateness.as_deref().filter(|l| parse_duration(l).is_ok());
-                match crate::steps::aggregate::AggregateSpec::new(&step.id, period, lateness, aggregations) {
-                    Ok(spec) => {
-                        if let Some(known) = &mut known {
-                            known.extend(spec.feature_names().map(str::to_string));
-                        }
-                    }
-                    Err(problems) => {
-                        for problem in problems {
-                            report(key.clone(), problem);
-                        }
-                        // Which fields it would produce is unknown: later steps are not checked.
-                        known = None;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The variables an expression uses; reports it when it does not parse.
-fn expression_variables(expr: &str, key: &str, report: &mut impl FnMut(String, String)) -> Vec<String> {
-    match cel::Program::compile(expr) {
-        Ok(program) => program
-            .references()
-            .variables()
-            .into_iter()
-            .map(str::to_string)
-            .collect(),
-        Err(e) => {
-            let text = e.to_string().replace('\n', " ");
-            report(key.to_string(), format!("not a valid CEL expression: {text}"));
-            Vec::new()
+        let mut problems = Vec::new();
+        let mut resolve = Resolve::new((key, &step.id), (set, config), &mut known, &mut problems);
+        step.kind.spec().resolve(&mut resolve);
+        for (key, message) in problems {
+            report(key, message);
         }
     }
 }

@@ -269,7 +269,7 @@ pub fn run(options: &BackfillOptions) -> anyhow::Result<BackfillReport> {
     let lookup: Arc<dyn OnlineLookup> = if set
         .steps
         .iter()
-        .any(|s| matches!(s.kind, crate::config::StepKind::Join { .. }))
+        .any(|s| matches!(s.kind, crate::config::StepKind::Join(_)))
     {
         let live = options.online.then_some(lookup);
         Arc::new(crate::offline::history::HistoryLookup::new(&config, &set, live)?)

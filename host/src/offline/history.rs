@@ -297,7 +297,7 @@ impl HistoryLookup {
     ) -> anyhow::Result<HistoryLookup> {
         let mut histories = HashMap::new();
         for step in &set.steps {
-            let StepKind::Join { set: other, .. } = &step.kind else {
+            let StepKind::Join(crate::steps::JoinConfig { set: other, .. }) = &step.kind else {
                 continue;
             };
             if histories.contains_key(other) {

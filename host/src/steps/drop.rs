@@ -1,7 +1,31 @@
 //! `drop`: removes the listed fields.
 
-use super::Step;
+use super::{BuildContext, Resolve, Step, StepError, StepSpec};
 use crate::graph::{Failure, Rows};
+
+/// `kind = "drop"`: removes these fields.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DropConfig {
+    /// Fields to remove.
+    pub fields: Vec<String>,
+}
+
+impl StepSpec for DropConfig {
+    fn resolve(&self, step: &mut Resolve) {
+        if self.fields.is_empty() {
+            step.report("fields", "expected at least one field".into());
+        }
+        for f in &self.fields {
+            step.need(f, "fields");
+        }
+        step.retain(|f| !self.fields.iter().any(|k| k == f));
+    }
+
+    fn build(&self, _: String, _: &BuildContext) -> Result<Box<dyn Step>, StepError> {
+        Ok(Box::new(Drop::new(&self.fields)))
+    }
+}
 
 pub(crate) struct Drop {
     fields: Vec<String>,

@@ -1,8 +1,28 @@
 //! `filter`: keeps the events for which a CEL expression is true.
 
 use super::cel::Expression;
-use super::{Step, StepError};
+use super::{BuildContext, Resolve, Step, StepError, StepSpec};
 use crate::graph::{Failure, Rows};
+
+/// `kind = "filter"`: keeps the events for which a CEL expression is true.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    /// The condition, e.g. `amount_usd > 1.0`.
+    pub expr: String,
+}
+
+impl StepSpec for FilterConfig {
+    fn resolve(&self, step: &mut Resolve) {
+        for var in step.expression_variables(&self.expr, "expr") {
+            step.need(&var, "expr");
+        }
+    }
+
+    fn build(&self, id: String, _: &BuildContext) -> Result<Box<dyn Step>, StepError> {
+        Ok(Box::new(Filter::new(id, &self.expr)?))
+    }
+}
 
 pub(crate) struct Filter {
     id: String,

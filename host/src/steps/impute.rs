@@ -3,9 +3,36 @@
 
 use indexmap::IndexMap;
 
-use super::Step;
+use super::{BuildContext, Resolve, Step, StepError, StepSpec};
 use crate::event::{value_from_json, Value};
 use crate::graph::{Failure, Rows};
+
+/// `kind = "impute"`: fills null fields with a constant or the running mean of the field.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImputeConfig {
+    /// Field → constant to use when it is null.
+    #[serde(default)]
+    pub constant: IndexMap<String, toml::Value>,
+    /// Numeric fields to fill with the mean of the values seen so far.
+    #[serde(default)]
+    pub mean: Vec<String>,
+}
+
+impl StepSpec for ImputeConfig {
+    fn resolve(&self, step: &mut Resolve) {
+        if self.constant.is_empty() && self.mean.is_empty() {
+            step.report("", "expected `constant` and/or `mean` fields to fill".into());
+        }
+        for f in self.constant.keys().chain(self.mean.iter()) {
+            step.need(f, "fields");
+        }
+    }
+
+    fn build(&self, _: String, _: &BuildContext) -> Result<Box<dyn Step>, StepError> {
+        Ok(Box::new(Impute::new(&self.constant, &self.mean)))
+    }
+}
 
 pub(crate) struct Impute {
     constant: Vec<(String, Value)>,

@@ -12,10 +12,68 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Step;
+use super::{BuildContext, Resolve, Step, StepError, StepSpec};
 use crate::event::Value;
 use crate::graph::{Failure, Rows};
 use crate::plugin::OnlineLookup;
+
+/// `kind = "join"`: another feature set's features by key, as of each event's time.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinConfig {
+    /// The other feature set (its highest version).
+    pub set: String,
+    /// The field holding the other set's entity key (default: this event's entity key).
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Its features to add (added under their own names).
+    pub features: Vec<String>,
+}
+
+impl StepSpec for JoinConfig {
+    fn resolve(&self, step: &mut Resolve) {
+        let other = &self.set;
+        match step.config.feature_sets.iter().find(|s| s.name == *other) {
+            None => step.report("set", format!("no feature set \"{other}\" in the config to join")),
+            Some(_) if *other == step.set.name => step.report("set", "a feature set cannot join itself".into()),
+            Some(joined)
+                if !joined
+                    .targets
+                    .iter()
+                    .any(|t| matches!(t, crate::config::TargetConfig::Redis {})) =>
+            {
+                step.report(
+                    "set",
+                    format!(
+                        "feature set \"{other}\" has no online target (`kind = \"redis\"`): a join reads it live \
+                         from the online store"
+                    ),
+                )
+            }
+            Some(_) => {}
+        }
+        if self.features.is_empty() {
+            step.report("features", "expected at least one feature to add".into());
+        }
+        if let Some(k) = &self.key {
+            step.need(k, "key");
+        }
+        for feature in &self.features {
+            step.add(feature);
+        }
+    }
+
+    fn build(&self, id: String, context: &BuildContext) -> Result<Box<dyn Step>, StepError> {
+        let lookup = context.lookup.clone();
+        Ok(Box::new(Join::new(
+            id,
+            &self.set,
+            self.key.clone(),
+            &self.features,
+            lookup,
+        )))
+    }
+}
 
 pub(crate) struct Join {
     id: String,

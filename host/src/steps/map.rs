@@ -3,9 +3,34 @@
 use indexmap::IndexMap;
 
 use super::cel::{from_cel, Expression};
-use super::{Step, StepError};
+use super::{BuildContext, Resolve, Step, StepError, StepSpec};
 use crate::event::Value;
 use crate::graph::{Failure, Rows};
+
+/// `kind = "map"`: computes fields with CEL expressions, in order (a later one may use an
+/// earlier one).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MapConfig {
+    /// Field name → expression.
+    pub fields: IndexMap<String, String>,
+}
+
+impl StepSpec for MapConfig {
+    fn resolve(&self, step: &mut Resolve) {
+        for (name, expr) in &self.fields {
+            let at = format!("fields.{name}");
+            for var in step.expression_variables(expr, &at) {
+                step.need(&var, &at);
+            }
+            step.add(name);
+        }
+    }
+
+    fn build(&self, id: String, _: &BuildContext) -> Result<Box<dyn Step>, StepError> {
+        Ok(Box::new(Map::new(id, &self.fields)?))
+    }
+}
 
 pub(crate) struct Map {
     id: String,

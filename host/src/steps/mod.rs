@@ -1,6 +1,10 @@
-//! Built-in steps, one file per kind, registered in [`build`].
+//! Built-in steps, one file per kind. A kind owns its whole story in its file: its config
+//! (`kind = "<file name>"`), how it checks itself against the fields known before it (the
+//! fields it needs, adds and removes: [`StepSpec::resolve`], which `sluice validate` runs) and
+//! how it is built ([`StepSpec::build`]). [`step_kinds!`] below is the one registration list.
 
 pub mod aggregate;
+mod cast;
 mod cel;
 mod drop;
 mod filter;
@@ -11,11 +15,185 @@ mod rename;
 mod select;
 mod wasm;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use crate::config::{StepConfig, StepKind};
+use serde::Deserialize;
+
+use crate::config::{Config, FeatureSetConfig, StepConfig};
 use crate::graph::{Failure, Rows};
 use crate::plugin::{OnlineLookup, PluginError, Registry};
+
+pub use aggregate::AggregateConfig;
+pub use cast::CastConfig;
+pub use drop::DropConfig;
+pub use filter::FilterConfig;
+pub use impute::ImputeConfig;
+pub use join::JoinConfig;
+pub use map::MapConfig;
+pub use rename::RenameConfig;
+pub use select::SelectConfig;
+pub use wasm::WasmConfig;
+
+/// Declares the step kinds: `Variant(ConfigType) = "kind"`, one line each.
+macro_rules! step_kinds {
+    ($($(#[$doc:meta])* $variant:ident($config:ty) = $name:literal,)*) => {
+        /// The kinds of step (`kind = "..."`), each implemented by the file of that name.
+        #[derive(Debug, Clone, Deserialize)]
+        #[serde(tag = "kind", rename_all = "snake_case")]
+        pub enum StepKind {
+            $($(#[$doc])* $variant($config),)*
+        }
+
+        impl StepKind {
+            /// The `kind` string.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(StepKind::$variant(_) => $name,)*
+                }
+            }
+
+            /// The kind's own resolution and builder.
+            pub fn spec(&self) -> &dyn StepSpec {
+                match self {
+                    $(StepKind::$variant(config) => config,)*
+                }
+            }
+        }
+    };
+}
+
+step_kinds! {
+    /// Keeps the events for which a CEL expression is true.
+    Filter(FilterConfig) = "filter",
+    /// Computes fields with CEL expressions, in order.
+    Map(MapConfig) = "map",
+    /// Runs a deployed plugin.
+    Wasm(WasmConfig) = "wasm",
+    /// Keeps only some fields.
+    Select(SelectConfig) = "select",
+    /// Removes fields.
+    Drop(DropConfig) = "drop",
+    /// Renames fields.
+    Rename(RenameConfig) = "rename",
+    /// Fills null fields.
+    Impute(ImputeConfig) = "impute",
+    /// Enriches events with another feature set's features as of their time.
+    Join(JoinConfig) = "join",
+    /// Per-key aggregates over time windows.
+    Aggregate(AggregateConfig) = "aggregate",
+    /// Converts fields to int, float, bool, string or a timestamp.
+    Cast(CastConfig) = "cast",
+}
+
+/// What every step kind implements, in its own file.
+pub trait StepSpec {
+    /// Checks the step's config against the config and the fields known before it, reporting
+    /// problems and recording the fields it adds and removes.
+    fn resolve(&self, step: &mut Resolve);
+
+    /// Builds the running step.
+    fn build(&self, id: String, context: &BuildContext) -> Result<Box<dyn Step>, StepError>;
+}
+
+/// A step's view while it resolves: its key in the config, the fields known before it (when
+/// the input fields are declared; unknown after a plugin), its feature set and the config.
+pub struct Resolve<'a> {
+    /// The step's key, e.g. `feature_set[0].steps[2]`.
+    pub key: String,
+    /// The step's id.
+    pub id: &'a str,
+    /// Its feature set.
+    pub set: &'a FeatureSetConfig,
+    /// The whole config.
+    pub config: &'a Config,
+    known: &'a mut Option<BTreeSet<String>>,
+    problems: &'a mut Vec<(String, String)>,
+}
+
+impl<'a> Resolve<'a> {
+    /// Resolution of the step `id` at `key`, with the fields known before it.
+    pub fn new(
+        (key, id): (String, &'a str),
+        (set, config): (&'a FeatureSetConfig, &'a Config),
+        known: &'a mut Option<BTreeSet<String>>,
+        problems: &'a mut Vec<(String, String)>,
+    ) -> Resolve<'a> {
+        Resolve {
+            key,
+            id,
+            set,
+            config,
+            known,
+            problems,
+        }
+    }
+
+    /// Reports a problem at `<key>.<what>` (at the step's key when `what` is empty).
+    pub fn report(&mut self, what: &str, message: String) {
+        let key = match what {
+            "" => self.key.clone(),
+            what => format!("{}.{what}", self.key),
+        };
+        self.problems.push((key, message));
+    }
+
+    /// The step reads `field` (at `<key>.<what>`): a problem when it is known not to exist.
+    pub fn need(&mut self, field: &str, what: &str) {
+        let Some(known) = &*self.known else { return };
+        if !known.contains(field) {
+            let list: Vec<_> = known.iter().map(String::as_str).collect();
+            let message = format!(
+                "refers to field \"{field}\", which no earlier step produces (known: {})",
+                list.join(", ")
+            );
+            self.report(what, message);
+        }
+    }
+
+    /// The step adds `field`.
+    pub fn add(&mut self, field: &str) {
+        if let Some(known) = self.known {
+            known.insert(field.to_string());
+        }
+    }
+
+    /// The step removes `field`.
+    pub fn remove(&mut self, field: &str) {
+        if let Some(known) = self.known {
+            known.remove(field);
+        }
+    }
+
+    /// Only the fields for which `keep` holds remain.
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        if let Some(known) = self.known {
+            known.retain(|f| keep(f));
+        }
+    }
+
+    /// Which fields follow is unknown (a plugin may add any): later steps are not checked.
+    pub fn forget_fields(&mut self) {
+        *self.known = None;
+    }
+
+    /// The variables an expression uses; reports it at `<key>.<what>` when it does not parse.
+    pub fn expression_variables(&mut self, expr: &str, what: &str) -> Vec<String> {
+        match ::cel::Program::compile(expr) {
+            Ok(program) => program
+                .references()
+                .variables()
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
+            Err(e) => {
+                let text = e.to_string().replace('\n', " ");
+                self.report(what, format!("not a valid CEL expression: {text}"));
+                Vec::new()
+            }
+        }
+    }
+}
 
 /// One node of the graph.
 pub trait Step: Send {
@@ -70,49 +248,9 @@ pub struct BuildContext<'a> {
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
-/// Builds a step from its config: the one list of step kinds.
+/// Builds a step from its config.
 pub fn build(step: &StepConfig, context: &BuildContext) -> Result<Box<dyn Step>, StepError> {
-    let id = step.id.clone();
-    let (registry, lookup) = (context.registry, context.lookup.clone());
-    Ok(match &step.kind {
-        StepKind::Filter { expr } => Box::new(filter::Filter::new(id, expr)?),
-        StepKind::Map { fields } => Box::new(map::Map::new(id, fields)?),
-        StepKind::Wasm { plugin, config } => Box::new(wasm::Wasm::new(
-            id,
-            plugin,
-            config,
-            registry,
-            lookup,
-            context.metrics.clone(),
-        )?),
-        StepKind::Select { fields } => Box::new(select::Select::new(fields)),
-        StepKind::Drop { fields } => Box::new(drop::Drop::new(fields)),
-        StepKind::Rename { fields } => Box::new(rename::Rename::new(fields)),
-        StepKind::Impute { constant, mean } => Box::new(impute::Impute::new(constant, mean)),
-        StepKind::Join { set, key, features } => Box::new(join::Join::new(id, set, key.clone(), features, lookup)),
-        StepKind::Aggregate {
-            key,
-            period,
-            max_keys,
-            aggregations,
-        } => {
-            let spec =
-                aggregate::AggregateSpec::new(&id, period, context.lateness, aggregations).map_err(|problems| {
-                    let message = problems.join("; ");
-                    StepError::Invalid {
-                        step: id.clone(),
-                        message,
-                    }
-                })?;
-            Box::new(aggregate::step::Aggregate::new(
-                id,
-                spec,
-                key.clone(),
-                *max_keys,
-                context.tiles.clone(),
-            ))
-        }
-    })
+    step.kind.spec().build(step.id.clone(), context)
 }
 
 #[cfg(test)]

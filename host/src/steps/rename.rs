@@ -3,8 +3,30 @@
 use indexmap::IndexMap;
 
 use super::drop::Drop;
-use super::Step;
+use super::{BuildContext, Resolve, Step, StepError, StepSpec};
 use crate::graph::{Failure, Rows};
+
+/// `kind = "rename"`: old name → new name (onto an existing name, it replaces that field).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenameConfig {
+    /// Old name → new name.
+    pub fields: IndexMap<String, String>,
+}
+
+impl StepSpec for RenameConfig {
+    fn resolve(&self, step: &mut Resolve) {
+        for (from, to) in &self.fields {
+            step.need(from, &format!("fields.{from}"));
+            step.remove(from);
+            step.add(to);
+        }
+    }
+
+    fn build(&self, _: String, _: &BuildContext) -> Result<Box<dyn Step>, StepError> {
+        Ok(Box::new(Rename::new(&self.fields)))
+    }
+}
 
 pub(crate) struct Rename {
     fields: Vec<(String, String)>,

@@ -1,8 +1,32 @@
 //! `select`: keeps only the listed fields, in the listed order.
 
-use super::Step;
+use super::{BuildContext, Resolve, Step, StepError, StepSpec};
 use crate::event::Value;
 use crate::graph::{Failure, Rows};
+
+/// `kind = "select"`: keeps only these fields, in this order.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelectConfig {
+    /// Fields to keep.
+    pub fields: Vec<String>,
+}
+
+impl StepSpec for SelectConfig {
+    fn resolve(&self, step: &mut Resolve) {
+        if self.fields.is_empty() {
+            step.report("fields", "expected at least one field".into());
+        }
+        for f in &self.fields {
+            step.need(f, "fields");
+        }
+        step.retain(|f| self.fields.iter().any(|k| k == f));
+    }
+
+    fn build(&self, _: String, _: &BuildContext) -> Result<Box<dyn Step>, StepError> {
+        Ok(Box::new(Select::new(&self.fields)))
+    }
+}
 
 pub(crate) struct Select {
     fields: Vec<String>,

@@ -5,9 +5,44 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{Step, StepError};
+use super::{BuildContext, Resolve, Step, StepError, StepSpec};
 use crate::graph::{Failure, Rows};
 use crate::plugin::{Limits, OnlineLookup, PluginHandle, Registry};
+
+/// `kind = "wasm"`: runs a deployed plugin.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WasmConfig {
+    /// The plugin's name (see `[plugins]`).
+    pub plugin: String,
+    /// Its configuration; non-text values are passed as JSON.
+    #[serde(default)]
+    pub config: BTreeMap<String, toml::Value>,
+}
+
+impl StepSpec for WasmConfig {
+    fn resolve(&self, step: &mut Resolve) {
+        let plugin = &self.plugin;
+        if !step.config.plugins.contains_key(plugin) {
+            step.report(
+                "plugin",
+                format!("no plugin \"{plugin}\" in [plugins]: add `{plugin} = \"path/to/{plugin}.wasm\"`"),
+            );
+        }
+        step.forget_fields();
+    }
+
+    fn build(&self, id: String, context: &BuildContext) -> Result<Box<dyn Step>, StepError> {
+        Ok(Box::new(Wasm::new(
+            id,
+            &self.plugin,
+            &self.config,
+            context.registry,
+            context.lookup.clone(),
+            context.metrics.clone(),
+        )?))
+    }
+}
 
 pub(crate) struct Wasm {
     id: String,

@@ -60,7 +60,7 @@ impl OnlineTarget {
     pub fn left_out(prefix: &str, set: &crate::config::FeatureSetConfig) -> Result<Vec<String>, String> {
         let mut fields = crate::online::OnlineView::new(prefix, set)?.derived();
         fields.extend(set.steps.iter().filter_map(|s| match s.kind {
-            crate::config::StepKind::Wasm { .. } => Some(format!("{}_version", s.id)),
+            crate::config::StepKind::Wasm(_) => Some(format!("{}_version", s.id)),
             _ => None,
         }));
         Ok(fields)

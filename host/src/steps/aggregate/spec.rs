@@ -6,7 +6,8 @@ use std::collections::HashSet;
 use super::state::KeyState;
 use super::tile::{Function, Needs, Tile};
 use super::window::Window;
-use crate::config::{parse_duration, AggregationConfig, FeatureSetConfig, StepKind};
+use super::AggregationConfig;
+use crate::config::{parse_duration, FeatureSetConfig, StepKind};
 use crate::event::Value;
 
 /// One output feature: a function of a field over a window.
@@ -178,11 +179,9 @@ impl AggregateSpec {
     pub fn types_of(set: &FeatureSetConfig) -> Vec<(String, bool)> {
         let mut out = Vec::new();
         for step in &set.steps {
-            if let StepKind::Aggregate {
-                period, aggregations, ..
-            } = &step.kind
-            {
-                if let Ok(spec) = AggregateSpec::new(&step.id, period, set.allowed_lateness.as_deref(), aggregations) {
+            if let StepKind::Aggregate(aggregate) = &step.kind {
+                let lateness = set.allowed_lateness.as_deref();
+                if let Ok(spec) = AggregateSpec::new(&step.id, &aggregate.period, lateness, &aggregate.aggregations) {
                     for field in &spec.fields {
                         out.extend(field.features.iter().map(|f| (f.name.clone(), f.function.is_integer())));
                     }
@@ -197,15 +196,13 @@ impl AggregateSpec {
     pub fn entity_keyed(set: &FeatureSetConfig) -> Result<Vec<AggregateSpec>, String> {
         let mut specs = Vec::new();
         for step in &set.steps {
-            if let StepKind::Aggregate {
-                key: None,
-                period,
-                aggregations,
-                ..
-            } = &step.kind
-            {
+            if let StepKind::Aggregate(aggregate) = &step.kind {
+                if aggregate.key.is_some() {
+                    continue;
+                }
+                let lateness = set.allowed_lateness.as_deref();
                 specs.push(
-                    AggregateSpec::new(&step.id, period, set.allowed_lateness.as_deref(), aggregations)
+                    AggregateSpec::new(&step.id, &aggregate.period, lateness, &aggregate.aggregations)
                         .map_err(|problems| format!("step \"{}\": {}", step.id, problems.join("; ")))?,
                 );
             }
