@@ -373,3 +373,36 @@ async fn with_nats_an_offline_only_sets_rows_reach_parquet_through_a_stream_of_i
     assert_eq!(rows.len(), 500);
     assert_eq!(rows[0].2, 1_704_067_200_000_000);
 }
+
+#[test]
+fn a_cast_step_converts_fields_and_sends_what_cannot_convert_to_the_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.csv");
+    std::fs::write(
+        &input,
+        "user,ts,opened,vip,score\nu1,2024-01-01 00:00:00,25/12/2024 10:30,yes,7\nu2,2024-01-01 00:00:01,01/01/2024 00:00,No,8\nu3,2024-01-01 00:00:02,soon,yes,9\n",
+    )
+    .unwrap();
+    let steps = "[[feature_set.steps]]\nid = \"types\"\nkind = \"cast\"\n\
+                 fields = { opened = \"timestamp\", vip = \"bool\", score = \"float\" }\nformat = \"%d/%m/%Y %H:%M\"\n";
+    let config = offline_only(dir.path(), &input, r#"{ field = "ts" }"#, steps);
+    assert_eq!(sluice(&["validate", config.to_str().unwrap()]), 0);
+    assert_eq!(backfill(&config, &input, "2", &["--max-failed", "1"]), 0);
+    let rows = parquet_rows(&dir.path().join("offline/f/v2"));
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].3["opened"], json!(1_735_122_600_000_000i64));
+    assert_eq!(rows[0].3["vip"], json!(true));
+    assert_eq!(rows[0].3["score"], json!(7.0));
+    assert_eq!(rows[1].3["vip"], json!(false));
+    let letters = std::fs::read_to_string(dir.path().join("offline/f/v2.dead-letters.jsonl")).unwrap();
+    let letter: Json = serde_json::from_str(letters.trim()).unwrap();
+    assert_eq!(letter["step"], "types");
+    assert_eq!(letter["line"], 4);
+    assert!(
+        letter["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("field \"opened\": cannot cast \"soon\" to timestamp: expected a time like the pattern"),
+        "{letter}"
+    );
+}

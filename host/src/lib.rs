@@ -13,7 +13,8 @@
 //!   every problem reported at once.
 //! - [`graph`]: the step graph of a feature set, run per batch; rows keep their input sequence.
 //! - [`steps`]: the built-in steps, one file per kind (`filter`, `map`, `wasm`, `select`,
-//!   `drop`, `rename`, `impute`, `aggregate`), registered in one list.
+//!   `drop`, `rename`, `impute`, `join`, `aggregate`, `cast`), each owning its config, resolution
+//!   and builder, registered in one list (`step_kinds!`).
 //! - [`sources`]: decoding raw events; the JetStream, embedded-log and file sources.
 //! - [`targets`]: online (the store's rows), stream (feature rows), Parquet (offline), dead
 //!   letters.
