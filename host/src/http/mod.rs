@@ -212,7 +212,29 @@ pub fn router(api: Arc<Api>, max_body_bytes: usize) -> Router {
         .route("/v1/training-sets/{id}/data", get(training::data))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .merge(plugins)
+        .layer(axum::middleware::map_response(move |response: Response| async move {
+            json_payload_too_large(response, max_body_bytes)
+        }))
         .with_state(api)
+}
+
+/// axum answers a body over the limit with a plain-text 413; every error of this API is JSON.
+fn json_payload_too_large(response: Response, max_body_bytes: usize) -> Response {
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"application/json"));
+    if response.status() != StatusCode::PAYLOAD_TOO_LARGE || json {
+        return response;
+    }
+    ApiError(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!(
+            "the request body is larger than the limit: {max_body_bytes} bytes (http.max_body_bytes), \
+             {MAX_PLUGIN_BYTES} bytes for a plugin; send fewer events per request"
+        ),
+    )
+    .into_response()
 }
 
 /// Writes a file whole or not at all: a temporary file, fsync, rename (what the server
