@@ -364,7 +364,7 @@ async fn with_nats_an_offline_only_sets_rows_reach_parquet_through_a_stream_of_i
         .unwrap();
     let js = live.jetstream().await;
     let stream = format!("SLUICE_ROWS_{}_v1", live.set);
-    let info = js.get_stream(&stream).await.map(|mut s| s.cached_info().state.messages);
+    let info = js.get_stream(&stream).await.map(|s| s.cached_info().state.messages);
     let _ = js.delete_stream(&stream).await;
     live.cleanup().await;
     assert_eq!(code, 0);

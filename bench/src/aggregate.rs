@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use sluice::config::StepConfig;
 use sluice::event::{Event, Value};
-use sluice::graph::Rows;
 use sluice::plugin::{NoLookup, PluginEngine, Registry};
+use sluice::rows::Rows;
 use sluice::steps::aggregate::{HashFields, StateWrite, TileHome, TileStore};
 use sluice::steps::{build, BuildContext, Step};
 

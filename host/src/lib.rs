@@ -11,7 +11,9 @@
 //!   hot swap and rollback, and batch execution that isolates a failing event.
 //! - [`config`]: the config file (host, plugins, feature sets): parse, then validate with
 //!   every problem reported at once.
-//! - [`graph`]: the step graph of a feature set, run per batch; rows keep their input sequence.
+//! - [`rows`]: the rows a batch carries (each with its input sequence), failures, and their
+//!   tally by reason with the `--max-failed` rule.
+//! - [`graph`]: the step graph of a feature set, run per batch.
 //! - [`steps`]: the built-in steps, one file per kind (`filter`, `map`, `wasm`, `select`,
 //!   `drop`, `rename`, `impute`, `join`, `aggregate`, `cast`), each owning its config, resolution
 //!   and builder, registered in one list (`step_kinds!`).
@@ -44,6 +46,7 @@ pub mod offline;
 pub mod online;
 pub mod pipeline;
 pub mod plugin;
+pub mod rows;
 pub mod sources;
 pub mod steps;
 pub mod store;

@@ -40,8 +40,8 @@ pub enum Command {
         until_done: bool,
         /// With --until-done: failed events accepted per feature set, a share (`5%`, `0.05`)
         /// or a count (`100`).
-        #[arg(long, default_value_t = crate::graph::MaxFailed::default(), requires = "until_done")]
-        max_failed: crate::graph::MaxFailed,
+        #[arg(long, default_value_t = crate::rows::MaxFailed::default(), requires = "until_done")]
+        max_failed: crate::rows::MaxFailed,
     },
     /// The fraud example end to end: generates transactions, streams them through the
     /// example's graph, serves the API and prints a few users' features and `curl` lines.
@@ -262,7 +262,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
 /// `sluice run`: the pipeline on a multi-threaded runtime, stopped by SIGINT or SIGTERM.
 /// `sluice run`; with `batch` (`--until-done` and its `--max-failed`), until every file is
 /// processed.
-fn run_pipeline(file: &std::path::Path, batch: Option<crate::graph::MaxFailed>) -> anyhow::Result<i32> {
+fn run_pipeline(file: &std::path::Path, batch: Option<crate::rows::MaxFailed>) -> anyhow::Result<i32> {
     let config = crate::config::load(file)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {

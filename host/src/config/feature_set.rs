@@ -156,6 +156,18 @@ pub enum FileFormat {
     Parquet,
 }
 
+impl FileFormat {
+    /// The format a file's extension implies (`.jsonl`/`.json`/`.ndjson`, `.csv`, `.parquet`).
+    pub fn of(path: &std::path::Path) -> Option<FileFormat> {
+        match path.extension()?.to_str()? {
+            "jsonl" | "json" | "ndjson" => Some(FileFormat::Jsonl),
+            "csv" => Some(FileFormat::Csv),
+            "parquet" => Some(FileFormat::Parquet),
+            _ => None,
+        }
+    }
+}
+
 /// How a source is read, whatever its kind.
 #[derive(Debug, Clone, Copy)]
 pub struct Reading {

@@ -231,7 +231,7 @@ fn check_set(config: &Config, set: &FeatureSetConfig, at: &str, report: &mut imp
             }
         }
         SourceConfig::File { path, format, batch } => {
-            if format.is_none() && crate::sources::file::format_of(path).is_none() {
+            if format.is_none() && super::FileFormat::of(path).is_none() {
                 report(
                     format!("{at}.source.format"),
                     format!(

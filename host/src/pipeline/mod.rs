@@ -18,9 +18,9 @@ use tokio::sync::watch;
 
 use crate::bus::Bus;
 use crate::config::{Config, SourceConfig, TargetConfig};
-use crate::graph::Tally;
 use crate::metrics::Metrics;
 use crate::plugin::{PluginEngine, Registry};
+use crate::rows::Tally;
 use crate::store::embedded::Embedded;
 use crate::store::redis::RedisStore;
 use crate::store::OnlineStore;

@@ -29,12 +29,7 @@ use crate::targets::TargetError;
 
 /// The format a file's extension implies.
 pub fn format_of(path: &Path) -> Option<FileFormat> {
-    match path.extension()?.to_str()? {
-        "jsonl" | "json" | "ndjson" => Some(FileFormat::Jsonl),
-        "csv" => Some(FileFormat::Csv),
-        "parquet" => Some(FileFormat::Parquet),
-        _ => None,
-    }
+    FileFormat::of(path)
 }
 
 /// Reads a file's events in batches of (line or row number, JSON bytes).

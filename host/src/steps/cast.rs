@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::{BuildContext, Resolve, Step, StepError, StepSpec};
 use crate::event::{json_text, Value};
 use crate::event_time::{TimeFormat, TimeReader};
-use crate::graph::{Failure, Rows};
+use crate::rows::{Failure, Rows};
 
 /// `kind = "cast"`.
 #[derive(Debug, Clone, Deserialize)]

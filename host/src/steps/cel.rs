@@ -6,7 +6,7 @@ use cel::{Context, Program, Value as Cel};
 
 use super::StepError;
 use crate::event::Value;
-use crate::graph::Rows;
+use crate::rows::Rows;
 
 /// A compiled expression and the fields it reads.
 pub(crate) struct Expression {

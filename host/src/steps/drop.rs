@@ -1,7 +1,7 @@
 //! `drop`: removes the listed fields.
 
 use super::{BuildContext, Resolve, Step, StepError, StepSpec};
-use crate::graph::{Failure, Rows};
+use crate::rows::{Failure, Rows};
 
 /// `kind = "drop"`: removes these fields.
 #[derive(Debug, Clone, serde::Deserialize)]

@@ -2,7 +2,7 @@
 
 use super::cel::Expression;
 use super::{BuildContext, Resolve, Step, StepError, StepSpec};
-use crate::graph::{Failure, Rows};
+use crate::rows::{Failure, Rows};
 
 /// `kind = "filter"`: keeps the events for which a CEL expression is true.
 #[derive(Debug, Clone, serde::Deserialize)]

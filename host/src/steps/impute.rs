@@ -5,7 +5,7 @@ use indexmap::IndexMap;
 
 use super::{BuildContext, Resolve, Step, StepError, StepSpec};
 use crate::event::{value_from_json, Value};
-use crate::graph::{Failure, Rows};
+use crate::rows::{Failure, Rows};
 
 /// `kind = "impute"`: fills null fields with a constant or the running mean of the field.
 #[derive(Debug, Clone, serde::Deserialize)]

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use super::{BuildContext, Resolve, Step, StepError, StepSpec};
 use crate::event::Value;
-use crate::graph::{Failure, Rows};
 use crate::plugin::OnlineLookup;
+use crate::rows::{Failure, Rows};
 
 /// `kind = "join"`: another feature set's features by key, as of each event's time.
 #[derive(Debug, Clone, serde::Deserialize)]

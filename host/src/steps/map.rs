@@ -5,7 +5,7 @@ use indexmap::IndexMap;
 use super::cel::{from_cel, Expression};
 use super::{BuildContext, Resolve, Step, StepError, StepSpec};
 use crate::event::Value;
-use crate::graph::{Failure, Rows};
+use crate::rows::{Failure, Rows};
 
 /// `kind = "map"`: computes fields with CEL expressions, in order (a later one may use an
 /// earlier one).

@@ -21,8 +21,8 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::config::{Config, FeatureSetConfig, StepConfig};
-use crate::graph::{Failure, Rows};
 use crate::plugin::{OnlineLookup, PluginError, Registry};
+use crate::rows::{Failure, Rows};
 
 pub use aggregate::AggregateConfig;
 pub use cast::CastConfig;

@@ -4,7 +4,7 @@ use indexmap::IndexMap;
 
 use super::drop::Drop;
 use super::{BuildContext, Resolve, Step, StepError, StepSpec};
-use crate::graph::{Failure, Rows};
+use crate::rows::{Failure, Rows};
 
 /// `kind = "rename"`: old name → new name (onto an existing name, it replaces that field).
 #[derive(Debug, Clone, serde::Deserialize)]

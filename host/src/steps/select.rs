@@ -2,7 +2,7 @@
 
 use super::{BuildContext, Resolve, Step, StepError, StepSpec};
 use crate::event::Value;
-use crate::graph::{Failure, Rows};
+use crate::rows::{Failure, Rows};
 
 /// `kind = "select"`: keeps only these fields, in this order.
 #[derive(Debug, Clone, serde::Deserialize)]

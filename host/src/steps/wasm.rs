@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::{BuildContext, Resolve, Step, StepError, StepSpec};
-use crate::graph::{Failure, Rows};
 use crate::plugin::{Limits, OnlineLookup, PluginHandle, Registry};
+use crate::rows::{Failure, Rows};
 
 /// `kind = "wasm"`: runs a deployed plugin.
 #[derive(Debug, Clone, serde::Deserialize)]

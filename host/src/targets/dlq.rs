@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use super::TargetError;
 use crate::bus::{Bus, Publish};
-use crate::graph::Failure;
+use crate::rows::Failure;
 
 /// The stream that keeps every dead-letter subject.
 pub const DLQ_STREAM: &str = "SLUICE_DLQ";

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use crate::event::json_text;
-use crate::graph::Rows;
+use crate::rows::Rows;
 use crate::steps::aggregate::StateWrite;
 use crate::store::{BatchWrite, HashWrite, OnlineStore, RowWrite};
 

@@ -24,7 +24,7 @@ use time::OffsetDateTime;
 use super::TargetError;
 use crate::event::json_text;
 use crate::event::Value;
-use crate::graph::Rows;
+use crate::rows::Rows;
 
 /// Rows waiting to be committed, over the union of their fields.
 #[derive(Default)]

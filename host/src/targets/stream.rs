@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::TargetError;
 use crate::bus::{Bus, Publish};
 use crate::event::{event_bytes, into_value, Event, JsonValues};
-use crate::graph::Rows;
+use crate::rows::Rows;
 
 /// Largest message body; bigger batches are split.
 const MAX_MESSAGE: usize = 512 * 1024;

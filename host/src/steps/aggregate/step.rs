@@ -18,7 +18,7 @@ use std::time::Duration;
 use super::spec::AggregateSpec;
 use super::state::{KeyState, Refused};
 use crate::event::Value;
-use crate::graph::{Failure, Rows};
+use crate::rows::{Failure, Rows};
 
 pub use crate::store::HashFields;
 

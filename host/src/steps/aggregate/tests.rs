@@ -8,8 +8,8 @@ use super::step::{HashFields, StateWrite, TileHome, TileStore};
 use super::window::{bucket, Window};
 use crate::config::StepConfig;
 use crate::event::{Event, Value};
-use crate::graph::{Failure, Rows};
 use crate::plugin::{NoLookup, PluginEngine, Registry};
+use crate::rows::{Failure, Rows};
 use crate::steps::{build, BuildContext, Step};
 
 const MIN: i64 = 60_000_000;
