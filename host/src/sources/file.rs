@@ -15,16 +15,15 @@ use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::*;
-use arrow_array::{Array, RecordBatch};
-use arrow_schema::{DataType, Schema, TimeUnit};
+use arrow_array::RecordBatch;
+use arrow_schema::Schema;
 use bytes::Bytes;
 use jiff::tz::TimeZone;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 
+use super::arrow_json::{key_of, readable, write_cell, write_epoch, write_json};
 use crate::config::FileFormat;
-use crate::event_time::{typed_text, TimeReader};
+use crate::event_time::TimeReader;
 use crate::targets::TargetError;
 
 /// The format a file's extension implies.
@@ -76,13 +75,6 @@ fn file_error(path: &Path, e: impl std::fmt::Display) -> TargetError {
         path: path.display().to_string(),
         reason: e.to_string(),
     }
-}
-
-/// `"name":`, escaped.
-fn key_of(name: &str) -> Vec<u8> {
-    let mut key = serde_json::to_vec(name).unwrap_or_default();
-    key.push(b':');
-    key
 }
 
 impl FileSource {
@@ -309,182 +301,12 @@ fn csv_value(out: &mut Vec<u8>, cell: &str) {
     }
 }
 
-fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
-    // Writing to a Vec cannot fail; a non-finite float is written as null.
-    let _ = serde_json::to_writer(&mut *out, value);
-}
-
-/// Whether the file source reads a column of this type.
-fn readable(data_type: &DataType) -> bool {
-    use DataType::*;
-    match data_type {
-        Null | Boolean | Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 | Float16 | Float32
-        | Float64 | Decimal32(..) | Decimal64(..) | Decimal128(..) | Decimal256(..) | Utf8 | LargeUtf8 | Utf8View
-        | Timestamp(..) | Date32 | Date64 => true,
-        List(item) | LargeList(item) | FixedSizeList(item, _) => readable(item.data_type()),
-        Struct(fields) => fields.iter().all(|f| readable(f.data_type())),
-        Dictionary(key, value) => key.is_dictionary_key_type() && readable(value),
-        _ => false,
-    }
-}
-
-fn unit_nanos(unit: &TimeUnit) -> i64 {
-    match unit {
-        TimeUnit::Second => 1_000_000_000,
-        TimeUnit::Millisecond => 1_000_000,
-        TimeUnit::Microsecond => 1_000,
-        TimeUnit::Nanosecond => 1,
-    }
-}
-
-/// Writes one cell of an Arrow column (of a [`readable`] type) as JSON.
-fn write_cell(out: &mut Vec<u8>, column: &dyn Array, r: usize, zone: &TimeZone) {
-    if column.is_null(r) {
-        out.extend_from_slice(b"null");
-        return;
-    }
-    macro_rules! number {
-        ($t:ty) => {
-            write_json(out, &column.as_primitive::<$t>().value(r))
-        };
-    }
-    macro_rules! decimal {
-        ($t:ty, $p:expr, $s:expr) => {{
-            // The decimal's own digits are a JSON number: read as the nearest float (or an
-            // integer at scale 0), as pandas' float() of the Decimal gives.
-            let text = <$t>::format_decimal(column.as_primitive::<$t>().value(r), *$p, *$s);
-            out.extend_from_slice(text.as_bytes());
-        }};
-    }
-    macro_rules! dictionary {
-        ($k:ty) => {{
-            let dictionary = column.as_dictionary::<$k>();
-            let index = dictionary.keys().value(r) as usize;
-            write_cell(out, dictionary.values().as_ref(), index, zone)
-        }};
-    }
-    let time = |out: &mut Vec<u8>, value: i64, nanos: i64, naive: bool| match typed_text(value, nanos, naive, zone) {
-        Some(text) => write_json(out, &text),
-        None => write_json(out, &format!("{value} (out of the range of times)")),
-    };
-    match column.data_type() {
-        DataType::Null => out.extend_from_slice(b"null"),
-        DataType::Boolean => write_json(out, &column.as_boolean().value(r)),
-        DataType::Int8 => number!(Int8Type),
-        DataType::Int16 => number!(Int16Type),
-        DataType::Int32 => number!(Int32Type),
-        DataType::Int64 => number!(Int64Type),
-        DataType::UInt8 => number!(UInt8Type),
-        DataType::UInt16 => number!(UInt16Type),
-        DataType::UInt32 => number!(UInt32Type),
-        DataType::UInt64 => number!(UInt64Type),
-        DataType::Float16 => write_json(out, &column.as_primitive::<Float16Type>().value(r).to_f64()),
-        DataType::Float32 => write_json(out, &(column.as_primitive::<Float32Type>().value(r) as f64)),
-        DataType::Float64 => number!(Float64Type),
-        DataType::Decimal32(p, s) => decimal!(Decimal32Type, p, s),
-        DataType::Decimal64(p, s) => decimal!(Decimal64Type, p, s),
-        DataType::Decimal128(p, s) => decimal!(Decimal128Type, p, s),
-        DataType::Decimal256(p, s) => decimal!(Decimal256Type, p, s),
-        DataType::Utf8 => write_json(out, column.as_string::<i32>().value(r)),
-        DataType::LargeUtf8 => write_json(out, column.as_string::<i64>().value(r)),
-        DataType::Utf8View => write_json(out, column.as_string_view().value(r)),
-        DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 => {
-            if let Some((value, nanos, naive)) = typed_time(column, r) {
-                time(out, value, nanos, naive)
-            }
-        }
-        DataType::List(_) => write_items(out, column.as_list::<i32>().value(r).as_ref(), zone),
-        DataType::LargeList(_) => write_items(out, column.as_list::<i64>().value(r).as_ref(), zone),
-        DataType::FixedSizeList(..) => write_items(out, column.as_fixed_size_list().value(r).as_ref(), zone),
-        DataType::Struct(fields) => {
-            let record = column.as_struct();
-            out.push(b'{');
-            for (i, field) in fields.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                out.extend_from_slice(&key_of(field.name()));
-                write_cell(out, record.column(i).as_ref(), r, zone);
-            }
-            out.push(b'}');
-        }
-        DataType::Dictionary(key, _) => match key.as_ref() {
-            DataType::Int8 => dictionary!(Int8Type),
-            DataType::Int16 => dictionary!(Int16Type),
-            DataType::Int32 => dictionary!(Int32Type),
-            DataType::Int64 => dictionary!(Int64Type),
-            DataType::UInt8 => dictionary!(UInt8Type),
-            DataType::UInt16 => dictionary!(UInt16Type),
-            DataType::UInt32 => dictionary!(UInt32Type),
-            _ => dictionary!(UInt64Type),
-        },
-        // `readable` refused every other type when the file was opened.
-        _ => out.extend_from_slice(b"null"),
-    }
-}
-
-/// A time cell: its value, the nanoseconds of its unit, and whether it is naive (no zone in its
-/// type; dates are naive); `None` for a column of another type.
-fn typed_time(column: &dyn Array, r: usize) -> Option<(i64, i64, bool)> {
-    Some(match column.data_type() {
-        DataType::Timestamp(unit, tz) => {
-            let value = match unit {
-                TimeUnit::Second => column.as_primitive::<TimestampSecondType>().value(r),
-                TimeUnit::Millisecond => column.as_primitive::<TimestampMillisecondType>().value(r),
-                TimeUnit::Microsecond => column.as_primitive::<TimestampMicrosecondType>().value(r),
-                TimeUnit::Nanosecond => column.as_primitive::<TimestampNanosecondType>().value(r),
-            };
-            (value, unit_nanos(unit), tz.is_none())
-        }
-        DataType::Date32 => (
-            column.as_primitive::<Date32Type>().value(r) as i64,
-            86_400_000_000_000,
-            true,
-        ),
-        DataType::Date64 => (column.as_primitive::<Date64Type>().value(r), 1_000_000, true),
-        _ => return None,
-    })
-}
-
-/// Writes the event-time cell as a number of `unit` nanoseconds (rounded down) when it is a
-/// typed time; other types are written as they are.
-fn write_epoch(out: &mut Vec<u8>, column: &dyn Array, r: usize, unit: i64, zone: &TimeZone) {
-    let typed = (!column.is_null(r)).then(|| typed_time(column, r)).flatten();
-    let Some((value, nanos, naive)) = typed else {
-        return write_cell(out, column, r, zone);
-    };
-    let instant = value as i128 * nanos as i128;
-    let instant = match naive && *zone != TimeZone::UTC {
-        // A wall-clock time in the zone: shifted by the zone's offset at that time.
-        true => jiff::Timestamp::from_nanosecond(instant)
-            .ok()
-            .and_then(|t| zone.to_timestamp(TimeZone::UTC.to_datetime(t)).ok())
-            .map(|t| t.as_nanosecond()),
-        false => Some(instant),
-    };
-    match instant {
-        Some(ns) => write_json(out, &(ns.div_euclid(unit as i128) as i64)),
-        None => write_json(out, &format!("{value} (out of the range of times)")),
-    }
-}
-
-/// The items of a list cell as a JSON array.
-fn write_items(out: &mut Vec<u8>, items: &dyn Array, zone: &TimeZone) {
-    out.push(b'[');
-    for i in 0..items.len() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write_cell(out, items, i, zone);
-    }
-    out.push(b']');
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
     use arrow_array::builder::{ListBuilder, StringDictionaryBuilder};
+    use arrow_array::types::Int32Type;
     use arrow_array::{
         ArrayRef, BinaryArray, Date32Array, Decimal128Array, Int64Array, TimestampMillisecondArray,
         TimestampNanosecondArray, TimestampSecondArray,
