@@ -47,6 +47,17 @@ fn serving_config(live: &Live) -> std::path::PathBuf {
     path
 }
 
+/// Removes what a run of [`serving_config`] made: the test's own names and the second set's
+/// input stream.
+async fn cleanup_serving(live: &Live) {
+    let _ = live
+        .jetstream()
+        .await
+        .delete_stream(format!("{}NOPE", live.stream))
+        .await;
+    live.cleanup().await;
+}
+
 fn tx(id: u64, user: &str, usd: f64, ts: i64) -> Json {
     json!({"transaction_id": id, "user_id": user, "amount": usd, "currency": "USD", "merchant": "m1", "country": "DE", "ts": ts})
 }
@@ -334,12 +345,7 @@ async fn lookups_ingest_and_access_control_over_real_http() {
 
     stop.send(true).unwrap();
     task.await.unwrap();
-    let _ = live
-        .jetstream()
-        .await
-        .delete_stream(format!("{}NOPE", live.stream))
-        .await;
-    live.cleanup().await;
+    cleanup_serving(&live).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -716,5 +722,5 @@ async fn with_a_certificate_the_api_speaks_https_only() {
     assert!(problems.iter().any(|p| p.key == "http.tls_key"), "{problems:?}");
     stop.send(true).unwrap();
     task.await.unwrap();
-    live.cleanup().await;
+    cleanup_serving(&live).await;
 }
