@@ -79,7 +79,7 @@ windows = ["1h", "24h"]
             prefix: "bench:agg:v1".into(),
             store: s as Arc<dyn TileStore>,
         }),
-        lateness: Some("5m"),
+        lateness: Some(5 * 60 * 1_000_000),
         metrics: None,
     };
     build(&config, &context).unwrap()

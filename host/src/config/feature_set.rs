@@ -24,14 +24,14 @@ pub struct FeatureSetConfig {
     pub timestamp: TimestampConfig,
     /// How long online values live after their last write (`30d`, `12h`, `90m`, `3600s`).
     #[serde(default)]
-    pub ttl: Option<String>,
+    pub ttl: Option<super::ConfigDuration>,
     /// The input fields, when known: lets validation check what steps refer to.
     #[serde(default)]
     pub fields: Vec<String>,
     /// How far behind a key's latest event time an event may be and still count in its
     /// windows (`aggregate` steps); later ones go to `sluice.late.<set>`. Default: none (`0s`).
     #[serde(default)]
-    pub allowed_lateness: Option<String>,
+    pub allowed_lateness: Option<super::ConfigDuration>,
     /// Largest accepted input event, in bytes; larger ones go to the dead-letter subject.
     #[serde(default = "max_event_bytes")]
     pub max_event_bytes: usize,
@@ -270,8 +270,8 @@ impl FeatureSetConfig {
     pub fn ttl_micros(&self) -> Result<Option<i64>, String> {
         Ok(self
             .ttl
-            .as_deref()
-            .map(super::parse_duration)
+            .as_ref()
+            .map(|t| t.get())
             .transpose()?
             .map(|d| d.as_micros() as i64))
     }

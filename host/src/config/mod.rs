@@ -4,14 +4,16 @@
 //! everything that can be checked without I/O, reporting every problem at once, each with the
 //! file and the key. Building the running pipeline (connecting) happens elsewhere.
 
+mod duration;
 mod feature_set;
 mod validate;
 
+pub use duration::{parse_duration, ConfigDuration};
 pub use feature_set::{
     AggregationConfig, FeatureSetConfig, FileFormat, Reading, SourceConfig, StepConfig, StepKind, TargetConfig,
     TimeFormat, TimestampConfig,
 };
-pub use validate::{notes, parse_duration, validate};
+pub use validate::{notes, validate};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -66,7 +68,7 @@ pub struct HostConfig {
     /// late events) keep a message, e.g. `"7d"`; older ones are removed from the file. Unset:
     /// kept for ever, as on a JetStream stream without limits (on NATS, set limits on the
     /// streams themselves).
-    pub log_retention: Option<String>,
+    pub log_retention: Option<ConfigDuration>,
 }
 
 /// A named list of features from one or more feature sets, e.g. what a model reads.

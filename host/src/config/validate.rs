@@ -1,7 +1,6 @@
 //! Validation without I/O: every problem at once, each with its key.
 
 use std::collections::{BTreeSet, HashSet};
-use std::time::Duration;
 
 use super::{Config, FeatureSetConfig, Problem, SourceConfig, TimeFormat};
 use crate::steps::Resolve;
@@ -53,7 +52,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
                 "applies to the embedded mode's logs only; with NATS, set limits (max_age) on the JetStream streams"
                     .into(),
             );
-        } else if let Err(e) = parse_duration(retention) {
+        } else if let Err(e) = retention.get() {
             report("host.log_retention".into(), e);
         }
     }
@@ -198,12 +197,12 @@ fn check_set(config: &Config, set: &FeatureSetConfig, at: &str, report: &mut imp
         report(format!("{at}.timestamp.{key}"), e);
     }
     if let Some(lateness) = &set.allowed_lateness {
-        if let Err(e) = parse_duration(lateness) {
+        if let Err(e) = lateness.get() {
             report(format!("{at}.allowed_lateness"), e);
         }
     }
     if let Some(ttl) = &set.ttl {
-        if let Err(e) = parse_duration(ttl) {
+        if let Err(e) = ttl.get() {
             report(format!("{at}.ttl"), e);
         }
     }
@@ -323,21 +322,4 @@ fn check_targets(set: &FeatureSetConfig, at: &str, report: &mut impl FnMut(Strin
             );
         }
     }
-}
-
-/// Parses `30d`, `12h`, `90m`, `45s` or a number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?}: expected a duration like 30d, 12h, 90m or 45s"))?;
-    let seconds = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => return Err(format!("{text:?}: unknown unit {unit:?}; expected s, m, h or d")),
-    };
-    Ok(Duration::from_secs(seconds))
 }

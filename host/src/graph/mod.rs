@@ -27,7 +27,7 @@ impl Graph {
             registry,
             lookup,
             tiles,
-            lateness: set.allowed_lateness.as_deref(),
+            lateness: set.allowed_lateness.as_ref().map(|l| l.micros()),
             metrics,
         };
         let steps = set

@@ -72,7 +72,7 @@ impl Services {
         let (bus, store): (Bus, Arc<dyn OnlineStore>) = if config.host.embedded() {
             let path = config.resolve(&config.host.data_dir).join(crate::config::EMBEDDED_FILE);
             let embedded = Embedded::open(&path).map_err(PipelineError::Service)?;
-            let retention = config.host.log_retention.as_deref().map(crate::config::parse_duration);
+            let retention = config.host.log_retention.as_ref().map(|r| r.get());
             embedded.set_log_retention(retention.transpose().map_err(PipelineError::Service)?);
             tracing::info!(file = %path.display(), "embedded mode: online store and event logs in one file");
             (Bus::Embedded(embedded.clone()), embedded)

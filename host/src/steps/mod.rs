@@ -243,7 +243,7 @@ pub struct BuildContext<'a> {
     /// Where aggregation state is kept durable (`None`: memory only).
     pub tiles: Option<aggregate::TileHome>,
     /// The feature set's allowed lateness.
-    pub lateness: Option<&'a str>,
+    pub lateness: Option<i64>,
     /// Where plugin steps count calls, events, errors and time.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }

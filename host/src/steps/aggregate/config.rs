@@ -4,7 +4,7 @@ use indexmap::IndexMap;
 use serde::Deserialize;
 
 use super::{step::Aggregate, AggregateSpec};
-use crate::config::{parse_duration, SourceConfig, TargetConfig};
+use crate::config::{SourceConfig, TargetConfig};
 use crate::steps::{BuildContext, Resolve, Step, StepError, StepSpec};
 
 /// Per-key aggregates over time windows, as of each event's time.
@@ -67,7 +67,11 @@ impl StepSpec for AggregateConfig {
             );
         }
         // A bad lateness is reported once, at its own key.
-        let lateness = set.allowed_lateness.as_deref().filter(|l| parse_duration(l).is_ok());
+        let lateness = set
+            .allowed_lateness
+            .as_ref()
+            .and_then(|l| l.get().ok())
+            .map(|d| d.as_micros() as i64);
         match AggregateSpec::new(step.id, &self.period, lateness, &self.aggregations) {
             Ok(spec) => {
                 for name in spec.feature_names() {

@@ -61,7 +61,7 @@ impl AggregateSpec {
     pub fn new(
         step: &str,
         period: &str,
-        lateness: Option<&str>,
+        lateness: Option<i64>,
         aggregations: &[AggregationConfig],
     ) -> Result<AggregateSpec, Vec<String>> {
         let mut problems = Vec::new();
@@ -76,13 +76,7 @@ impl AggregateSpec {
                 1
             }
         };
-        let lateness_us = match lateness.map(parse_duration).transpose() {
-            Ok(d) => d.map_or(0, |d| d.as_micros() as i64),
-            Err(e) => {
-                problems.push(format!("`allowed_lateness`: {e}"));
-                0
-            }
-        };
+        let lateness_us = lateness.unwrap_or(0);
         if aggregations.is_empty() {
             problems.push("expected at least one `[[...aggregations]]` entry".into());
         }
@@ -180,7 +174,7 @@ impl AggregateSpec {
         let mut out = Vec::new();
         for step in &set.steps {
             if let StepKind::Aggregate(aggregate) = &step.kind {
-                let lateness = set.allowed_lateness.as_deref();
+                let lateness = set.allowed_lateness.as_ref().map(|l| l.micros());
                 if let Ok(spec) = AggregateSpec::new(&step.id, &aggregate.period, lateness, &aggregate.aggregations) {
                     for field in &spec.fields {
                         out.extend(field.features.iter().map(|f| (f.name.clone(), f.function.is_integer())));
@@ -200,7 +194,7 @@ impl AggregateSpec {
                 if aggregate.key.is_some() {
                     continue;
                 }
-                let lateness = set.allowed_lateness.as_deref();
+                let lateness = set.allowed_lateness.as_ref().map(|l| l.micros());
                 specs.push(
                     AggregateSpec::new(&step.id, &aggregate.period, lateness, &aggregate.aggregations)
                         .map_err(|problems| format!("step \"{}\": {}", step.id, problems.join("; ")))?,

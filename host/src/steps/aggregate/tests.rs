@@ -78,7 +78,7 @@ fn aggregate_step(max_keys: usize, store: Option<Arc<MemoryStore>>) -> Box<dyn S
             prefix: "t:set:v1".into(),
             store: s,
         }),
-        lateness: Some("20m"),
+        lateness: Some(20 * 60 * 1_000_000),
         metrics: None,
     };
     build(&config, &context).unwrap()
