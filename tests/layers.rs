@@ -11,7 +11,6 @@ use std::path::Path;
 const KNOWN: &[&[&str]] = &[
     &["bus", "config", "online", "sources", "steps", "targets"],
     &["event", "plugin"],
-    &["http", "offline", "pipeline"],
 ];
 
 fn edges(src: &Path) -> BTreeMap<String, BTreeSet<String>> {

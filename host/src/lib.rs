@@ -29,12 +29,17 @@
 //! - [`offline`]: backfill, point-in-time reads of the offline rows, training sets, and the
 //!   online/offline skew check.
 //! - [`metrics`]: counters and histograms, rendered for Prometheus.
+//! - [`catalog`]: the on-disk state that outlives a process (plugin versions deployed over
+//!   HTTP, restored at start) and the atomic write every stored file goes through.
+//! - [`runtime`]: what a host's feature sets share — bus, online store, plugins, metrics, online
+//!   reads — and how it is connected; below `pipeline`, backfill and the HTTP API.
 //! - [`pipeline`]: `sluice run` — one loop per feature set and one offline writer per Parquet
 //!   target, with the delivery protocol (durable before ack; redelivery absorbed).
 //! - [`cli`]: the `sluice` command line (the binary only parses arguments and calls it).
 #![deny(missing_docs)]
 
 pub mod bus;
+pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod event;
@@ -47,6 +52,7 @@ pub mod online;
 pub mod pipeline;
 pub mod plugin;
 pub mod rows;
+pub mod runtime;
 pub mod sources;
 pub mod steps;
 pub mod store;

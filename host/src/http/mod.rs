@@ -151,7 +151,7 @@ impl Api {
             metrics,
             ready,
             registry,
-            plugin_dir: Some(plugins::store_dir(&data_dir)),
+            plugin_dir: Some(crate::catalog::store_dir(&data_dir)),
         })
     }
 
@@ -235,18 +235,6 @@ fn json_payload_too_large(response: Response, max_body_bytes: usize) -> Response
         ),
     )
     .into_response()
-}
-
-/// Writes a file whole or not at all: a temporary file, fsync, rename (what the server
-/// stores: deployed plugins, applied definitions, choices).
-pub(crate) fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 /// One route as the OpenAPI document describes it.

@@ -7,7 +7,6 @@
 //! A deployed component is kept under `<data_dir>/plugins/<name>/<hash>.wasm` with the active
 //! hash in `ACTIVE`, so a restart runs what was deployed last, not only what the config names.
 
-use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
@@ -17,7 +16,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value as Json};
 
-use super::{write_atomically, Api, ApiError};
+use super::{Api, ApiError};
+use crate::catalog::store_active;
 use crate::config::Scope;
 use crate::plugin::{PluginError, PluginVersion, Registry};
 
@@ -56,42 +56,6 @@ fn registry(api: &Api) -> Result<&Arc<Registry>, ApiError> {
 
 fn json_body(status: StatusCode, body: Json) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
-}
-
-/// Where deployed components are kept.
-pub fn store_dir(data_dir: &FsPath) -> PathBuf {
-    data_dir.join("plugins")
-}
-
-/// Records which version of a plugin is active (its component stored beside).
-fn store_active(dir: &FsPath, name: &str, hash: &str, bytes: Option<&[u8]>) -> std::io::Result<()> {
-    let folder = dir.join(name);
-    if let Some(bytes) = bytes {
-        write_atomically(&folder.join(format!("{hash}.wasm")), bytes)?;
-    }
-    write_atomically(&folder.join("ACTIVE"), hash.as_bytes())
-}
-
-/// Deploys the stored active version of every plugin (at start, after the config's own).
-pub fn restore(registry: &Registry, dir: &FsPath) -> Vec<String> {
-    let mut restored = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return restored;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().to_string();
-        let Ok(hash) = std::fs::read_to_string(entry.path().join("ACTIVE")) else {
-            continue;
-        };
-        let Ok(bytes) = std::fs::read(entry.path().join(format!("{}.wasm", hash.trim()))) else {
-            continue;
-        };
-        match registry.deploy(&name, &bytes, Some("restored")) {
-            Ok(d) => restored.push(d.version.label()),
-            Err(e) => tracing::warn!(plugin = %name, "the stored plugin could not be restored: {e}"),
-        }
-    }
-    restored
 }
 
 /// `PUT /v1/plugins/{name}`.

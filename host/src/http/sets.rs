@@ -19,7 +19,8 @@ use axum::body::Bytes;
 use axum::extract::Query;
 use serde::Deserialize;
 
-use super::{write_atomically, Api, ApiError, ServedSet};
+use super::{Api, ApiError, ServedSet};
+use crate::catalog::write_atomically;
 use crate::config::{FeatureSetConfig, Scope, SourceConfig};
 use crate::steps::aggregate::AggregateSpec;
 

@@ -14,7 +14,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
-use super::{write_atomically, Api, ApiError};
+use super::{Api, ApiError};
+use crate::catalog::write_atomically;
 use crate::config::Scope;
 use crate::offline::training::{self, TrainingOptions};
 

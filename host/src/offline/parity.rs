@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use crate::config::TargetConfig;
 use crate::event::Value;
 use crate::online::OnlineView;
-use crate::pipeline::Services;
+use crate::runtime::Services;
 
 use super::history::History;
 

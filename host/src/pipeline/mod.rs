@@ -4,124 +4,19 @@
 //! commits, and returns.
 
 mod feature_set;
-mod lookup;
 mod offline;
 mod retry;
 
+pub use crate::runtime::{deploy_plugins, PipelineError, Services, StoreLookup, StoreTiles};
 pub use feature_set::{FeatureSetRunner, InputEnd};
-pub use lookup::{StoreLookup, StoreTiles};
 pub use offline::OfflineRunner;
 
 use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::bus::Bus;
 use crate::config::{Config, SourceConfig, TargetConfig};
-use crate::metrics::Metrics;
-use crate::plugin::{PluginEngine, Registry};
 use crate::rows::Tally;
-use crate::store::embedded::Embedded;
-use crate::store::redis::RedisStore;
-use crate::store::OnlineStore;
-use crate::targets::dlq::DeadLetters;
-
-/// Errors that stop the pipeline before it runs (bad plugins, unreachable services at start).
-#[derive(Debug, thiserror::Error)]
-pub enum PipelineError {
-    /// A service could not be reached or set up.
-    #[error("{0}")]
-    Service(String),
-    /// A plugin could not be deployed.
-    #[error("plugin {name}: {reason}")]
-    Plugin {
-        /// Plugin name.
-        name: String,
-        /// Why.
-        reason: String,
-    },
-    /// A feature set could not be built.
-    #[error("feature set {set}: {reason}")]
-    Build {
-        /// Feature set.
-        set: String,
-        /// Why.
-        reason: String,
-    },
-}
-
-/// What every feature set of a host shares.
-#[derive(Clone)]
-pub struct Services {
-    /// JetStream, or the embedded logs.
-    pub bus: Bus,
-    /// Redis, or the embedded store.
-    pub store: Arc<dyn OnlineStore>,
-    /// Prefix of every online-store key.
-    pub prefix: String,
-    /// Deployed plugins.
-    pub registry: Arc<Registry>,
-    /// Counters and histograms (`/metrics`).
-    pub metrics: Arc<Metrics>,
-}
-
-impl Services {
-    /// Connects to NATS and Redis (or opens the embedded store) and deploys the configured
-    /// plugins.
-    pub async fn connect(config: &Config) -> Result<Self, PipelineError> {
-        let (bus, store): (Bus, Arc<dyn OnlineStore>) = if config.host.embedded() {
-            let path = config.resolve(&config.host.data_dir).join(crate::config::EMBEDDED_FILE);
-            let embedded = Embedded::open(&path).map_err(PipelineError::Service)?;
-            let retention = config.host.log_retention.as_ref().map(|r| r.get());
-            embedded.set_log_retention(retention.transpose().map_err(PipelineError::Service)?);
-            tracing::info!(file = %path.display(), "embedded mode: online store and event logs in one file");
-            (Bus::Embedded(embedded.clone()), embedded)
-        } else {
-            let client = async_nats::connect(&config.host.nats)
-                .await
-                .map_err(|e| PipelineError::Service(format!("NATS at {}: {e}", config.host.nats)))?;
-            let redis = RedisStore::connect(&config.host.redis)
-                .await
-                .map_err(PipelineError::Service)?;
-            (Bus::Nats(async_nats::jetstream::new(client)), Arc::new(redis))
-        };
-        DeadLetters::ensure_stream(&bus)
-            .await
-            .map_err(|e| PipelineError::Service(e.to_string()))?;
-        let registry = deploy_plugins(config)?;
-        Ok(Services {
-            bus,
-            store,
-            prefix: config.host.redis_prefix.clone(),
-            registry,
-            metrics: Arc::new(Metrics::default()),
-        })
-    }
-}
-
-/// The plugins of a config (and those deployed over HTTP since, restored), deployed in a
-/// fresh registry: what `sluice run` and the offline commands run.
-pub fn deploy_plugins(config: &Config) -> Result<Arc<Registry>, PipelineError> {
-    let cache = config.resolve(&config.host.data_dir).join("artifacts");
-    let engine = PluginEngine::new(Some(cache)).map_err(|e| PipelineError::Service(e.to_string()))?;
-    let registry = Arc::new(Registry::new(engine, 4));
-    for (name, path) in &config.plugins {
-        let path = config.resolve(path);
-        let fail = |reason: String| PipelineError::Plugin {
-            name: name.clone(),
-            reason,
-        };
-        let bytes = std::fs::read(&path).map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
-        registry
-            .deploy(name, &bytes, Some("config"))
-            .map_err(|e| fail(e.to_string()))?;
-    }
-    let stored = crate::http::plugins::store_dir(&config.resolve(&config.host.data_dir));
-    for label in crate::http::plugins::restore(&registry, &stored) {
-        tracing::info!(plugin = %label, "restored the plugin version deployed last over HTTP");
-    }
-    Ok(registry)
-}
 
 /// Runs every feature set of the config until `shutdown` turns true.
 pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), PipelineError> {

@@ -1,0 +1,54 @@
+//! The on-disk state under the data folder that outlives a process: plugin versions deployed
+//! over HTTP (restored at start), and the atomic write every stored file goes through.
+
+use std::path::{Path as FsPath, PathBuf};
+
+use crate::plugin::Registry;
+
+/// Writes a file whole or not at all: a temporary file, fsync, rename (what the server
+/// stores: deployed plugins, applied definitions, choices).
+pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Where deployed components are kept.
+pub fn store_dir(data_dir: &FsPath) -> PathBuf {
+    data_dir.join("plugins")
+}
+
+/// Records which version of a plugin is active (its component stored beside).
+pub fn store_active(dir: &FsPath, name: &str, hash: &str, bytes: Option<&[u8]>) -> std::io::Result<()> {
+    let folder = dir.join(name);
+    if let Some(bytes) = bytes {
+        write_atomically(&folder.join(format!("{hash}.wasm")), bytes)?;
+    }
+    write_atomically(&folder.join("ACTIVE"), hash.as_bytes())
+}
+
+/// Deploys the stored active version of every plugin (at start, after the config's own).
+pub fn restore(registry: &Registry, dir: &FsPath) -> Vec<String> {
+    let mut restored = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return restored;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Ok(hash) = std::fs::read_to_string(entry.path().join("ACTIVE")) else {
+            continue;
+        };
+        let Ok(bytes) = std::fs::read(entry.path().join(format!("{}.wasm", hash.trim()))) else {
+            continue;
+        };
+        match registry.deploy(&name, &bytes, Some("restored")) {
+            Ok(d) => restored.push(d.version.label()),
+            Err(e) => tracing::warn!(plugin = %name, "the stored plugin could not be restored: {e}"),
+        }
+    }
+    restored
+}
