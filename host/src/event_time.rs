@@ -96,6 +96,27 @@ pub struct TimeError {
     pub found: String,
 }
 
+/// A `format` or `timezone` that cannot be used; [`TimeConfigError::key`] names which.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimeConfigError {
+    /// The time zone is unknown.
+    #[error("{0}")]
+    Timezone(String),
+    /// The pattern cannot be read.
+    #[error("{0}")]
+    Format(String),
+}
+
+impl TimeConfigError {
+    /// The config key at fault: `timezone` or `format`.
+    pub fn key(&self) -> &'static str {
+        match self {
+            TimeConfigError::Timezone(_) => "timezone",
+            TimeConfigError::Format(_) => "format",
+        }
+    }
+}
+
 /// Reads event times of one format in one time zone.
 #[derive(Debug, Clone)]
 pub struct TimeReader {
@@ -108,15 +129,17 @@ const TEXT: &str = "RFC 3339 (2026-11-26T10:00:00Z) or YYYY-MM-DD HH:MM:SS[.frac
 impl TimeReader {
     /// A reader; `timezone` (an IANA name such as `Europe/Paris`, or `UTC`) is where naive
     /// times are.
-    pub fn new(format: TimeFormat, timezone: Option<&str>) -> Result<TimeReader, String> {
+    pub fn new(format: TimeFormat, timezone: Option<&str>) -> Result<TimeReader, TimeConfigError> {
         let zone = match timezone {
             None => TimeZone::UTC,
             Some(name) => TimeZone::get(name).map_err(|e| {
-                format!("{name:?}: {e}; expected an IANA time zone such as \"UTC\" or \"Europe/Paris\"")
+                TimeConfigError::Timezone(format!(
+                    "{name:?}: {e}; expected an IANA time zone such as \"UTC\" or \"Europe/Paris\""
+                ))
             })?,
         };
         if let TimeFormat::Pattern(pattern) = &format {
-            check_pattern(pattern)?;
+            check_pattern(pattern).map_err(TimeConfigError::Format)?;
         }
         Ok(TimeReader { format, zone })
     }
@@ -270,16 +293,15 @@ fn check_pattern(pattern: &str) -> Result<(), String> {
     }
 }
 
-/// RFC 3339 text (UTC, `Z`, as many fraction digits as needed) of `value` `unit`s since the
-/// epoch; `naive` times (no zone in their type) are wall-clock times in `zone`.
-pub fn typed_text(value: i64, unit_nanos: i64, naive: bool, zone: &TimeZone) -> Option<String> {
+/// The instant of a typed time (the file source writes it as RFC 3339 text in UTC): `value` `unit_nanos`-nanosecond units since the epoch;
+/// `naive` times (no zone in their type, dates) are wall-clock times in `zone`. `None` out of
+/// the range of times.
+pub fn typed_instant(value: i64, unit_nanos: i64, naive: bool, zone: &TimeZone) -> Option<Timestamp> {
     let t = Timestamp::from_nanosecond(value as i128 * unit_nanos as i128).ok()?;
-    let t = if naive && *zone != TimeZone::UTC {
-        zone.to_timestamp(TimeZone::UTC.to_datetime(t)).ok()?
-    } else {
-        t
-    };
-    Some(t.to_string())
+    match naive && *zone != TimeZone::UTC {
+        true => zone.to_timestamp(TimeZone::UTC.to_datetime(t)).ok(),
+        false => Some(t),
+    }
 }
 
 #[cfg(test)]
@@ -373,15 +395,19 @@ mod tests {
     fn typed_times_become_offset_text() {
         let utc = TimeZone::UTC;
         assert_eq!(
-            typed_text(1_704_067_200_123, 1_000_000, false, &utc).unwrap(),
+            typed_instant(1_704_067_200_123, 1_000_000, false, &utc)
+                .unwrap()
+                .to_string(),
             "2024-01-01T00:00:00.123Z"
         );
         let paris = TimeZone::get("Europe/Paris").unwrap();
         assert_eq!(
-            typed_text(1_704_070_800, 1_000_000_000, true, &paris).unwrap(),
+            typed_instant(1_704_070_800, 1_000_000_000, true, &paris)
+                .unwrap()
+                .to_string(),
             "2024-01-01T00:00:00Z"
         );
-        let text = typed_text(-1, 1, false, &utc).unwrap();
+        let text = typed_instant(-1, 1, false, &utc).unwrap().to_string();
         assert_eq!(TimeReader::utc(TimeFormat::Auto).read_text(&text), Ok(-1));
     }
 }

@@ -184,17 +184,7 @@ fn check_set(config: &Config, set: &FeatureSetConfig, at: &str, report: &mut imp
     }
     if let Err(e) = crate::event_time::TimeReader::new(set.timestamp.format.clone(), set.timestamp.timezone.as_deref())
     {
-        let key = if set
-            .timestamp
-            .timezone
-            .as_deref()
-            .is_some_and(|z| jiff::tz::TimeZone::get(z).is_err())
-        {
-            "timezone"
-        } else {
-            "format"
-        };
-        report(format!("{at}.timestamp.{key}"), e);
+        report(format!("{at}.timestamp.{}", e.key()), e.to_string());
     }
     if let Some(lateness) = &set.allowed_lateness {
         if let Err(e) = lateness.get() {

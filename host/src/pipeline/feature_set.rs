@@ -199,45 +199,27 @@ impl FeatureSetRunner {
             ended: None,
             failures: None,
         };
-        for target in &set.targets {
-            match target {
-                TargetConfig::Redis {} => {
-                    let derived = OnlineTarget::left_out(&services.prefix, set).map_err(fail)?;
-                    runner.online = Some(
-                        OnlineTarget::new(services.store.clone(), &services.prefix, &set.name, set.version, ttl_ms)
-                            .without(derived),
-                    );
-                }
-                TargetConfig::Stream {
-                    stream,
-                    subject,
-                    create,
-                } => {
-                    services
-                        .bus
-                        .ensure_stream(stream, subject, *create)
-                        .await
-                        .map_err(|e| fail(e.to_string()))?;
-                    runner.stream = Some(StreamTarget::new(services.bus.clone(), subject, &set.name, set.version));
-                }
-                TargetConfig::Parquet { .. } => {}
-            }
+        if set.targets.iter().any(|t| matches!(t, TargetConfig::Redis {})) {
+            let derived = OnlineTarget::left_out(&services.prefix, set).map_err(fail)?;
+            runner.online = Some(
+                OnlineTarget::new(services.store.clone(), &services.prefix, &set.name, set.version, ttl_ms)
+                    .without(derived),
+            );
         }
-        if runner.stream.is_none() {
-            // A parquet target without a stream target: the rows go to the set's own stream.
-            if let Some((stream, subject, create)) = Config::stream_target(set) {
-                services
-                    .bus
-                    .ensure_stream(&stream, &subject, create)
-                    .await
-                    .map_err(|e| fail(e.to_string()))?;
-                runner.stream = Some(StreamTarget::new(
-                    services.bus.clone(),
-                    &subject,
-                    &set.name,
-                    set.version,
-                ));
-            }
+        // Rows go to the stream target, or, for a parquet target without one, to the set's own
+        // stream (the offline writer reads whichever it is).
+        if let Some((stream, subject, create)) = Config::stream_target(set) {
+            services
+                .bus
+                .ensure_stream(&stream, &subject, create)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            runner.stream = Some(StreamTarget::new(
+                services.bus.clone(),
+                &subject,
+                &set.name,
+                set.version,
+            ));
         }
         Ok(runner)
     }

@@ -100,7 +100,7 @@ pub async fn run_on(
         drop(control);
     }
     for set in &config.feature_sets {
-        start_set(&config, set, &services, &lookup, &shutdown, &mut tasks).await?;
+        start_set(&config, set, &services, &lookup, &shutdown, &mut tasks, None).await?;
     }
     ready.store(true, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(feature_sets = config.feature_sets.len(), "pipeline running");
@@ -112,7 +112,7 @@ pub async fn run_on(
                 Some(Ok(())) => {}
             },
             Some(apply) = applied.recv() => {
-                let started = start_set(&apply.config, &apply.set, &services, &lookup, &shutdown, &mut tasks)
+                let started = start_set(&apply.config, &apply.set, &services, &lookup, &shutdown, &mut tasks, None)
                     .await
                     .map_err(|e| e.to_string());
                 let _ = apply.done.send(started);
@@ -130,14 +130,28 @@ async fn start_set(
     lookup: &Arc<StoreLookup>,
     shutdown: &watch::Receiver<bool>,
     tasks: &mut tokio::task::JoinSet<()>,
+    batch: Option<BatchRun>,
 ) -> Result<(), PipelineError> {
-    let runner = FeatureSetRunner::start(config, set, services, lookup.clone()).await?;
+    let mut runner = FeatureSetRunner::start(config, set, services, lookup.clone()).await?;
+    let input_ended = batch.as_ref().map(|b| b.ended.subscribe());
+    if let Some(batch) = batch {
+        runner = runner.batch_run(batch.ended, batch.failures);
+    }
     tasks.spawn(runner.run(shutdown.clone()));
     if set.targets.iter().any(|t| matches!(t, TargetConfig::Parquet { .. })) {
-        let offline = OfflineRunner::start(config, set, services).await?;
+        let mut offline = OfflineRunner::start(config, set, services).await?;
+        if let Some(input) = input_ended {
+            offline = offline.until(input);
+        }
         tasks.spawn(offline.run(shutdown.clone()));
     }
     Ok(())
+}
+
+/// What a batch run watches of one feature set: how its input ended, its failures by reason.
+struct BatchRun {
+    ended: watch::Sender<Option<InputEnd>>,
+    failures: Arc<std::sync::Mutex<Tally>>,
 }
 
 /// How one feature set of a batch run ended.
@@ -177,16 +191,11 @@ pub async fn run_until_done(config: Config, shutdown: watch::Receiver<bool>) -> 
         let label = format!("{}@v{}", set.name, set.version);
         let (ended, input) = watch::channel(None);
         let failures = Arc::new(std::sync::Mutex::new(Tally::default()));
-        let runner = FeatureSetRunner::start(&config, set, &services, lookup.clone())
-            .await?
-            .batch_run(ended, failures.clone());
-        tasks.spawn(runner.run(shutdown.clone()));
-        if set.targets.iter().any(|t| matches!(t, TargetConfig::Parquet { .. })) {
-            let offline = OfflineRunner::start(&config, set, &services)
-                .await?
-                .until(input.clone());
-            tasks.spawn(offline.run(shutdown.clone()));
-        }
+        let batch = BatchRun {
+            ended,
+            failures: failures.clone(),
+        };
+        start_set(&config, set, &services, &lookup, &shutdown, &mut tasks, Some(batch)).await?;
         watched.push((label, input, failures));
     }
     while let Some(done) = tasks.join_next().await {

@@ -93,7 +93,7 @@ impl OfflineRunner {
         let mut backoff = Backoff::new();
         let mut drained = false;
         loop {
-            let stopping = *shutdown.borrow() || drained;
+            let stopping = *shutdown.borrow();
             if !stopping {
                 // Read before the fetch: the input's last rows were stored before it ended, so
                 // an empty fetch after that means every row has been delivered.

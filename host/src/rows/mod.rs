@@ -62,6 +62,22 @@ impl Rows {
         self.batch.fields.len() - 1
     }
 
+    /// The rows whose `failed` entry is `None`; the others become failures of `step` with
+    /// that reason (what a step that fails single events does at the end of a batch).
+    pub fn without_failed(self, failed: Vec<Option<String>>, step: &str, failures: &mut Vec<Failure>) -> Rows {
+        if failed.iter().all(Option::is_none) {
+            return self;
+        }
+        let mut out = Rows::new(self.batch.fields);
+        for ((event, seq), failure) in self.batch.events.into_iter().zip(self.seqs).zip(failed) {
+            match failure {
+                None => out.push(seq, event),
+                Some(reason) => failures.push(Failure::new(seq, step, reason)),
+            }
+        }
+        out
+    }
+
     /// The value of a field of event `i` (null when absent).
     pub fn value(&self, i: usize, field: usize) -> &Value {
         self.batch.events[i].values.get(field).unwrap_or(&Value::Null)

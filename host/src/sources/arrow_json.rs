@@ -7,7 +7,7 @@ use arrow_array::Array;
 use arrow_schema::{DataType, TimeUnit};
 use jiff::tz::TimeZone;
 
-use crate::event_time::typed_text;
+use crate::event_time::typed_instant;
 
 /// `"name":`, escaped.
 pub(crate) fn key_of(name: &str) -> Vec<u8> {
@@ -70,8 +70,12 @@ pub(crate) fn write_cell(out: &mut Vec<u8>, column: &dyn Array, r: usize, zone: 
             write_cell(out, dictionary.values().as_ref(), index, zone)
         }};
     }
-    let time = |out: &mut Vec<u8>, value: i64, nanos: i64, naive: bool| match typed_text(value, nanos, naive, zone) {
-        Some(text) => write_json(out, &text),
+    let time = |out: &mut Vec<u8>, value: i64, nanos: i64, naive: bool| match typed_instant(value, nanos, naive, zone) {
+        // RFC 3339 needs no escaping: written straight into the row, no String per cell.
+        Some(t) => {
+            use std::io::Write;
+            let _ = write!(out, "\"{t}\"");
+        }
         None => write_json(out, &format!("{value} (out of the range of times)")),
     };
     match column.data_type() {
@@ -160,17 +164,8 @@ pub(crate) fn write_epoch(out: &mut Vec<u8>, column: &dyn Array, r: usize, unit:
     let Some((value, nanos, naive)) = typed else {
         return write_cell(out, column, r, zone);
     };
-    let instant = value as i128 * nanos as i128;
-    let instant = match naive && *zone != TimeZone::UTC {
-        // A wall-clock time in the zone: shifted by the zone's offset at that time.
-        true => jiff::Timestamp::from_nanosecond(instant)
-            .ok()
-            .and_then(|t| zone.to_timestamp(TimeZone::UTC.to_datetime(t)).ok())
-            .map(|t| t.as_nanosecond()),
-        false => Some(instant),
-    };
-    match instant {
-        Some(ns) => write_json(out, &(ns.div_euclid(unit as i128) as i64)),
+    match typed_instant(value, nanos, naive, zone) {
+        Some(t) => write_json(out, &(t.as_nanosecond().div_euclid(unit as i128) as i64)),
         None => write_json(out, &format!("{value} (out of the range of times)")),
     }
 }

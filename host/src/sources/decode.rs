@@ -23,7 +23,8 @@ impl Decoder {
         Ok(Decoder {
             entity: set.entity.clone(),
             time_field: set.timestamp.field.clone(),
-            time: TimeReader::new(set.timestamp.format.clone(), set.timestamp.timezone.as_deref())?,
+            time: TimeReader::new(set.timestamp.format.clone(), set.timestamp.timezone.as_deref())
+                .map_err(|e| e.to_string())?,
             max_bytes: set.max_event_bytes,
         })
     }

@@ -66,21 +66,15 @@ impl StepSpec for CastConfig {
             step.need(field, &format!("fields.{field}"));
         }
         if let Err(e) = TimeReader::new(self.format.clone(), self.timezone.as_deref()) {
-            let key = if self.timezone.is_some() && e.contains("IANA") {
-                "timezone"
-            } else {
-                "format"
-            };
-            step.report(key, e);
+            step.report(e.key(), e.to_string());
         }
     }
 
     fn build(&self, id: String, _: &BuildContext) -> Result<Box<dyn Step>, StepError> {
-        let time =
-            TimeReader::new(self.format.clone(), self.timezone.as_deref()).map_err(|message| StepError::Invalid {
-                step: id.clone(),
-                message,
-            })?;
+        let time = TimeReader::new(self.format.clone(), self.timezone.as_deref()).map_err(|e| StepError::Invalid {
+            step: id.clone(),
+            message: e.to_string(),
+        })?;
         Ok(Box::new(Cast {
             id,
             fields: self.fields.iter().map(|(f, t)| (f.clone(), *t)).collect(),
@@ -102,44 +96,41 @@ impl Step for Cast {
             .iter()
             .filter_map(|(f, t)| Some((rows.batch.fields.iter().position(|n| n == f)?, *t, f.as_str())))
             .collect();
-        let mut failed = vec![false; rows.len()];
-        for (i, event) in rows.batch.events.iter_mut().enumerate() {
+        let mut failed = vec![None; rows.len()];
+        for (event, slot) in rows.batch.events.iter_mut().zip(&mut failed) {
             for &(at, to, name) in &positions {
                 let Some(value) = event.values.get_mut(at) else {
                     continue;
                 };
-                match cast(value, to, &self.time) {
-                    Ok(Some(cast)) => *value = cast,
-                    Ok(None) => {}
-                    Err(expected) => {
-                        let found = json_text(value);
-                        let reason = format!(
-                            "field \"{name}\": cannot cast {found} to {}: expected {expected}",
-                            to.name()
-                        );
-                        failures.push(Failure::new(rows.seqs[i], &self.id, reason));
-                        failed[i] = true;
-                        break;
-                    }
+                if let Err(expected) = cast(value, to, &self.time) {
+                    let found = json_text(value);
+                    *slot = Some(format!(
+                        "field \"{name}\": cannot cast {found} to {}: expected {expected}",
+                        to.name()
+                    ));
+                    break;
                 }
             }
         }
-        if failed.iter().any(|f| *f) {
-            let mut keep = failed.iter().map(|f| !f);
-            let seqs = std::mem::take(&mut rows.seqs);
-            let events = std::mem::take(&mut rows.batch.events);
-            for (seq, event) in seqs.into_iter().zip(events) {
-                if keep.next().unwrap_or(true) {
-                    rows.push(seq, event);
-                }
-            }
-        }
-        rows
+        rows.without_failed(failed, &self.id, failures)
     }
 }
 
+/// Converts the value in place (null stays null); `Err` says what was expected.
+fn cast(value: &mut Value, to: CastType, time: &TimeReader) -> Result<(), String> {
+    if let (CastType::String, Value::Json(text)) = (to, &mut *value) {
+        let text = std::mem::take(text);
+        *value = Value::Text(text);
+        return Ok(());
+    }
+    if let Some(converted) = converted(value, to, time)? {
+        *value = converted;
+    }
+    Ok(())
+}
+
 /// The value converted (`None`: already of that type, or null); `Err` says what was expected.
-fn cast(value: &Value, to: CastType, time: &TimeReader) -> Result<Option<Value>, String> {
+fn converted(value: &Value, to: CastType, time: &TimeReader) -> Result<Option<Value>, String> {
     Ok(Some(match (to, value) {
         (_, Value::Null)
         | (CastType::Int, Value::Integer(_))
@@ -165,13 +156,16 @@ fn cast(value: &Value, to: CastType, time: &TimeReader) -> Result<Option<Value>,
         (CastType::Float, _) => return Err("a number".into()),
         (CastType::Bool, Value::Integer(0)) => Value::Boolean(false),
         (CastType::Bool, Value::Integer(1)) => Value::Boolean(true),
-        (CastType::Bool, Value::Text(t)) => match t.trim().to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" => Value::Boolean(true),
-            "false" | "0" | "no" => Value::Boolean(false),
-            _ => return Err("true/false, 1/0 or yes/no".into()),
-        },
+        (CastType::Bool, Value::Text(t)) => {
+            let t = t.trim();
+            let is = |words: [&str; 3]| words.iter().any(|w| t.eq_ignore_ascii_case(w));
+            match (is(["true", "1", "yes"]), is(["false", "0", "no"])) {
+                (true, _) => Value::Boolean(true),
+                (_, true) => Value::Boolean(false),
+                _ => return Err("true/false, 1/0 or yes/no".into()),
+            }
+        }
         (CastType::Bool, _) => return Err("true/false, 1/0 or yes/no".into()),
-        (CastType::String, Value::Json(text)) => Value::Text(text.clone()),
         (CastType::String, other) => Value::Text(json_text(other)),
         (CastType::Timestamp, Value::Text(t)) => Value::Integer(time.read_text(t).map_err(|e| e.expected)?),
         (CastType::Timestamp, Value::Integer(i)) => Value::Integer(

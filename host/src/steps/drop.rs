@@ -13,13 +13,7 @@ pub struct DropConfig {
 
 impl StepSpec for DropConfig {
     fn resolve(&self, step: &mut Resolve) {
-        if self.fields.is_empty() {
-            step.report("fields", "expected at least one field".into());
-        }
-        for f in &self.fields {
-            step.need(f, "fields");
-        }
-        step.retain(|f| !self.fields.iter().any(|k| k == f));
+        step.field_list(&self.fields, false);
     }
 
     fn build(&self, _: String, _: &BuildContext) -> Result<Box<dyn Step>, StepError> {

@@ -69,16 +69,6 @@ impl Step for Map {
                 }
             }
         }
-        if failed.iter().all(Option::is_none) {
-            return rows;
-        }
-        let mut out = Rows::new(rows.batch.fields);
-        for ((event, seq), failure) in rows.batch.events.into_iter().zip(rows.seqs).zip(failed) {
-            match failure {
-                None => out.push(seq, event),
-                Some(reason) => failures.push(Failure::new(seq, &self.id, reason)),
-            }
-        }
-        out
+        rows.without_failed(failed, &self.id, failures)
     }
 }

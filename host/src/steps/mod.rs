@@ -165,10 +165,17 @@ impl<'a> Resolve<'a> {
         }
     }
 
-    /// Only the fields for which `keep` holds remain.
-    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+    /// A step given a list of existing fields (`select`, `drop`): at least one, each known;
+    /// afterwards only the listed ones remain (`keep_listed`) or all but them.
+    pub fn field_list(&mut self, fields: &[String], keep_listed: bool) {
+        if fields.is_empty() {
+            self.report("fields", "expected at least one field".into());
+        }
+        for f in fields {
+            self.need(f, "fields");
+        }
         if let Some(known) = self.known {
-            known.retain(|f| keep(f));
+            known.retain(|f| fields.contains(f) == keep_listed);
         }
     }
 
