@@ -397,3 +397,50 @@ fn log_retention_removes_old_messages_only() {
     assert_eq!(store.head("a").unwrap(), 4);
     assert_eq!(store.fetch("b", 0, 10).unwrap().len(), 1, "b's message is 1 s old");
 }
+
+/// Whether a retry can help is part of each error: the pipeline retries an outage and stops
+/// on a refusal instead of looping on it for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_errors_say_whether_a_retry_can_help() {
+    use sluice::fault::Transient;
+    use sluice::store::StoreError;
+    // Nothing listens on port 1: the store is unavailable, which may pass.
+    match RedisStore::connect("redis://127.0.0.1:1/").await {
+        Err(e @ StoreError::Unavailable(_)) => assert!(e.transient(), "{e}"),
+        Err(other) => panic!("expected Unavailable, got {other:?}"),
+        Ok(_) => panic!("connected to port 1"),
+    }
+    // A key of another type: Redis refuses the read, and asking again cannot help.
+    let subject = Subject::redis("wrongtype").await;
+    let key = subject.hash("e1");
+    let client = redis::Client::open(sluice_tests::live::REDIS).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("text")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let refused = subject.store.read(std::slice::from_ref(&key)).await.unwrap_err();
+    let blocking = subject.store.read_blocking(std::slice::from_ref(&key)).unwrap_err();
+    let _: () = redis::cmd("DEL").arg(&key).query_async(&mut conn).await.unwrap();
+    assert!(matches!(refused, StoreError::Failed(_)), "{refused:?}");
+    assert!(!refused.transient() && !blocking.transient(), "{refused} / {blocking}");
+    assert!(refused.to_string().contains("WRONGTYPE"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_stream_that_may_not_be_created_is_a_refusal() {
+    use sluice::bus::{Bus, BusError};
+    use sluice::fault::Transient;
+    let client = async_nats::connect(sluice_tests::live::NATS).await.unwrap();
+    let bus = Bus::Nats(async_nats::jetstream::new(client));
+    let name = format!("SLUICE_TEST_MISSING_{}", std::process::id());
+    let e = bus
+        .ensure_stream(&name, &format!("test.missing.{}", std::process::id()), false)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, BusError::Refused(_)), "{e:?}");
+    assert!(!e.transient());
+    assert!(e.to_string().contains("set `create = true` to create it"), "{e}");
+}

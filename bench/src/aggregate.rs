@@ -34,7 +34,7 @@ struct MemoryStore {
 }
 
 impl TileStore for MemoryStore {
-    fn load(&self, hashes: &[String]) -> Result<Vec<HashFields>, String> {
+    fn load(&self, hashes: &[String]) -> Result<Vec<HashFields>, sluice::store::StoreError> {
         let stored = self.hashes.lock().unwrap();
         Ok(hashes
             .iter()
@@ -81,6 +81,7 @@ windows = ["1h", "24h"]
         }),
         lateness: Some(5 * 60 * 1_000_000),
         metrics: None,
+        shutdown: tokio::sync::watch::channel(false).1,
     };
     build(&config, &context).unwrap()
 }
@@ -133,7 +134,7 @@ fn measure(options: &Options, keys: u64, max_keys: usize, store: Option<Arc<Memo
     let mut out_events = 0usize;
     let started = Instant::now();
     for rows in input {
-        let out = step.apply(rows, &mut failures);
+        let out = step.apply(rows, &mut failures).expect("no store to halt on");
         out_events += out.len();
         if let Some(store) = &store {
             // Written one batch late, as the pipeline's overlapping Redis write does.
@@ -150,7 +151,8 @@ fn measure(options: &Options, keys: u64, max_keys: usize, store: Option<Arc<Memo
         let before = crate::counted_bytes(true);
         let mut step = self::step(max_keys, None, sketches);
         for b in 0..batch_count(options) {
-            step.apply(batch_at(b, options, keys), &mut failures);
+            step.apply(batch_at(b, options, keys), &mut failures)
+                .expect("no store to halt on");
         }
         let grown = crate::counted_bytes(false).saturating_sub(before);
         drop(step);

@@ -6,7 +6,7 @@
 
 use serde_json::{Map, Number, Value as Json};
 
-pub use crate::plugin::bindings::sluice::plugin::types::{Batch, Event, Field, Processed, Value};
+pub use crate::wit::sluice::plugin::types::{Batch, Event, Field, Processed, Value};
 
 /// Converts one JSON object into event values, in the order of `fields` (appending names of
 /// fields not yet known). Arrays of numbers (and empty arrays) become `floats`; other arrays and objects `json`.

@@ -2,10 +2,14 @@
 //!
 //! Modules, one concept each:
 //!
+//! - [`wit`]: the plugin contract's generated types and world (the crate's bottom layer).
+//! - [`duration`]: durations as the config writes them (`30d`, `12h`, `90m`, `45s`), parsed once.
 //! - [`event`]: the typed event model shared by the host and plugins (values, events, batches)
 //!   and its JSON form.
 //! - [`event_time`]: event times from text, numbers in a declared unit, strftime patterns and
 //!   time zones — one reader for JSON, CSV and Parquet alike.
+//! - [`fault`]: errors that say whether a retry can help, and the one shutdown-aware retry
+//!   policy.
 //! - [`plugin`]: the plugin runtime — the one `bindgen!` of the WIT contract, the wasmtime
 //!   engine with its artifact cache, sandbox limits, the registry of versioned plugins with
 //!   hot swap and rollback, and batch execution that isolates a failing event.
@@ -23,6 +27,7 @@
 //! - [`store`]: the online store trait and its two implementations, Redis and the embedded
 //!   redb file (which also holds the embedded mode's event logs).
 //! - [`bus`]: the message bus, NATS JetStream or the embedded logs.
+//! - [`keys`]: the online key layout (set prefix, entity hash, counters).
 //! - [`online`]: online reads, windowed aggregates evaluated as of the read time.
 //! - [`http`]: the HTTP API (lookups, ingest, plugins, feature sets, health, metrics, OpenAPI)
 //!   with bearer-token scopes.
@@ -42,10 +47,13 @@ pub mod bus;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod duration;
 pub mod event;
 pub mod event_time;
+pub mod fault;
 pub mod graph;
 pub mod http;
+pub mod keys;
 pub mod metrics;
 pub mod offline;
 pub mod online;
@@ -57,3 +65,4 @@ pub mod sources;
 pub mod steps;
 pub mod store;
 pub mod targets;
+pub mod wit;

@@ -13,8 +13,24 @@ use indexmap::IndexMap;
 use crate::config::FeatureSetConfig;
 use crate::event::{value_from_json, Value};
 use crate::steps::aggregate::{AggregateSpec, HashFields, KeyState};
-use crate::store::OnlineStore;
-use crate::targets::online::OnlineTarget;
+use crate::store::{OnlineStore, StoreError};
+
+/// An online read that failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReadError {
+    /// The store could not answer (whether a retry can help, it says).
+    #[error("online read failed: {0}")]
+    Store(#[from] StoreError),
+    /// A hash holds aggregation state that cannot be decoded (trying again cannot help).
+    #[error("{0}")]
+    Unreadable(String),
+}
+
+impl crate::fault::Transient for ReadError {
+    fn transient(&self) -> bool {
+        matches!(self, ReadError::Store(e) if crate::fault::Transient::transient(e))
+    }
+}
 
 /// The online row of one entity.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,8 +55,8 @@ impl OnlineView {
     /// The view of a feature set version under a Redis key prefix.
     pub fn new(redis_prefix: &str, set: &FeatureSetConfig) -> Result<OnlineView, String> {
         Ok(OnlineView {
-            prefix: OnlineTarget::prefix(redis_prefix, &set.name, set.version),
-            aggregates: AggregateSpec::entity_keyed(set)?,
+            prefix: crate::keys::set_prefix(redis_prefix, &set.name, set.version),
+            aggregates: set.entity_aggregates()?,
         })
     }
 
@@ -52,9 +68,21 @@ impl OnlineView {
             .collect()
     }
 
+    /// The fields a feature set's online rows leave out: its aggregates (evaluated from their
+    /// tiles on read) and the plugin version of each row (kept in the feature rows, where
+    /// lineage is read; in Redis it cost ~10% of the pipeline's throughput).
+    pub fn left_out(&self, set: &FeatureSetConfig) -> Vec<String> {
+        let mut fields = self.derived();
+        fields.extend(set.steps.iter().filter_map(|s| match s.kind {
+            crate::steps::StepKind::Wasm(_) => Some(format!("{}_version", s.id)),
+            _ => None,
+        }));
+        fields
+    }
+
     /// The hash of an entity.
     pub fn hash(&self, entity: &str) -> String {
-        crate::targets::online::entity_hash(&self.prefix, entity)
+        crate::keys::entity_hash(&self.prefix, entity)
     }
 
     /// Reads entities as of `at` (µs since the epoch), in one round trip; `None` for an
@@ -65,12 +93,9 @@ impl OnlineView {
         store: &dyn OnlineStore,
         entities: &[&str],
         at: i64,
-    ) -> Result<Vec<Option<OnlineRow>>, String> {
+    ) -> Result<Vec<Option<OnlineRow>>, ReadError> {
         let hashes: Vec<String> = entities.iter().map(|entity| self.hash(entity)).collect();
-        let found = store
-            .read(&hashes)
-            .await
-            .map_err(|e| format!("online read failed: {e}"))?;
+        let found = store.read(&hashes).await?;
         found
             .into_iter()
             .map(|fields| self.evaluate(&fields, Some(at)))
@@ -79,7 +104,7 @@ impl OnlineView {
 
     /// One entity's row from its hash fields, aggregates evaluated at `at`.
     /// `at: None` evaluates them at the row's own event time.
-    pub fn evaluate(&self, fields: &HashFields, at: Option<i64>) -> Result<Option<OnlineRow>, String> {
+    pub fn evaluate(&self, fields: &HashFields, at: Option<i64>) -> Result<Option<OnlineRow>, ReadError> {
         if !fields.iter().any(|(name, _)| name == "_ts") {
             return Ok(None);
         }
@@ -104,7 +129,8 @@ impl OnlineView {
             }
         }
         for spec in &self.aggregates {
-            let mut state = KeyState::decode(spec, fields.iter().map(|(n, v)| (n.as_str(), v.as_slice())))?;
+            let mut state = KeyState::decode(spec, fields.iter().map(|(n, v)| (n.as_str(), v.as_slice())))
+                .map_err(ReadError::Unreadable)?;
             let mut names = spec.feature_names();
             spec.evaluate(&mut state, at.unwrap_or(row.time), |value| {
                 if let Some(name) = names.next() {

@@ -222,7 +222,11 @@ async fn demo(
         }
     }
     let set = &config.feature_sets[0];
-    let applied_key = format!("{}:{}:v{}:_applied", config.host.redis_prefix, set.name, set.version);
+    let applied_key = crate::keys::applied_counter(&crate::keys::set_prefix(
+        &config.host.redis_prefix,
+        &set.name,
+        set.version,
+    ));
     let started = Instant::now();
     eprintln!("  streaming {} events through the fraud feature set", options.events);
     let mut progress = crate::offline::Progress::new(options.events, false);

@@ -5,8 +5,10 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 pub use crate::event_time::TimeFormat;
+use crate::steps::aggregate::AggregateSpec;
 pub use crate::steps::aggregate::AggregationConfig;
-pub use crate::steps::StepKind;
+use crate::steps::SetFacts;
+pub use crate::steps::{StepConfig, StepKind};
 
 /// A feature set: entity key, event time, source, steps and targets.
 #[derive(Debug, Clone, Deserialize)]
@@ -234,38 +236,61 @@ fn ack_wait_s() -> u64 {
     60
 }
 
-/// One step of the graph: `id`, `kind` and the kind's own keys.
-#[derive(Debug, Clone)]
-pub struct StepConfig {
-    /// Step id, unique in its feature set.
-    pub id: String,
-    /// What the step does.
-    pub kind: StepKind,
-}
-
-impl<'de> Deserialize<'de> for StepConfig {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::Error;
-        // `id` is taken out first so that the kind's keys are still checked strictly
-        // (serde cannot refuse unknown keys through `flatten`).
-        let mut table = toml::Table::deserialize(d)?;
-        let id = match table.remove("id") {
-            Some(toml::Value::String(id)) => id,
-            Some(other) => {
-                return Err(D::Error::custom(format!(
-                    "step `id` must be text, found {}",
-                    other.type_str()
-                )))
-            }
-            None => return Err(D::Error::custom("every step needs an `id`")),
-        };
-        let kind = StepKind::deserialize(toml::Value::Table(table))
-            .map_err(|e| D::Error::custom(format!("step \"{id}\": {}", e.message())))?;
-        Ok(StepConfig { id, kind })
-    }
-}
-
 impl FeatureSetConfig {
+    /// What its steps check themselves against.
+    pub fn facts(&self) -> SetFacts<'_> {
+        SetFacts {
+            name: &self.name,
+            streamed: !matches!(self.source, SourceConfig::File { .. }),
+            online: self.targets.iter().any(|t| matches!(t, TargetConfig::Redis {})),
+            lateness: self
+                .allowed_lateness
+                .as_ref()
+                .and_then(|l| l.get().ok())
+                .map(|d| d.as_micros() as i64),
+        }
+    }
+
+    /// The specs of its `aggregate` steps, each with its step id (those that do not resolve
+    /// are left out: validation reports them).
+    fn aggregate_specs(&self) -> impl Iterator<Item = (&StepConfig, Result<AggregateSpec, Vec<String>>)> {
+        let lateness = self.allowed_lateness.as_ref().map(|l| l.micros());
+        self.steps.iter().filter_map(move |step| match &step.kind {
+            StepKind::Aggregate(aggregate) => Some((
+                step,
+                AggregateSpec::new(&step.id, &aggregate.period, lateness, &aggregate.aggregations),
+            )),
+            _ => None,
+        })
+    }
+
+    /// Every aggregate it computes (all its `aggregate` steps), with whether it is an integer
+    /// (counts) rather than a float: the declared types of those columns.
+    pub fn aggregate_types(&self) -> Vec<(String, bool)> {
+        let mut out = Vec::new();
+        for (_, spec) in self.aggregate_specs() {
+            if let Ok(spec) = spec {
+                for field in &spec.fields {
+                    out.extend(field.features.iter().map(|f| (f.name.clone(), f.function.is_integer())));
+                }
+            }
+        }
+        out
+    }
+
+    /// The specs of its `aggregate` steps keyed by its entity (their tiles live in the
+    /// entity's hash; online and offline reads evaluate them at the time asked).
+    pub fn entity_aggregates(&self) -> Result<Vec<AggregateSpec>, String> {
+        let mut specs = Vec::new();
+        for (step, spec) in self.aggregate_specs() {
+            if matches!(&step.kind, StepKind::Aggregate(a) if a.key.is_some()) {
+                continue;
+            }
+            specs.push(spec.map_err(|problems| format!("step \"{}\": {}", step.id, problems.join("; ")))?);
+        }
+        Ok(specs)
+    }
+
     /// The TTL in µs (`None`: no TTL); an error names what the text should be.
     pub fn ttl_micros(&self) -> Result<Option<i64>, String> {
         Ok(self

@@ -4,11 +4,10 @@
 //! everything that can be checked without I/O, reporting every problem at once, each with the
 //! file and the key. Building the running pipeline (connecting) happens elsewhere.
 
-mod duration;
 mod feature_set;
 mod validate;
 
-pub use duration::{parse_duration, ConfigDuration};
+pub use crate::duration::{parse_duration, ConfigDuration};
 pub use feature_set::{
     AggregationConfig, FeatureSetConfig, FileFormat, Reading, SourceConfig, StepConfig, StepKind, TargetConfig,
     TimeFormat, TimestampConfig,
@@ -284,5 +283,18 @@ pub fn load(file: &Path) -> Result<Config, ConfigError> {
             file: file.to_path_buf(),
             problems,
         })
+    }
+}
+
+impl crate::steps::Around for Config {
+    fn set(&self, name: &str) -> Option<crate::steps::SetFacts<'_>> {
+        self.feature_sets
+            .iter()
+            .find(|s| s.name == name)
+            .map(FeatureSetConfig::facts)
+    }
+
+    fn has_plugin(&self, name: &str) -> bool {
+        self.plugins.contains_key(name)
     }
 }

@@ -291,7 +291,7 @@ fn check_steps(config: &Config, set: &FeatureSetConfig, at: &str, report: &mut i
             );
         }
         let mut problems = Vec::new();
-        let mut resolve = Resolve::new((key, &step.id), (set, config), &mut known, &mut problems);
+        let mut resolve = Resolve::new((key, &step.id), (set.facts(), config), &mut known, &mut problems);
         step.kind.spec().resolve(&mut resolve);
         for (key, message) in problems {
             report(key, message);

@@ -5,7 +5,7 @@ use crate::config::FeatureSetConfig;
 use crate::plugin::{OnlineLookup, Registry};
 use crate::rows::{Failure, Rows};
 use crate::steps::aggregate::{StateWrite, TileHome};
-use crate::steps::{self, Step, StepError};
+use crate::steps::{self, Halt, Step, StepError};
 use std::sync::Arc;
 
 /// The built graph of one feature set.
@@ -22,6 +22,7 @@ impl Graph {
         lookup: Arc<dyn OnlineLookup>,
         tiles: Option<TileHome>,
         metrics: Option<Arc<crate::metrics::Metrics>>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Result<Graph, StepError> {
         let context = steps::BuildContext {
             registry,
@@ -29,6 +30,7 @@ impl Graph {
             tiles,
             lateness: set.allowed_lateness.as_ref().map(|l| l.micros()),
             metrics,
+            shutdown,
         };
         let steps = set
             .steps
@@ -47,14 +49,15 @@ impl Graph {
         out
     }
 
-    /// Runs a batch through every step; failed events are appended to `failures`.
-    pub fn run(&mut self, mut rows: Rows, failures: &mut Vec<Failure>) -> Rows {
+    /// Runs a batch through every step; failed events are appended to `failures`. A step
+    /// that halts ends the batch: nothing of it may be made durable.
+    pub fn run(&mut self, mut rows: Rows, failures: &mut Vec<Failure>) -> Result<Rows, Halt> {
         for step in &mut self.steps {
             if rows.is_empty() {
                 break;
             }
-            rows = step.apply(rows, failures);
+            rows = step.apply(rows, failures)?;
         }
-        rows
+        Ok(rows)
     }
 }

@@ -102,7 +102,7 @@ async fn read(api: &Api, pairs: &[(&ServedSet, &str)], at: i64) -> Result<Vec<Op
     let hashes: Vec<String> = pairs.iter().map(|(set, entity)| set.view.hash(entity)).collect();
     let found = api.store.read(&hashes).await.map_err(|e| {
         api.metrics.lookup_errors.fetch_add(1, Relaxed);
-        ApiError(StatusCode::SERVICE_UNAVAILABLE, e)
+        ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
     })?;
     pairs
         .iter()
@@ -110,7 +110,7 @@ async fn read(api: &Api, pairs: &[(&ServedSet, &str)], at: i64) -> Result<Vec<Op
         .map(|((set, _), fields)| {
             set.view
                 .evaluate(&fields, Some(at))
-                .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))
+                .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
         })
         .collect()
 }

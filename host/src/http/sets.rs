@@ -22,7 +22,6 @@ use serde::Deserialize;
 use super::{Api, ApiError, ServedSet};
 use crate::catalog::write_atomically;
 use crate::config::{FeatureSetConfig, Scope, SourceConfig};
-use crate::steps::aggregate::AggregateSpec;
 
 /// Messages not yet delivered to a set's consumer, and delivered but not acknowledged
 /// (stream sources).
@@ -50,7 +49,8 @@ async fn describe_one(api: &Api, set: &FeatureSetConfig) -> Json {
     );
     let label = format!("{}@v{}", set.name, set.version);
     let m = api.metrics.set(&label);
-    let aggregates: Vec<Json> = AggregateSpec::types_of(set)
+    let aggregates: Vec<Json> = set
+        .aggregate_types()
         .into_iter()
         .map(|(name, integer)| json!({ "name": name, "type": if integer { "integer" } else { "float" } }))
         .collect();

@@ -33,7 +33,7 @@ use crate::rows::{Failure, MaxFailed, Rows, Tally};
 use crate::runtime::{deploy_plugins, Services, StoreLookup, StoreTiles};
 use crate::sources::file::{format_of, FileSource};
 use crate::sources::Decoder;
-use crate::steps::aggregate::{AggregateSpec, TileHome};
+use crate::steps::aggregate::TileHome;
 use crate::targets::online::OnlineTarget;
 use crate::targets::parquet::PartWriter;
 
@@ -254,11 +254,15 @@ pub fn run(options: &BackfillOptions) -> anyhow::Result<BackfillReport> {
                 set.version,
                 ttl_ms(&set)?,
             )
-            .without(OnlineTarget::left_out(&config.host.redis_prefix, &set).map_err(anyhow::Error::msg)?);
+            .without(
+                crate::online::OnlineView::new(&config.host.redis_prefix, &set)
+                    .map_err(anyhow::Error::msg)?
+                    .left_out(&set),
+            );
             (
                 Arc::new(StoreLookup::new(&config, services.store.clone())?),
                 Some(TileHome {
-                    prefix: OnlineTarget::prefix(&config.host.redis_prefix, &set.name, set.version),
+                    prefix: crate::keys::set_prefix(&config.host.redis_prefix, &set.name, set.version),
                     store: Arc::new(StoreTiles(services.store.clone())),
                 }),
                 Some(target),
@@ -277,7 +281,15 @@ pub fn run(options: &BackfillOptions) -> anyhow::Result<BackfillReport> {
     } else {
         lookup
     };
-    let mut graph = Graph::build(&set, &registry, lookup, tiles, None)?;
+    // A backfill runs to its end: nothing asks a step to stop waiting for the store.
+    let mut graph = Graph::build(
+        &set,
+        &registry,
+        lookup,
+        tiles,
+        None,
+        tokio::sync::watch::channel(false).1,
+    )?;
     let roll_rows = set
         .targets
         .iter()
@@ -286,7 +298,8 @@ pub fn run(options: &BackfillOptions) -> anyhow::Result<BackfillReport> {
             _ => None,
         })
         .unwrap_or(usize::MAX);
-    let types = AggregateSpec::types_of(&set)
+    let types = set
+        .aggregate_types()
         .into_iter()
         .map(|(name, integer)| (name, if integer { DataType::Int64 } else { DataType::Float64 }))
         .collect();
@@ -314,7 +327,7 @@ pub fn run(options: &BackfillOptions) -> anyhow::Result<BackfillReport> {
             continue;
         };
         let mut failed = Vec::new();
-        let rows = graph.run(rows, &mut failed);
+        let rows = graph.run(rows, &mut failed)?;
         let state = graph.take_writes();
         let late = failed.iter().filter(|f| f.late).count() as u64;
         report.late += late;

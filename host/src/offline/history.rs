@@ -109,7 +109,7 @@ impl History {
         wanted: Option<&[String]>,
         partition: Option<(u64, u64)>,
     ) -> anyhow::Result<History> {
-        let aggregates = AggregateSpec::entity_keyed(set).map_err(anyhow::Error::msg)?;
+        let aggregates = set.entity_aggregates().map_err(anyhow::Error::msg)?;
         let ttl = set.ttl_micros().map_err(anyhow::Error::msg)?;
         let mut history = History {
             columns: Vec::new(),
@@ -331,7 +331,11 @@ impl HistoryLookup {
 }
 
 impl crate::plugin::OnlineLookup for HistoryLookup {
-    fn lookup(&self, feature_set: &str, keys: &[String]) -> Result<Vec<Option<Vec<crate::event::Field>>>, String> {
+    fn lookup(
+        &self,
+        feature_set: &str,
+        keys: &[String],
+    ) -> Result<Vec<Option<Vec<crate::event::Field>>>, crate::plugin::LookupError> {
         match &self.live {
             Some(live) => live.lookup(feature_set, keys),
             None => crate::plugin::NoLookup.lookup(feature_set, keys),
@@ -343,11 +347,12 @@ impl crate::plugin::OnlineLookup for HistoryLookup {
         feature_set: &str,
         keys: &[&str],
         times: &[i64],
-    ) -> Result<Vec<Option<crate::plugin::AsOfRow>>, String> {
-        let history = self
-            .histories
-            .get(feature_set)
-            .ok_or_else(|| format!("join: feature set \"{feature_set}\" is not joined by this graph"))?;
+    ) -> Result<Vec<Option<crate::plugin::AsOfRow>>, crate::plugin::LookupError> {
+        let history = self.histories.get(feature_set).ok_or_else(|| {
+            crate::plugin::LookupError::Refused(format!(
+                "join: feature set \"{feature_set}\" is not joined by this graph"
+            ))
+        })?;
         Ok(keys
             .iter()
             .zip(times)

@@ -21,7 +21,6 @@ use crate::event::Value;
 use crate::sources::decode::parse_time;
 use crate::sources::file::FileSource;
 use crate::sources::Decoder;
-use crate::steps::aggregate::AggregateSpec;
 
 /// Options of `sluice training-set`.
 #[derive(Debug, Clone, clap::Args)]
@@ -275,7 +274,7 @@ pub fn build(config: &Config, options: &TrainingOptions) -> anyhow::Result<Train
         }
     }
     progress.finish(done);
-    let declared: HashMap<String, bool> = sets.iter().flat_map(AggregateSpec::types_of).collect();
+    let declared: HashMap<String, bool> = sets.iter().flat_map(|s| s.aggregate_types()).collect();
     write(options, &entity_rows, &requested, values, &declared)?;
     report.features = requested.iter().map(|r| r.column.clone()).collect();
     report.seconds = started.elapsed().as_secs_f64();
@@ -283,7 +282,7 @@ pub fn build(config: &Config, options: &TrainingOptions) -> anyhow::Result<Train
 }
 
 fn aggregate_names(set: &FeatureSetConfig) -> Vec<String> {
-    AggregateSpec::types_of(set).into_iter().map(|(name, _)| name).collect()
+    set.aggregate_types().into_iter().map(|(name, _)| name).collect()
 }
 
 /// Writes the training set: the entity rows' columns (text, numbers as found), `t` as a UTC

@@ -8,16 +8,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use super::retry::{retry, Backoff};
 use super::{PipelineError, Services};
+use crate::bus::jetstream::SourceOptions;
+use crate::bus::subscription::{Ack, Subscription};
 use crate::config::{Config, FeatureSetConfig, SourceConfig, TargetConfig};
+use crate::fault::{retry, Backoff, Transient};
 use crate::graph::Graph;
 use crate::metrics::SetMetrics;
 use crate::plugin::OnlineLookup;
 use crate::rows::{Failure, Rows, Tally};
 use crate::sources::file::FileSource;
-use crate::sources::jetstream::SourceOptions;
-use crate::sources::subscription::{Ack, Subscription};
 use crate::sources::Decoder;
 use crate::steps::aggregate::TileHome;
 use crate::targets::dlq::DeadLetters;
@@ -62,11 +62,26 @@ pub enum InputEnd {
 impl Input {
     async fn next(&mut self, label: &str, shutdown: &watch::Receiver<bool>) -> Next {
         match self {
-            Input::Stream(source) => match retry_read(label, shutdown, source).await {
-                None => Next::End,
-                Some((items, _)) if items.is_empty() => Next::Idle,
-                Some((items, ack)) => Next::Batch(Box::new(InputBatch { items, ack })),
-            },
+            Input::Stream(source) => {
+                let mut backoff = Backoff::default();
+                loop {
+                    match source.next_batch().await {
+                        Ok((items, _)) if items.is_empty() => return Next::Idle,
+                        Ok((items, ack)) => return Next::Batch(Box::new(InputBatch { items, ack })),
+                        Err(e) if !e.transient() => {
+                            tracing::error!(set = %label, "reading: {e}; trying again cannot help, stopping");
+                            return Next::Broken;
+                        }
+                        Err(e) if *shutdown.borrow() => {
+                            tracing::warn!(set = %label, "{e}; stopping");
+                            return Next::End;
+                        }
+                        Err(e) => {
+                            backoff.failed(&format!("{label}: reading"), &e, shutdown).await;
+                        }
+                    }
+                }
+            }
             Input::File(file) => match tokio::task::block_in_place(|| file.next_batch()) {
                 Ok(items) if items.is_empty() => Next::End,
                 Ok(items) => Next::Batch(Box::new(InputBatch { items, ack: None })),
@@ -75,25 +90,6 @@ impl Input {
                     Next::Broken
                 }
             },
-        }
-    }
-}
-
-/// Reads the next batch, retrying while the bus is unreachable; `None` on shutdown.
-async fn retry_read(
-    label: &str,
-    shutdown: &watch::Receiver<bool>,
-    source: &mut Subscription,
-) -> Option<(Vec<(u64, Bytes)>, Option<Ack>)> {
-    let mut backoff = Backoff::new();
-    loop {
-        match source.next_batch().await {
-            Ok(batch) => return Some(batch),
-            Err(e) if *shutdown.borrow() => {
-                tracing::warn!(set = %label, "{e}; stopping");
-                return None;
-            }
-            Err(e) => backoff.failed(&format!("{label}: reading"), &e).await,
         }
     }
 }
@@ -123,6 +119,7 @@ impl FeatureSetRunner {
         set: &FeatureSetConfig,
         services: &Services,
         lookup: Arc<dyn OnlineLookup>,
+        shutdown: &watch::Receiver<bool>,
     ) -> Result<Self, PipelineError> {
         let label = format!("{}@v{}", set.name, set.version);
         let fail = |reason: String| PipelineError::Build {
@@ -152,11 +149,18 @@ impl FeatureSetRunner {
             .iter()
             .any(|t| matches!(t, TargetConfig::Redis {}))
             .then(|| TileHome {
-                prefix: OnlineTarget::prefix(&services.prefix, &set.name, set.version),
+                prefix: crate::keys::set_prefix(&services.prefix, &set.name, set.version),
                 store: Arc::new(crate::pipeline::StoreTiles(services.store.clone())),
             });
-        let graph = Graph::build(set, &services.registry, lookup, tiles, Some(services.metrics.clone()))
-            .map_err(|e| fail(e.to_string()))?;
+        let graph = Graph::build(
+            set,
+            &services.registry,
+            lookup,
+            tiles,
+            Some(services.metrics.clone()),
+            shutdown.clone(),
+        )
+        .map_err(|e| fail(e.to_string()))?;
         let decoder = Decoder::new(set).map_err(fail)?;
         let input = match &set.source {
             SourceConfig::File { path, format, batch } => {
@@ -200,7 +204,9 @@ impl FeatureSetRunner {
             failures: None,
         };
         if set.targets.iter().any(|t| matches!(t, TargetConfig::Redis {})) {
-            let derived = OnlineTarget::left_out(&services.prefix, set).map_err(fail)?;
+            let derived = crate::online::OnlineView::new(&services.prefix, set)
+                .map_err(fail)?
+                .left_out(set);
             runner.online = Some(
                 OnlineTarget::new(services.store.clone(), &services.prefix, &set.name, set.version, ttl_ms)
                     .without(derived),
@@ -281,7 +287,8 @@ impl FeatureSetRunner {
     }
 
     /// Decodes and runs one batch, publishes its dead letters, late events and stream rows;
-    /// returns what the online store must make durable. `None` if shutdown interrupted retries.
+    /// returns what the online store must make durable. `None` if shutdown interrupted retries
+    /// or a step halted (the batch is then redelivered).
     async fn process(&mut self, messages: &[(u64, Bytes)], shutdown: &watch::Receiver<bool>) -> Option<Durable> {
         let started = std::time::Instant::now();
         let mut rows = Rows::default();
@@ -301,10 +308,15 @@ impl FeatureSetRunner {
         }
         let decoded = std::time::Instant::now();
         let graph = &mut self.graph;
-        let (rows, state) = tokio::task::block_in_place(|| {
-            let rows = graph.run(rows, &mut failures);
-            (rows, graph.take_writes())
-        });
+        let ran =
+            tokio::task::block_in_place(|| graph.run(rows, &mut failures).map(|rows| (rows, graph.take_writes())));
+        let (rows, state) = match ran {
+            Ok(ran) => ran,
+            Err(halt) => {
+                tracing::warn!(set = %self.label, "{halt}; stopping, the batch is left unacknowledged");
+                return None;
+            }
+        };
         let computed = std::time::Instant::now();
         let late = failures.iter().filter(|f| f.late).count() as u64;
         let failed = failures.len() as u64 - late;
@@ -332,14 +344,16 @@ impl FeatureSetRunner {
             retry(&format!("{}: dead letters", self.label), shutdown, || {
                 dlq.publish(&letters)
             })
-            .await?;
+            .await
+            .ok()?;
         }
         if let Some(stream) = &self.stream {
             if !rows.is_empty() {
                 retry(&format!("{}: stream target", self.label), shutdown, || {
                     stream.publish(&rows)
                 })
-                .await?;
+                .await
+                .ok()?;
             }
         }
         tracing::debug!(
@@ -442,7 +456,7 @@ impl Finish {
             } = batch;
             let write = online.batch(&rows, last_seq, state, late);
             let attempt = || online.apply(&write);
-            if retry(&label, &self.shutdown, attempt).await.is_none() {
+            if retry(&label, &self.shutdown, attempt).await.is_err() {
                 return false;
             }
             tracing::debug!(set = %self.label, online_us = started.elapsed().as_micros() as u64, "batch written");

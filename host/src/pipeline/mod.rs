@@ -5,7 +5,6 @@
 
 mod feature_set;
 mod offline;
-mod retry;
 
 pub use crate::runtime::{deploy_plugins, PipelineError, Services, StoreLookup, StoreTiles};
 pub use feature_set::{FeatureSetRunner, InputEnd};
@@ -132,7 +131,7 @@ async fn start_set(
     tasks: &mut tokio::task::JoinSet<()>,
     batch: Option<BatchRun>,
 ) -> Result<(), PipelineError> {
-    let mut runner = FeatureSetRunner::start(config, set, services, lookup.clone()).await?;
+    let mut runner = FeatureSetRunner::start(config, set, services, lookup.clone(), shutdown).await?;
     let input_ended = batch.as_ref().map(|b| b.ended.subscribe());
     if let Some(batch) = batch {
         runner = runner.batch_run(batch.ended, batch.failures);

@@ -5,12 +5,11 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::retry::Backoff;
 use super::{PipelineError, Services};
+use crate::bus::jetstream::SourceOptions;
+use crate::bus::subscription::{Ack, Subscription};
 use crate::config::{Config, FeatureSetConfig, TargetConfig};
-use crate::sources::jetstream::SourceOptions;
-use crate::sources::subscription::{Ack, Subscription};
-use crate::steps::aggregate::AggregateSpec;
+use crate::fault::{Backoff, Transient};
 use crate::targets::parquet::PartWriter;
 use crate::targets::stream::RowBatch;
 use arrow_schema::DataType;
@@ -50,7 +49,8 @@ impl OfflineRunner {
         };
         let writer =
             PartWriter::open(&config.resolve(root), &set.name, set.version).map_err(|e| fail(e.to_string()))?;
-        let types = AggregateSpec::types_of(set)
+        let types = set
+            .aggregate_types()
             .into_iter()
             .map(|(name, integer)| (name, if integer { DataType::Int64 } else { DataType::Float64 }))
             .collect();
@@ -90,7 +90,7 @@ impl OfflineRunner {
     pub async fn run(mut self, shutdown: watch::Receiver<bool>) {
         tracing::info!(writer = %self.label, resume_after = self.writer.last_committed(), "offline writer running");
         let mut unacked: Option<Ack> = None;
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::default();
         let mut drained = false;
         loop {
             let stopping = *shutdown.borrow();
@@ -100,8 +100,12 @@ impl OfflineRunner {
                 let input_ended = self.input.as_ref().is_some_and(|i| i.borrow().is_some());
                 let (messages, ack) = match self.source.next_batch().await {
                     Ok(batch) => batch,
+                    Err(e) if !e.transient() => {
+                        tracing::error!(writer = %self.label, "{e}; trying again cannot help, stopping");
+                        break;
+                    }
                     Err(e) => {
-                        backoff.failed(&self.label, &e).await;
+                        backoff.failed(&self.label, &e, &shutdown).await;
                         continue;
                     }
                 };
@@ -127,13 +131,17 @@ impl OfflineRunner {
                 match tokio::task::block_in_place(|| writer.commit()) {
                     Ok(files) => {
                         tracing::debug!(writer = %self.label, files = files.len(), "parts committed");
-                        backoff = Backoff::new();
+                        backoff = Backoff::default();
                     }
                     // Unacknowledged rows are redelivered after a restart: giving up on
                     // shutdown loses nothing.
                     Err(_) if stopping && backoff.attempts >= 3 => break,
+                    Err(e) if !e.transient() => {
+                        tracing::error!(writer = %self.label, "commit: {e}; trying again cannot help, stopping");
+                        break;
+                    }
                     Err(e) => {
-                        backoff.failed(&format!("{}: commit", self.label), &e).await;
+                        backoff.failed(&format!("{}: commit", self.label), &e, &shutdown).await;
                         continue;
                     }
                 }

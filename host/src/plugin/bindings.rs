@@ -1,4 +1,4 @@
-//! The one `bindgen!` of the plugin contract, and the host side of its imports.
+//! The host side of the plugin contract's imports (the contract itself is [`crate::wit`]).
 
 use std::sync::Arc;
 
@@ -9,17 +9,7 @@ use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, Was
 use super::limits::{Limits, MemoryCap};
 use super::lookup::OnlineLookup;
 
-/// Generated from `wit/plugin.wit`; the WIT comments are its documentation.
-#[allow(missing_docs)]
-mod generated {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "transform",
-        additional_derives: [PartialEq],
-    });
-}
-
-pub use generated::*;
+pub use crate::wit::*;
 
 use sluice::plugin::host::Level;
 use sluice::plugin::types::Field;
@@ -130,7 +120,7 @@ impl sluice::plugin::host::Host for HostState {
                 self.lookup_keys_per_call
             ));
         }
-        self.lookup.lookup(&feature_set, &keys)
+        self.lookup.lookup(&feature_set, &keys).map_err(|e| e.to_string())
     }
 }
 

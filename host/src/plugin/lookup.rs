@@ -6,20 +6,55 @@ use std::sync::RwLock;
 
 use crate::event::{Field, Value};
 
+/// A lookup that could not be answered.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LookupError {
+    /// The online store did not answer: trying again can help.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The lookup cannot be answered (an unknown feature set, no online store here, a row that
+    /// cannot be read, a store that refused): trying again cannot help.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl crate::fault::Transient for LookupError {
+    fn transient(&self) -> bool {
+        matches!(self, LookupError::Unavailable(_))
+    }
+}
+
+impl LookupError {
+    /// A store error, with what was being looked up before it.
+    pub fn store(what: &str, e: crate::store::StoreError) -> LookupError {
+        use crate::fault::Transient;
+        let message = if what.is_empty() {
+            e.to_string()
+        } else {
+            format!("{what}: {e}")
+        };
+        if e.transient() {
+            LookupError::Unavailable(message)
+        } else {
+            LookupError::Refused(message)
+        }
+    }
+}
+
 /// Reads the online features of several entities of a feature set at once.
 pub trait OnlineLookup: Send + Sync {
     /// One entry per key, in order: `None` when the entity has no features. An error names
     /// the feature set and the cause (unknown set, store unreachable).
-    fn lookup(&self, feature_set: &str, keys: &[String]) -> Result<Vec<Option<Vec<Field>>>, String>;
+    fn lookup(&self, feature_set: &str, keys: &[String]) -> Result<Vec<Option<Vec<Field>>>, LookupError>;
 
     /// The features of `keys[i]` as of `times[i]` (µs), for the `join` step: the latest row
     /// with event time `<= t` within the set's TTL, windowed aggregates evaluated at `t`;
     /// `None` where no row applies.
-    fn as_of(&self, feature_set: &str, keys: &[&str], times: &[i64]) -> Result<Vec<Option<AsOfRow>>, String> {
+    fn as_of(&self, feature_set: &str, keys: &[&str], times: &[i64]) -> Result<Vec<Option<AsOfRow>>, LookupError> {
         let _ = (keys, times);
-        Err(format!(
+        Err(LookupError::Refused(format!(
             "join with feature set \"{feature_set}\": no online store or offline rows are available here"
-        ))
+        )))
     }
 }
 
@@ -30,10 +65,10 @@ pub type AsOfRow = indexmap::IndexMap<String, Value>;
 pub struct NoLookup;
 
 impl OnlineLookup for NoLookup {
-    fn lookup(&self, feature_set: &str, _keys: &[String]) -> Result<Vec<Option<Vec<Field>>>, String> {
-        Err(format!(
+    fn lookup(&self, feature_set: &str, _keys: &[String]) -> Result<Vec<Option<Vec<Field>>>, LookupError> {
+        Err(LookupError::Refused(format!(
             "lookup of feature set \"{feature_set}\" failed: no online store is configured here"
-        ))
+        )))
     }
 }
 
@@ -58,11 +93,11 @@ impl MemoryLookup {
 }
 
 impl OnlineLookup for MemoryLookup {
-    fn lookup(&self, feature_set: &str, keys: &[String]) -> Result<Vec<Option<Vec<Field>>>, String> {
+    fn lookup(&self, feature_set: &str, keys: &[String]) -> Result<Vec<Option<Vec<Field>>>, LookupError> {
         let sets = self.sets.read().unwrap_or_else(|e| e.into_inner());
         let set = sets
             .get(feature_set)
-            .ok_or_else(|| format!("lookup failed: unknown feature set \"{feature_set}\""))?;
+            .ok_or_else(|| LookupError::Refused(format!("lookup failed: unknown feature set \"{feature_set}\"")))?;
         Ok(keys.iter().map(|k| set.get(k).cloned()).collect())
     }
 }
@@ -82,6 +117,7 @@ mod tests {
         assert!(store
             .lookup("users", &keys)
             .unwrap_err()
+            .to_string()
             .contains("unknown feature set \"users\""));
     }
 }

@@ -24,7 +24,7 @@ pub use contract::{ContractInfo, CONTRACT_PACKAGE, CONTRACT_VERSION};
 pub use engine::{CompiledPlugin, PluginEngine};
 pub use handle::{BatchOutput, EventFailure, FailureKind, PluginHandle};
 pub use limits::Limits;
-pub use lookup::{AsOfRow, MemoryLookup, NoLookup, OnlineLookup};
+pub use lookup::{AsOfRow, LookupError, MemoryLookup, NoLookup, OnlineLookup};
 pub use registry::{PluginName, PluginVersion, Registry};
 
 use std::fmt;

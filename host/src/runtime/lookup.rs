@@ -10,15 +10,16 @@ use super::PipelineError;
 use crate::config::Config;
 use crate::event::Field;
 use crate::online::OnlineView;
+use crate::plugin::LookupError;
 use crate::plugin::OnlineLookup;
 use crate::steps::aggregate::{HashFields, TileStore};
-use crate::store::OnlineStore;
+use crate::store::{OnlineStore, StoreError};
 
 /// Aggregation state loaded from the online store.
 pub struct StoreTiles(pub Arc<dyn OnlineStore>);
 
 impl TileStore for StoreTiles {
-    fn load(&self, hashes: &[String]) -> Result<Vec<HashFields>, String> {
+    fn load(&self, hashes: &[String]) -> Result<Vec<HashFields>, StoreError> {
         self.0.read_blocking(hashes)
     }
 }
@@ -63,18 +64,23 @@ impl OnlineLookup for StoreLookup {
         feature_set: &str,
         keys: &[&str],
         times: &[i64],
-    ) -> Result<Vec<Option<crate::plugin::AsOfRow>>, String> {
+    ) -> Result<Vec<Option<crate::plugin::AsOfRow>>, LookupError> {
         let (view, ttl) = self
             .views
             .get(feature_set)
-            .ok_or_else(|| format!("join: unknown feature set \"{feature_set}\""))?;
+            .ok_or_else(|| LookupError::Refused(format!("join: unknown feature set \"{feature_set}\"")))?;
         let hashes: Vec<String> = keys.iter().map(|key| view.hash(key)).collect();
-        let found = self.store.read_blocking(&hashes)?;
+        let found = self
+            .store
+            .read_blocking(&hashes)
+            .map_err(|e| LookupError::store("", e))?;
         found
             .iter()
             .zip(times)
             .map(|(fields, &t)| {
-                let row = view.evaluate(fields, Some(t))?;
+                let row = view
+                    .evaluate(fields, Some(t))
+                    .map_err(|e| LookupError::Refused(e.to_string()))?;
                 // The online store holds the latest row: one newer than the event is not a
                 // value as of the event's time.
                 Ok(row
@@ -84,20 +90,22 @@ impl OnlineLookup for StoreLookup {
             .collect()
     }
 
-    fn lookup(&self, feature_set: &str, keys: &[String]) -> Result<Vec<Option<Vec<Field>>>, String> {
+    fn lookup(&self, feature_set: &str, keys: &[String]) -> Result<Vec<Option<Vec<Field>>>, LookupError> {
         let (view, _) = self
             .views
             .get(feature_set)
-            .ok_or_else(|| format!("lookup failed: unknown feature set \"{feature_set}\""))?;
+            .ok_or_else(|| LookupError::Refused(format!("lookup failed: unknown feature set \"{feature_set}\"")))?;
         let hashes: Vec<String> = keys.iter().map(|key| view.hash(key)).collect();
         let found = self
             .store
             .read_blocking(&hashes)
-            .map_err(|e| format!("lookup failed: {e}"))?;
+            .map_err(|e| LookupError::store("lookup failed", e))?;
         found
             .into_iter()
             .map(|hash| {
-                let row = view.evaluate(&hash, None).map_err(|e| format!("lookup failed: {e}"))?;
+                let row = view
+                    .evaluate(&hash, None)
+                    .map_err(|e| LookupError::Refused(format!("lookup failed: {e}")))?;
                 Ok(row.map(|row| {
                     let mut fields: Vec<Field> = row
                         .values

@@ -63,7 +63,7 @@ impl Services {
     pub async fn connect(config: &Config) -> Result<Self, PipelineError> {
         let (bus, store): (Bus, Arc<dyn OnlineStore>) = if config.host.embedded() {
             let path = config.resolve(&config.host.data_dir).join(crate::config::EMBEDDED_FILE);
-            let embedded = Embedded::open(&path).map_err(PipelineError::Service)?;
+            let embedded = Embedded::open(&path).map_err(|e| PipelineError::Service(e.to_string()))?;
             let retention = config.host.log_retention.as_ref().map(|r| r.get());
             embedded.set_log_retention(retention.transpose().map_err(PipelineError::Service)?);
             tracing::info!(file = %path.display(), "embedded mode: online store and event logs in one file");
@@ -74,7 +74,7 @@ impl Services {
                 .map_err(|e| PipelineError::Service(format!("NATS at {}: {e}", config.host.nats)))?;
             let redis = RedisStore::connect(&config.host.redis)
                 .await
-                .map_err(PipelineError::Service)?;
+                .map_err(|e| PipelineError::Service(e.to_string()))?;
             (Bus::Nats(async_nats::jetstream::new(client)), Arc::new(redis))
         };
         DeadLetters::ensure_stream(&bus)

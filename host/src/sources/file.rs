@@ -24,7 +24,7 @@ use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchR
 use super::arrow_json::{key_of, readable, write_cell, write_epoch, write_json};
 use crate::config::FileFormat;
 use crate::event_time::TimeReader;
-use crate::targets::TargetError;
+use crate::fault::FileError;
 
 /// The format a file's extension implies.
 pub fn format_of(path: &Path) -> Option<FileFormat> {
@@ -70,16 +70,13 @@ struct ParquetRows {
     schema: std::sync::Arc<Schema>,
 }
 
-fn file_error(path: &Path, e: impl std::fmt::Display) -> TargetError {
-    TargetError::File {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    }
+fn file_error(path: &Path, e: impl std::fmt::Display) -> FileError {
+    FileError::unreadable(path, e)
 }
 
 impl FileSource {
     /// Opens a file; a Parquet column of a type Sluice cannot read is refused here, by name.
-    pub fn open(path: &Path, format: Option<FileFormat>, batch: usize) -> Result<Self, TargetError> {
+    pub fn open(path: &Path, format: Option<FileFormat>, batch: usize) -> Result<Self, FileError> {
         let format = format.or_else(|| format_of(path)).ok_or_else(|| {
             file_error(
                 path,
@@ -175,7 +172,7 @@ impl FileSource {
 
     /// Checks that a CSV header or Parquet schema has these columns (JSON lines are checked
     /// event by event); the error lists the columns the file has.
-    pub fn require(&self, fields: &[&str]) -> Result<(), TargetError> {
+    pub fn require(&self, fields: &[&str]) -> Result<(), FileError> {
         let columns: Vec<&str> = match &self.reader {
             Reader::Jsonl { .. } => return Ok(()),
             Reader::Csv { columns, .. } => columns.iter().map(String::as_str).collect(),
@@ -200,7 +197,7 @@ impl FileSource {
     }
 
     /// The next batch; empty at the end of the file.
-    pub fn next_batch(&mut self) -> Result<Vec<(u64, Bytes)>, TargetError> {
+    pub fn next_batch(&mut self) -> Result<Vec<(u64, Bytes)>, FileError> {
         let mut batch = Vec::with_capacity(self.batch);
         let path = &self.path;
         let out = &mut self.buffer;
@@ -269,7 +266,7 @@ impl FileSource {
 impl ParquetRows {
     /// Whether `batch` holds a next row (the next record batch is read when the last one is
     /// used up); false at the end of the file.
-    fn ready(&mut self, path: &Path) -> Result<bool, TargetError> {
+    fn ready(&mut self, path: &Path) -> Result<bool, FileError> {
         loop {
             if self.batch.as_ref().is_some_and(|b| self.row < b.num_rows()) {
                 return Ok(true);

@@ -6,7 +6,7 @@
 use indexmap::IndexMap;
 use serde::Deserialize;
 
-use super::{BuildContext, Resolve, Step, StepError, StepSpec};
+use super::{BuildContext, Halt, Resolve, Step, StepError, StepSpec};
 use crate::event::{json_text, Value};
 use crate::event_time::{TimeFormat, TimeReader};
 use crate::rows::{Failure, Rows};
@@ -90,7 +90,7 @@ struct Cast {
 }
 
 impl Step for Cast {
-    fn apply(&mut self, mut rows: Rows, failures: &mut Vec<Failure>) -> Rows {
+    fn apply(&mut self, mut rows: Rows, failures: &mut Vec<Failure>) -> Result<Rows, Halt> {
         let positions: Vec<(usize, CastType, &str)> = self
             .fields
             .iter()
@@ -112,7 +112,7 @@ impl Step for Cast {
                 }
             }
         }
-        rows.without_failed(failed, &self.id, failures)
+        Ok(rows.without_failed(failed, &self.id, failures))
     }
 }
 
@@ -207,7 +207,7 @@ mod tests {
             );
         }
         let mut failures = Vec::new();
-        (step.apply(rows, &mut failures), failures)
+        (step.apply(rows, &mut failures).unwrap(), failures)
     }
 
     #[test]

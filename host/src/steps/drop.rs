@@ -1,6 +1,6 @@
 //! `drop`: removes the listed fields.
 
-use super::{BuildContext, Resolve, Step, StepError, StepSpec};
+use super::{BuildContext, Halt, Resolve, Step, StepError, StepSpec};
 use crate::rows::{Failure, Rows};
 
 /// `kind = "drop"`: removes these fields.
@@ -34,10 +34,10 @@ impl Drop {
 }
 
 impl Step for Drop {
-    fn apply(&mut self, mut rows: Rows, _failures: &mut Vec<Failure>) -> Rows {
+    fn apply(&mut self, mut rows: Rows, _failures: &mut Vec<Failure>) -> Result<Rows, Halt> {
         let keep: Vec<bool> = rows.batch.fields.iter().map(|f| !self.fields.contains(f)).collect();
         if keep.iter().all(|k| *k) {
-            return rows;
+            return Ok(rows);
         }
         for event in &mut rows.batch.events {
             let mut i = 0;
@@ -51,6 +51,6 @@ impl Step for Drop {
             i += 1;
             keep[i - 1]
         });
-        rows
+        Ok(rows)
     }
 }

@@ -1,7 +1,7 @@
 //! `filter`: keeps the events for which a CEL expression is true.
 
 use super::cel::Expression;
-use super::{BuildContext, Resolve, Step, StepError, StepSpec};
+use super::{BuildContext, Halt, Resolve, Step, StepError, StepSpec};
 use crate::rows::{Failure, Rows};
 
 /// `kind = "filter"`: keeps the events for which a CEL expression is true.
@@ -39,7 +39,7 @@ impl Filter {
 }
 
 impl Step for Filter {
-    fn apply(&mut self, rows: Rows, failures: &mut Vec<Failure>) -> Rows {
+    fn apply(&mut self, rows: Rows, failures: &mut Vec<Failure>) -> Result<Rows, Halt> {
         let positions = self.expr.positions(&rows);
         let verdicts: Vec<Result<bool, String>> = (0..rows.len())
             .map(|i| match self.expr.evaluate(&rows, i, &positions)? {
@@ -56,6 +56,6 @@ impl Step for Filter {
                 Err(reason) => failures.push(Failure::new(seq, &self.id, reason)),
             }
         }
-        out
+        Ok(out)
     }
 }

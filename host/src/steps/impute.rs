@@ -3,7 +3,7 @@
 
 use indexmap::IndexMap;
 
-use super::{BuildContext, Resolve, Step, StepError, StepSpec};
+use super::{BuildContext, Halt, Resolve, Step, StepError, StepSpec};
 use crate::event::{value_from_json, Value};
 use crate::rows::{Failure, Rows};
 
@@ -64,7 +64,7 @@ fn set(values: &mut Vec<Value>, at: usize, value: Value) {
 }
 
 impl Step for Impute {
-    fn apply(&mut self, mut rows: Rows, _failures: &mut Vec<Failure>) -> Rows {
+    fn apply(&mut self, mut rows: Rows, _failures: &mut Vec<Failure>) -> Result<Rows, Halt> {
         for (field, value) in &self.constant {
             let at = rows.field_position(field);
             for event in &mut rows.batch.events {
@@ -92,6 +92,6 @@ impl Step for Impute {
                 }
             }
         }
-        rows
+        Ok(rows)
     }
 }

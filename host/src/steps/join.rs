@@ -10,10 +10,10 @@
 //! for all keys; while it is unreachable the read is retried, as aggregation state loads are.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use super::{BuildContext, Resolve, Step, StepError, StepSpec};
+use super::{BuildContext, Halt, Resolve, Step, StepError, StepSpec};
 use crate::event::Value;
+use crate::fault::retry_blocking;
 use crate::plugin::OnlineLookup;
 use crate::rows::{Failure, Rows};
 
@@ -33,23 +33,16 @@ pub struct JoinConfig {
 impl StepSpec for JoinConfig {
     fn resolve(&self, step: &mut Resolve) {
         let other = &self.set;
-        match step.config.feature_sets.iter().find(|s| s.name == *other) {
+        match step.around.set(other) {
             None => step.report("set", format!("no feature set \"{other}\" in the config to join")),
             Some(_) if *other == step.set.name => step.report("set", "a feature set cannot join itself".into()),
-            Some(joined)
-                if !joined
-                    .targets
-                    .iter()
-                    .any(|t| matches!(t, crate::config::TargetConfig::Redis {})) =>
-            {
-                step.report(
-                    "set",
-                    format!(
-                        "feature set \"{other}\" has no online target (`kind = \"redis\"`): a join reads it live \
+            Some(joined) if !joined.online => step.report(
+                "set",
+                format!(
+                    "feature set \"{other}\" has no online target (`kind = \"redis\"`): a join reads it live \
                          from the online store"
-                    ),
-                )
-            }
+                ),
+            ),
             Some(_) => {}
         }
         if self.features.is_empty() {
@@ -65,13 +58,14 @@ impl StepSpec for JoinConfig {
 
     fn build(&self, id: String, context: &BuildContext) -> Result<Box<dyn Step>, StepError> {
         let lookup = context.lookup.clone();
-        Ok(Box::new(Join::new(
+        Ok(Box::new(Join {
             id,
-            &self.set,
-            self.key.clone(),
-            &self.features,
+            set: self.set.clone(),
+            key_field: self.key.clone(),
+            features: self.features.clone(),
             lookup,
-        )))
+            shutdown: context.shutdown.clone(),
+        }))
     }
 }
 
@@ -81,30 +75,13 @@ pub(crate) struct Join {
     key_field: Option<String>,
     features: Vec<String>,
     lookup: Arc<dyn OnlineLookup>,
-}
-
-impl Join {
-    pub(crate) fn new(
-        id: String,
-        set: &str,
-        key_field: Option<String>,
-        features: &[String],
-        lookup: Arc<dyn OnlineLookup>,
-    ) -> Join {
-        Join {
-            id,
-            set: set.to_string(),
-            key_field,
-            features: features.to_vec(),
-            lookup,
-        }
-    }
+    shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Step for Join {
-    fn apply(&mut self, mut rows: Rows, _failures: &mut Vec<Failure>) -> Rows {
+    fn apply(&mut self, mut rows: Rows, _failures: &mut Vec<Failure>) -> Result<Rows, Halt> {
         if rows.is_empty() {
-            return rows;
+            return Ok(rows);
         }
         let key_at = self
             .key_field
@@ -125,17 +102,9 @@ impl Step for Join {
         let asked: Vec<usize> = (0..rows.len()).filter(|&i| keys[i].is_some()).collect();
         let wanted: Vec<&str> = asked.iter().filter_map(|&i| keys[i].as_deref()).collect();
         let times: Vec<i64> = asked.iter().map(|&i| rows.batch.events[i].time).collect();
-        let mut delay = Duration::from_millis(50);
-        let found = loop {
-            match self.lookup.as_of(&self.set, &wanted, &times) {
-                Ok(found) => break found,
-                Err(e) => {
-                    tracing::warn!(step = %self.id, "join with {} failed, retrying in {delay:?}: {e}", self.set);
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
-        };
+        let what = format!("step \"{}\": join with {}", self.id, self.set);
+        let found = retry_blocking(&what, &self.shutdown, || self.lookup.as_of(&self.set, &wanted, &times))
+            .map_err(|gave_up| Halt::gave_up(&self.id, gave_up))?;
         let targets: Vec<usize> = self.features.iter().map(|name| rows.field_position(name)).collect();
         let width = rows.batch.fields.len();
         for event in &mut rows.batch.events {
@@ -156,6 +125,73 @@ impl Step for Join {
                 }
             }
         }
+        Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, Field};
+    use crate::plugin::{AsOfRow, LookupError};
+
+    /// A lookup that always fails in the given way.
+    struct Failing(bool);
+
+    impl OnlineLookup for Failing {
+        fn lookup(&self, _: &str, _: &[String]) -> Result<Vec<Option<Vec<Field>>>, LookupError> {
+            unreachable!("a join reads as of a time")
+        }
+
+        fn as_of(&self, _: &str, _: &[&str], _: &[i64]) -> Result<Vec<Option<AsOfRow>>, LookupError> {
+            Err(match self.0 {
+                true => LookupError::Unavailable("store down".into()),
+                false => LookupError::Refused("join: unknown feature set \"users\"".into()),
+            })
+        }
+    }
+
+    fn join(transient: bool, shutdown: tokio::sync::watch::Receiver<bool>) -> Join {
+        Join {
+            id: "j".into(),
+            set: "users".into(),
+            key_field: None,
+            features: vec!["tier".into()],
+            lookup: Arc::new(Failing(transient)),
+            shutdown,
+        }
+    }
+
+    fn rows() -> Rows {
+        let mut rows = Rows::new(vec!["user".into()]);
+        rows.push(
+            1,
+            Event {
+                key: "u1".into(),
+                time: 0,
+                values: vec![Value::Text("u1".into())],
+            },
+        );
         rows
+    }
+
+    #[test]
+    fn a_refused_lookup_halts_the_batch_instead_of_failing_its_events() {
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let mut failures = Vec::new();
+        let halt = join(false, rx).apply(rows(), &mut failures).unwrap_err();
+        assert!(matches!(halt, Halt::Failed { .. }), "{halt:?}");
+        assert!(halt.to_string().contains("unknown feature set"), "{halt}");
+        assert!(failures.is_empty(), "no event is dead-lettered for the store's fault");
+    }
+
+    #[test]
+    fn shutdown_ends_the_wait_for_an_unavailable_store() {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tx.send(true).unwrap();
+        let mut failures = Vec::new();
+        let halt = join(true, rx).apply(rows(), &mut failures).unwrap_err();
+        assert!(matches!(halt, Halt::Shutdown(_)), "{halt:?}");
+        assert!(failures.is_empty());
     }
 }

@@ -3,7 +3,7 @@
 use indexmap::IndexMap;
 
 use super::cel::{from_cel, Expression};
-use super::{BuildContext, Resolve, Step, StepError, StepSpec};
+use super::{BuildContext, Halt, Resolve, Step, StepError, StepSpec};
 use crate::event::Value;
 use crate::rows::{Failure, Rows};
 
@@ -48,7 +48,7 @@ impl Map {
 }
 
 impl Step for Map {
-    fn apply(&mut self, mut rows: Rows, failures: &mut Vec<Failure>) -> Rows {
+    fn apply(&mut self, mut rows: Rows, failures: &mut Vec<Failure>) -> Result<Rows, Halt> {
         let mut failed = vec![None; rows.len()];
         for (name, expr) in &self.fields {
             let positions = expr.positions(&rows);
@@ -69,6 +69,6 @@ impl Step for Map {
                 }
             }
         }
-        rows.without_failed(failed, &self.id, failures)
+        Ok(rows.without_failed(failed, &self.id, failures))
     }
 }

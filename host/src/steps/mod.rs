@@ -20,7 +20,6 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::config::{Config, FeatureSetConfig, StepConfig};
 use crate::plugin::{OnlineLookup, PluginError, Registry};
 use crate::rows::{Failure, Rows};
 
@@ -86,6 +85,37 @@ step_kinds! {
     Cast(CastConfig) = "cast",
 }
 
+/// One step of the graph: `id`, `kind` and the kind's own keys.
+#[derive(Debug, Clone)]
+pub struct StepConfig {
+    /// Step id, unique in its feature set.
+    pub id: String,
+    /// What the step does.
+    pub kind: StepKind,
+}
+
+impl<'de> Deserialize<'de> for StepConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        // `id` is taken out first so that the kind's keys are still checked strictly
+        // (serde cannot refuse unknown keys through `flatten`).
+        let mut table = toml::Table::deserialize(d)?;
+        let id = match table.remove("id") {
+            Some(toml::Value::String(id)) => id,
+            Some(other) => {
+                return Err(D::Error::custom(format!(
+                    "step `id` must be text, found {}",
+                    other.type_str()
+                )))
+            }
+            None => return Err(D::Error::custom("every step needs an `id`")),
+        };
+        let kind = StepKind::deserialize(toml::Value::Table(table))
+            .map_err(|e| D::Error::custom(format!("step \"{id}\": {}", e.message())))?;
+        Ok(StepConfig { id, kind })
+    }
+}
+
 /// What every step kind implements, in its own file.
 pub trait StepSpec {
     /// Checks the step's config against the config and the fields known before it, reporting
@@ -96,17 +126,39 @@ pub trait StepSpec {
     fn build(&self, id: String, context: &BuildContext) -> Result<Box<dyn Step>, StepError>;
 }
 
+/// What a step checks itself against about a feature set (its own, or one it joins).
+#[derive(Debug, Clone, Copy)]
+pub struct SetFacts<'a> {
+    /// The set's name.
+    pub name: &'a str,
+    /// Whether its events stream in (a stream source, not a file read once).
+    pub streamed: bool,
+    /// Whether it has an online target (`kind = "redis"`).
+    pub online: bool,
+    /// Its allowed lateness in µs, when declared and valid.
+    pub lateness: Option<i64>,
+}
+
+/// The config around a step, as far as steps check it (the config implements it).
+pub trait Around {
+    /// The facts of the feature set named `name`, if the config has one.
+    fn set(&self, name: &str) -> Option<SetFacts<'_>>;
+    /// Whether `[plugins]` declares a plugin of this name.
+    fn has_plugin(&self, name: &str) -> bool;
+}
+
 /// A step's view while it resolves: its key in the config, the fields known before it (when
-/// the input fields are declared; unknown after a plugin), its feature set and the config.
+/// the input fields are declared; unknown after a plugin), its feature set and the config
+/// around it.
 pub struct Resolve<'a> {
     /// The step's key, e.g. `feature_set[0].steps[2]`.
     pub key: String,
     /// The step's id.
     pub id: &'a str,
     /// Its feature set.
-    pub set: &'a FeatureSetConfig,
-    /// The whole config.
-    pub config: &'a Config,
+    pub set: SetFacts<'a>,
+    /// The rest of the config.
+    pub around: &'a dyn Around,
     known: &'a mut Option<BTreeSet<String>>,
     problems: &'a mut Vec<(String, String)>,
 }
@@ -115,7 +167,7 @@ impl<'a> Resolve<'a> {
     /// Resolution of the step `id` at `key`, with the fields known before it.
     pub fn new(
         (key, id): (String, &'a str),
-        (set, config): (&'a FeatureSetConfig, &'a Config),
+        (set, around): (SetFacts<'a>, &'a dyn Around),
         known: &'a mut Option<BTreeSet<String>>,
         problems: &'a mut Vec<(String, String)>,
     ) -> Resolve<'a> {
@@ -123,7 +175,7 @@ impl<'a> Resolve<'a> {
             key,
             id,
             set,
-            config,
+            around,
             known,
             problems,
         }
@@ -204,11 +256,42 @@ impl<'a> Resolve<'a> {
 
 /// One node of the graph.
 pub trait Step: Send {
-    /// Transforms a batch; events that fail are dropped from it and recorded in `failures`.
-    fn apply(&mut self, rows: Rows, failures: &mut Vec<Failure>) -> Rows;
+    /// Transforms a batch; events that fail are dropped from it and recorded in `failures`. A
+    /// step that cannot process the batch at all (see [`Halt`]) returns why.
+    fn apply(&mut self, rows: Rows, failures: &mut Vec<Failure>) -> Result<Rows, Halt>;
 
     /// State the last batch changed that must be written with it (aggregation tiles).
     fn take_writes(&mut self, _out: &mut Vec<aggregate::StateWrite>) {}
+}
+
+/// Why a step could not process a batch at all. Nothing of the batch may then be made durable:
+/// it is left unacknowledged and redelivered.
+#[derive(Debug, thiserror::Error)]
+pub enum Halt {
+    /// Shutdown was requested while the step waited for the online store.
+    #[error("step \"{0}\": stopped while waiting for the online store")]
+    Shutdown(String),
+    /// The online store refused what the step asked (trying again cannot help).
+    #[error("step \"{step}\": {reason}")]
+    Failed {
+        /// Step id.
+        step: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Halt {
+    /// What a retry that gave up means for the step `step`.
+    pub fn gave_up<E: std::fmt::Display>(step: &str, gave_up: crate::fault::GaveUp<E>) -> Halt {
+        match gave_up {
+            crate::fault::GaveUp::Shutdown => Halt::Shutdown(step.to_string()),
+            crate::fault::GaveUp::Permanent(e) => Halt::Failed {
+                step: step.to_string(),
+                reason: e.to_string(),
+            },
+        }
+    }
 }
 
 /// A step that cannot be built.
@@ -253,6 +336,8 @@ pub struct BuildContext<'a> {
     pub lateness: Option<i64>,
     /// Where plugin steps count calls, events, errors and time.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Becomes true on shutdown: a step waiting for the online store stops waiting.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Builds a step from its config.
@@ -295,6 +380,7 @@ mod tests {
             tiles: None,
             lateness: None,
             metrics: None,
+            shutdown: tokio::sync::watch::channel(false).1,
         };
         build(&config, &context).unwrap()
     }
@@ -312,8 +398,9 @@ mod tests {
     #[test]
     fn filter_keeps_true_drops_false_and_dead_letters_errors() {
         let mut failures = Vec::new();
-        let out =
-            step("id = 'f'\nkind = 'filter'\nexpr = \"country != 'US' && amount > 5\"").apply(rows(), &mut failures);
+        let out = step("id = 'f'\nkind = 'filter'\nexpr = \"country != 'US' && amount > 5\"")
+            .apply(rows(), &mut failures)
+            .unwrap();
         assert_eq!(out.seqs, [3], "a: US; b: null amount errors; c kept");
         assert_eq!(failures.len(), 1);
         assert_eq!((failures[0].seq, failures[0].step.as_str()), (2, "f"));
@@ -323,7 +410,7 @@ mod tests {
     fn map_computes_fields_in_order_and_fails_only_the_event_it_cannot_compute() {
         let mut failures = Vec::new();
         let toml = "id = 'm'\nkind = 'map'\nfields = { twice = 'double(amount) * 2.0', big = 'twice > 30.0' }";
-        let out = step(toml).apply(rows(), &mut failures);
+        let out = step(toml).apply(rows(), &mut failures).unwrap();
         assert_eq!(failures.len(), 1, "{failures:?}");
         assert_eq!(column(&out, "twice"), [Value::Float(20.0), Value::Float(60.0)]);
         assert_eq!(column(&out, "big"), [Value::Boolean(false), Value::Boolean(true)]);
@@ -338,20 +425,25 @@ mod tests {
     #[test]
     fn select_drop_and_rename_reshape_every_event() {
         let mut failures = Vec::new();
-        let out = step("id = 's'\nkind = 'select'\nfields = ['country', 'user']").apply(rows(), &mut failures);
+        let out = step("id = 's'\nkind = 'select'\nfields = ['country', 'user']")
+            .apply(rows(), &mut failures)
+            .unwrap();
         assert_eq!(out.batch.fields, ["country", "user"]);
         assert_eq!(
             out.batch.events[2].values,
             [Value::Text("FR".into()), Value::Text("c".into())]
         );
-        let out = step("id = 'd'\nkind = 'drop'\nfields = ['amount']").apply(rows(), &mut failures);
+        let out = step("id = 'd'\nkind = 'drop'\nfields = ['amount']")
+            .apply(rows(), &mut failures)
+            .unwrap();
         assert_eq!(out.batch.fields, ["user", "country"]);
         assert_eq!(
             out.batch.events[1].values,
             [Value::Text("b".into()), Value::Text("DE".into())]
         );
         let out = step("id = 'r'\nkind = 'rename'\nfields = { amount = 'usd', country = 'user' }")
-            .apply(rows(), &mut failures);
+            .apply(rows(), &mut failures)
+            .unwrap();
         assert_eq!(
             out.batch.fields,
             ["usd", "user"],
@@ -372,7 +464,8 @@ mod tests {
     fn impute_fills_nulls_with_a_constant_or_the_running_mean() {
         let mut failures = Vec::new();
         let out = step("id = 'i'\nkind = 'impute'\nconstant = { tier = 'basic' }\nmean = ['amount']")
-            .apply(rows(), &mut failures);
+            .apply(rows(), &mut failures)
+            .unwrap();
         assert_eq!(column(&out, "tier"), vec![Value::Text("basic".into()); 3]);
         assert_eq!(
             column(&out, "amount"),

@@ -3,7 +3,7 @@
 use indexmap::IndexMap;
 
 use super::drop::Drop;
-use super::{BuildContext, Resolve, Step, StepError, StepSpec};
+use super::{BuildContext, Halt, Resolve, Step, StepError, StepSpec};
 use crate::rows::{Failure, Rows};
 
 /// `kind = "rename"`: old name → new name (onto an existing name, it replaces that field).
@@ -41,17 +41,17 @@ impl Rename {
 }
 
 impl Step for Rename {
-    fn apply(&mut self, mut rows: Rows, failures: &mut Vec<Failure>) -> Rows {
+    fn apply(&mut self, mut rows: Rows, failures: &mut Vec<Failure>) -> Result<Rows, Halt> {
         for (from, to) in &self.fields {
             let Some(at) = rows.batch.fields.iter().position(|f| f == from) else {
                 continue;
             };
             if rows.batch.fields.iter().any(|f| f == to) {
-                rows = Drop::new(std::slice::from_ref(to)).apply(rows, failures);
+                rows = Drop::new(std::slice::from_ref(to)).apply(rows, failures)?;
             }
             let at = rows.batch.fields.iter().position(|f| f == from).unwrap_or(at);
             rows.batch.fields[at] = to.clone();
         }
-        rows
+        Ok(rows)
     }
 }

@@ -1,6 +1,6 @@
 //! `select`: keeps only the listed fields, in the listed order.
 
-use super::{BuildContext, Resolve, Step, StepError, StepSpec};
+use super::{BuildContext, Halt, Resolve, Step, StepError, StepSpec};
 use crate::event::Value;
 use crate::rows::{Failure, Rows};
 
@@ -35,7 +35,7 @@ impl Select {
 }
 
 impl Step for Select {
-    fn apply(&mut self, mut rows: Rows, _failures: &mut Vec<Failure>) -> Rows {
+    fn apply(&mut self, mut rows: Rows, _failures: &mut Vec<Failure>) -> Result<Rows, Halt> {
         let positions: Vec<Option<usize>> = self
             .fields
             .iter()
@@ -52,6 +52,6 @@ impl Step for Select {
                 .collect();
         }
         rows.batch.fields = self.fields.clone();
-        rows
+        Ok(rows)
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{BuildContext, Resolve, Step, StepError, StepSpec};
+use super::{BuildContext, Halt, Resolve, Step, StepError, StepSpec};
 use crate::plugin::{Limits, OnlineLookup, PluginHandle, Registry};
 use crate::rows::{Failure, Rows};
 
@@ -23,7 +23,7 @@ pub struct WasmConfig {
 impl StepSpec for WasmConfig {
     fn resolve(&self, step: &mut Resolve) {
         let plugin = &self.plugin;
-        if !step.config.plugins.contains_key(plugin) {
+        if !step.around.has_plugin(plugin) {
             step.report(
                 "plugin",
                 format!("no plugin \"{plugin}\" in [plugins]: add `{plugin} = \"path/to/{plugin}.wasm\"`"),
@@ -87,7 +87,7 @@ impl Wasm {
 }
 
 impl Step for Wasm {
-    fn apply(&mut self, rows: Rows, failures: &mut Vec<Failure>) -> Rows {
+    fn apply(&mut self, rows: Rows, failures: &mut Vec<Failure>) -> Result<Rows, Halt> {
         let seqs = rows.seqs;
         let started = std::time::Instant::now();
         let output = self.handle.process_owned(rows.batch);
@@ -116,6 +116,6 @@ impl Step for Wasm {
                 Err(failure) => failures.push(Failure::new(seq, &self.id, failure.reason)),
             }
         }
-        out
+        Ok(out)
     }
 }

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{BatchWrite, HashFields, OnlineStore};
+use super::{BatchWrite, HashFields, OnlineStore, StoreError};
 
 /// (hash, field) → bytes.
 const FIELDS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("fields");
@@ -85,8 +85,8 @@ pub struct Embedded {
     last_trim: Mutex<Instant>,
 }
 
-fn fail(e: impl std::fmt::Display) -> String {
-    format!("embedded store: {e}")
+fn fail(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Failed(format!("embedded store: {e}"))
 }
 
 fn now_ms() -> u64 {
@@ -105,11 +105,13 @@ fn blocking<T>(work: impl FnOnce() -> T) -> T {
 
 impl Embedded {
     /// Opens (or creates) the store file; its folder is created when missing.
-    pub fn open(path: &Path) -> Result<Arc<Embedded>, String> {
+    pub fn open(path: &Path) -> Result<Arc<Embedded>, StoreError> {
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| format!("creating {}: {e}", parent.display()))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| StoreError::Failed(format!("creating {}: {e}", parent.display())))?;
         }
-        let db = Database::create(path).map_err(|e| format!("embedded store {}: {e}", path.display()))?;
+        let db = Database::create(path)
+            .map_err(|e| StoreError::Failed(format!("embedded store {}: {e}", path.display())))?;
         let txn = db.begin_write().map_err(fail)?;
         {
             txn.open_table(FIELDS).map_err(fail)?;
@@ -143,7 +145,7 @@ impl Embedded {
     /// `Nats-Msg-Id` was appended to its subject within the [`DUPLICATE_WINDOW`] is dropped
     /// and gets the first one's sequence, as JetStream does: a batch redelivered after a crash
     /// does not repeat its dead letters or feature rows.
-    pub fn append(&self, messages: &[Outgoing<'_>]) -> Result<Vec<u64>, String> {
+    pub fn append(&self, messages: &[Outgoing<'_>]) -> Result<Vec<u64>, StoreError> {
         let now = now_ms();
         let window = DUPLICATE_WINDOW.as_millis() as u64;
         let sequences = blocking(|| {
@@ -198,7 +200,7 @@ impl Embedded {
                 }
             }
             txn.commit().map_err(fail)?;
-            Ok::<_, String>(sequences)
+            Ok::<_, StoreError>(sequences)
         })?;
         self.appended.notify_waiters();
         Ok(sequences)
@@ -222,7 +224,7 @@ impl Embedded {
     }
 
     /// The first sequence of `subject` still in its log after `after` (`None`: none).
-    pub fn first_after(&self, subject: &str, after: u64) -> Result<Option<u64>, String> {
+    pub fn first_after(&self, subject: &str, after: u64) -> Result<Option<u64>, StoreError> {
         blocking(|| {
             let txn = self.db.begin_read().map_err(fail)?;
             let log = txn.open_table(LOG).map_err(fail)?;
@@ -235,7 +237,7 @@ impl Embedded {
     }
 
     /// Up to `max` messages of `subject` after sequence `after`.
-    pub fn fetch(&self, subject: &str, after: u64, max: usize) -> Result<Vec<LogMessage>, String> {
+    pub fn fetch(&self, subject: &str, after: u64, max: usize) -> Result<Vec<LogMessage>, StoreError> {
         blocking(|| {
             let txn = self.db.begin_read().map_err(fail)?;
             let log = txn.open_table(LOG).map_err(fail)?;
@@ -259,19 +261,19 @@ impl Embedded {
     }
 
     /// The last sequence of a subject (0: empty).
-    pub fn head(&self, subject: &str) -> Result<u64, String> {
+    pub fn head(&self, subject: &str) -> Result<u64, StoreError> {
         self.get(HEADS, subject)
     }
 
     /// The last sequence a consumer acknowledged (0: none).
-    pub fn cursor(&self, consumer: &str) -> Result<u64, String> {
+    pub fn cursor(&self, consumer: &str) -> Result<u64, StoreError> {
         self.get(CURSORS, consumer)
     }
 
     /// Moves a consumer's cursor to `seq` (never backwards). Not synced to disk by itself:
     /// a cursor lost in a crash means redelivery, which every consumer absorbs; the next
     /// durable commit makes it durable.
-    pub fn ack(&self, consumer: &str, seq: u64) -> Result<(), String> {
+    pub fn ack(&self, consumer: &str, seq: u64) -> Result<(), StoreError> {
         blocking(|| {
             let mut txn = self.db.begin_write().map_err(fail)?;
             txn.set_durability(Durability::None).map_err(fail)?;
@@ -297,14 +299,14 @@ impl Embedded {
         let _ = tokio::time::timeout(timeout, notified).await;
     }
 
-    fn get(&self, table: TableDefinition<&str, u64>, key: &str) -> Result<u64, String> {
+    fn get(&self, table: TableDefinition<&str, u64>, key: &str) -> Result<u64, StoreError> {
         let txn = self.db.begin_read().map_err(fail)?;
         let table = txn.open_table(table).map_err(fail)?;
         let value = table.get(key).map_err(fail)?.map_or(0, |v| v.value());
         Ok(value)
     }
 
-    fn read_now(&self, hashes: &[String]) -> Result<Vec<HashFields>, String> {
+    fn read_now(&self, hashes: &[String]) -> Result<Vec<HashFields>, StoreError> {
         let now = now_ms();
         let txn = self.db.begin_read().map_err(fail)?;
         let fields = txn.open_table(FIELDS).map_err(fail)?;
@@ -331,7 +333,7 @@ impl Embedded {
         Ok(found)
     }
 
-    fn apply_now(&self, batch: &BatchWrite) -> Result<(), String> {
+    fn apply_now(&self, batch: &BatchWrite) -> Result<(), StoreError> {
         let now = now_ms();
         let txn = self.db.begin_write().map_err(fail)?;
         {
@@ -344,13 +346,15 @@ impl Embedded {
                 .map_err(fail)?
                 .map_or(0, |v| v.value());
             let fresh = batch.last_seq > applied;
-            let number =
-                |fields: &redb::Table<(&str, &str), &[u8]>, hash: &str, name: &str| -> Result<Option<i64>, String> {
-                    Ok(fields
-                        .get((hash, name))
-                        .map_err(fail)?
-                        .and_then(|v| std::str::from_utf8(v.value()).ok()?.parse().ok()))
-                };
+            let number = |fields: &redb::Table<(&str, &str), &[u8]>,
+                          hash: &str,
+                          name: &str|
+             -> Result<Option<i64>, StoreError> {
+                Ok(fields
+                    .get((hash, name))
+                    .map_err(fail)?
+                    .and_then(|v| std::str::from_utf8(v.value()).ok()?.parse().ok()))
+            };
             for write in &batch.hashes {
                 let hash = write.hash.as_str();
                 // An expired hash is gone, tiles included, as in Redis.
@@ -423,7 +427,7 @@ impl Embedded {
         fields: &mut redb::Table<(&str, &str), &[u8]>,
         expiry: &mut redb::Table<&str, u64>,
         expiring: &mut redb::Table<(u64, &str), ()>,
-    ) -> Result<(), String> {
+    ) -> Result<(), StoreError> {
         if !due(&self.last_sweep, SWEEP_EVERY) {
             return Ok(());
         }
@@ -447,7 +451,7 @@ fn trim_logs(
     log: &mut redb::Table<(&str, u64), &[u8]>,
     marks: &mut redb::Table<(&str, u64), u64>,
     cutoff: u64,
-) -> Result<(), String> {
+) -> Result<(), StoreError> {
     let mut subjects = Vec::new();
     for entry in heads.iter().map_err(fail)? {
         subjects.push(entry.map_err(fail)?.0.value().to_string());
@@ -486,7 +490,7 @@ fn forget_ids(
     ids: &mut redb::Table<(&str, &str), u64>,
     id_times: &mut redb::Table<(u64, &str, &str), ()>,
     before: u64,
-) -> Result<(), String> {
+) -> Result<(), StoreError> {
     let mut old = Vec::new();
     for entry in id_times.range((0u64, "", "")..(before, "", "")).map_err(fail)? {
         let (key, _) = entry.map_err(fail)?;
@@ -507,7 +511,7 @@ fn remove_hash(
     expiring: &mut redb::Table<(u64, &str), ()>,
     hash: &str,
     at: u64,
-) -> Result<(), String> {
+) -> Result<(), StoreError> {
     let mut names = Vec::new();
     for entry in fields.range((hash, "")..).map_err(fail)? {
         let (key, _) = entry.map_err(fail)?;
@@ -530,19 +534,19 @@ impl OnlineStore for Embedded {
         "embedded"
     }
 
-    fn apply<'a>(&'a self, batch: &'a BatchWrite) -> BoxFuture<'a, Result<(), String>> {
+    fn apply<'a>(&'a self, batch: &'a BatchWrite) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move { blocking(|| self.apply_now(batch)) })
     }
 
-    fn read<'a>(&'a self, hashes: &'a [String]) -> BoxFuture<'a, Result<Vec<HashFields>, String>> {
+    fn read<'a>(&'a self, hashes: &'a [String]) -> BoxFuture<'a, Result<Vec<HashFields>, StoreError>> {
         Box::pin(async move { self.read_now(hashes) })
     }
 
-    fn read_blocking(&self, hashes: &[String]) -> Result<Vec<HashFields>, String> {
+    fn read_blocking(&self, hashes: &[String]) -> Result<Vec<HashFields>, StoreError> {
         self.read_now(hashes)
     }
 
-    fn counter<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<u64, String>> {
+    fn counter<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<u64, StoreError>> {
         Box::pin(async move { self.get(COUNTERS, key) })
     }
 

@@ -17,6 +17,25 @@ pub mod redis;
 
 use futures::future::BoxFuture;
 
+/// An online store that could not do what was asked.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The store did not answer or said "not now" (a timeout, a dropped connection, a server
+    /// loading or out of memory): trying again can help.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The store refused the request, or what it holds cannot be read: trying again cannot
+    /// help.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl crate::fault::Transient for StoreError {
+    fn transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
 /// The fields of one hash, as read.
 pub type HashFields = Vec<(String, Vec<u8>)>;
 
@@ -80,16 +99,16 @@ pub trait OnlineStore: Send + Sync {
     fn kind(&self) -> &'static str;
 
     /// Writes a batch atomically (see [`BatchWrite`] for the rules).
-    fn apply<'a>(&'a self, batch: &'a BatchWrite) -> BoxFuture<'a, Result<(), String>>;
+    fn apply<'a>(&'a self, batch: &'a BatchWrite) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// The fields of each hash (empty when missing or expired), in one round trip.
-    fn read<'a>(&'a self, hashes: &'a [String]) -> BoxFuture<'a, Result<Vec<HashFields>, String>>;
+    fn read<'a>(&'a self, hashes: &'a [String]) -> BoxFuture<'a, Result<Vec<HashFields>, StoreError>>;
 
     /// [`OnlineStore::read`], blocking the calling thread.
-    fn read_blocking(&self, hashes: &[String]) -> Result<Vec<HashFields>, String>;
+    fn read_blocking(&self, hashes: &[String]) -> Result<Vec<HashFields>, StoreError>;
 
     /// A counter (0 when never written).
-    fn counter<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<u64, String>>;
+    fn counter<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<u64, StoreError>>;
 
     /// Whether the store answers.
     fn ping(&self) -> BoxFuture<'_, bool>;

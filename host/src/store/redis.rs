@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use futures::future::BoxFuture;
 use redis::aio::ConnectionManager;
 
-use super::{BatchWrite, HashFields, OnlineStore};
+use super::{BatchWrite, HashFields, OnlineStore, StoreError};
 
 // Header: applied key, last sequence, TTL, nf, the nf stored field names, n. Then per hash:
 // key, seq (0: no row), ts, ns, nd, the nf row values (when seq > 0), 2 * ns state
@@ -64,6 +64,25 @@ return applied
 /// The script, sent once and then called by its hash (`EVALSHA`).
 static APPLY_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(APPLY));
 
+impl StoreError {
+    /// A Redis error, transient unless Redis says a retry cannot help (a refused command, a
+    /// script error, a bad URL).
+    pub fn redis(what: &str, e: redis::RedisError) -> StoreError {
+        let transient = e.is_timeout()
+            || e.is_io_error()
+            || e.is_connection_refusal()
+            || e.is_connection_dropped()
+            || e.code() == Some("OOM")
+            || !matches!(e.retry_method(), redis::RetryMethod::NoRetry);
+        let message = format!("{what}: {e}");
+        if transient {
+            StoreError::Unavailable(message)
+        } else {
+            StoreError::Failed(message)
+        }
+    }
+}
+
 /// Redis as the online store.
 pub struct RedisStore {
     conn: ConnectionManager,
@@ -73,11 +92,11 @@ pub struct RedisStore {
 impl RedisStore {
     /// Connects to `url` (the async connection reconnects by itself; the blocking one is
     /// opened on first use and again after an error).
-    pub async fn connect(url: &str) -> Result<RedisStore, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("Redis URL {url}: {e}"))?;
+    pub async fn connect(url: &str) -> Result<RedisStore, StoreError> {
+        let client = redis::Client::open(url).map_err(|e| StoreError::Failed(format!("Redis URL {url}: {e}")))?;
         let conn = ConnectionManager::new(client.clone())
             .await
-            .map_err(|e| format!("Redis at {url}: {e}"))?;
+            .map_err(|e| StoreError::redis(&format!("Redis at {url}"), e))?;
         Ok(RedisStore {
             conn,
             sync: SyncRedis {
@@ -106,7 +125,7 @@ impl OnlineStore for RedisStore {
         "redis"
     }
 
-    fn apply<'a>(&'a self, batch: &'a BatchWrite) -> BoxFuture<'a, Result<(), String>> {
+    fn apply<'a>(&'a self, batch: &'a BatchWrite) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             let mut invocation = APPLY_SCRIPT.prepare_invoke();
             let cmd = &mut invocation;
@@ -142,33 +161,33 @@ impl OnlineStore for RedisStore {
             let _: i64 = invocation
                 .invoke_async(&mut conn)
                 .await
-                .map_err(|e| format!("Redis: {e}"))?;
+                .map_err(|e| StoreError::redis("Redis", e))?;
             Ok(())
         })
     }
 
-    fn read<'a>(&'a self, hashes: &'a [String]) -> BoxFuture<'a, Result<Vec<HashFields>, String>> {
+    fn read<'a>(&'a self, hashes: &'a [String]) -> BoxFuture<'a, Result<Vec<HashFields>, StoreError>> {
         Box::pin(async move {
             let mut conn = self.conn.clone();
             hgetall(hashes)
                 .query_async(&mut conn)
                 .await
-                .map_err(|e| format!("Redis: {e}"))
+                .map_err(|e| StoreError::redis("Redis", e))
         })
     }
 
-    fn read_blocking(&self, hashes: &[String]) -> Result<Vec<HashFields>, String> {
+    fn read_blocking(&self, hashes: &[String]) -> Result<Vec<HashFields>, StoreError> {
         self.sync.query(&hgetall(hashes))
     }
 
-    fn counter<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<u64, String>> {
+    fn counter<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<u64, StoreError>> {
         Box::pin(async move {
             let mut conn = self.conn.clone();
             let value: Option<u64> = redis::cmd("GET")
                 .arg(key)
                 .query_async(&mut conn)
                 .await
-                .map_err(|e| format!("Redis: {e}"))?;
+                .map_err(|e| StoreError::redis("Redis", e))?;
             Ok(value.unwrap_or(0))
         })
     }
@@ -189,19 +208,19 @@ struct SyncRedis {
 
 impl SyncRedis {
     /// Runs a pipeline; on error the connection is dropped and reopened next time.
-    fn query<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, String> {
+    fn query<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, StoreError> {
         let mut slot = self.connection.lock().unwrap_or_else(|e| e.into_inner());
         if slot.is_none() {
             *slot = Some(
                 self.client
                     .get_connection()
-                    .map_err(|e| format!("Redis unreachable: {e}"))?,
+                    .map_err(|e| StoreError::redis("Redis unreachable", e))?,
             );
         }
         let connection = slot.as_mut().expect("connected above");
         pipe.query(connection).map_err(|e| {
             *slot = None;
-            format!("Redis: {e}")
+            StoreError::redis("Redis", e)
         })
     }
 }

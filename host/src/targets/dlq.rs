@@ -45,7 +45,7 @@ impl DeadLetters {
     /// Makes sure the dead-letter and late-events streams exist.
     pub async fn ensure_stream(bus: &Bus) -> Result<(), TargetError> {
         bus.ensure_stream(DLQ_STREAM, "sluice.dlq.>", true).await?;
-        bus.ensure_stream(LATE_STREAM, "sluice.late.>", true).await
+        Ok(bus.ensure_stream(LATE_STREAM, "sluice.late.>", true).await?)
     }
 
     /// Publishes failures (with the original bytes of their input) and waits until stored.
@@ -71,6 +71,7 @@ impl DeadLetters {
                 }
             })
             .collect();
-        self.bus.publish(messages).await.map(|_| ())
+        self.bus.publish(messages).await?;
+        Ok(())
     }
 }

@@ -7,22 +7,31 @@ pub mod online;
 pub mod parquet;
 pub mod stream;
 
-/// A target that could not take a batch. Every variant is retried with backoff by the
-/// pipeline: an outage of Redis or NATS pauses the pipeline, it does not lose events.
+/// A target that could not take a batch; transient errors (an outage of Redis or NATS, a full
+/// disk) are retried with backoff by the pipeline, which pauses rather than lose events.
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
-    /// Redis refused or is unreachable.
-    #[error("redis: {0}")]
-    Redis(#[from] ::redis::RedisError),
-    /// NATS refused or is unreachable.
-    #[error("nats: {0}")]
-    Nats(String),
-    /// Writing a file failed.
-    #[error("{path}: {reason}")]
-    File {
-        /// The file.
-        path: String,
-        /// Why.
-        reason: String,
-    },
+    /// The bus (dead letters, the stream target).
+    #[error(transparent)]
+    Bus(#[from] crate::bus::BusError),
+    /// The online store.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// A Parquet file.
+    #[error(transparent)]
+    File(#[from] crate::fault::FileError),
+    /// What was to be written cannot be encoded (trying again cannot help).
+    #[error("encoding {0}")]
+    Encode(String),
+}
+
+impl crate::fault::Transient for TargetError {
+    fn transient(&self) -> bool {
+        match self {
+            TargetError::Bus(e) => e.transient(),
+            TargetError::Store(e) => e.transient(),
+            TargetError::File(e) => e.transient(),
+            TargetError::Encode(_) => false,
+        }
+    }
 }

@@ -12,13 +12,7 @@ use std::sync::Arc;
 use crate::event::json_text;
 use crate::rows::Rows;
 use crate::steps::aggregate::StateWrite;
-use crate::store::{BatchWrite, HashWrite, OnlineStore, RowWrite};
-
-/// The hash of an entity under a feature set version's prefix; the entity in braces is the
-/// cluster hash tag, so a future Redis Cluster keeps an entity's keys together.
-pub fn entity_hash(prefix: &str, entity: &str) -> String {
-    format!("{prefix}:{{{entity}}}")
-}
+use crate::store::{BatchWrite, HashWrite, OnlineStore, RowWrite, StoreError};
 
 /// What one batch makes durable in the online store.
 #[derive(Debug, Default)]
@@ -48,22 +42,10 @@ impl OnlineTarget {
     pub fn new(store: Arc<dyn OnlineStore>, prefix: &str, set: &str, version: u32, ttl_ms: u64) -> Self {
         OnlineTarget {
             store,
-            prefix: Self::prefix(prefix, set, version),
+            prefix: crate::keys::set_prefix(prefix, set, version),
             ttl_ms,
             derived: Default::default(),
         }
-    }
-
-    /// The fields a feature set's online rows leave out: its aggregates (evaluated from their
-    /// tiles on read) and the plugin version of each row (kept in the feature rows, where
-    /// lineage is read; in Redis it cost ~10% of the pipeline's throughput).
-    pub fn left_out(prefix: &str, set: &crate::config::FeatureSetConfig) -> Result<Vec<String>, String> {
-        let mut fields = crate::online::OnlineView::new(prefix, set)?.derived();
-        fields.extend(set.steps.iter().filter_map(|s| match s.kind {
-            crate::config::StepKind::Wasm(_) => Some(format!("{}_version", s.id)),
-            _ => None,
-        }));
-        Ok(fields)
     }
 
     /// Leaves these fields out of the rows (they are evaluated on read; see [`crate::online`]).
@@ -72,28 +54,23 @@ impl OnlineTarget {
         self
     }
 
-    /// The prefix of every key of a feature set version.
-    pub fn prefix(prefix: &str, set: &str, version: u32) -> String {
-        format!("{prefix}:{set}:v{version}")
-    }
-
     /// The hash of an entity (the entity is the cluster hash tag).
     pub fn key(&self, entity: &str) -> String {
-        entity_hash(&self.prefix, entity)
+        crate::keys::entity_hash(&self.prefix, entity)
     }
 
     /// The counter holding the last applied input sequence.
     pub fn applied_key(&self) -> String {
-        format!("{}:_applied", self.prefix)
+        crate::keys::applied_counter(&self.prefix)
     }
 
     /// The counter of events refused as late.
     pub fn late_key(&self) -> String {
-        format!("{}:_late", self.prefix)
+        crate::keys::late_counter(&self.prefix)
     }
 
     /// The last applied input sequence (0 before any).
-    pub async fn applied(&self) -> Result<u64, String> {
+    pub async fn applied(&self) -> Result<u64, StoreError> {
         self.store.counter(&self.applied_key()).await
     }
 
@@ -147,7 +124,7 @@ impl OnlineTarget {
     }
 
     /// Writes a batch atomically.
-    pub async fn apply(&self, batch: &BatchWrite) -> Result<(), String> {
+    pub async fn apply(&self, batch: &BatchWrite) -> Result<(), StoreError> {
         self.store.apply(batch).await
     }
 }

@@ -24,6 +24,7 @@ use time::OffsetDateTime;
 use super::TargetError;
 use crate::event::json_text;
 use crate::event::Value;
+use crate::fault::FileError;
 use crate::rows::Rows;
 
 /// Rows waiting to be committed, over the union of their fields.
@@ -133,10 +134,7 @@ fn date_of(ts_us: i64) -> String {
 }
 
 fn file_error(path: &Path, e: impl std::fmt::Display) -> TargetError {
-    TargetError::File {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    }
+    TargetError::File(FileError::unwritable(path, e))
 }
 
 /// Writes the part files of one feature set version.
@@ -238,7 +236,8 @@ fn write_part(
     rows: &[usize],
     types: &HashMap<String, DataType>,
 ) -> Result<(), TargetError> {
-    let batch = record_batch(pending, rows, types).map_err(|e| file_error(path, e))?;
+    let batch =
+        record_batch(pending, rows, types).map_err(|e| TargetError::Encode(format!("{}: {e}", path.display())))?;
     let tmp = path.with_extension("parquet.tmp");
     let file = fs::File::create(&tmp).map_err(|e| file_error(&tmp, e))?;
     let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();

@@ -90,14 +90,15 @@ impl StreamTarget {
                 fields: &rows.batch.fields,
                 rows: range.map(|i| RowOut { rows, i }).collect(),
             };
-            let body = serde_json::to_vec(&message).map_err(|e| TargetError::Nats(e.to_string()))?;
+            let body = serde_json::to_vec(&message).map_err(|e| TargetError::Encode(format!("feature rows: {e}")))?;
             messages.push(Publish {
                 subject: self.subject.clone(),
                 headers: vec![("Nats-Msg-Id", format!("{}:v{}:{first}-{last}", self.set, self.version))],
                 body: body.into(),
             });
         }
-        self.bus.publish(messages).await.map(|_| ())
+        self.bus.publish(messages).await?;
+        Ok(())
     }
 }
 

@@ -4,7 +4,6 @@ use indexmap::IndexMap;
 use serde::Deserialize;
 
 use super::{step::Aggregate, AggregateSpec};
-use crate::config::{SourceConfig, TargetConfig};
 use crate::steps::{BuildContext, Resolve, Step, StepError, StepSpec};
 
 /// Per-key aggregates over time windows, as of each event's time.
@@ -57,8 +56,7 @@ impl StepSpec for AggregateConfig {
             step.report("max_keys", "expected at least 1 key in memory".into());
         }
         let set = step.set;
-        let streamed = !matches!(set.source, SourceConfig::File { .. });
-        if streamed && !set.targets.iter().any(|t| matches!(t, TargetConfig::Redis {})) {
+        if set.streamed && !set.online {
             step.report(
                 "",
                 "an aggregate step keeps its state in Redis with each batch, so a restart resumes it: add a \
@@ -67,12 +65,7 @@ impl StepSpec for AggregateConfig {
             );
         }
         // A bad lateness is reported once, at its own key.
-        let lateness = set
-            .allowed_lateness
-            .as_ref()
-            .and_then(|l| l.get().ok())
-            .map(|d| d.as_micros() as i64);
-        match AggregateSpec::new(step.id, &self.period, lateness, &self.aggregations) {
+        match AggregateSpec::new(step.id, &self.period, set.lateness, &self.aggregations) {
             Ok(spec) => {
                 for name in spec.feature_names() {
                     step.add(name);
@@ -101,6 +94,7 @@ impl StepSpec for AggregateConfig {
             self.key.clone(),
             self.max_keys,
             context.tiles.clone(),
+            context.shutdown.clone(),
         )))
     }
 }

@@ -7,7 +7,7 @@ use super::state::KeyState;
 use super::tile::{Function, Needs, Tile};
 use super::window::Window;
 use super::AggregationConfig;
-use crate::config::{parse_duration, FeatureSetConfig, StepKind};
+use crate::duration::parse_duration;
 use crate::event::Value;
 
 /// One output feature: a function of a field over a window.
@@ -166,42 +166,6 @@ impl AggregateSpec {
             lateness: lateness_us,
             fields,
         })
-    }
-
-    /// Every aggregate a feature set computes (all its `aggregate` steps), with whether it is
-    /// an integer (counts) rather than a float: the declared types of those columns.
-    pub fn types_of(set: &FeatureSetConfig) -> Vec<(String, bool)> {
-        let mut out = Vec::new();
-        for step in &set.steps {
-            if let StepKind::Aggregate(aggregate) = &step.kind {
-                let lateness = set.allowed_lateness.as_ref().map(|l| l.micros());
-                if let Ok(spec) = AggregateSpec::new(&step.id, &aggregate.period, lateness, &aggregate.aggregations) {
-                    for field in &spec.fields {
-                        out.extend(field.features.iter().map(|f| (f.name.clone(), f.function.is_integer())));
-                    }
-                }
-            }
-        }
-        out
-    }
-
-    /// The specs of a feature set's `aggregate` steps keyed by its entity (their tiles live in
-    /// the entity's hash; online and offline reads evaluate them at the time asked).
-    pub fn entity_keyed(set: &FeatureSetConfig) -> Result<Vec<AggregateSpec>, String> {
-        let mut specs = Vec::new();
-        for step in &set.steps {
-            if let StepKind::Aggregate(aggregate) = &step.kind {
-                if aggregate.key.is_some() {
-                    continue;
-                }
-                let lateness = set.allowed_lateness.as_ref().map(|l| l.micros());
-                specs.push(
-                    AggregateSpec::new(&step.id, &aggregate.period, lateness, &aggregate.aggregations)
-                        .map_err(|problems| format!("step \"{}\": {}", step.id, problems.join("; ")))?,
-                );
-            }
-        }
-        Ok(specs)
     }
 
     /// Every feature name, in output order.

@@ -13,19 +13,20 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::spec::AggregateSpec;
 use super::state::{KeyState, Refused};
 use crate::event::Value;
+use crate::fault::retry_blocking;
 use crate::rows::{Failure, Rows};
+use crate::steps::Halt;
 
 pub use crate::store::HashFields;
 
 /// Where tiles are loaded from (Redis in production; tests use memory).
 pub trait TileStore: Send + Sync {
     /// The fields of each hash (empty when it does not exist), in order.
-    fn load(&self, hashes: &[String]) -> Result<Vec<HashFields>, String>;
+    fn load(&self, hashes: &[String]) -> Result<Vec<HashFields>, crate::store::StoreError>;
 }
 
 /// Hash fields to set and delete in one Redis hash.
@@ -52,8 +53,8 @@ pub struct TileHome {
 /// field (`step` given), a hash of that step's own.
 fn hash_of(prefix: &str, step: Option<&str>, key: &str) -> String {
     match step {
-        None => crate::targets::online::entity_hash(prefix, key),
-        Some(step) => crate::targets::online::entity_hash(&format!("{prefix}:{step}"), key),
+        None => crate::keys::entity_hash(prefix, key),
+        Some(step) => crate::keys::step_hash(prefix, step, key),
     }
 }
 
@@ -69,6 +70,15 @@ pub(crate) struct Aggregate {
     /// Keys changed in the current batch.
     touched: Vec<String>,
     writes: Vec<StateWrite>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Why state could not be loaded.
+enum LoadError {
+    /// The store gave up (or shutdown came): the batch halts.
+    Halt(Halt),
+    /// A key's stored state cannot be decoded: its events fail.
+    Unreadable(String),
 }
 
 impl Aggregate {
@@ -78,6 +88,7 @@ impl Aggregate {
         key_field: Option<String>,
         max_keys: usize,
         home: Option<TileHome>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Aggregate {
         Aggregate {
             id,
@@ -89,6 +100,7 @@ impl Aggregate {
             batch: 0,
             touched: Vec::new(),
             writes: Vec::new(),
+            shutdown,
         }
     }
 
@@ -98,7 +110,7 @@ impl Aggregate {
     }
 
     /// Loads the state of keys not in memory, retrying while the store is unreachable.
-    fn load_missing(&mut self, keys: &[String]) -> Result<(), String> {
+    fn load_missing(&mut self, keys: &[String]) -> Result<(), LoadError> {
         let Some(home) = &self.home else {
             for key in keys {
                 self.states.insert(key.clone(), KeyState::new(&self.spec));
@@ -109,20 +121,12 @@ impl Aggregate {
             .iter()
             .map(|k| hash_of(&home.prefix, self.own_hashes(), k))
             .collect();
-        let mut delay = Duration::from_millis(50);
-        let found = loop {
-            match home.store.load(&hashes) {
-                Ok(found) => break found,
-                Err(e) => {
-                    tracing::warn!(step = %self.id, "loading aggregation state failed, retrying in {delay:?}: {e}");
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
-        };
+        let what = format!("step \"{}\": loading aggregation state", self.id);
+        let found = retry_blocking(&what, &self.shutdown, || home.store.load(&hashes))
+            .map_err(|gave_up| LoadError::Halt(Halt::gave_up(&self.id, gave_up)))?;
         for (key, fields) in keys.iter().zip(found) {
             let state = KeyState::decode(&self.spec, fields.iter().map(|(n, v)| (n.as_str(), v.as_slice())))
-                .map_err(|e| format!("key \"{key}\": {e}"))?;
+                .map_err(|e| LoadError::Unreadable(format!("key \"{key}\": {e}")))?;
             self.states.insert(key.clone(), state);
         }
         Ok(())
@@ -169,7 +173,7 @@ impl Aggregate {
 }
 
 impl crate::steps::Step for Aggregate {
-    fn apply(&mut self, mut rows: Rows, failures: &mut Vec<Failure>) -> Rows {
+    fn apply(&mut self, mut rows: Rows, failures: &mut Vec<Failure>) -> Result<Rows, Halt> {
         self.batch += 1;
         let started = std::time::Instant::now();
         let key_at = match &self.key_field {
@@ -181,7 +185,7 @@ impl crate::steps::Step for Aggregate {
                         failures.push(Failure::new(seq, &self.id, format!("no key field \"{name}\"")));
                     }
                     rows.batch.events.clear();
-                    return rows;
+                    return Ok(rows);
                 }
             },
             None => None,
@@ -198,13 +202,17 @@ impl crate::steps::Step for Aggregate {
         }
         drop(seen);
         if !missing.is_empty() {
-            if let Err(e) = self.load_missing(&missing) {
-                // Unreadable state: the batch's events fail rather than compute from nothing.
-                for seq in rows.seqs.drain(..) {
-                    failures.push(Failure::new(seq, &self.id, format!("aggregation state: {e}")));
+            match self.load_missing(&missing) {
+                Ok(()) => {}
+                Err(LoadError::Halt(halt)) => return Err(halt),
+                Err(LoadError::Unreadable(e)) => {
+                    // Unreadable state: the batch's events fail rather than compute from nothing.
+                    for seq in rows.seqs.drain(..) {
+                        failures.push(Failure::new(seq, &self.id, format!("aggregation state: {e}")));
+                    }
+                    rows.batch.events.clear();
+                    return Ok(rows);
                 }
-                rows.batch.events.clear();
-                return rows;
             }
         }
         let loaded = started.elapsed();
@@ -296,7 +304,7 @@ impl crate::steps::Step for Aggregate {
             "aggregate"
         );
         if refused.iter().all(Option::is_none) {
-            return rows;
+            return Ok(rows);
         }
         refused.resize(rows.len(), None);
         let mut out = Rows::new(rows.batch.fields);
@@ -306,7 +314,7 @@ impl crate::steps::Step for Aggregate {
                 Some(failure) => failures.push(failure),
             }
         }
-        out
+        Ok(out)
     }
 
     fn take_writes(&mut self, out: &mut Vec<StateWrite>) {

@@ -6,11 +6,10 @@ use std::sync::{Arc, Mutex};
 
 use super::step::{HashFields, StateWrite, TileHome, TileStore};
 use super::window::{bucket, Window};
-use crate::config::StepConfig;
 use crate::event::{Event, Value};
 use crate::plugin::{NoLookup, PluginEngine, Registry};
 use crate::rows::{Failure, Rows};
-use crate::steps::{build, BuildContext, Step};
+use crate::steps::{build, BuildContext, Step, StepConfig};
 
 const MIN: i64 = 60_000_000;
 const PERIOD: i64 = 10 * MIN;
@@ -23,7 +22,7 @@ struct MemoryStore {
 }
 
 impl TileStore for MemoryStore {
-    fn load(&self, hashes: &[String]) -> Result<Vec<HashFields>, String> {
+    fn load(&self, hashes: &[String]) -> Result<Vec<HashFields>, crate::store::StoreError> {
         let stored = self.hashes.lock().unwrap();
         Ok(hashes
             .iter()
@@ -80,6 +79,7 @@ fn aggregate_step(max_keys: usize, store: Option<Arc<MemoryStore>>) -> Box<dyn S
         }),
         lateness: Some(20 * 60 * 1_000_000),
         metrics: None,
+        shutdown: tokio::sync::watch::channel(false).1,
     };
     build(&config, &context).unwrap()
 }
@@ -263,7 +263,7 @@ fn run(step: &mut dyn Step, store: Option<&MemoryStore>, events: &[Raw], batch: 
     let mut failures = Vec::new();
     let mut pending: Vec<StateWrite> = Vec::new();
     for chunk in events.chunks(batch) {
-        let rows = step.apply(rows_of(chunk), &mut failures);
+        let rows = step.apply(rows_of(chunk), &mut failures).unwrap();
         if out.batch.fields.is_empty() {
             out.batch.fields = rows.batch.fields.clone();
         }
@@ -421,7 +421,7 @@ fn a_value_that_is_not_a_number_fails_only_its_event() {
     let mut rows = rows_of(&events(3, 1));
     rows.batch.events[1].values[0] = Value::Text("12.5".into());
     let mut failures = Vec::new();
-    let out = step.apply(rows, &mut failures);
+    let out = step.apply(rows, &mut failures).unwrap();
     assert_eq!(out.seqs, [1, 3]);
     assert_eq!(failures.len(), 1);
     assert_eq!(failures[0].reason, "field \"amount\": expected a number, got text");
@@ -451,6 +451,7 @@ aggregations = [{ field = "amount", functions = ["count", "sum"], windows = ["1h
         }),
         lateness: None,
         metrics: None,
+        shutdown: tokio::sync::watch::channel(false).1,
     };
     let mut step = build(&config, &context).unwrap();
     let mut rows = rows_of(&events(6, 3));
@@ -462,7 +463,7 @@ aggregations = [{ field = "amount", functions = ["count", "sum"], windows = ["1h
     }
     rows.batch.events[5].values[1] = Value::Null;
     let mut failures = Vec::new();
-    let out = step.apply(rows, &mut failures);
+    let out = step.apply(rows, &mut failures).unwrap();
     assert_eq!(failures.len(), 1, "no key: the event fails");
     assert_eq!(failures[0].reason, "the key field is null");
     let count = out.batch.fields.iter().position(|f| f == "amount_count_1h").unwrap();

@@ -43,7 +43,7 @@ impl Window {
             Some(rest) => (true, rest),
             None => (false, text),
         };
-        let us = crate::config::parse_duration(length)?.as_micros() as i64;
+        let us = crate::duration::parse_duration(length)?.as_micros() as i64;
         if us == 0 {
             return Err(format!("{text:?}: a window cannot be empty"));
         }

@@ -1,4 +1,4 @@
-//! The JetStream source: a durable pull consumer, read in batches (up to N messages or T ms),
+//! The JetStream consumer: a durable pull consumer, read in batches (up to N messages or T ms),
 //! acknowledged with "ack all" after everything a batch produced is durable, with a bounded
 //! number of unacknowledged messages.
 //!
@@ -17,7 +17,7 @@ use async_nats::jetstream::{self, Context};
 use futures::StreamExt;
 use tokio::time::Instant;
 
-use crate::targets::TargetError;
+use super::BusError;
 
 /// How to read a stream.
 pub struct SourceOptions<'a> {
@@ -52,12 +52,12 @@ pub struct JetStreamSource {
     next: Option<u64>,
 }
 
-fn nats(what: &str, e: impl std::fmt::Display) -> TargetError {
-    TargetError::Nats(format!("{what}: {e}"))
+fn nats(what: &str, e: impl std::fmt::Display) -> BusError {
+    BusError::Unavailable(format!("{what}: {e}"))
 }
 
 /// Gets (or creates) a stream capturing `subject`.
-pub async fn ensure_stream(js: &Context, name: &str, subject: &str, create: bool) -> Result<Stream, TargetError> {
+pub async fn ensure_stream(js: &Context, name: &str, subject: &str, create: bool) -> Result<Stream, BusError> {
     if create {
         let config = jetstream::stream::Config {
             name: name.to_string(),
@@ -66,17 +66,17 @@ pub async fn ensure_stream(js: &Context, name: &str, subject: &str, create: bool
         };
         js.get_or_create_stream(config)
             .await
-            .map_err(|e| nats(&format!("stream {name}"), e))
+            .map_err(|e| BusError::nats(&format!("stream {name}"), e))
     } else {
         js.get_stream(name)
             .await
-            .map_err(|e| nats(&format!("stream {name} (set `create = true` to create it)"), e))
+            .map_err(|e| BusError::nats(&format!("stream {name} (set `create = true` to create it)"), e))
     }
 }
 
 impl JetStreamSource {
     /// Binds the durable consumer, resuming right after its acknowledged floor.
-    pub async fn open(js: &Context, options: SourceOptions<'_>) -> Result<Self, TargetError> {
+    pub async fn open(js: &Context, options: SourceOptions<'_>) -> Result<Self, BusError> {
         let stream = ensure_stream(js, options.stream, options.subject, options.create).await?;
         let template = pull::Config {
             durable_name: Some(options.durable.clone()),
@@ -110,7 +110,7 @@ impl JetStreamSource {
         })
     }
 
-    async fn pull(consumer: &PullConsumer, batch: usize) -> Result<pull::Stream, TargetError> {
+    async fn pull(consumer: &PullConsumer, batch: usize) -> Result<pull::Stream, BusError> {
         consumer
             .stream()
             .max_messages_per_batch(batch)
@@ -122,7 +122,7 @@ impl JetStreamSource {
     }
 
     /// (Re)creates the durable consumer delivering from stream sequence `start`.
-    async fn create_at(stream: &Stream, template: &pull::Config, start: u64) -> Result<PullConsumer, TargetError> {
+    async fn create_at(stream: &Stream, template: &pull::Config, start: u64) -> Result<PullConsumer, BusError> {
         let name = template.durable_name.clone().unwrap_or_default();
         let _ = stream.delete_consumer(&name).await;
         let mut config = template.clone();
@@ -134,13 +134,13 @@ impl JetStreamSource {
         stream
             .create_consumer(config)
             .await
-            .map_err(|e| nats(&format!("consumer {name}"), e))
+            .map_err(|e| BusError::nats(&format!("consumer {name}"), e))
     }
 
     /// The next batch: up to `batch` messages, waiting at most `max_wait` once the first has
     /// come (and as long for the first); empty when none came, or when the consumer had to be
     /// repositioned.
-    pub async fn next_batch(&mut self) -> Result<Vec<jetstream::Message>, TargetError> {
+    pub async fn next_batch(&mut self) -> Result<Vec<jetstream::Message>, BusError> {
         let mut batch = Vec::with_capacity(self.batch);
         let mut deadline = Instant::now() + self.max_wait;
         while batch.len() < self.batch {
@@ -192,7 +192,7 @@ impl JetStreamSource {
 }
 
 /// The stream sequence of a message.
-pub fn sequence(message: &jetstream::Message) -> Result<u64, TargetError> {
+pub fn sequence(message: &jetstream::Message) -> Result<u64, BusError> {
     message
         .info()
         .map(|i| i.stream_sequence)

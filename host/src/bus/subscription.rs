@@ -10,9 +10,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::jetstream::{sequence, JetStreamSource, SourceOptions};
-use crate::bus::Bus;
+use super::{Bus, BusError};
 use crate::store::embedded::Embedded;
-use crate::targets::TargetError;
 
 /// What acknowledges a batch (everything up to its last message).
 pub enum Ack {
@@ -32,10 +31,13 @@ pub enum Ack {
 impl Ack {
     /// Acknowledges, confirmed by the server (an ack still buffered in the client when the
     /// process exits would be lost: harmless, the batch is redelivered and skipped).
-    pub async fn ack(self) -> Result<(), String> {
+    pub async fn ack(self) -> Result<(), BusError> {
         match self {
-            Ack::Nats(message) => message.double_ack().await.map_err(|e| e.to_string()),
-            Ack::Log { store, consumer, seq } => store.ack(&consumer, seq),
+            Ack::Nats(message) => message
+                .double_ack()
+                .await
+                .map_err(|e| BusError::Unavailable(format!("acknowledging: {e}"))),
+            Ack::Log { store, consumer, seq } => Ok(store.ack(&consumer, seq)?),
         }
     }
 }
@@ -63,13 +65,13 @@ pub enum Subscription {
 
 impl Subscription {
     /// Binds the durable consumer `options.durable`, resuming after its acknowledged floor.
-    pub async fn open(bus: &Bus, options: SourceOptions<'_>) -> Result<Subscription, TargetError> {
+    pub async fn open(bus: &Bus, options: SourceOptions<'_>) -> Result<Subscription, BusError> {
         match bus {
             Bus::Nats(js) => Ok(Subscription::Nats(Box::new(JetStreamSource::open(js, options).await?))),
             Bus::Embedded(store) => Ok(Subscription::Log {
                 store: store.clone(),
                 subject: options.subject.to_string(),
-                after: store.cursor(&options.durable).map_err(TargetError::Nats)?,
+                after: store.cursor(&options.durable).map_err(BusError::Log)?,
                 consumer: options.durable,
                 batch: options.batch.max(1),
                 max_wait: options.max_wait,
@@ -78,7 +80,7 @@ impl Subscription {
     }
 
     /// The next batch (empty when nothing came within the wait) and what acknowledges it.
-    pub async fn next_batch(&mut self) -> Result<(Vec<(u64, Bytes)>, Option<Ack>), TargetError> {
+    pub async fn next_batch(&mut self) -> Result<(Vec<(u64, Bytes)>, Option<Ack>), BusError> {
         match self {
             Subscription::Nats(source) => {
                 let mut messages = source.next_batch().await?;
@@ -96,13 +98,13 @@ impl Subscription {
                 batch,
                 max_wait,
             } => {
-                let mut found = store.fetch(subject, *after, *batch).map_err(TargetError::Nats)?;
+                let mut found = store.fetch(subject, *after, *batch).map_err(BusError::Log)?;
                 if found.is_empty() {
                     let known = *after;
                     store
                         .wait_for_append(*max_wait, || store.head(subject).is_ok_and(|head| head > known))
                         .await;
-                    found = store.fetch(subject, *after, *batch).map_err(TargetError::Nats)?;
+                    found = store.fetch(subject, *after, *batch).map_err(BusError::Log)?;
                 }
                 let Some(last) = found.last().map(|m| m.seq) else {
                     return Ok((Vec::new(), None));

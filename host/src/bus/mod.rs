@@ -1,7 +1,7 @@
 //! The message bus between the parts of a host: NATS JetStream in production, the embedded
 //! store's logs in the single-process mode. Input events, the stream target's feature rows,
 //! dead letters and late events all go through it; readers consume subjects with durable
-//! cursors ([`crate::sources::subscription`]).
+//! cursors ([`subscription`]).
 
 use std::sync::Arc;
 
@@ -9,7 +9,92 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 
 use crate::store::embedded::{Embedded, LogMessage, Outgoing};
-use crate::targets::TargetError;
+use crate::store::StoreError;
+
+pub mod jetstream;
+pub mod subscription;
+
+/// The bus could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// NATS did not answer, or not in time (disconnected, a timeout, no responders, JetStream
+    /// temporarily unavailable): trying again can help.
+    #[error("nats: {0}")]
+    Unavailable(String),
+    /// JetStream refused the request (a stream that does not exist and may not be created, a
+    /// stream or consumer config it will not take): trying again cannot help.
+    #[error("nats: {0}")]
+    Refused(String),
+    /// The embedded logs failed.
+    #[error("{0}")]
+    Log(#[from] StoreError),
+}
+
+impl crate::fault::Transient for BusError {
+    fn transient(&self) -> bool {
+        match self {
+            BusError::Unavailable(_) => true,
+            BusError::Refused(_) => false,
+            BusError::Log(e) => e.transient(),
+        }
+    }
+}
+
+impl BusError {
+    /// A JetStream management error: refused when the server answered with an API error
+    /// other than 503 (unavailable) or the request itself is invalid, unavailable otherwise.
+    pub fn nats<K: Refusal>(what: &str, e: async_nats::error::Error<K>) -> BusError {
+        let message = format!("{what}: {e}");
+        if e.kind().refused() {
+            BusError::Refused(message)
+        } else {
+            BusError::Unavailable(message)
+        }
+    }
+}
+
+/// Whether a NATS error kind means JetStream refused the request (as opposed to not answering).
+pub trait Refusal: Clone + std::fmt::Debug + std::fmt::Display + PartialEq {
+    /// True for a refusal.
+    fn refused(&self) -> bool;
+}
+
+fn api_refused(e: &async_nats::jetstream::Error) -> bool {
+    e.code() != 503
+}
+
+impl Refusal for async_nats::jetstream::context::CreateStreamErrorKind {
+    fn refused(&self) -> bool {
+        use async_nats::jetstream::context::CreateStreamErrorKind as K;
+        match self {
+            K::JetStream(e) => api_refused(e),
+            K::EmptyStreamName | K::InvalidStreamName | K::DomainAndExternalSet => true,
+            _ => false,
+        }
+    }
+}
+
+impl Refusal for async_nats::jetstream::context::GetStreamErrorKind {
+    fn refused(&self) -> bool {
+        use async_nats::jetstream::context::GetStreamErrorKind as K;
+        match self {
+            K::JetStream(e) => api_refused(e),
+            K::EmptyName | K::InvalidStreamName => true,
+            K::Request => false,
+        }
+    }
+}
+
+impl Refusal for async_nats::jetstream::stream::ConsumerErrorKind {
+    fn refused(&self) -> bool {
+        use async_nats::jetstream::stream::ConsumerErrorKind as K;
+        match self {
+            K::JetStream(e) => api_refused(e),
+            K::InvalidConsumerType | K::InvalidName => true,
+            _ => false,
+        }
+    }
+}
 
 /// A message to publish.
 pub struct Publish {
@@ -34,7 +119,7 @@ pub enum Bus {
 impl Bus {
     /// Publishes messages and waits until each is stored; returns their sequences (in their
     /// subject's stream).
-    pub async fn publish(&self, messages: Vec<Publish>) -> Result<Vec<u64>, TargetError> {
+    pub async fn publish(&self, messages: Vec<Publish>) -> Result<Vec<u64>, BusError> {
         match self {
             Bus::Nats(js) => {
                 let mut acks = Vec::with_capacity(messages.len());
@@ -47,14 +132,14 @@ impl Bus {
                     let ack = js
                         .publish_with_headers(subject.clone(), headers, message.body)
                         .await
-                        .map_err(|e| TargetError::Nats(format!("publishing on {subject}: {e}")))?;
+                        .map_err(|e| BusError::Unavailable(format!("publishing on {subject}: {e}")))?;
                     acks.push((subject, ack));
                 }
                 let mut sequences = Vec::with_capacity(acks.len());
                 for (subject, ack) in acks {
                     let ack = ack
                         .await
-                        .map_err(|e| TargetError::Nats(format!("a message on {subject} was not stored: {e}")))?;
+                        .map_err(|e| BusError::Unavailable(format!("a message on {subject} was not stored: {e}")))?;
                     sequences.push(ack.sequence);
                 }
                 Ok(sequences)
@@ -68,17 +153,15 @@ impl Bus {
                         body: &m.body,
                     })
                     .collect();
-                store.append(&outgoing).map_err(TargetError::Nats)
+                store.append(&outgoing).map_err(BusError::Log)
             }
         }
     }
 
     /// Makes sure a stream capturing `subject` exists (JetStream; the embedded logs need none).
-    pub async fn ensure_stream(&self, stream: &str, subject: &str, create: bool) -> Result<(), TargetError> {
+    pub async fn ensure_stream(&self, stream: &str, subject: &str, create: bool) -> Result<(), BusError> {
         match self {
-            Bus::Nats(js) => crate::sources::jetstream::ensure_stream(js, stream, subject, create)
-                .await
-                .map(|_| ()),
+            Bus::Nats(js) => jetstream::ensure_stream(js, stream, subject, create).await.map(|_| ()),
             Bus::Embedded(_) => Ok(()),
         }
     }
@@ -120,14 +203,14 @@ impl Bus {
         subject: &str,
         after: u64,
         limit: usize,
-    ) -> Result<Vec<LogMessage>, TargetError> {
+    ) -> Result<Vec<LogMessage>, BusError> {
         self.replay(stream, subject, after).await?.next(limit).await
     }
 
     /// The messages of `subject` (in `stream`, for JetStream) after sequence `after`, up to
     /// the last one stored now, read in order a batch at a time: on JetStream through an
     /// ordered consumer (the server pushes batches; no request per message).
-    pub async fn replay(&self, stream: &str, subject: &str, after: u64) -> Result<Replay, TargetError> {
+    pub async fn replay(&self, stream: &str, subject: &str, after: u64) -> Result<Replay, BusError> {
         match self {
             Bus::Nats(js) => {
                 use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
@@ -145,7 +228,7 @@ impl Bus {
                         ..Default::default()
                     })
                     .await
-                    .map_err(|e| TargetError::Nats(format!("reading {subject}: {e}")))?;
+                    .map_err(|e| BusError::Unavailable(format!("reading {subject}: {e}")))?;
                 let total = consumer.cached_info().num_pending;
                 if total == 0 {
                     return Ok(Replay::empty());
@@ -153,7 +236,7 @@ impl Bus {
                 let messages = consumer
                     .messages()
                     .await
-                    .map_err(|e| TargetError::Nats(format!("reading {subject}: {e}")))?;
+                    .map_err(|e| BusError::Unavailable(format!("reading {subject}: {e}")))?;
                 Ok(Replay {
                     total,
                     taken: 0,
@@ -164,9 +247,9 @@ impl Bus {
                 })
             }
             Bus::Embedded(store) => {
-                let end = store.head(subject).map_err(TargetError::Nats)?;
+                let end = store.head(subject).map_err(BusError::Log)?;
                 // Log retention may have removed the oldest messages.
-                let first = store.first_after(subject, after).map_err(TargetError::Nats)?;
+                let first = store.first_after(subject, after).map_err(BusError::Log)?;
                 Ok(Replay {
                     total: first.map_or(0, |first| end + 1 - first),
                     taken: 0,
@@ -222,7 +305,7 @@ impl Replay {
     }
 
     /// The next up to `limit` messages; empty at the end.
-    pub async fn next(&mut self, limit: usize) -> Result<Vec<LogMessage>, TargetError> {
+    pub async fn next(&mut self, limit: usize) -> Result<Vec<LogMessage>, BusError> {
         match &mut self.from {
             ReplayFrom::Nats { messages, subject } => {
                 use futures::StreamExt;
@@ -232,7 +315,7 @@ impl Replay {
                     // Messages counted when the replay began but gone since (purged, or removed
                     // by the stream's limits) never come: an error, not a silent early end.
                     let next = tokio::time::timeout(REPLAY_STALL, messages.next()).await.map_err(|_| {
-                        TargetError::Nats(format!(
+                        BusError::Unavailable(format!(
                             "reading {subject}: no message for {} s with {} of {} still to come (removed from the stream meanwhile?)",
                             REPLAY_STALL.as_secs(),
                             self.total - self.taken - found.len() as u64,
@@ -241,12 +324,12 @@ impl Replay {
                     })?;
                     let message = match next {
                         Some(Ok(message)) => message,
-                        Some(Err(e)) => return Err(TargetError::Nats(format!("reading {subject}: {e}"))),
+                        Some(Err(e)) => return Err(BusError::Unavailable(format!("reading {subject}: {e}"))),
                         None => break,
                     };
                     let seq = message
                         .info()
-                        .map_err(|e| TargetError::Nats(format!("reading {subject}: {e}")))?
+                        .map_err(|e| BusError::Unavailable(format!("reading {subject}: {e}")))?
                         .stream_sequence;
                     let message = message.split().0;
                     let headers = message
@@ -273,7 +356,7 @@ impl Replay {
                 if *after >= *end {
                     return Ok(Vec::new());
                 }
-                let mut found = store.fetch(subject, *after, limit).map_err(TargetError::Nats)?;
+                let mut found = store.fetch(subject, *after, limit).map_err(BusError::Log)?;
                 found.retain(|m| m.seq <= *end);
                 if let Some(last) = found.last() {
                     *after = last.seq;
