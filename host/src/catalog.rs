@@ -1,8 +1,10 @@
 //! The on-disk state under the data folder that outlives a process: plugin versions deployed
-//! over HTTP (restored at start), and the atomic write every stored file goes through.
+//! over HTTP (restored at start), feature set definitions applied over HTTP and the version
+//! served of each, and the atomic write every stored file goes through.
 
 use std::path::{Path as FsPath, PathBuf};
 
+use crate::config::FeatureSetConfig;
 use crate::plugin::Registry;
 
 /// Writes a file whole or not at all: a temporary file, fsync, rename (what the server
@@ -51,4 +53,49 @@ pub fn restore(registry: &Registry, dir: &FsPath) -> Vec<String> {
         }
     }
     restored
+}
+
+/// Where training-set jobs started over HTTP keep their entity rows, status and file
+/// (`<id>/`), so their results outlive a restart.
+pub fn training_jobs_dir(data_dir: &FsPath) -> PathBuf {
+    data_dir.join("training-sets")
+}
+
+/// Where definitions applied over HTTP are kept (`<name>-v<version>.toml`), with the served
+/// version of each name (`<name>.serving`).
+pub fn definitions_dir(data_dir: &FsPath) -> PathBuf {
+    data_dir.join("feature_sets")
+}
+
+/// The version chosen with `serve`, if any.
+pub fn serving_choice(data_dir: &FsPath, name: &str) -> Option<u32> {
+    std::fs::read_to_string(definitions_dir(data_dir).join(format!("{name}.serving")))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Definitions applied over HTTP earlier (added to the config at start).
+pub fn stored_definitions(data_dir: &FsPath) -> Vec<FeatureSetConfig> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(definitions_dir(data_dir)) else {
+        return out;
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    paths.sort();
+    for path in paths {
+        match std::fs::read_to_string(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| toml::from_str::<FeatureSetConfig>(&t).map_err(|e| e.to_string()))
+        {
+            Ok(set) => out.push(set),
+            Err(e) => tracing::warn!(file = %path.display(), "a stored feature set definition is unreadable: {e}"),
+        }
+    }
+    out
 }

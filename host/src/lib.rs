@@ -1,45 +1,62 @@
 //! Sluice: a real-time feature store built as a WebAssembly transformation host.
 //!
-//! Modules, one concept each:
+//! Modules, one concept each, from the bottom layer up (a module imports only from layers
+//! below it; `tests/layers.rs` fails on any import cycle):
 //!
-//! - [`wit`]: the plugin contract's generated types and world (the crate's bottom layer).
-//! - [`duration`]: durations as the config writes them (`30d`, `12h`, `90m`, `45s`), parsed once.
+//! Domain:
+//! - [`wit`]: the plugin contract's generated types and world.
 //! - [`event`]: the typed event model shared by the host and plugins (values, events, batches)
 //!   and its JSON form.
 //! - [`event_time`]: event times from text, numbers in a declared unit, strftime patterns and
 //!   time zones — one reader for JSON, CSV and Parquet alike.
-//! - [`fault`]: errors that say whether a retry can help, and the one shutdown-aware retry
-//!   policy.
-//! - [`plugin`]: the plugin runtime — the one `bindgen!` of the WIT contract, the wasmtime
-//!   engine with its artifact cache, sandbox limits, the registry of versioned plugins with
-//!   hot swap and rollback, and batch execution that isolates a failing event.
-//! - [`config`]: the config file (host, plugins, feature sets): parse, then validate with
-//!   every problem reported at once.
+//! - [`duration`]: durations as the config writes them (`30d`, `12h`, `90m`, `45s`).
 //! - [`rows`]: the rows a batch carries (each with its input sequence), failures, and their
 //!   tally by reason with the `--max-failed` rule.
-//! - [`graph`]: the step graph of a feature set, run per batch.
+//! - [`keys`]: the online key layout (set prefix, entity hash, counters).
+//! - [`fault`]: errors that say whether a retry can help, and the one shutdown-aware retry
+//!   policy.
+//! - [`metrics`]: counters and histograms, rendered for Prometheus.
+//!
+//! Services:
+//! - [`store`]: the online store trait and its two implementations, Redis and the embedded
+//!   redb file (which also holds the embedded mode's event logs).
+//! - [`bus`]: the message bus, NATS JetStream or the embedded logs, with durable
+//!   subscriptions.
+//!
+//! Plugins and steps:
+//! - [`plugin`]: the plugin runtime — the wasmtime engine with its artifact cache, sandbox
+//!   limits, the registry of versioned plugins with hot swap and rollback, and batch execution
+//!   that isolates a failing event.
 //! - [`steps`]: the built-in steps, one file per kind (`filter`, `map`, `wasm`, `select`,
 //!   `drop`, `rename`, `impute`, `join`, `aggregate`, `cast`), each owning its config, resolution
 //!   and builder, registered in one list (`step_kinds!`).
-//! - [`sources`]: decoding raw events; the JetStream, embedded-log and file sources.
+//!
+//! Config, reads and writes:
+//! - [`config`]: the config file (host, plugins, feature sets): parse, then validate with
+//!   every problem reported at once.
+//! - [`online`]: online reads, windowed aggregates evaluated as of the read time.
+//! - [`sources`]: decoding raw events; the file source.
 //! - [`targets`]: online (the store's rows), stream (feature rows), Parquet (offline), dead
 //!   letters.
-//! - [`store`]: the online store trait and its two implementations, Redis and the embedded
-//!   redb file (which also holds the embedded mode's event logs).
-//! - [`bus`]: the message bus, NATS JetStream or the embedded logs.
-//! - [`keys`]: the online key layout (set prefix, entity hash, counters).
-//! - [`online`]: online reads, windowed aggregates evaluated as of the read time.
-//! - [`http`]: the HTTP API (lookups, ingest, plugins, feature sets, health, metrics, OpenAPI)
-//!   with bearer-token scopes.
-//! - [`offline`]: backfill, point-in-time reads of the offline rows, training sets, and the
-//!   online/offline skew check.
-//! - [`metrics`]: counters and histograms, rendered for Prometheus.
+//!
+//! Plan and runtime:
+//! - [`graph`]: a feature set's steps, built, run per batch.
+//! - [`plan`]: a feature set compiled once (keys, TTL, online layout, Parquet schema, stream
+//!   target) and [`plan::Chain`], the steps with their failure accounting, shared by live runs
+//!   and backfill.
 //! - [`catalog`]: the on-disk state that outlives a process (plugin versions deployed over
 //!   HTTP, restored at start) and the atomic write every stored file goes through.
 //! - [`runtime`]: what a host's feature sets share — bus, online store, plugins, metrics, online
-//!   reads — and how it is connected; below `pipeline`, backfill and the HTTP API.
-//! - [`pipeline`]: `sluice run` — one loop per feature set and one offline writer per Parquet
-//!   target, with the delivery protocol (durable before ack; redelivery absorbed).
+//!   reads — and how it is connected.
+//!
+//! Offline, HTTP, the composition root and the command line:
+//! - [`offline`]: backfill, point-in-time reads of the offline rows, training sets, and the
+//!   online/offline skew check.
+//! - [`http`]: the HTTP API (lookups, ingest, plugins, feature sets, health, metrics, OpenAPI)
+//!   with bearer-token scopes.
+//! - [`pipeline`]: `sluice run` — one loop per feature set, one offline writer per Parquet
+//!   target and the HTTP API, with the delivery protocol (durable before ack; redelivery
+//!   absorbed).
 //! - [`cli`]: the `sluice` command line (the binary only parses arguments and calls it).
 #![deny(missing_docs)]
 
@@ -58,6 +75,7 @@ pub mod metrics;
 pub mod offline;
 pub mod online;
 pub mod pipeline;
+pub mod plan;
 pub mod plugin;
 pub mod rows;
 pub mod runtime;

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use crate::bus::{Bus, Publish};
 use crate::config::Config;
 use crate::event::Value;
-use crate::online::OnlineView;
 use crate::pipeline::Services;
 
 /// Options of `sluice demo`.
@@ -244,10 +243,11 @@ async fn demo(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let view = OnlineView::new(&config.host.redis_prefix, set).map_err(anyhow::Error::msg)?;
+    let plan = crate::plan::SetPlan::compile(config, set)?;
+    let view = &plan.view;
     let users = ["u0", "u1", "u4", "u9"];
     let at = now * 1000;
-    let rows = view.read(&*store, &users, at).await.map_err(anyhow::Error::msg)?;
+    let rows = view.read(&*store, &users, at).await?;
     println!("\nA few users as of now (windows evaluated at the request time):\n");
     println!(
         "{:<6} {:>12} {:>12} {:>14} {:>16} {:>12}",

@@ -143,123 +143,139 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             std::io::stdin().lock(),
             &mut std::io::stdout().lock(),
         ),
-        Command::Validate { config } => match crate::config::load(&config) {
-            Ok(c) => {
-                println!(
-                    "{}: ok ({} feature sets, {} plugins)",
-                    config.display(),
-                    c.feature_sets.len(),
-                    c.plugins.len()
-                );
-                for note in crate::config::notes(&c) {
-                    println!("  note: {}: {}", note.key, note.message);
-                }
-                Ok(0)
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                Ok(1)
-            }
-        },
+        Command::Validate { config } => validate(&config),
         Command::Run {
             config,
             until_done,
             max_failed,
         } => run_pipeline(&config, until_done.then_some(max_failed)),
         Command::Demo(options) => demo::run(options),
-        Command::Backfill(options) => {
-            let report = crate::offline::backfill::run(&options)?;
+        Command::Backfill(options) => backfill(&options),
+        Command::TrainingSet(options) => training_set(&options),
+        Command::VerifyParity(options) => verify_parity(&options),
+        Command::Token { name, scopes, sets } => token(&name, &scopes, &sets),
+    }
+}
+
+/// `sluice validate`: every problem of the config at once, then its notes.
+fn validate(config: &std::path::Path) -> anyhow::Result<i32> {
+    match crate::config::load(config) {
+        Ok(c) => {
             println!(
-                "backfill {} v{}: {} events, {} rows ({} already committed), {} failed, {} late, in {:.1} s ({:.0} events/s)",
-                options.set,
-                options.version,
-                report.events,
-                report.rows,
-                report.skipped,
-                report.failed,
-                report.late,
-                report.seconds,
-                report.events as f64 / report.seconds.max(1e-9)
+                "{}: ok ({} feature sets, {} plugins)",
+                config.display(),
+                c.feature_sets.len(),
+                c.plugins.len()
             );
-            if let Some(refusal) = report.refusal(options.max_failed) {
-                eprintln!(
-                    "error: backfill {} v{}: {refusal}\n(the rows computed are committed; every failed event is in \
-                     the dead-letters file with its file and line)",
-                    options.set, options.version
-                );
-                return Ok(1);
-            }
-            if report.failed > 0 {
-                eprintln!(
-                    "{} events failed; the most frequent reasons:\n{}",
-                    report.failed,
-                    report.failures.summary(5)
-                );
+            for note in crate::config::notes(&c) {
+                println!("  note: {}: {}", note.key, note.message);
             }
             Ok(0)
         }
-        Command::TrainingSet(options) => {
-            let report = crate::offline::training::run(&options)?;
-            println!(
-                "{}: {} rows, features {} ({} values null: no row at or before t within the TTL), from {} offline rows in {:.1} s",
-                options.out.display(),
-                report.rows,
-                report.features.join(", "),
-                report.missing,
-                report.offline_rows,
-                report.seconds
-            );
-            Ok(0)
-        }
-        Command::VerifyParity(options) => {
-            let report = crate::offline::parity::run(&options)?;
-            println!(
-                "{}: {} entities, {} values compared",
-                options.set, report.entities, report.values
-            );
-            for (feature, (count, example)) in &report.mismatches {
-                println!("  {feature}: {count} mismatches (e.g. {example})");
-            }
-            if !report.missing.is_empty() {
-                println!(
-                    "  {} entities in one store only (e.g. {})",
-                    report.missing.len(),
-                    report.missing[0]
-                );
-            }
-            if report.agrees() {
-                println!("  online and offline agree");
-                Ok(0)
-            } else {
-                Ok(1)
-            }
-        }
-        Command::Token { name, scopes, sets } => {
-            for scope in &scopes {
-                if !["read", "ingest", "deploy", "admin"].contains(&scope.as_str()) {
-                    eprintln!("unknown scope {scope:?}: expected read, ingest, deploy or admin");
-                    return Ok(1);
-                }
-            }
-            let token = crate::http::auth::new_token("slc")?;
-            let quote = |items: &[String]| items.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
-            eprintln!("token (shown once; the config keeps only its hash):");
-            println!("{token}");
-            eprintln!("\nadd to the config:\n");
-            eprintln!(
-                "[[token]]\nname = {name:?}\nsha256 = \"{}\"",
-                crate::http::auth::hash_token(&token)
-            );
-            eprintln!("scopes = [{}]", quote(&scopes));
-            if !sets.is_empty() {
-                eprintln!("sets = [{}]", quote(&sets));
-            }
-            Ok(0)
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(1)
         }
     }
 }
 
-/// `sluice run`: the pipeline on a multi-threaded runtime, stopped by SIGINT or SIGTERM.
+/// `sluice backfill`: exits 1 when every event failed or more than `--max-failed`.
+fn backfill(options: &crate::offline::backfill::BackfillOptions) -> anyhow::Result<i32> {
+    let report = crate::offline::backfill::run(options)?;
+    println!(
+        "backfill {} v{}: {} events, {} rows ({} already committed), {} failed, {} late, in {:.1} s ({:.0} events/s)",
+        options.set,
+        options.version,
+        report.events,
+        report.rows,
+        report.skipped,
+        report.failed,
+        report.late,
+        report.seconds,
+        report.events as f64 / report.seconds.max(1e-9)
+    );
+    if let Some(refusal) = report.refusal(options.max_failed) {
+        eprintln!(
+            "error: backfill {} v{}: {refusal}\n(the rows computed are committed; every failed event is in \
+             the dead-letters file with its file and line)",
+            options.set, options.version
+        );
+        return Ok(1);
+    }
+    if report.failed > 0 {
+        eprintln!(
+            "{} events failed; the most frequent reasons:\n{}",
+            report.failed,
+            report.failures.summary(5)
+        );
+    }
+    Ok(0)
+}
+
+/// `sluice training-set`.
+fn training_set(options: &crate::offline::training::TrainingOptions) -> anyhow::Result<i32> {
+    let report = crate::offline::training::run(options)?;
+    println!(
+        "{}: {} rows, features {} ({} values null: no row at or before t within the TTL), from {} offline rows in {:.1} s",
+        options.out.display(),
+        report.rows,
+        report.features.join(", "),
+        report.missing,
+        report.offline_rows,
+        report.seconds
+    );
+    Ok(0)
+}
+
+/// `sluice verify-parity`: exits 1 when online and offline disagree.
+fn verify_parity(options: &crate::offline::parity::ParityOptions) -> anyhow::Result<i32> {
+    let report = crate::offline::parity::run(options)?;
+    println!(
+        "{}: {} entities, {} values compared",
+        options.set, report.entities, report.values
+    );
+    for (feature, (count, example)) in &report.mismatches {
+        println!("  {feature}: {count} mismatches (e.g. {example})");
+    }
+    if !report.missing.is_empty() {
+        println!(
+            "  {} entities in one store only (e.g. {})",
+            report.missing.len(),
+            report.missing[0]
+        );
+    }
+    if report.agrees() {
+        println!("  online and offline agree");
+        Ok(0)
+    } else {
+        Ok(1)
+    }
+}
+
+/// `sluice token`: a new token, and the config lines that grant it.
+fn token(name: &str, scopes: &[String], sets: &[String]) -> anyhow::Result<i32> {
+    for scope in scopes {
+        if !["read", "ingest", "deploy", "admin"].contains(&scope.as_str()) {
+            eprintln!("unknown scope {scope:?}: expected read, ingest, deploy or admin");
+            return Ok(1);
+        }
+    }
+    let token = crate::http::auth::new_token("slc")?;
+    let quote = |items: &[String]| items.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
+    eprintln!("token (shown once; the config keeps only its hash):");
+    println!("{token}");
+    eprintln!("\nadd to the config:\n");
+    eprintln!(
+        "[[token]]\nname = {name:?}\nsha256 = \"{}\"",
+        crate::http::auth::hash_token(&token)
+    );
+    eprintln!("scopes = [{}]", quote(scopes));
+    if !sets.is_empty() {
+        eprintln!("sets = [{}]", quote(sets));
+    }
+    Ok(0)
+}
+
 /// `sluice run`; with `batch` (`--until-done` and its `--max-failed`), until every file is
 /// processed.
 fn run_pipeline(file: &std::path::Path, batch: Option<crate::rows::MaxFailed>) -> anyhow::Result<i32> {

@@ -196,6 +196,13 @@ fn check_set(config: &Config, set: &FeatureSetConfig, at: &str, report: &mut imp
             report(format!("{at}.ttl"), e);
         }
     }
+    check_source(config, set, at, report);
+    check_steps(config, set, at, report);
+    check_targets(set, at, report);
+}
+
+/// The set's source: a stream, a file or another set's rows.
+fn check_source(config: &Config, set: &FeatureSetConfig, at: &str, report: &mut impl FnMut(String, String)) {
     match &set.source {
         SourceConfig::Jetstream {
             stream, subject, batch, ..
@@ -267,8 +274,6 @@ fn check_set(config: &Config, set: &FeatureSetConfig, at: &str, report: &mut imp
             }
         }
     }
-    check_steps(config, set, at, report);
-    check_targets(set, at, report);
 }
 
 /// Each step checks itself (`StepSpec::resolve`, in its own file) against the fields known

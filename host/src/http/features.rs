@@ -166,6 +166,91 @@ pub(crate) async fn one(
     Ok(json_response(out.0))
 }
 
+/// A set a lookup asks for, with the features it asks of it (`None`: all of them).
+type Asked<'a> = (&'a str, Option<Vec<&'a str>>);
+
+/// The sets a lookup asks for, in order.
+fn requested_sets<'a>(features: impl Iterator<Item = &'a String>) -> Result<Vec<Asked<'a>>, ApiError> {
+    let mut sets: Vec<Asked<'a>> = Vec::new();
+    for feature in features {
+        let Some((set, name)) = feature.split_once(':') else {
+            return Err(ApiError::bad_request(format!(
+                "feature {feature:?}: expected \"set:feature\" or \"set:*\""
+            )));
+        };
+        let at = match sets.iter().position(|(s, _)| *s == set) {
+            Some(at) => at,
+            None => {
+                sets.push((set, Some(Vec::new())));
+                sets.len() - 1
+            }
+        };
+        match (&mut sets[at].1, name) {
+            (list, "*") => *list = None,
+            (Some(list), name) => list.push(name),
+            (None, _) => {}
+        }
+    }
+    Ok(sets)
+}
+
+/// The body of a many-entity lookup: per entity, when each set's row was written and the
+/// features asked for.
+fn write_many(
+    entities: &[String],
+    sets: &[Asked<'_>],
+    served: &[Arc<ServedSet>],
+    rows: Vec<Option<OnlineRow>>,
+    at: i64,
+) -> Vec<u8> {
+    let mut out = Writer(Vec::with_capacity(256 * entities.len() * sets.len()));
+    out.raw("{\"at\":").time(at).raw(",\"results\":[");
+    let mut rows = rows.into_iter();
+    for (e, entity) in entities.iter().enumerate() {
+        let these: Vec<Option<OnlineRow>> = rows.by_ref().take(sets.len()).collect();
+        if e > 0 {
+            out.raw(",");
+        }
+        out.raw("{\"entity\":").string(entity).raw(",\"found\":{");
+        let mut first = true;
+        for ((name, _), row) in sets.iter().zip(&these) {
+            if let Some(row) = row {
+                if !std::mem::take(&mut first) {
+                    out.raw(",");
+                }
+                out.string(name).raw(":").time(row.time);
+            }
+        }
+        out.raw("},\"features\":{");
+        let mut first = true;
+        for (((name, wanted), set), row) in sets.iter().zip(served).zip(&these) {
+            let stale = row.as_ref().is_some_and(|r| stale(set, r, at));
+            let mut emit = |feature: &str, value: Option<&Value>| {
+                if !std::mem::take(&mut first) {
+                    out.raw(",");
+                }
+                out.feature(Some(name), feature, value, stale);
+            };
+            match (wanted, row) {
+                (Some(list), _) => {
+                    for feature in list {
+                        emit(feature, row.as_ref().and_then(|r| r.values.get(*feature)));
+                    }
+                }
+                (None, Some(row)) => {
+                    for (feature, value) in &row.values {
+                        emit(feature, Some(value));
+                    }
+                }
+                (None, None) => {}
+            }
+        }
+        out.raw("}}");
+    }
+    out.raw("]}");
+    out.0
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Lookup {
@@ -202,27 +287,7 @@ pub(crate) async fn many(State(api): State<Arc<Api>>, headers: HeaderMap, body: 
             .get(name)
             .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no feature vector \"{name}\"")))?,
     };
-    // The sets asked for, in order, each with its features (`None`: all).
-    let mut sets: Vec<(&str, Option<Vec<&str>>)> = Vec::new();
-    for feature in request.features.iter().chain(vector) {
-        let Some((set, name)) = feature.split_once(':') else {
-            return Err(ApiError::bad_request(format!(
-                "feature {feature:?}: expected \"set:feature\" or \"set:*\""
-            )));
-        };
-        let at = match sets.iter().position(|(s, _)| *s == set) {
-            Some(at) => at,
-            None => {
-                sets.push((set, Some(Vec::new())));
-                sets.len() - 1
-            }
-        };
-        match (&mut sets[at].1, name) {
-            (list, "*") => *list = None,
-            (Some(list), name) => list.push(name),
-            (None, _) => {}
-        }
-    }
+    let sets = requested_sets(request.features.iter().chain(vector))?;
     if sets.is_empty() || request.entities.is_empty() {
         return Err(ApiError::bad_request("expected at least one entity and one feature"));
     }
@@ -244,52 +309,8 @@ pub(crate) async fn many(State(api): State<Arc<Api>>, headers: HeaderMap, body: 
         .flat_map(|e| served.iter().map(move |s| (&**s, e.as_str())))
         .collect();
     let rows = read(&api, &pairs, at).await?;
-    let mut out = Writer(Vec::with_capacity(256 * request.entities.len() * sets.len()));
-    out.raw("{\"at\":").time(at).raw(",\"results\":[");
-    let mut rows = rows.into_iter();
-    for (e, entity) in request.entities.iter().enumerate() {
-        let these: Vec<Option<OnlineRow>> = rows.by_ref().take(sets.len()).collect();
-        if e > 0 {
-            out.raw(",");
-        }
-        out.raw("{\"entity\":").string(entity).raw(",\"found\":{");
-        let mut first = true;
-        for ((name, _), row) in sets.iter().zip(&these) {
-            if let Some(row) = row {
-                if !std::mem::take(&mut first) {
-                    out.raw(",");
-                }
-                out.string(name).raw(":").time(row.time);
-            }
-        }
-        out.raw("},\"features\":{");
-        let mut first = true;
-        for (((name, wanted), set), row) in sets.iter().zip(&served).zip(&these) {
-            let stale = row.as_ref().is_some_and(|r| stale(set, r, at));
-            let mut emit = |feature: &str, value: Option<&Value>| {
-                if !std::mem::take(&mut first) {
-                    out.raw(",");
-                }
-                out.feature(Some(name), feature, value, stale);
-            };
-            match (wanted, row) {
-                (Some(list), _) => {
-                    for feature in list {
-                        emit(feature, row.as_ref().and_then(|r| r.values.get(*feature)));
-                    }
-                }
-                (None, Some(row)) => {
-                    for (feature, value) in &row.values {
-                        emit(feature, Some(value));
-                    }
-                }
-                (None, None) => {}
-            }
-        }
-        out.raw("}}");
-    }
-    out.raw("]}");
+    let out = write_many(&request.entities, &sets, &served, rows, at);
     api.metrics.lookups.fetch_add(1, Relaxed);
     api.metrics.lookup_seconds.observe(started.elapsed());
-    Ok(json_response(out.0))
+    Ok(json_response(out))
 }

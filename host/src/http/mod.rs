@@ -7,13 +7,15 @@
 pub mod auth;
 mod features;
 pub mod plugins;
+mod serve;
 mod sets;
 mod training;
 
-pub use sets::{stored as sets_stored, Apply};
+pub use serve::{serve, tls_acceptor};
+
+pub use sets::Apply;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 
@@ -24,7 +26,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde_json::json;
-use tokio::sync::watch;
 
 use crate::config::{Config, Scope, SourceConfig};
 use crate::metrics::Metrics;
@@ -67,16 +68,16 @@ pub struct Api {
 pub(crate) struct ApiError(StatusCode, String);
 
 impl ServedSet {
-    fn new(redis_prefix: &str, set: &crate::config::FeatureSetConfig) -> Result<ServedSet, String> {
-        let max_age = set.ttl_micros()?;
+    fn new(config: &Config, set: &crate::config::FeatureSetConfig) -> Result<ServedSet, String> {
+        let plan = crate::plan::SetPlan::compile(config, set).map_err(|e| e.reason)?;
         let subject = match &set.source {
             SourceConfig::Jetstream { subject, .. } => Some(subject.clone()),
             _ => None,
         };
         Ok(ServedSet {
             version: set.version,
-            view: OnlineView::new(redis_prefix, set)?,
-            max_age,
+            view: plan.view,
+            max_age: plan.ttl,
             subject,
         })
     }
@@ -123,16 +124,13 @@ impl Api {
         for name in names {
             let versions = config.feature_sets.iter().filter(|s| s.name == name);
             // The version chosen last over HTTP (`serve`), else the highest.
-            let chosen = sets::serving_choice(&data_dir, name);
+            let chosen = crate::catalog::serving_choice(&data_dir, name);
             let pick = versions
                 .clone()
                 .find(|s| Some(s.version) == chosen)
                 .or_else(|| versions.max_by_key(|s| s.version));
             if let Some(set) = pick {
-                served.insert(
-                    name.to_string(),
-                    Arc::new(ServedSet::new(&config.host.redis_prefix, set)?),
-                );
+                served.insert(name.to_string(), Arc::new(ServedSet::new(config, set)?));
             }
         }
         Ok(Api {
@@ -317,98 +315,6 @@ async fn openapi(State(api): State<Arc<Api>>, headers: HeaderMap) -> Result<Resp
         openapi_document().to_string(),
     )
         .into_response())
-}
-
-/// Serves until `shutdown` turns true (requests in progress finish): plain HTTP, or HTTPS
-/// when `tls` is given.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    api: Arc<Api>,
-    max_body_bytes: usize,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    mut shutdown: watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    let address: SocketAddr = listener.local_addr()?;
-    let app = router(api, max_body_bytes);
-    let Some(tls) = tls else {
-        tracing::info!(%address, "HTTP API listening");
-        return axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = shutdown.wait_for(|stop| *stop).await;
-            })
-            .await;
-    };
-    tracing::info!(%address, "HTTP API listening (HTTPS)");
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait, as axum::serve does.
-                    tracing::warn!("accepting a connection: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = stopped(&mut shutdown) => break,
-        };
-        // Responses leave in several TLS records: without TCP_NODELAY, Nagle's algorithm
-        // holds the last one for the client's delayed ACK (40 ms tails, measured).
-        let _ = tcp.set_nodelay(true);
-        let (tls, app, mut stop) = (tls.clone(), app.clone(), shutdown.clone());
-        connections.spawn(async move {
-            let stream = match tokio::time::timeout(std::time::Duration::from_secs(10), tls.accept(tcp)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => return tracing::debug!(%peer, "TLS handshake: {e}"),
-                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
-            };
-            let service = hyper_util::service::TowerToHyperService::new(app);
-            // With a timer, hyper closes a connection whose request head takes over 30 s.
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                () = stopped(&mut stop) => {
-                    // Finish the request in progress, then close.
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                }
-            }
-        });
-        // Reap finished connections as we go.
-        while connections.try_join_next().is_some() {}
-    }
-    while connections.join_next().await.is_some() {}
-    Ok(())
-}
-
-/// Resolves when `shutdown` turns true (or its sender is gone).
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
-}
-
-/// The TLS acceptor of a PEM certificate chain and private key; errors name the file.
-pub fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<tokio_rustls::TlsAcceptor, String> {
-    use tokio_rustls::rustls::pki_types::pem::PemObject;
-    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect())
-        .map_err(|e| format!("http.tls_cert {}: {e}", cert.display()))?;
-    if certs.is_empty() {
-        return Err(format!("http.tls_cert {}: no PEM certificate in it", cert.display()));
-    }
-    let private = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("http.tls_key {}: {e}", key.display()))?;
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?
-        .with_no_client_auth()
-        .with_single_cert(certs, private)
-        .map_err(|e| format!("http.tls_cert and http.tls_key: {e}"))?;
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Ready when the pipelines run and the online store and the bus answer (Redis and NATS, or

@@ -5,7 +5,7 @@
 //! /v1/feature-sets/{name}/serve/{version}` switches lookups and ingest to a running version;
 //! `GET /v1/feature-sets/{name}/dead-letters` pages through its dead letters and late events.
 
-use std::path::{Path as FsPath, PathBuf};
+use std::path::Path as FsPath;
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -120,43 +120,6 @@ pub struct Apply {
     pub done: tokio::sync::oneshot::Sender<Result<(), String>>,
 }
 
-fn folder(data_dir: &FsPath) -> PathBuf {
-    data_dir.join("feature_sets")
-}
-
-/// The version chosen with `serve`, if any.
-pub fn serving_choice(data_dir: &FsPath, name: &str) -> Option<u32> {
-    std::fs::read_to_string(folder(data_dir).join(format!("{name}.serving")))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
-
-/// Definitions applied over HTTP earlier (added to the config at start).
-pub fn stored(data_dir: &FsPath) -> Vec<FeatureSetConfig> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(folder(data_dir)) else {
-        return out;
-    };
-    let mut paths: Vec<PathBuf> = entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    paths.sort();
-    for path in paths {
-        match std::fs::read_to_string(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|t| toml::from_str::<FeatureSetConfig>(&t).map_err(|e| e.to_string()))
-        {
-            Ok(set) => out.push(set),
-            Err(e) => tracing::warn!(file = %path.display(), "a stored feature set definition is unreadable: {e}"),
-        }
-    }
-    out
-}
-
 #[derive(Deserialize)]
 pub(crate) struct ApplyQuery {
     #[serde(default)]
@@ -216,7 +179,7 @@ pub(crate) async fn apply(
     } else {
         text.to_string()
     };
-    let file = folder(&data_dir).join(format!("{name}-v{}.toml", set.version));
+    let file = crate::catalog::definitions_dir(&data_dir).join(format!("{name}-v{}.toml", set.version));
     write_atomically(&file, as_toml.as_bytes()).map_err(|e| {
         ApiError(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -258,9 +221,9 @@ pub(crate) async fn apply(
 
 /// Makes `set` the served version of its name (and remembers it across restarts).
 fn switch(api: &Api, set: &FeatureSetConfig, data_dir: &FsPath) -> Result<(), ApiError> {
-    let served = ServedSet::new(&api.base.host.redis_prefix, set).map_err(ApiError::bad_request)?;
+    let served = ServedSet::new(&api.base, set).map_err(ApiError::bad_request)?;
     write_atomically(
-        &folder(data_dir).join(format!("{}.serving", set.name)),
+        &crate::catalog::definitions_dir(data_dir).join(format!("{}.serving", set.name)),
         set.version.to_string().as_bytes(),
     )
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("storing the choice: {e}")))?;

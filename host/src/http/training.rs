@@ -37,7 +37,7 @@ struct JobRequest {
 }
 
 fn jobs_dir(api: &Api) -> PathBuf {
-    api.base.resolve(&api.base.host.data_dir).join("training-sets")
+    crate::catalog::training_jobs_dir(&api.base.resolve(&api.base.host.data_dir))
 }
 
 fn json_body(status: StatusCode, body: Json) -> Response {

@@ -9,7 +9,6 @@ use std::path::PathBuf;
 
 use crate::config::TargetConfig;
 use crate::event::Value;
-use crate::online::OnlineView;
 use crate::runtime::Services;
 
 use super::history::History;
@@ -89,7 +88,8 @@ pub fn run(options: &ParityOptions) -> anyhow::Result<ParityReport> {
     let step = (entities.len() / options.sample.max(1)).max(1);
     let sample: Vec<&str> = entities.iter().step_by(step).take(options.sample).copied().collect();
     let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1000;
-    let view = OnlineView::new(&config.host.redis_prefix, set).map_err(anyhow::Error::msg)?;
+    let plan = crate::plan::SetPlan::compile(&config, set)?;
+    let view = &plan.view;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let online = runtime.block_on(async {
         let services = Services::connect(&config).await?;
@@ -109,7 +109,7 @@ pub fn run(options: &ParityOptions) -> anyhow::Result<ParityReport> {
     };
     // As lookups do (`outside_max_age`), an online row older than the TTL by event time is
     // not a value; the offline rule gives null there too.
-    let ttl = set.ttl_micros().map_err(anyhow::Error::msg)?;
+    let ttl = plan.ttl;
     for (entity, online) in sample.iter().zip(online) {
         let online = online.filter(|row| ttl.is_none_or(|ttl| now - row.time <= ttl));
         let offline = history.as_of(entity, &[now]).pop().flatten();

@@ -149,7 +149,40 @@ pub fn run(options: &TrainingOptions) -> anyhow::Result<TrainingReport> {
 pub fn build(config: &Config, options: &TrainingOptions) -> anyhow::Result<TrainingReport> {
     let started = std::time::Instant::now();
     let (sets, wanted) = resolve(config, &options.features, options.version)?;
-    // Entity rows, as JSON objects, with their time.
+    let entity_rows = read_entity_rows(options)?;
+    let mut report = TrainingReport {
+        rows: entity_rows.len() as u64,
+        ..Default::default()
+    };
+    let dirs: Vec<PathBuf> = sets
+        .iter()
+        .map(|set| offline_dir(config, set))
+        .collect::<anyhow::Result<_>>()?;
+    let requested = requested_columns(&sets, &wanted, &dirs, &entity_rows)?;
+    // Per set: group entity rows by key, read each entity's history once.
+    let mut values: Vec<Vec<Value>> = vec![vec![Value::Null; entity_rows.len()]; requested.len()];
+    let mut progress = Progress::new(entity_rows.len() as u64 * sets.len() as u64, options.quiet);
+    let mut done = 0u64;
+    for (index, set) in sets.iter().enumerate() {
+        let fill = Fill {
+            index,
+            set,
+            dir: &dirs[index],
+            entity_rows: &entity_rows,
+            requested: &requested,
+        };
+        fill.run(options, &mut values, &mut report, (&mut progress, &mut done))?;
+    }
+    progress.finish(done);
+    let declared: HashMap<String, bool> = sets.iter().flat_map(|s| s.aggregate_types()).collect();
+    write(options, &entity_rows, &requested, values, &declared)?;
+    report.features = requested.iter().map(|r| r.column.clone()).collect();
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// The entity rows, as JSON objects, with their time.
+fn read_entity_rows(options: &TrainingOptions) -> anyhow::Result<Vec<(Map<String, Json>, i64)>> {
     let mut entity_rows: Vec<(Map<String, Json>, i64)> = Vec::new();
     let mut source = FileSource::open(&options.entities, None, 10_000)?;
     loop {
@@ -176,18 +209,19 @@ pub fn build(config: &Config, options: &TrainingOptions) -> anyhow::Result<Train
             entity_rows.push((object, t));
         }
     }
-    let mut requested: Vec<Requested> = Vec::new();
-    let mut report = TrainingReport {
-        rows: entity_rows.len() as u64,
-        ..Default::default()
-    };
-    let dirs: Vec<PathBuf> = sets
-        .iter()
-        .map(|set| offline_dir(config, set))
-        .collect::<anyhow::Result<_>>()?;
-    // Columns: a feature's name, or set__feature where two sets share a name.
+    Ok(entity_rows)
+}
+
+/// The feature columns asked for: a feature's name, or `set__feature` where two sets share a
+/// name (`set:*` expands to the set's columns and aggregates).
+fn requested_columns(
+    sets: &[FeatureSetConfig],
+    wanted: &[(usize, String)],
+    dirs: &[PathBuf],
+    entity_rows: &[(Map<String, Json>, i64)],
+) -> anyhow::Result<Vec<Requested>> {
     let mut features: Vec<(usize, String)> = Vec::new();
-    for (set, feature) in &wanted {
+    for (set, feature) in wanted {
         if feature == "*" {
             let mut names: Vec<String> = super::history::columns_of(&dirs[*set])?;
             for spec in aggregate_names(&sets[*set]) {
@@ -200,6 +234,7 @@ pub fn build(config: &Config, options: &TrainingOptions) -> anyhow::Result<Train
             features.push((*set, feature.clone()));
         }
     }
+    let mut requested: Vec<Requested> = Vec::new();
     for (set, feature) in &features {
         let shared = features.iter().filter(|(_, f)| f == feature).count() > 1;
         let column = if shared {
@@ -217,11 +252,28 @@ pub fn build(config: &Config, options: &TrainingOptions) -> anyhow::Result<Train
             column,
         });
     }
-    // Per set: group entity rows by key, read each entity's history once.
-    let mut values: Vec<Vec<Value>> = vec![vec![Value::Null; entity_rows.len()]; requested.len()];
-    let mut progress = Progress::new(entity_rows.len() as u64 * sets.len() as u64, options.quiet);
-    let mut done = 0u64;
-    for (index, set) in sets.iter().enumerate() {
+    Ok(requested)
+}
+
+/// The values of one set's requested columns, read from its history (in partitions, when
+/// its parts are large).
+struct Fill<'a> {
+    index: usize,
+    set: &'a FeatureSetConfig,
+    dir: &'a PathBuf,
+    entity_rows: &'a [(Map<String, Json>, i64)],
+    requested: &'a [Requested],
+}
+
+impl Fill<'_> {
+    fn run(
+        &self,
+        options: &TrainingOptions,
+        values: &mut [Vec<Value>],
+        report: &mut TrainingReport,
+        (progress, done): (&mut Progress, &mut u64),
+    ) -> anyhow::Result<()> {
+        let (set, entity_rows) = (self.set, self.entity_rows);
         let decoder = Decoder::new(set).map_err(anyhow::Error::msg)?;
         let mut keys: Vec<String> = Vec::with_capacity(entity_rows.len());
         for (row, (object, _)) in entity_rows.iter().enumerate() {
@@ -234,9 +286,14 @@ pub fn build(config: &Config, options: &TrainingOptions) -> anyhow::Result<Train
                 )
             })?);
         }
-        let columns: Vec<(usize, &Requested)> = requested.iter().enumerate().filter(|(_, r)| r.set == index).collect();
+        let columns: Vec<(usize, &Requested)> = self
+            .requested
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.set == self.index)
+            .collect();
         let names: Vec<String> = columns.iter().map(|(_, r)| r.feature.clone()).collect();
-        let bytes: u64 = super::history::part_files(&dirs[index])
+        let bytes: u64 = super::history::part_files(self.dir)
             .iter()
             .filter_map(|p| std::fs::metadata(p).ok())
             .map(|m| m.len())
@@ -244,7 +301,7 @@ pub fn build(config: &Config, options: &TrainingOptions) -> anyhow::Result<Train
         let partitions = options.partitions.unwrap_or(bytes / PARTITION_BYTES + 1).max(1);
         for partition in 0..partitions {
             let history = History::load_partition(
-                &dirs[index],
+                self.dir,
                 set,
                 Some(names.as_slice()),
                 (partitions > 1).then_some((partition, partitions)),
@@ -268,17 +325,12 @@ pub fn build(config: &Config, options: &TrainingOptions) -> anyhow::Result<Train
                         None => report.missing += columns.len() as u64,
                     }
                 }
-                done += rows.len() as u64;
-                progress.show(done);
+                *done += rows.len() as u64;
+                progress.show(*done);
             }
         }
+        Ok(())
     }
-    progress.finish(done);
-    let declared: HashMap<String, bool> = sets.iter().flat_map(|s| s.aggregate_types()).collect();
-    write(options, &entity_rows, &requested, values, &declared)?;
-    report.features = requested.iter().map(|r| r.column.clone()).collect();
-    report.seconds = started.elapsed().as_secs_f64();
-    Ok(report)
 }
 
 fn aggregate_names(set: &FeatureSetConfig) -> Vec<String> {

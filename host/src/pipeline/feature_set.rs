@@ -11,15 +11,15 @@ use tokio::sync::watch;
 use super::{PipelineError, Services};
 use crate::bus::jetstream::SourceOptions;
 use crate::bus::subscription::{Ack, Subscription};
-use crate::config::{Config, FeatureSetConfig, SourceConfig, TargetConfig};
+use crate::config::{Config, FeatureSetConfig, SourceConfig};
 use crate::fault::{retry, Backoff, Transient};
 use crate::graph::Graph;
 use crate::metrics::SetMetrics;
+use crate::plan::{Chain, Computed, SetPlan};
 use crate::plugin::OnlineLookup;
 use crate::rows::{Failure, Rows, Tally};
 use crate::sources::file::FileSource;
 use crate::sources::Decoder;
-use crate::steps::aggregate::TileHome;
 use crate::targets::dlq::DeadLetters;
 use crate::targets::online::{Durable, OnlineTarget};
 use crate::targets::stream::{RowBatch, StreamTarget};
@@ -60,6 +60,61 @@ pub enum InputEnd {
 }
 
 impl Input {
+    /// The set's input: its file, or a durable consumer of its stream subject (or of the
+    /// stream target of the set it reads, `chained`).
+    async fn open(
+        config: &Config,
+        set: &FeatureSetConfig,
+        services: &Services,
+        decoder: &Decoder,
+    ) -> Result<(Input, bool), String> {
+        let reading = set.source.reading();
+        let (stream, subject, create, chained) = match &set.source {
+            SourceConfig::Jetstream {
+                stream,
+                subject,
+                create,
+                ..
+            } => (stream.clone(), subject.clone(), *create, false),
+            SourceConfig::FeatureSet { name, version, .. } => {
+                let upstream = config
+                    .upstream(name, *version)
+                    .ok_or_else(|| format!("no feature set \"{name}\""))?;
+                let (stream, subject, create) = Config::stream_target(upstream)
+                    .ok_or_else(|| format!("feature set \"{name}\" has no stream target"))?;
+                (stream, subject, create, true)
+            }
+            SourceConfig::File { .. } => (String::new(), String::new(), false, false),
+        };
+        let input = match &set.source {
+            SourceConfig::File { path, format, batch } => {
+                let file = FileSource::open(&config.resolve(path), *format, *batch)
+                    .map_err(|e| e.to_string())?
+                    .reading_times(decoder.time_reader(), decoder.time_field());
+                file.require(&decoder.required_fields()).map_err(|e| e.to_string())?;
+                Input::File(file)
+            }
+            _ => {
+                let options = SourceOptions {
+                    stream: &stream,
+                    subject: &subject,
+                    durable: format!("sluice-{}-v{}", set.name, set.version),
+                    create,
+                    batch: reading.batch,
+                    max_wait: Duration::from_millis(reading.max_wait_ms),
+                    max_ack_pending: reading.max_ack_pending,
+                    ack_wait: Duration::from_secs(reading.ack_wait_s),
+                };
+                Input::Stream(
+                    Subscription::open(&services.bus, options)
+                        .await
+                        .map_err(|e| e.to_string())?,
+                )
+            }
+        };
+        Ok((input, chained))
+    }
+
     async fn next(&mut self, label: &str, shutdown: &watch::Receiver<bool>) -> Next {
         match self {
             Input::Stream(source) => {
@@ -101,15 +156,13 @@ pub struct FeatureSetRunner {
     decoder: Decoder,
     /// Whether the input is another feature set's rows (many per message).
     chained: bool,
-    graph: Graph,
+    chain: Chain,
     dead_letters: DeadLetters,
     stream: Option<StreamTarget>,
     online: Option<OnlineTarget>,
     metrics: Arc<SetMetrics>,
     /// Told how the input ended (a file source in a batch run).
     ended: Option<watch::Sender<Option<InputEnd>>>,
-    /// Failures by reason (a batch run judges them at the end).
-    failures: Option<Arc<std::sync::Mutex<Tally>>>,
 }
 
 impl FeatureSetRunner {
@@ -121,100 +174,41 @@ impl FeatureSetRunner {
         lookup: Arc<dyn OnlineLookup>,
         shutdown: &watch::Receiver<bool>,
     ) -> Result<Self, PipelineError> {
-        let label = format!("{}@v{}", set.name, set.version);
+        let plan = SetPlan::compile(config, set).map_err(|e| PipelineError::Build {
+            set: e.set,
+            reason: e.reason,
+        })?;
+        let label = plan.label.clone();
         let fail = |reason: String| PipelineError::Build {
             set: label.clone(),
             reason,
         };
-        let reading = set.source.reading();
-        let (stream, subject, create, chained) = match &set.source {
-            SourceConfig::Jetstream {
-                stream,
-                subject,
-                create,
-                ..
-            } => (stream.clone(), subject.clone(), *create, false),
-            SourceConfig::FeatureSet { name, version, .. } => {
-                let upstream = config
-                    .upstream(name, *version)
-                    .ok_or_else(|| fail(format!("no feature set \"{name}\"")))?;
-                let (stream, subject, create) = Config::stream_target(upstream)
-                    .ok_or_else(|| fail(format!("feature set \"{name}\" has no stream target")))?;
-                (stream, subject, create, true)
-            }
-            SourceConfig::File { .. } => (String::new(), String::new(), false, false),
-        };
-        let tiles = set
-            .targets
-            .iter()
-            .any(|t| matches!(t, TargetConfig::Redis {}))
-            .then(|| TileHome {
-                prefix: crate::keys::set_prefix(&services.prefix, &set.name, set.version),
-                store: Arc::new(crate::pipeline::StoreTiles(services.store.clone())),
-            });
         let graph = Graph::build(
             set,
             &services.registry,
             lookup,
-            tiles,
+            plan.tiles(&services.store),
             Some(services.metrics.clone()),
             shutdown.clone(),
         )
         .map_err(|e| fail(e.to_string()))?;
         let decoder = Decoder::new(set).map_err(fail)?;
-        let input = match &set.source {
-            SourceConfig::File { path, format, batch } => {
-                let file = FileSource::open(&config.resolve(path), *format, *batch)
-                    .map_err(|e| fail(e.to_string()))?
-                    .reading_times(decoder.time_reader(), decoder.time_field());
-                file.require(&decoder.required_fields())
-                    .map_err(|e| fail(e.to_string()))?;
-                Input::File(file)
-            }
-            _ => {
-                let options = SourceOptions {
-                    stream: &stream,
-                    subject: &subject,
-                    durable: format!("sluice-{}-v{}", set.name, set.version),
-                    create,
-                    batch: reading.batch,
-                    max_wait: Duration::from_millis(reading.max_wait_ms),
-                    max_ack_pending: reading.max_ack_pending,
-                    ack_wait: Duration::from_secs(reading.ack_wait_s),
-                };
-                Input::Stream(
-                    Subscription::open(&services.bus, options)
-                        .await
-                        .map_err(|e| fail(e.to_string()))?,
-                )
-            }
-        };
-        let ttl_ms = set.ttl_micros().map_err(fail)?.map_or(0, |us| us as u64 / 1000);
+        let (input, chained) = Input::open(config, set, services, &decoder).await.map_err(fail)?;
         let mut runner = FeatureSetRunner {
             label: label.clone(),
             input,
             decoder,
             chained,
-            graph,
+            chain: Chain::new(graph),
             dead_letters: DeadLetters::new(services.bus.clone(), &set.name, set.version),
             stream: None,
-            online: None,
+            online: plan.online_target(&services.store),
             metrics: services.metrics.set(&label),
             ended: None,
-            failures: None,
         };
-        if set.targets.iter().any(|t| matches!(t, TargetConfig::Redis {})) {
-            let derived = crate::online::OnlineView::new(&services.prefix, set)
-                .map_err(fail)?
-                .left_out(set);
-            runner.online = Some(
-                OnlineTarget::new(services.store.clone(), &services.prefix, &set.name, set.version, ttl_ms)
-                    .without(derived),
-            );
-        }
         // Rows go to the stream target, or, for a parquet target without one, to the set's own
         // stream (the offline writer reads whichever it is).
-        if let Some((stream, subject, create)) = Config::stream_target(set) {
+        if let Some((stream, subject, create)) = plan.stream.clone() {
             services
                 .bus
                 .ensure_stream(&stream, &subject, create)
@@ -234,7 +228,7 @@ impl FeatureSetRunner {
     /// what a batch run (`sluice run --until-done`) waits for and judges.
     pub fn batch_run(mut self, ended: watch::Sender<Option<InputEnd>>, failures: Arc<std::sync::Mutex<Tally>>) -> Self {
         self.ended = Some(ended);
-        self.failures = Some(failures);
+        self.chain = self.chain.counting_in(failures);
         self
     }
 
@@ -307,23 +301,21 @@ impl FeatureSetRunner {
             }
         }
         let decoded = std::time::Instant::now();
-        let graph = &mut self.graph;
-        let ran =
-            tokio::task::block_in_place(|| graph.run(rows, &mut failures).map(|rows| (rows, graph.take_writes())));
-        let (rows, state) = match ran {
-            Ok(ran) => ran,
+        let chain = &mut self.chain;
+        let Computed {
+            rows,
+            failures,
+            state,
+            late,
+        } = match tokio::task::block_in_place(|| chain.run(rows, failures)) {
+            Ok(computed) => computed,
             Err(halt) => {
                 tracing::warn!(set = %self.label, "{halt}; stopping, the batch is left unacknowledged");
                 return None;
             }
         };
         let computed = std::time::Instant::now();
-        let late = failures.iter().filter(|f| f.late).count() as u64;
         let failed = failures.len() as u64 - late;
-        if let Some(tally) = &self.failures {
-            let mut tally = tally.lock().unwrap_or_else(|e| e.into_inner());
-            failures.iter().for_each(|f| tally.add(f));
-        }
         if !failures.is_empty() {
             // A file event's dead letter names its file and line (or row): its sequence.
             let origin = match &self.input {

@@ -42,7 +42,7 @@ pub async fn run_on(
 ) -> Result<(), PipelineError> {
     // Definitions applied over HTTP earlier run again (if they still fit the config).
     let data_dir = config.resolve(&config.host.data_dir);
-    for set in crate::http::sets_stored(&data_dir) {
+    for set in crate::catalog::stored_definitions(&data_dir) {
         if config
             .feature_sets
             .iter()

@@ -8,11 +8,11 @@ use tokio::sync::watch;
 use super::{PipelineError, Services};
 use crate::bus::jetstream::SourceOptions;
 use crate::bus::subscription::{Ack, Subscription};
-use crate::config::{Config, FeatureSetConfig, TargetConfig};
+use crate::config::{Config, FeatureSetConfig};
 use crate::fault::{Backoff, Transient};
+use crate::plan::SetPlan;
 use crate::targets::parquet::PartWriter;
 use crate::targets::stream::RowBatch;
-use arrow_schema::DataType;
 
 /// A running offline writer.
 pub struct OfflineRunner {
@@ -34,27 +34,15 @@ impl OfflineRunner {
             set: label.clone(),
             reason,
         };
-        let Some((stream, subject, create)) = Config::stream_target(set) else {
+        let plan = SetPlan::compile(config, set).map_err(|e| fail(e.reason))?;
+        let (Some((stream, subject, create)), Some(parquet)) = (plan.stream.clone(), plan.parquet.as_ref()) else {
             return Err(fail("no parquet target".into()));
         };
-        let Some((root, roll_rows, roll_seconds)) = set.targets.iter().find_map(|t| match t {
-            TargetConfig::Parquet {
-                root,
-                roll_rows,
-                roll_seconds,
-            } => Some((root, *roll_rows, *roll_seconds)),
-            _ => None,
-        }) else {
-            return Err(fail("no parquet target".into()));
-        };
-        let writer =
-            PartWriter::open(&config.resolve(root), &set.name, set.version).map_err(|e| fail(e.to_string()))?;
-        let types = set
-            .aggregate_types()
-            .into_iter()
-            .map(|(name, integer)| (name, if integer { DataType::Int64 } else { DataType::Float64 }))
-            .collect();
-        let writer = writer.with_types(types);
+        let (roll_rows, roll_seconds) = (parquet.roll_rows, parquet.roll_seconds);
+        let writer = plan
+            .part_writer()
+            .map_err(|e| fail(e.to_string()))?
+            .ok_or_else(|| fail("no parquet target".into()))?;
         let options = SourceOptions {
             stream: &stream,
             subject: &subject,

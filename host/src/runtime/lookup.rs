@@ -12,17 +12,7 @@ use crate::event::Field;
 use crate::online::OnlineView;
 use crate::plugin::LookupError;
 use crate::plugin::OnlineLookup;
-use crate::steps::aggregate::{HashFields, TileStore};
-use crate::store::{OnlineStore, StoreError};
-
-/// Aggregation state loaded from the online store.
-pub struct StoreTiles(pub Arc<dyn OnlineStore>);
-
-impl TileStore for StoreTiles {
-    fn load(&self, hashes: &[String]) -> Result<Vec<HashFields>, StoreError> {
-        self.0.read_blocking(hashes)
-    }
-}
+use crate::store::OnlineStore;
 
 /// Lookups against the online store, for plugins: each entity's row, its windowed
 /// aggregates evaluated as of that row's event time (the lookup carries no time of its own,
@@ -45,8 +35,8 @@ impl StoreLookup {
                 set: set.name.clone(),
                 reason,
             };
-            let view = OnlineView::new(&config.host.redis_prefix, set).map_err(fail)?;
-            views.insert(set.name.clone(), (set.version, view, set.ttl_micros().map_err(fail)?));
+            let plan = crate::plan::SetPlan::compile(config, set).map_err(|e| fail(e.reason))?;
+            views.insert(set.name.clone(), (set.version, plan.view, plan.ttl));
         }
         Ok(StoreLookup {
             store,

@@ -5,7 +5,8 @@
 
 mod lookup;
 
-pub use lookup::{StoreLookup, StoreTiles};
+pub use crate::steps::aggregate::StoreTiles;
+pub use lookup::StoreLookup;
 
 use std::sync::Arc;
 

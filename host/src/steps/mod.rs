@@ -3,17 +3,7 @@
 //! fields it needs, adds and removes: [`StepSpec::resolve`], which `sluice validate` runs) and
 //! how it is built ([`StepSpec::build`]). [`step_kinds!`] below is the one registration list.
 
-pub mod aggregate;
-mod cast;
 mod cel;
-mod drop;
-mod filter;
-mod impute;
-mod join;
-mod map;
-mod rename;
-mod select;
-mod wasm;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -23,20 +13,15 @@ use serde::Deserialize;
 use crate::plugin::{OnlineLookup, PluginError, Registry};
 use crate::rows::{Failure, Rows};
 
-pub use aggregate::AggregateConfig;
-pub use cast::CastConfig;
-pub use drop::DropConfig;
-pub use filter::FilterConfig;
-pub use impute::ImputeConfig;
-pub use join::JoinConfig;
-pub use map::MapConfig;
-pub use rename::RenameConfig;
-pub use select::SelectConfig;
-pub use wasm::WasmConfig;
-
-/// Declares the step kinds: `Variant(ConfigType) = "kind"`, one line each.
+/// Declares the step kinds, one line each: `Variant(file::ConfigType) = "kind"` declares the
+/// module `file` (the kind's file or folder), re-exports its config type and adds the kind.
 macro_rules! step_kinds {
-    ($($(#[$doc:meta])* $variant:ident($config:ty) = $name:literal,)*) => {
+    ($($(#[$doc:meta])* $variant:ident($module:ident :: $config:ident) = $name:literal,)*) => {
+        $(
+            pub mod $module;
+            pub use $module::$config;
+        )*
+
         /// The kinds of step (`kind = "..."`), each implemented by the file of that name.
         #[derive(Debug, Clone, Deserialize)]
         #[serde(tag = "kind", rename_all = "snake_case")]
@@ -64,25 +49,25 @@ macro_rules! step_kinds {
 
 step_kinds! {
     /// Keeps the events for which a CEL expression is true.
-    Filter(FilterConfig) = "filter",
+    Filter(filter::FilterConfig) = "filter",
     /// Computes fields with CEL expressions, in order.
-    Map(MapConfig) = "map",
+    Map(map::MapConfig) = "map",
     /// Runs a deployed plugin.
-    Wasm(WasmConfig) = "wasm",
+    Wasm(wasm::WasmConfig) = "wasm",
     /// Keeps only some fields.
-    Select(SelectConfig) = "select",
+    Select(select::SelectConfig) = "select",
     /// Removes fields.
-    Drop(DropConfig) = "drop",
+    Drop(drop::DropConfig) = "drop",
     /// Renames fields.
-    Rename(RenameConfig) = "rename",
+    Rename(rename::RenameConfig) = "rename",
     /// Fills null fields.
-    Impute(ImputeConfig) = "impute",
+    Impute(impute::ImputeConfig) = "impute",
     /// Enriches events with another feature set's features as of their time.
-    Join(JoinConfig) = "join",
+    Join(join::JoinConfig) = "join",
     /// Per-key aggregates over time windows.
-    Aggregate(AggregateConfig) = "aggregate",
+    Aggregate(aggregate::AggregateConfig) = "aggregate",
     /// Converts fields to int, float, bool, string or a timestamp.
-    Cast(CastConfig) = "cast",
+    Cast(cast::CastConfig) = "cast",
 }
 
 /// One step of the graph: `id`, `kind` and the kind's own keys.

@@ -38,11 +38,11 @@ pub struct OnlineTarget {
 }
 
 impl OnlineTarget {
-    /// A target for hashes `<prefix>:<set>:v<version>:{<entity>}`.
-    pub fn new(store: Arc<dyn OnlineStore>, prefix: &str, set: &str, version: u32, ttl_ms: u64) -> Self {
+    /// A target for the hashes under a set version's prefix (see [`crate::keys`]).
+    pub fn new(store: Arc<dyn OnlineStore>, set_prefix: &str, ttl_ms: u64) -> Self {
         OnlineTarget {
             store,
-            prefix: crate::keys::set_prefix(prefix, set, version),
+            prefix: set_prefix.to_string(),
             ttl_ms,
             derived: Default::default(),
         }

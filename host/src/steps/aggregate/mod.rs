@@ -10,7 +10,7 @@ pub mod window;
 pub use config::{AggregateConfig, AggregationConfig};
 pub use spec::AggregateSpec;
 pub use state::KeyState;
-pub use step::{HashFields, StateWrite, TileHome, TileStore};
+pub use step::{HashFields, StateWrite, StoreTiles, TileHome, TileStore};
 pub use tile::{Function, Tile};
 pub use window::Window;
 

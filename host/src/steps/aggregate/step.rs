@@ -29,6 +29,15 @@ pub trait TileStore: Send + Sync {
     fn load(&self, hashes: &[String]) -> Result<Vec<HashFields>, crate::store::StoreError>;
 }
 
+/// Aggregation state kept in the online store, beside the entity rows.
+pub struct StoreTiles(pub Arc<dyn crate::store::OnlineStore>);
+
+impl TileStore for StoreTiles {
+    fn load(&self, hashes: &[String]) -> Result<Vec<HashFields>, crate::store::StoreError> {
+        self.0.read_blocking(hashes)
+    }
+}
+
 /// Hash fields to set and delete in one Redis hash.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StateWrite {
@@ -132,6 +141,102 @@ impl Aggregate {
         Ok(())
     }
 
+    /// The keys of the batch not in memory, each once.
+    fn missing_keys(&self, rows: &Rows, key_at: Option<usize>) -> Vec<String> {
+        let mut missing: Vec<String> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..rows.len() {
+            if let Ok(key) = Self::key_text(rows, i, key_at) {
+                if !self.states.contains_key(key.as_ref()) && seen.insert(key.clone()) {
+                    missing.push(key.into_owned());
+                }
+            }
+        }
+        missing
+    }
+
+    /// Adds each event to its key's state and writes the key's features, as of the event's
+    /// time, into the event; returns the refused events by position (trailing ones omitted).
+    fn compute(&mut self, rows: &mut Rows, key_at: Option<usize>) -> Vec<Option<Failure>> {
+        let value_at: Vec<Option<usize>> = self
+            .spec
+            .fields
+            .iter()
+            .map(|f| rows.batch.fields.iter().position(|x| *x == f.field))
+            .collect();
+        let spec = Arc::clone(&self.spec);
+        let outputs: Vec<usize> = spec.feature_names().map(|name| rows.field_position(name)).collect();
+        let width = rows.batch.fields.len();
+        let mut refused: Vec<Option<Failure>> = Vec::new();
+        let mut computed: Vec<Value> = Vec::with_capacity(outputs.len());
+        for i in 0..rows.len() {
+            let seq = rows.seqs[i];
+            let key = match Self::key_text(rows, i, key_at) {
+                Ok(key) => key,
+                Err(reason) => {
+                    refused.resize(i, None);
+                    refused.push(Some(Failure::new(seq, &self.id, reason)));
+                    continue;
+                }
+            };
+            let (time, state) = (
+                rows.batch.events[i].time,
+                self.states.get_mut(key.as_ref()).expect("loaded above"),
+            );
+            state.last_used = self.batch;
+            let was_dirty = state.is_dirty();
+            let failure = match state.add(&spec, &rows.batch.events[i].values, &value_at, time, seq) {
+                Ok(()) => None,
+                Err(Refused::Late(reason)) => Some(Failure::late(seq, &self.id, reason)),
+                Err(Refused::Invalid(reason)) => Some(Failure::new(seq, &self.id, reason)),
+            };
+            if failure.is_some() {
+                refused.resize(i, None);
+                refused.push(failure);
+                continue;
+            }
+            computed.clear();
+            spec.evaluate(state, time, |v| computed.push(v));
+            if !was_dirty && state.is_dirty() {
+                self.touched.push(key.into_owned());
+            } else {
+                drop(key);
+            }
+            let row = &mut rows.batch.events[i].values;
+            if row.len() < width {
+                row.resize(width, Value::Null);
+            }
+            for (at, value) in outputs.iter().zip(computed.drain(..)) {
+                row[*at] = value;
+            }
+        }
+        refused
+    }
+
+    /// Every key changed in this batch, as absolute values to write with it; returns how many.
+    fn write_out(&mut self) -> usize {
+        let changed_keys = self.touched.len();
+        if let Some(home) = &self.home {
+            let own = self.key_field.as_ref().map(|_| self.id.as_str());
+            for key in self.touched.drain(..) {
+                let Some(state) = self.states.get_mut(&key) else {
+                    continue;
+                };
+                let (set, delete) = state.take_changes(&self.spec);
+                let hash = hash_of(&home.prefix, own, &key);
+                self.writes.push(StateWrite { hash, set, delete });
+            }
+        } else {
+            for key in self.touched.drain(..) {
+                if let Some(state) = self.states.get_mut(&key) {
+                    state.changed.clear();
+                    state.removed.clear();
+                }
+            }
+        }
+        changed_keys
+    }
+
     /// Evicts the least recently used keys above the bound (never those used in the last two
     /// batches; see the module notes).
     fn evict(&mut self) {
@@ -172,6 +277,15 @@ impl Aggregate {
     }
 }
 
+/// Fails every event of the batch with `reason`.
+fn fail_all(mut rows: Rows, failures: &mut Vec<Failure>, step: &str, reason: &str) -> Rows {
+    for seq in rows.seqs.drain(..) {
+        failures.push(Failure::new(seq, step, reason.to_string()));
+    }
+    rows.batch.events.clear();
+    rows
+}
+
 impl crate::steps::Step for Aggregate {
     fn apply(&mut self, mut rows: Rows, failures: &mut Vec<Failure>) -> Result<Rows, Halt> {
         self.batch += 1;
@@ -179,119 +293,27 @@ impl crate::steps::Step for Aggregate {
         let key_at = match &self.key_field {
             Some(name) => match rows.batch.fields.iter().position(|f| f == name) {
                 Some(at) => Some(at),
-                None => {
-                    // No event has the key field: each fails with the reason.
-                    for seq in rows.seqs.drain(..) {
-                        failures.push(Failure::new(seq, &self.id, format!("no key field \"{name}\"")));
-                    }
-                    rows.batch.events.clear();
-                    return Ok(rows);
-                }
+                // No event has the key field: each fails with the reason.
+                None => return Ok(fail_all(rows, failures, &self.id, &format!("no key field \"{name}\""))),
             },
             None => None,
         };
         // Load every key this batch needs and memory lacks, in one round trip.
-        let mut missing: Vec<String> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for i in 0..rows.len() {
-            if let Ok(key) = Self::key_text(&rows, i, key_at) {
-                if !self.states.contains_key(key.as_ref()) && seen.insert(key.clone()) {
-                    missing.push(key.into_owned());
-                }
-            }
-        }
-        drop(seen);
+        let missing = self.missing_keys(&rows, key_at);
         if !missing.is_empty() {
             match self.load_missing(&missing) {
                 Ok(()) => {}
                 Err(LoadError::Halt(halt)) => return Err(halt),
+                // Unreadable state: the batch's events fail rather than compute from nothing.
                 Err(LoadError::Unreadable(e)) => {
-                    // Unreadable state: the batch's events fail rather than compute from nothing.
-                    for seq in rows.seqs.drain(..) {
-                        failures.push(Failure::new(seq, &self.id, format!("aggregation state: {e}")));
-                    }
-                    rows.batch.events.clear();
-                    return Ok(rows);
+                    return Ok(fail_all(rows, failures, &self.id, &format!("aggregation state: {e}")))
                 }
             }
         }
         let loaded = started.elapsed();
-        let value_at: Vec<Option<usize>> = self
-            .spec
-            .fields
-            .iter()
-            .map(|f| rows.batch.fields.iter().position(|x| *x == f.field))
-            .collect();
-        let spec = Arc::clone(&self.spec);
-        let outputs: Vec<usize> = spec.feature_names().map(|name| rows.field_position(name)).collect();
-        let width = rows.batch.fields.len();
-        let mut refused: Vec<Option<Failure>> = Vec::new();
-        let mut computed: Vec<Value> = Vec::with_capacity(outputs.len());
-        for i in 0..rows.len() {
-            let seq = rows.seqs[i];
-            let key = match Self::key_text(&rows, i, key_at) {
-                Ok(key) => key,
-                Err(reason) => {
-                    refused.resize(i, None);
-                    refused.push(Some(Failure::new(seq, &self.id, reason)));
-                    continue;
-                }
-            };
-            let (time, state) = (
-                rows.batch.events[i].time,
-                self.states.get_mut(key.as_ref()).expect("loaded above"),
-            );
-            state.last_used = self.batch;
-            let was_dirty = state.is_dirty();
-            match state.add(&spec, &rows.batch.events[i].values, &value_at, time, seq) {
-                Ok(()) => {}
-                Err(Refused::Late(reason)) => {
-                    refused.resize(i, None);
-                    refused.push(Some(Failure::late(seq, &self.id, reason)));
-                    continue;
-                }
-                Err(Refused::Invalid(reason)) => {
-                    refused.resize(i, None);
-                    refused.push(Some(Failure::new(seq, &self.id, reason)));
-                    continue;
-                }
-            }
-            computed.clear();
-            spec.evaluate(state, time, |v| computed.push(v));
-            if !was_dirty && state.is_dirty() {
-                self.touched.push(key.into_owned());
-            } else {
-                drop(key);
-            }
-            let row = &mut rows.batch.events[i].values;
-            if row.len() < width {
-                row.resize(width, Value::Null);
-            }
-            for (at, value) in outputs.iter().zip(computed.drain(..)) {
-                row[*at] = value;
-            }
-        }
+        let refused = self.compute(&mut rows, key_at);
         let computed = started.elapsed();
-        // Write-out: every key changed in this batch, as absolute values.
-        let changed_keys = self.touched.len();
-        if let Some(home) = &self.home {
-            let own = self.key_field.as_ref().map(|_| self.id.as_str());
-            for key in self.touched.drain(..) {
-                let Some(state) = self.states.get_mut(&key) else {
-                    continue;
-                };
-                let (set, delete) = state.take_changes(&self.spec);
-                let hash = hash_of(&home.prefix, own, &key);
-                self.writes.push(StateWrite { hash, set, delete });
-            }
-        } else {
-            for key in self.touched.drain(..) {
-                if let Some(state) = self.states.get_mut(&key) {
-                    state.changed.clear();
-                    state.removed.clear();
-                }
-            }
-        }
+        let changed_keys = self.write_out();
         self.evict();
         tracing::debug!(
             step = %self.id,
@@ -306,6 +328,7 @@ impl crate::steps::Step for Aggregate {
         if refused.iter().all(Option::is_none) {
             return Ok(rows);
         }
+        let mut refused = refused;
         refused.resize(rows.len(), None);
         let mut out = Rows::new(rows.batch.fields);
         for ((event, seq), failure) in rows.batch.events.into_iter().zip(rows.seqs).zip(refused) {
