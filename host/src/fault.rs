@@ -119,6 +119,33 @@ pub enum GaveUp<E> {
     Permanent(E),
 }
 
+/// What one attempt of [`retry`] means: its value, a reason to stop, or an error worth
+/// another attempt.
+enum Attempt<T, E> {
+    Done(T),
+    Stop(GaveUp<E>),
+    Again(E),
+}
+
+impl<T, E: Display + Transient> Attempt<T, E> {
+    fn judge(what: &str, result: Result<T, E>, backoff: &Backoff, shutdown: &watch::Receiver<bool>) -> Self {
+        match result {
+            Ok(value) => {
+                if backoff.attempts > 0 {
+                    tracing::info!("{what}: succeeded after {} retries", backoff.attempts);
+                }
+                Attempt::Done(value)
+            }
+            Err(e) if !e.transient() => {
+                tracing::error!("{what}: {e}; trying again cannot help");
+                Attempt::Stop(GaveUp::Permanent(e))
+            }
+            Err(_) if *shutdown.borrow() && backoff.attempts >= 3 => Attempt::Stop(GaveUp::Shutdown),
+            Err(e) => Attempt::Again(e),
+        }
+    }
+}
+
 /// Runs `op` until it succeeds, retrying transient errors with [`Backoff`]; gives up on a
 /// permanent error, or on shutdown once it failed three times (a service that is merely slow
 /// to answer gets a chance to take the last batch).
@@ -130,19 +157,10 @@ where
 {
     let mut backoff = Backoff::default();
     loop {
-        match op().await {
-            Ok(value) => {
-                if backoff.attempts > 0 {
-                    tracing::info!("{what}: succeeded after {} retries", backoff.attempts);
-                }
-                return Ok(value);
-            }
-            Err(e) if !e.transient() => {
-                tracing::error!("{what}: {e}; trying again cannot help");
-                return Err(GaveUp::Permanent(e));
-            }
-            Err(_) if *shutdown.borrow() && backoff.attempts >= 3 => return Err(GaveUp::Shutdown),
-            Err(e) => {
+        match Attempt::judge(what, op().await, &backoff, shutdown) {
+            Attempt::Done(value) => return Ok(value),
+            Attempt::Stop(gave_up) => return Err(gave_up),
+            Attempt::Again(e) => {
                 backoff.failed(what, &e, shutdown).await;
             }
         }
@@ -157,19 +175,10 @@ where
 {
     let mut backoff = Backoff::default();
     loop {
-        match op() {
-            Ok(value) => {
-                if backoff.attempts > 0 {
-                    tracing::info!("{what}: succeeded after {} retries", backoff.attempts);
-                }
-                return Ok(value);
-            }
-            Err(e) if !e.transient() => {
-                tracing::error!("{what}: {e}; trying again cannot help");
-                return Err(GaveUp::Permanent(e));
-            }
-            Err(_) if *shutdown.borrow() && backoff.attempts >= 3 => return Err(GaveUp::Shutdown),
-            Err(e) => {
+        match Attempt::judge(what, op(), &backoff, shutdown) {
+            Attempt::Done(value) => return Ok(value),
+            Attempt::Stop(gave_up) => return Err(gave_up),
+            Attempt::Again(e) => {
                 backoff.failed_blocking(what, &e, shutdown);
             }
         }
