@@ -126,16 +126,8 @@ pub(crate) struct ApplyQuery {
     serve: bool,
 }
 
-/// `PUT /v1/feature-sets/{name}[?serve=true]`.
-pub(crate) async fn apply(
-    State(api): State<Arc<Api>>,
-    Path(name): Path<String>,
-    Query(query): Query<ApplyQuery>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let token = api.allow(&headers, Scope::Admin, Some(&name))?.name.clone();
-    let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("the definition is not UTF-8"))?;
+/// A definition in TOML or JSON, for the feature set the path names.
+fn parse_definition(name: &str, text: &str) -> Result<FeatureSetConfig, ApiError> {
     let set: FeatureSetConfig = if text.trim_start().starts_with('{') {
         serde_json::from_str(text).map_err(|e| ApiError::bad_request(format!("not a feature set definition: {e}")))?
     } else {
@@ -147,6 +139,40 @@ pub(crate) async fn apply(
             set.name
         )));
     }
+    Ok(set)
+}
+
+/// Stores a definition as TOML in the catalog (restored at the next start); returns its file.
+fn store_definition(data_dir: &FsPath, set: &FeatureSetConfig, text: &str) -> Result<std::path::PathBuf, ApiError> {
+    let as_toml = if text.trim_start().starts_with('{') {
+        serde_json::from_str::<toml::Table>(text)
+            .map_err(|e| e.to_string())
+            .and_then(|t| toml::to_string(&t).map_err(|e| e.to_string()))
+            .map_err(|e| ApiError::bad_request(format!("the definition cannot be stored as TOML: {e}")))?
+    } else {
+        text.to_string()
+    };
+    let file = crate::catalog::definitions_dir(data_dir).join(format!("{}-v{}.toml", set.name, set.version));
+    write_atomically(&file, as_toml.as_bytes()).map_err(|e| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("storing the definition: {e}"),
+        )
+    })?;
+    Ok(file)
+}
+
+/// `PUT /v1/feature-sets/{name}[?serve=true]`.
+pub(crate) async fn apply(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+    Query(query): Query<ApplyQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let token = api.allow(&headers, Scope::Admin, Some(&name))?.name.clone();
+    let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("the definition is not UTF-8"))?;
+    let set = parse_definition(&name, text)?;
     let running = api.definitions.load();
     if running.iter().any(|s| s.name == set.name && s.version == set.version) {
         return Err(ApiError(
@@ -171,21 +197,7 @@ pub(crate) async fn apply(
         return Err(ApiError(StatusCode::CONFLICT, "this server runs no pipelines".into()));
     };
     let data_dir = config.resolve(&config.host.data_dir);
-    let as_toml = if text.trim_start().starts_with('{') {
-        serde_json::from_str::<toml::Table>(text)
-            .map_err(|e| e.to_string())
-            .and_then(|t| toml::to_string(&t).map_err(|e| e.to_string()))
-            .map_err(|e| ApiError::bad_request(format!("the definition cannot be stored as TOML: {e}")))?
-    } else {
-        text.to_string()
-    };
-    let file = crate::catalog::definitions_dir(&data_dir).join(format!("{name}-v{}.toml", set.version));
-    write_atomically(&file, as_toml.as_bytes()).map_err(|e| {
-        ApiError(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("storing the definition: {e}"),
-        )
-    })?;
+    let file = store_definition(&data_dir, &set, text)?;
     let (done, started) = tokio::sync::oneshot::channel();
     control
         .send(Apply {

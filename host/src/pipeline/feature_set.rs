@@ -317,21 +317,7 @@ impl FeatureSetRunner {
         let computed = std::time::Instant::now();
         let failed = failures.len() as u64 - late;
         if !failures.is_empty() {
-            // A file event's dead letter names its file and line (or row): its sequence.
-            let origin = match &self.input {
-                Input::File(file) => Some((file.path().display().to_string(), file.unit())),
-                Input::Stream(_) => None,
-            };
-            let letters: Vec<(Failure, Bytes)> = failures
-                .into_iter()
-                .map(|mut f| {
-                    let body = self.dead_letter_body(messages, f.seq);
-                    if let Some((path, unit)) = &origin {
-                        f.reason = format!("{path}, {unit} {}: {}", f.seq, f.reason);
-                    }
-                    (f, body)
-                })
-                .collect();
+            let letters = self.letters(messages, failures);
             let dlq = &self.dead_letters;
             retry(&format!("{}: dead letters", self.label), shutdown, || {
                 dlq.publish(&letters)
@@ -400,6 +386,26 @@ impl FeatureSetRunner {
             }
         }
         last
+    }
+
+    /// A batch's failures (dead letters and late events) with their original bodies; a file
+    /// event's names its file and line (or row).
+    fn letters(&self, messages: &[(u64, Bytes)], failures: Vec<Failure>) -> Vec<(Failure, Bytes)> {
+        // A file event's dead letter names its file and line (or row): its sequence.
+        let origin = match &self.input {
+            Input::File(file) => Some((file.path().display().to_string(), file.unit())),
+            Input::Stream(_) => None,
+        };
+        failures
+            .into_iter()
+            .map(|mut f| {
+                let body = self.dead_letter_body(messages, f.seq);
+                if let Some((path, unit)) = &origin {
+                    f.reason = format!("{path}, {unit} {}: {}", f.seq, f.reason);
+                }
+                (f, body)
+            })
+            .collect()
     }
 
     /// The original bytes of a failed event, found again only when something failed: the
