@@ -47,8 +47,6 @@ pub struct SetPlan {
     pub keys: String,
     /// The TTL of its online rows, µs (`None`: none); reads treat an older row as absent.
     pub ttl: Option<i64>,
-    /// The same in ms (0: none), as the online store takes it.
-    pub ttl_ms: u64,
     /// How online reads evaluate its rows.
     pub view: OnlineView,
     /// Its online target, when it has one: the fields the online rows leave out.
@@ -85,7 +83,6 @@ impl SetPlan {
         let prefix = &config.host.redis_prefix;
         let view = OnlineView::new(prefix, set).map_err(fail)?;
         let ttl = set.ttl_micros().map_err(fail)?;
-        let ttl_ms = ttl.map_or(0, |us| us as u64 / 1000);
         let online = set
             .targets
             .iter()
@@ -113,7 +110,6 @@ impl SetPlan {
             name: set.name.clone(),
             version: set.version,
             ttl,
-            ttl_ms,
             view,
             online,
             parquet,
@@ -134,7 +130,9 @@ impl SetPlan {
     /// Its online target, when it has one.
     pub fn online_target(&self, store: &Arc<dyn OnlineStore>) -> Option<OnlineTarget> {
         let left_out = self.online.as_ref()?;
-        Some(OnlineTarget::new(store.clone(), &self.keys, self.ttl_ms).without(left_out.clone()))
+        // The store takes the TTL in ms (0: none).
+        let ttl_ms = self.ttl.map_or(0, |us| us as u64 / 1000);
+        Some(OnlineTarget::new(store.clone(), &self.keys, ttl_ms).without(left_out.clone()))
     }
 
     /// The writer of its Parquet parts, resuming from the files there; `None` without a
@@ -161,30 +159,39 @@ pub struct Computed {
     pub late: u64,
 }
 
-/// A set's steps with the accounting every run keeps: failures (late ones apart) by reason.
+/// A set's steps with the accounting every run keeps: the late events apart, and, for a run
+/// judged at its end (a backfill, `sluice run --until-done`), the failures by reason.
 pub struct Chain {
     graph: Graph,
-    tally: Arc<Mutex<Tally>>,
+    tally: Option<Arc<Mutex<Tally>>>,
 }
 
 impl Chain {
-    /// The chain of a built graph.
+    /// The chain of a built graph (counting no failures by reason: a live set runs for ever).
     pub fn new(graph: Graph) -> Chain {
-        Chain {
-            graph,
-            tally: Arc::default(),
-        }
+        Chain { graph, tally: None }
     }
 
-    /// Counts failures in `tally` (shared with whoever judges the run at its end).
+    /// Counts failures by reason in `tally` (shared with whoever judges the run at its end).
     pub fn counting_in(mut self, tally: Arc<Mutex<Tally>>) -> Chain {
-        self.tally = tally;
+        self.tally = Some(tally);
         self
     }
 
-    /// The failures counted so far.
-    pub fn tally(&self) -> Arc<Mutex<Tally>> {
-        self.tally.clone()
+    /// Counts failures found outside the steps (events that did not decode).
+    pub fn count(&self, failures: &[Failure]) {
+        if let Some(tally) = &self.tally {
+            let mut tally = tally.lock().unwrap_or_else(|e| e.into_inner());
+            failures.iter().for_each(|f| tally.add(f));
+        }
+    }
+
+    /// The failures counted so far (empty when not counting).
+    pub fn take_tally(&self) -> Tally {
+        self.tally
+            .as_ref()
+            .map(|t| std::mem::take(&mut *t.lock().unwrap_or_else(|e| e.into_inner())))
+            .unwrap_or_default()
     }
 
     /// Runs a batch through the steps; `failures` already holds the batch's decode failures.
@@ -194,8 +201,7 @@ impl Chain {
         let state = self.graph.take_writes();
         let late = failures.iter().filter(|f| f.late).count() as u64;
         if !failures.is_empty() {
-            let mut tally = self.tally.lock().unwrap_or_else(|e| e.into_inner());
-            failures.iter().for_each(|f| tally.add(f));
+            self.count(&failures);
         }
         Ok(Computed {
             rows,

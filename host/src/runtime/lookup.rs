@@ -14,6 +14,9 @@ use crate::plugin::LookupError;
 use crate::plugin::OnlineLookup;
 use crate::store::OnlineStore;
 
+/// A set's online view and its TTL (µs).
+type SetView = (OnlineView, Option<i64>);
+
 /// Lookups against the online store, for plugins: each entity's row, its windowed
 /// aggregates evaluated as of that row's event time (the lookup carries no time of its own,
 /// and this keeps a replay's lookups equal to the first run's).
@@ -48,6 +51,29 @@ impl StoreLookup {
     }
 }
 
+impl StoreLookup {
+    /// The set's view and TTL, and the hashes of `keys` read in one round trip; errors start
+    /// with `unknown` (an unknown set) or `failed` (the store's error).
+    fn read<'k>(
+        &self,
+        feature_set: &str,
+        keys: impl Iterator<Item = &'k str>,
+        unknown: &str,
+        failed: &str,
+    ) -> Result<(&SetView, Vec<crate::store::HashFields>), LookupError> {
+        let entry = self
+            .views
+            .get(feature_set)
+            .ok_or_else(|| LookupError::Refused(format!("{unknown}: unknown feature set \"{feature_set}\"")))?;
+        let hashes: Vec<String> = keys.map(|key| entry.0.hash(key)).collect();
+        let found = self
+            .store
+            .read_blocking(&hashes)
+            .map_err(|e| LookupError::store(failed, e))?;
+        Ok((entry, found))
+    }
+}
+
 impl OnlineLookup for StoreLookup {
     fn as_of(
         &self,
@@ -55,15 +81,7 @@ impl OnlineLookup for StoreLookup {
         keys: &[&str],
         times: &[i64],
     ) -> Result<Vec<Option<crate::plugin::AsOfRow>>, LookupError> {
-        let (view, ttl) = self
-            .views
-            .get(feature_set)
-            .ok_or_else(|| LookupError::Refused(format!("join: unknown feature set \"{feature_set}\"")))?;
-        let hashes: Vec<String> = keys.iter().map(|key| view.hash(key)).collect();
-        let found = self
-            .store
-            .read_blocking(&hashes)
-            .map_err(|e| LookupError::store("", e))?;
+        let ((view, ttl), found) = self.read(feature_set, keys.iter().copied(), "join", "")?;
         found
             .iter()
             .zip(times)
@@ -81,15 +99,12 @@ impl OnlineLookup for StoreLookup {
     }
 
     fn lookup(&self, feature_set: &str, keys: &[String]) -> Result<Vec<Option<Vec<Field>>>, LookupError> {
-        let (view, _) = self
-            .views
-            .get(feature_set)
-            .ok_or_else(|| LookupError::Refused(format!("lookup failed: unknown feature set \"{feature_set}\"")))?;
-        let hashes: Vec<String> = keys.iter().map(|key| view.hash(key)).collect();
-        let found = self
-            .store
-            .read_blocking(&hashes)
-            .map_err(|e| LookupError::store("lookup failed", e))?;
+        let ((view, _), found) = self.read(
+            feature_set,
+            keys.iter().map(String::as_str),
+            "lookup failed",
+            "lookup failed",
+        )?;
         found
             .into_iter()
             .map(|hash| {

@@ -293,9 +293,7 @@ impl Run<'_> {
         }
         let Some(&(last_seq, _, _)) = bytes.last() else {
             // Only decode failures: counted, nothing to compute.
-            let tally = self.chain.tally();
-            let mut tally = tally.lock().unwrap_or_else(|e| e.into_inner());
-            decode_failures.iter().for_each(|f| tally.add(f));
+            self.chain.count(&decode_failures);
             self.progress.show(self.done);
             return Ok(true);
         };
@@ -334,7 +332,7 @@ impl Run<'_> {
         self.writer.commit()?;
         self.progress.finish(self.done);
         self.letters.finish()?;
-        let failures = std::mem::take(&mut *self.chain.tally().lock().unwrap_or_else(|e| e.into_inner()));
+        let failures = self.chain.take_tally();
         self.report.failed = failures.total;
         self.report.failures = failures;
         Ok(self.report)
