@@ -178,11 +178,14 @@ impl Live {
             .unwrap()
     }
 
-    /// A plain Redis connection.
+    /// A plain Redis connection. Its replies may take up to 10 s (the client's default is
+    /// 500 ms, which a busy 2-core machine running several tests exceeds now and then).
     pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        let patient =
+            redis::AsyncConnectionConfig::new().set_response_timeout(Some(std::time::Duration::from_secs(10)));
         redis::Client::open(self.redis_url.as_str())
             .unwrap()
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(&patient)
             .await
             .unwrap()
     }

@@ -6,11 +6,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::fault::Invalid;
+use crate::invalid;
+
 /// A configured duration and how it parsed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConfigDuration {
     text: String,
-    parsed: Result<Duration, String>,
+    parsed: Result<Duration, Invalid>,
 }
 
 impl ConfigDuration {
@@ -28,7 +31,7 @@ impl ConfigDuration {
     }
 
     /// The duration, or what the text should have been (validation reports it first).
-    pub fn get(&self) -> Result<Duration, String> {
+    pub fn get(&self) -> Result<Duration, Invalid> {
         self.parsed.clone()
     }
 
@@ -51,18 +54,18 @@ impl Serialize for ConfigDuration {
 }
 
 /// Parses `30d`, `12h`, `90m`, `45s` or a number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, Invalid> {
     let text = text.trim();
     let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
     let n: u64 = number
         .parse()
-        .map_err(|_| format!("{text:?}: expected a duration like 30d, 12h, 90m or 45s"))?;
+        .map_err(|_| invalid!("{text:?}: expected a duration like 30d, 12h, 90m or 45s"))?;
     let seconds = match unit {
         "" | "s" => n,
         "m" => n * 60,
         "h" => n * 3600,
         "d" => n * 86_400,
-        _ => return Err(format!("{text:?}: unknown unit {unit:?}; expected s, m, h or d")),
+        _ => return Err(invalid!("{text:?}: unknown unit {unit:?}; expected s, m, h or d")),
     };
     Ok(Duration::from_secs(seconds))
 }

@@ -6,6 +6,8 @@
 //! the feature set's `timezone` (UTC by default); a number is read only in a declared unit —
 //! `auto` never guesses whether 1764151200000 is seconds or milliseconds.
 
+use crate::fault::Invalid;
+use crate::invalid;
 use jiff::civil::DateTime;
 use jiff::fmt::strtime;
 use jiff::tz::TimeZone;
@@ -49,7 +51,7 @@ impl TimeFormat {
     }
 
     /// Parses a format name or a strftime pattern (anything with a `%`).
-    pub fn parse(text: &str) -> Result<TimeFormat, String> {
+    pub fn parse(text: &str) -> Result<TimeFormat, Invalid> {
         Ok(match text {
             "auto" => TimeFormat::Auto,
             "rfc3339" => TimeFormat::Rfc3339,
@@ -59,7 +61,7 @@ impl TimeFormat {
             "epoch_ns" => TimeFormat::EpochNs,
             p if p.contains('%') => TimeFormat::Pattern(p.to_string()),
             other => {
-                return Err(format!(
+                return Err(invalid!(
                     "{other:?}: expected auto, rfc3339, epoch_s, epoch_ms, epoch_us, epoch_ns or a strftime pattern \
                      such as \"%d/%m/%Y %H:%M\""
                 ))
@@ -139,7 +141,7 @@ impl TimeReader {
             })?,
         };
         if let TimeFormat::Pattern(pattern) = &format {
-            check_pattern(pattern).map_err(TimeConfigError::Format)?;
+            check_pattern(pattern).map_err(|e| TimeConfigError::Format(e.into()))?;
         }
         Ok(TimeReader { format, zone })
     }
@@ -270,13 +272,13 @@ fn micros(t: Timestamp) -> i64 {
 }
 
 /// A pattern must name a whole date and time: it formats a known time and reads it back.
-fn check_pattern(pattern: &str) -> Result<(), String> {
+fn check_pattern(pattern: &str) -> Result<(), Invalid> {
     let sample = Timestamp::from_second(1_764_151_234)
-        .map_err(|e| e.to_string())?
+        .map_err(|e| Invalid(e.to_string()))?
         .to_zoned_datetime(TimeZone::UTC);
     let text = strtime::format(pattern, &sample)
-        .map_err(|e| format!("{pattern:?}: not a strftime pattern Sluice can read: {e}"))?;
-    let back = strtime::parse(pattern, &text).map_err(|e| format!("{pattern:?}: {e}"))?;
+        .map_err(|e| invalid!("{pattern:?}: not a strftime pattern Sluice can read: {e}"))?;
+    let back = strtime::parse(pattern, &text).map_err(|e| invalid!("{pattern:?}: {e}"))?;
     let whole = match back.offset() {
         Some(_) => back.to_timestamp().ok(),
         None => back
@@ -286,7 +288,7 @@ fn check_pattern(pattern: &str) -> Result<(), String> {
     };
     match whole {
         Some(t) if t.as_second() / 60 == sample.timestamp().as_second() / 60 => Ok(()),
-        _ => Err(format!(
+        _ => Err(invalid!(
             "{pattern:?}: a pattern must give a whole date and time (at least %Y, %m, %d, %H and %M), e.g. \
              \"%d/%m/%Y %H:%M\""
         )),

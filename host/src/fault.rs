@@ -18,6 +18,53 @@ pub trait Transient {
     fn transient(&self) -> bool;
 }
 
+/// Something wrong with an input or a definition (an event that cannot be decoded, a value
+/// that cannot be converted, a duration or time format that does not parse): trying again
+/// cannot help. Its text says what was expected and what was found; for an event it is the
+/// dead letter's reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+/// An [`Invalid`] from a format string: `invalid!("expected {x}")`.
+#[macro_export]
+macro_rules! invalid {
+    ($($t:tt)*) => {
+        $crate::fault::Invalid(format!($($t)*))
+    };
+}
+
+impl Invalid {
+    /// The reason, for a dead letter or a validation problem.
+    pub fn into_reason(self) -> String {
+        self.0
+    }
+}
+
+impl From<String> for Invalid {
+    fn from(reason: String) -> Invalid {
+        Invalid(reason)
+    }
+}
+
+impl From<Invalid> for String {
+    fn from(invalid: Invalid) -> String {
+        invalid.0
+    }
+}
+
+impl From<&str> for Invalid {
+    fn from(reason: &str) -> Invalid {
+        Invalid(reason.to_string())
+    }
+}
+
+impl Transient for Invalid {
+    fn transient(&self) -> bool {
+        false
+    }
+}
+
 /// A file that could not be read or written.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{path}: {reason}")]

@@ -1,7 +1,8 @@
 //! Sluice: a real-time feature store built as a WebAssembly transformation host.
 //!
-//! Modules, one concept each, from the bottom layer up (a module imports only from layers
-//! below it; `tests/layers.rs` fails on any import cycle):
+//! Modules, one concept each, from the bottom layer up: a module imports only from its own
+//! layer or those below it, without cycles (`tests/layers.rs` holds the same list and fails
+//! when an import breaks it).
 //!
 //! Domain:
 //! - [`wit`]: the plugin contract's generated types and world.
@@ -15,7 +16,7 @@
 //! - [`keys`]: the online key layout (set prefix, entity hash, counters).
 //! - [`fault`]: errors that say whether a retry can help, and the one shutdown-aware retry
 //!   policy.
-//! - [`metrics`]: counters and histograms, rendered for Prometheus.
+//! - [`metrics`]: counters, gauges and histograms in a `prometheus-client` registry.
 //!
 //! Services:
 //! - [`store`]: the online store trait and its two implementations, Redis and the embedded
@@ -31,32 +32,40 @@
 //!   `drop`, `rename`, `impute`, `join`, `aggregate`, `cast`), each owning its config, resolution
 //!   and builder, registered in one list (`step_kinds!`).
 //!
-//! Config, reads and writes:
+//! Config:
 //! - [`config`]: the config file (host, plugins, feature sets): parse, then validate with
 //!   every problem reported at once.
+//!
+//! Reads, writes and on-disk state:
 //! - [`online`]: online reads, windowed aggregates evaluated as of the read time.
 //! - [`sources`]: decoding raw events; the file source.
 //! - [`targets`]: online (the store's rows), stream (feature rows), Parquet (offline), dead
 //!   letters.
+//! - [`catalog`]: the on-disk state that outlives a process (plugin versions deployed over
+//!   HTTP, restored at start; definitions applied over HTTP and the version served; training
+//!   jobs) and the atomic write every stored file goes through.
 //!
 //! Plan and runtime:
 //! - [`graph`]: a feature set's steps, built, run per batch.
 //! - [`plan`]: a feature set compiled once (keys, TTL, online layout, Parquet schema, stream
-//!   target) and [`plan::Chain`], the steps with their failure accounting, shared by live runs
-//!   and backfill.
-//! - [`catalog`]: the on-disk state that outlives a process (plugin versions deployed over
-//!   HTTP, restored at start) and the atomic write every stored file goes through.
+//!   target) and [`plan::Chain`], the steps with their failure accounting.
+//! - [`runner`]: the one batch runner of live runs and backfill — decode, the chain, failed
+//!   and late events, the counts; the two differ only in their source and how they commit.
 //! - [`runtime`]: what a host's feature sets share — bus, online store, plugins, metrics, online
 //!   reads — and how it is connected.
 //!
-//! Offline, HTTP, the composition root and the command line:
+//! Batch jobs:
 //! - [`offline`]: backfill, point-in-time reads of the offline rows, training sets, and the
 //!   online/offline skew check.
-//! - [`http`]: the HTTP API (lookups, ingest, plugins, feature sets, health, metrics, OpenAPI)
-//!   with bearer-token scopes.
-//! - [`pipeline`]: `sluice run` — one loop per feature set, one offline writer per Parquet
-//!   target and the HTTP API, with the delivery protocol (durable before ack; redelivery
-//!   absorbed).
+//!
+//! HTTP:
+//! - [`http`]: the HTTP API (lookups, ingest, plugins, feature sets, training jobs, health,
+//!   metrics, OpenAPI) with bearer-token scopes; it is handed the services it uses.
+//!
+//! The composition root and the command line:
+//! - [`pipeline`]: `sluice run` — connects the services, serves the HTTP API, runs one loop per
+//!   feature set and one offline writer per Parquet target, with the delivery protocol
+//!   (durable before ack; redelivery absorbed).
 //! - [`cli`]: the `sluice` command line (the binary only parses arguments and calls it).
 #![deny(missing_docs)]
 
@@ -78,6 +87,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod plugin;
 pub mod rows;
+pub mod runner;
 pub mod runtime;
 pub mod sources;
 pub mod steps;

@@ -1,214 +1,233 @@
-//! Counters and latency histograms of the pipeline and the API, rendered in Prometheus's text
-//! format at `/metrics`. Updates are relaxed atomic adds: nothing on a hot path waits.
+//! Counters, gauges and latency histograms of the pipeline and the API, kept in a
+//! `prometheus-client` registry and rendered in the OpenMetrics text format at `/metrics`.
+//! A feature set's or a plugin's handles are looked up once and kept: an update on a hot path
+//! is an atomic add (a histogram takes an uncontended lock).
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 /// Upper bounds of the latency buckets, in seconds.
 const BOUNDS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
 
-/// A latency histogram.
-#[derive(Default)]
-pub struct Histogram {
-    counts: [AtomicU64; BOUNDS.len() + 1],
-    sum_ns: AtomicU64,
+/// One label (`set="tx@v1"`, `plugin="currency@ab12"`).
+type Label = [(&'static str, String); 1];
+
+/// A family of latency histograms with the buckets above.
+type Latencies = Family<Label, Histogram, fn() -> Histogram>;
+
+fn latency() -> Histogram {
+    Histogram::new(BOUNDS)
 }
 
-impl Histogram {
-    /// Records one observation.
-    pub fn observe(&self, took: Duration) {
-        let s = took.as_secs_f64();
-        let at = BOUNDS.iter().position(|b| s <= *b).unwrap_or(BOUNDS.len());
-        self.counts[at].fetch_add(1, Relaxed);
-        self.sum_ns.fetch_add(took.as_nanos() as u64, Relaxed);
-    }
-
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let mut cumulative = 0;
-        let sep = if labels.is_empty() { "" } else { "," };
-        for (i, bound) in BOUNDS.iter().enumerate() {
-            cumulative += self.counts[i].load(Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}");
-        }
-        cumulative += self.counts[BOUNDS.len()].load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cumulative}");
-        let sum = self.sum_ns.load(Relaxed) as f64 / 1e9;
-        let labels = if labels.is_empty() {
-            String::new()
-        } else {
-            format!("{{{labels}}}")
-        };
-        let _ = writeln!(out, "{name}_sum{labels} {sum}");
-        let _ = writeln!(out, "{name}_count{labels} {cumulative}");
-    }
+/// Records a duration in a latency histogram, in seconds.
+pub fn observe(histogram: &Histogram, took: Duration) {
+    histogram.observe(took.as_secs_f64());
 }
 
 /// What one feature set version counts.
-#[derive(Default)]
+#[derive(Clone)]
 pub struct SetMetrics {
     /// Input messages taken.
-    pub events_in: AtomicU64,
+    pub events_in: Counter,
     /// Feature rows produced.
-    pub rows_out: AtomicU64,
+    pub rows_out: Counter,
     /// Events sent to the dead-letter subject.
-    pub failed: AtomicU64,
+    pub failed: Counter,
     /// Events refused as late.
-    pub late: AtomicU64,
+    pub late: Counter,
     /// Time from taking a batch to its rows being published (before the Redis write).
     pub batch_seconds: Histogram,
 }
 
 /// What one plugin version counts (across the steps that run it).
-#[derive(Default)]
+#[derive(Clone)]
 pub struct PluginMetrics {
     /// Batches handed to it.
-    pub calls: AtomicU64,
+    pub calls: Counter,
     /// Events in those batches.
-    pub events: AtomicU64,
+    pub events: Counter,
     /// Events it failed (trap, timeout, memory, or its own error).
-    pub errors: AtomicU64,
+    pub errors: Counter,
     /// Time per batch.
     pub batch_seconds: Histogram,
 }
 
-/// A counter of a labelled family: name, help, and where it is.
-type Counter<T> = (&'static str, &'static str, fn(&T) -> &AtomicU64);
-
-/// Renders counters and one histogram for every member of a labelled family (feature set
-/// versions, plugin versions).
-fn family<T>(
-    out: &mut String,
-    label: &str,
-    members: &BTreeMap<String, Arc<T>>,
-    counters: &[Counter<T>],
-    histogram: (&str, &str, fn(&T) -> &Histogram),
-) {
-    for (name, help, get) in counters {
-        let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} counter");
-        for (member, m) in members {
-            let _ = writeln!(out, "{name}{{{label}=\"{member}\"}} {}", get(m).load(Relaxed));
-        }
-    }
-    let (name, help, get) = histogram;
-    let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} histogram");
-    for (member, m) in members {
-        get(m).render(out, name, &format!("{label}=\"{member}\""));
-    }
+/// The families of every feature set version's metrics.
+struct SetFamilies {
+    events_in: Family<Label, Counter>,
+    rows_out: Family<Label, Counter>,
+    failed: Family<Label, Counter>,
+    late: Family<Label, Counter>,
+    batch_seconds: Latencies,
+    pending: Family<Label, Gauge>,
 }
 
-/// Every metric of a process.
-#[derive(Default)]
+/// The families of every plugin version's metrics.
+struct PluginFamilies {
+    calls: Family<Label, Counter>,
+    events: Family<Label, Counter>,
+    errors: Family<Label, Counter>,
+    batch_seconds: Latencies,
+}
+
+/// Every metric of a process, in one registry.
 pub struct Metrics {
-    sets: Mutex<BTreeMap<String, Arc<SetMetrics>>>,
-    plugins: Mutex<BTreeMap<String, Arc<PluginMetrics>>>,
-    /// Online lookups answered, and failed.
-    pub lookups: AtomicU64,
+    registry: Registry,
+    sets: SetFamilies,
+    plugins: PluginFamilies,
+    /// Online lookups answered.
+    pub lookups: Counter,
     /// Online lookups that failed (Redis errors).
-    pub lookup_errors: AtomicU64,
+    pub lookup_errors: Counter,
     /// Lookup latency, request in to response out.
     pub lookup_seconds: Histogram,
     /// Events accepted by the ingest route.
-    pub ingested: AtomicU64,
+    pub ingested: Counter,
     /// Requests refused for a missing or wrong token (401) or scope (403).
-    pub refused: AtomicU64,
+    pub refused: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let sets = SetFamilies {
+            events_in: Family::default(),
+            rows_out: Family::default(),
+            failed: Family::default(),
+            late: Family::default(),
+            batch_seconds: Family::new_with_constructor(latency),
+            pending: Family::default(),
+        };
+        registry.register("sluice_events_in", "Input events taken", sets.events_in.clone());
+        registry.register("sluice_rows_out", "Feature rows produced", sets.rows_out.clone());
+        registry.register(
+            "sluice_events_failed",
+            "Events sent to the dead-letter subject",
+            sets.failed.clone(),
+        );
+        registry.register("sluice_events_late", "Events refused as late", sets.late.clone());
+        registry.register(
+            "sluice_batch_seconds",
+            "Batch processing time before the Redis write",
+            sets.batch_seconds.clone(),
+        );
+        registry.register(
+            "sluice_consumer_pending",
+            "Input messages not yet delivered to a feature set",
+            sets.pending.clone(),
+        );
+        let plugins = PluginFamilies {
+            calls: Family::default(),
+            events: Family::default(),
+            errors: Family::default(),
+            batch_seconds: Family::new_with_constructor(latency),
+        };
+        registry.register(
+            "sluice_plugin_calls",
+            "Batches handed to a plugin version",
+            plugins.calls.clone(),
+        );
+        registry.register(
+            "sluice_plugin_events",
+            "Events handed to a plugin version",
+            plugins.events.clone(),
+        );
+        registry.register(
+            "sluice_plugin_errors",
+            "Events a plugin version failed",
+            plugins.errors.clone(),
+        );
+        registry.register(
+            "sluice_plugin_batch_seconds",
+            "Time a plugin version takes per batch",
+            plugins.batch_seconds.clone(),
+        );
+        let (lookups, lookup_errors, ingested, refused) = Default::default();
+        let lookup_seconds = latency();
+        registry.register("sluice_lookups", "Online lookups answered", Counter::clone(&lookups));
+        registry.register(
+            "sluice_lookup_errors",
+            "Online lookups that failed",
+            Counter::clone(&lookup_errors),
+        );
+        registry.register("sluice_lookup_seconds", "Online lookup latency", lookup_seconds.clone());
+        registry.register(
+            "sluice_ingested",
+            "Events accepted over HTTP",
+            Counter::clone(&ingested),
+        );
+        registry.register(
+            "sluice_refused",
+            "Requests refused by access control",
+            Counter::clone(&refused),
+        );
+        Metrics {
+            registry,
+            sets,
+            plugins,
+            lookups,
+            lookup_errors,
+            lookup_seconds,
+            ingested,
+            refused,
+        }
+    }
 }
 
 impl Metrics {
-    /// The counters of a feature set version (`<set>@v<version>`), created on first use.
-    pub fn set(&self, label: &str) -> Arc<SetMetrics> {
-        let mut sets = self.sets.lock().unwrap_or_else(|e| e.into_inner());
-        sets.entry(label.to_string()).or_default().clone()
-    }
-
-    /// The counters of a plugin version (`name@version`), created on first use.
-    pub fn plugin(&self, label: &str) -> Arc<PluginMetrics> {
-        let mut plugins = self.plugins.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(found) = plugins.get(label) {
-            return found.clone();
+    /// The metrics of a feature set version (`<set>@v<version>`), created on first use.
+    pub fn set(&self, label: &str) -> SetMetrics {
+        let l: Label = [("set", label.to_string())];
+        let f = &self.sets;
+        SetMetrics {
+            events_in: f.events_in.get_or_create_owned(&l),
+            rows_out: f.rows_out.get_or_create_owned(&l),
+            failed: f.failed.get_or_create_owned(&l),
+            late: f.late.get_or_create_owned(&l),
+            batch_seconds: f.batch_seconds.get_or_create_owned(&l),
         }
-        plugins.entry(label.to_string()).or_default().clone()
     }
 
-    /// The Prometheus text format.
+    /// The metrics of a plugin version (`name@version`), created on first use.
+    pub fn plugin(&self, label: &str) -> PluginMetrics {
+        let l: Label = [("plugin", label.to_string())];
+        let f = &self.plugins;
+        PluginMetrics {
+            calls: f.calls.get_or_create_owned(&l),
+            events: f.events.get_or_create_owned(&l),
+            errors: f.errors.get_or_create_owned(&l),
+            batch_seconds: f.batch_seconds.get_or_create_owned(&l),
+        }
+    }
+
+    /// Sets the input messages a feature set version has not been delivered yet (read from
+    /// its consumer when `/metrics` is scraped).
+    pub fn set_pending(&self, label: &str, pending: u64) {
+        let l: Label = [("set", label.to_string())];
+        self.sets
+            .pending
+            .get_or_create(&l)
+            .set(pending.min(i64::MAX as u64) as i64);
+    }
+
+    /// The OpenMetrics text format (`application/openmetrics-text`).
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        let sets = self.sets.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let set_counters: [Counter<SetMetrics>; 4] = [
-            ("sluice_events_in_total", "Input events taken", |m| &m.events_in),
-            ("sluice_rows_out_total", "Feature rows produced", |m| &m.rows_out),
-            (
-                "sluice_events_failed_total",
-                "Events sent to the dead-letter subject",
-                |m| &m.failed,
-            ),
-            ("sluice_events_late_total", "Events refused as late", |m| &m.late),
-        ];
-        family(
-            &mut out,
-            "set",
-            &sets,
-            &set_counters,
-            (
-                "sluice_batch_seconds",
-                "Batch processing time before the Redis write",
-                |m| &m.batch_seconds,
-            ),
-        );
-        for (name, help, value) in [
-            ("sluice_lookups_total", "Online lookups answered", &self.lookups),
-            (
-                "sluice_lookup_errors_total",
-                "Online lookups that failed",
-                &self.lookup_errors,
-            ),
-            ("sluice_ingested_total", "Events accepted over HTTP", &self.ingested),
-            (
-                "sluice_refused_total",
-                "Requests refused by access control",
-                &self.refused,
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}.\n# TYPE {name} counter\n{name} {}",
-                value.load(Relaxed)
-            );
-        }
-        let plugins = self.plugins.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let plugin_counters: [Counter<PluginMetrics>; 3] = [
-            ("sluice_plugin_calls_total", "Batches handed to a plugin version", |m| {
-                &m.calls
-            }),
-            ("sluice_plugin_events_total", "Events handed to a plugin version", |m| {
-                &m.events
-            }),
-            ("sluice_plugin_errors_total", "Events a plugin version failed", |m| {
-                &m.errors
-            }),
-        ];
-        family(
-            &mut out,
-            "plugin",
-            &plugins,
-            &plugin_counters,
-            (
-                "sluice_plugin_batch_seconds",
-                "Time a plugin version takes per batch",
-                |m| &m.batch_seconds,
-            ),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP sluice_lookup_seconds Online lookup latency.\n# TYPE sluice_lookup_seconds histogram"
-        );
-        self.lookup_seconds.render(&mut out, "sluice_lookup_seconds", "");
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
         out
     }
+
+    /// The content type of [`Metrics::render`]'s text.
+    pub const CONTENT_TYPE: &'static str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 }
 
 #[cfg(test)]
@@ -216,15 +235,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn counters_and_histograms_render_in_prometheus_text() {
+    fn counters_gauges_and_histograms_render_in_openmetrics_text() {
         let metrics = Metrics::default();
-        metrics.set("tx@v1").events_in.fetch_add(3, Relaxed);
-        metrics.lookup_seconds.observe(Duration::from_micros(300));
-        metrics.lookup_seconds.observe(Duration::from_millis(2));
+        metrics.set("tx@v1").events_in.inc_by(3);
+        // The same label gives the same counter.
+        metrics.set("tx@v1").events_in.inc();
+        metrics.set_pending("tx@v1", 7);
+        observe(&metrics.lookup_seconds, Duration::from_micros(300));
+        observe(&metrics.lookup_seconds, Duration::from_millis(2));
         let text = metrics.render();
-        assert!(text.contains("sluice_events_in_total{set=\"tx@v1\"} 3"), "{text}");
+        assert!(text.contains("sluice_events_in_total{set=\"tx@v1\"} 4"), "{text}");
+        assert!(text.contains("sluice_consumer_pending{set=\"tx@v1\"} 7"), "{text}");
         assert!(text.contains("sluice_lookup_seconds_bucket{le=\"0.0005\"} 1"), "{text}");
         assert!(text.contains("sluice_lookup_seconds_bucket{le=\"+Inf\"} 2"), "{text}");
         assert!(text.contains("sluice_lookup_seconds_count 2"), "{text}");
+        assert!(text.contains("# TYPE sluice_events_in counter"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

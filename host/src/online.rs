@@ -8,6 +8,7 @@
 //! steps (a `map` after the `aggregate`) describe their event and keep the value written with
 //! it.
 
+use crate::fault::Invalid;
 use indexmap::IndexMap;
 
 use crate::config::FeatureSetConfig;
@@ -53,7 +54,7 @@ pub struct OnlineView {
 
 impl OnlineView {
     /// The view of a feature set version under a Redis key prefix.
-    pub fn new(redis_prefix: &str, set: &FeatureSetConfig) -> Result<OnlineView, String> {
+    pub fn new(redis_prefix: &str, set: &FeatureSetConfig) -> Result<OnlineView, Invalid> {
         Ok(OnlineView {
             prefix: crate::keys::set_prefix(redis_prefix, &set.name, set.version),
             aggregates: set.entity_aggregates()?,
@@ -130,7 +131,7 @@ impl OnlineView {
         }
         for spec in &self.aggregates {
             let mut state = KeyState::decode(spec, fields.iter().map(|(n, v)| (n.as_str(), v.as_slice())))
-                .map_err(ReadError::Unreadable)?;
+                .map_err(|e| ReadError::Unreadable(e.into()))?;
             let mut names = spec.feature_names();
             spec.evaluate(&mut state, at.unwrap_or(row.time), |value| {
                 if let Some(name) = names.next() {

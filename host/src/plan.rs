@@ -81,8 +81,8 @@ impl SetPlan {
             reason,
         };
         let prefix = &config.host.redis_prefix;
-        let view = OnlineView::new(prefix, set).map_err(fail)?;
-        let ttl = set.ttl_micros().map_err(fail)?;
+        let view = OnlineView::new(prefix, set).map_err(|e| fail(e.into()))?;
+        let ttl = set.ttl_micros().map_err(|e| fail(e.into()))?;
         let online = set
             .targets
             .iter()

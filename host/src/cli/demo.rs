@@ -86,12 +86,24 @@ fn find_plugin(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     }
 }
 
-/// Runs the demo; returns the exit code.
-pub fn run(options: DemoOptions) -> anyhow::Result<i32> {
-    let plugin = find_plugin(options.plugin.clone())?;
-    let id = std::process::id();
-    let dir = std::env::temp_dir().join(format!("sluice-demo-{id}"));
-    std::fs::create_dir_all(&dir)?;
+/// The names a demo run gives what it creates on the services (removed at its end).
+struct Names {
+    id: u32,
+    stream: String,
+    subject: String,
+    features_stream: String,
+}
+
+/// The example's config for this run: its own stream, subject, key prefix and folders, the
+/// plugin found, the API on `--bind` with an admin token.
+fn demo_config(
+    options: &DemoOptions,
+    plugin: &Path,
+    dir: &Path,
+    names: &Names,
+    token: &str,
+) -> anyhow::Result<toml::Table> {
+    let id = names.id;
     let mut config: toml::Table = EXAMPLE.parse()?;
     let host = config["host"].as_table_mut().expect("the example has [host]");
     host.insert("nats".into(), options.nats.clone().unwrap_or_default().into());
@@ -103,22 +115,20 @@ pub fn run(options: DemoOptions) -> anyhow::Result<i32> {
         .expect("the example has [plugins]")
         .insert(
             "currency".into(),
-            std::fs::canonicalize(&plugin)?.display().to_string().into(),
+            std::fs::canonicalize(plugin)?.display().to_string().into(),
         );
     let set = config["feature_set"].as_array_mut().expect("one feature set")[0]
         .as_table_mut()
         .expect("a table");
     let source = set["source"].as_table_mut().expect("a source");
-    let (stream, subject) = (format!("DEMO_EVENTS_{id}"), format!("demo.{id}.transactions"));
-    source.insert("stream".into(), stream.clone().into());
-    source.insert("subject".into(), subject.clone().into());
+    source.insert("stream".into(), names.stream.clone().into());
+    source.insert("subject".into(), names.subject.clone().into());
     source.insert("max_wait_ms".into(), 5.into());
-    let features_stream = format!("DEMO_FEATURES_{id}");
     for target in set["targets"].as_array_mut().expect("targets") {
         let target = target.as_table_mut().expect("a table");
         match target["kind"].as_str() {
             Some("stream") => {
-                target.insert("stream".into(), features_stream.clone().into());
+                target.insert("stream".into(), names.features_stream.clone().into());
                 target.insert("subject".into(), format!("demo.{id}.features").into());
             }
             Some("parquet") => {
@@ -127,15 +137,56 @@ pub fn run(options: DemoOptions) -> anyhow::Result<i32> {
             _ => {}
         }
     }
-    let token = crate::http::auth::new_token("demo")?;
     let extra: toml::Table = toml::from_str(&format!(
         "[http]\nbind = {:?}\n[[token]]\nname = \"demo\"\nsha256 = \"{}\"\nscopes = [\"admin\"]\n",
         options.bind,
-        crate::http::auth::hash_token(&token)
+        crate::http::auth::hash_token(token)
     ))?;
     config.extend(extra);
+    Ok(config)
+}
+
+/// Removes what the demo created on NATS and Redis, whatever happened.
+async fn clean_up(services: &Services, config: &Config, names: &Names) -> anyhow::Result<()> {
+    let Bus::Nats(js) = &services.bus else {
+        return Ok(());
+    };
+    let _ = js.delete_stream(&names.stream).await;
+    let _ = js.delete_stream(&names.features_stream).await;
+    if let Ok(mut redis) = redis::Client::open(config.host.redis.as_str())?
+        .get_multiplexed_async_connection()
+        .await
+    {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("demo{}:*", names.id))
+            .query_async(&mut redis)
+            .await
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut redis).await;
+        }
+    }
+    Ok(())
+}
+
+/// Runs the demo; returns the exit code.
+pub fn run(options: DemoOptions) -> anyhow::Result<i32> {
+    let plugin = find_plugin(options.plugin.clone())?;
+    let id = std::process::id();
+    let names = Names {
+        id,
+        stream: format!("DEMO_EVENTS_{id}"),
+        subject: format!("demo.{id}.transactions"),
+        features_stream: format!("DEMO_FEATURES_{id}"),
+    };
+    let dir = std::env::temp_dir().join(format!("sluice-demo-{id}"));
+    std::fs::create_dir_all(&dir)?;
+    let token = crate::http::auth::new_token("demo")?;
     let path = dir.join("sluice.toml");
-    std::fs::write(&path, toml::to_string(&config)?)?;
+    std::fs::write(
+        &path,
+        toml::to_string(&demo_config(&options, &plugin, &dir, &names, &token)?)?,
+    )?;
     let config = crate::config::load(&path)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -158,25 +209,8 @@ pub fn run(options: DemoOptions) -> anyhow::Result<i32> {
         } else {
             println!("On NATS at {} and Redis at {}", config.host.nats, config.host.redis);
         }
-        let outcome = demo(&config, &options, services.clone(), (&stream, &subject), &token, &path).await;
-        if let Bus::Nats(js) = &services.bus {
-            // Remove what the demo created on the services, whatever happened.
-            let _ = js.delete_stream(&stream).await;
-            let _ = js.delete_stream(&features_stream).await;
-            if let Ok(mut redis) = redis::Client::open(config.host.redis.as_str())?
-                .get_multiplexed_async_connection()
-                .await
-            {
-                let keys: Vec<String> = redis::cmd("KEYS")
-                    .arg(format!("demo{id}:*"))
-                    .query_async(&mut redis)
-                    .await
-                    .unwrap_or_default();
-                if !keys.is_empty() {
-                    let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut redis).await;
-                }
-            }
-        }
+        let outcome = demo(&config, &options, services.clone(), &names, &token, &path).await;
+        clean_up(&services, &config, &names).await?;
         outcome
     });
     drop(runtime);
@@ -188,7 +222,7 @@ async fn demo(
     config: &Config,
     options: &DemoOptions,
     services: Services,
-    (stream, subject): (&str, &str),
+    names: &Names,
     token: &str,
     config_path: &Path,
 ) -> anyhow::Result<i32> {
@@ -204,38 +238,55 @@ async fn demo(
             anyhow::bail!("the pipeline stopped before serving");
         }
     };
-    bus.ensure_stream(stream, subject, true).await?;
-    // Transactions of the last three hours, in time order, published in batches.
+    let now = publish(&bus, names, options.events).await?;
+    let set = &config.feature_sets[0];
+    let plan = crate::plan::SetPlan::compile(config, set)?;
+    wait_applied(&*store, &crate::keys::applied_counter(&plan.keys), options.events).await?;
+    print_users(&plan, &*store, now * 1000).await?;
+    print_try(&set.name, address, token);
+    println!("\n(config: {})", config_path.display());
+    if !options.no_serve {
+        println!("Serving until Ctrl-C.");
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    let _ = stop.send(true);
+    pipeline.await??;
+    Ok(0)
+}
+
+/// Publishes `events` transactions of the last three hours, in time order, in batches;
+/// returns now (ms).
+async fn publish(bus: &Bus, names: &Names, events: u64) -> anyhow::Result<i64> {
+    bus.ensure_stream(&names.stream, &names.subject, true).await?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
     let span = 3 * 3_600_000i64;
     let mut batch = Vec::new();
-    for i in 0..options.events {
-        let ts = now - span + (i as i64 * span) / options.events as i64;
+    for i in 0..events {
+        let ts = now - span + (i as i64 * span) / events as i64;
         batch.push(Publish {
-            subject: subject.to_string(),
+            subject: names.subject.clone(),
             headers: Vec::new(),
             body: serde_json::to_vec(&transaction(i, ts))?.into(),
         });
-        if batch.len() == 1000 || i + 1 == options.events {
+        if batch.len() == 1000 || i + 1 == events {
             bus.publish(std::mem::take(&mut batch)).await?;
         }
     }
-    let set = &config.feature_sets[0];
-    let applied_key = crate::keys::applied_counter(&crate::keys::set_prefix(
-        &config.host.redis_prefix,
-        &set.name,
-        set.version,
-    ));
+    Ok(now)
+}
+
+/// Waits (with a progress bar) until the set has applied `events` events; two minutes at most.
+async fn wait_applied(store: &dyn crate::store::OnlineStore, applied_key: &str, events: u64) -> anyhow::Result<()> {
     let started = Instant::now();
-    eprintln!("  streaming {} events through the fraud feature set", options.events);
-    let mut progress = crate::offline::Progress::new(options.events, false);
+    eprintln!("  streaming {events} events through the fraud feature set");
+    let mut progress = crate::offline::Progress::new(events, false);
     loop {
-        let applied = store.counter(&applied_key).await.map_err(anyhow::Error::msg)?;
+        let applied = store.counter(applied_key).await.map_err(anyhow::Error::msg)?;
         progress.show(applied);
-        if applied >= options.events {
+        if applied >= events {
             progress.finish(applied);
             eprintln!("  done in {:.1} s", started.elapsed().as_secs_f64());
-            break;
+            return Ok(());
         }
         if started.elapsed() > Duration::from_secs(120) {
             eprintln!();
@@ -243,11 +294,16 @@ async fn demo(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let plan = crate::plan::SetPlan::compile(config, set)?;
-    let view = &plan.view;
+}
+
+/// A few users' features as of `at` (µs), windows evaluated at that time.
+async fn print_users(
+    plan: &crate::plan::SetPlan,
+    store: &dyn crate::store::OnlineStore,
+    at: i64,
+) -> anyhow::Result<()> {
     let users = ["u0", "u1", "u4", "u9"];
-    let at = now * 1000;
-    let rows = view.read(&*store, &users, at).await?;
+    let rows = plan.view.read(store, &users, at).await?;
     println!("\nA few users as of now (windows evaluated at the request time):\n");
     println!(
         "{:<6} {:>12} {:>12} {:>14} {:>16} {:>12}",
@@ -271,7 +327,11 @@ async fn demo(
             show(get("amount_usd_count_24h")),
         );
     }
-    let set_name = &set.name;
+    Ok(())
+}
+
+/// The `curl` lines to try the API.
+fn print_try(set_name: &str, address: std::net::SocketAddr, token: &str) {
     println!("\nThe API is at http://{address} (token printed below; it lives as long as the demo):\n");
     println!("  T={token}");
     println!("  curl -H \"Authorization: Bearer $T\" http://{address}/v1/features/{set_name}/u0");
@@ -285,12 +345,4 @@ async fn demo(
             .unwrap_or_default()
     );
     println!("  curl -H \"Authorization: Bearer $T\" http://{address}/metrics");
-    println!("\n(config: {})", config_path.display());
-    if !options.no_serve {
-        println!("Serving until Ctrl-C.");
-        let _ = tokio::signal::ctrl_c().await;
-    }
-    let _ = stop.send(true);
-    pipeline.await??;
-    Ok(0)
 }

@@ -1,5 +1,6 @@
 //! The shape of a feature set definition in the config file.
 
+use crate::fault::Invalid;
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -280,7 +281,7 @@ impl FeatureSetConfig {
 
     /// The specs of its `aggregate` steps keyed by its entity (their tiles live in the
     /// entity's hash; online and offline reads evaluate them at the time asked).
-    pub fn entity_aggregates(&self) -> Result<Vec<AggregateSpec>, String> {
+    pub fn entity_aggregates(&self) -> Result<Vec<AggregateSpec>, Invalid> {
         let mut specs = Vec::new();
         for (step, spec) in self.aggregate_specs() {
             if matches!(&step.kind, StepKind::Aggregate(a) if a.key.is_some()) {
@@ -292,7 +293,7 @@ impl FeatureSetConfig {
     }
 
     /// The TTL in µs (`None`: no TTL); an error names what the text should be.
-    pub fn ttl_micros(&self) -> Result<Option<i64>, String> {
+    pub fn ttl_micros(&self) -> Result<Option<i64>, crate::fault::Invalid> {
         Ok(self
             .ttl
             .as_ref()

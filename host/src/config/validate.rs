@@ -53,7 +53,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
                     .into(),
             );
         } else if let Err(e) = retention.get() {
-            report("host.log_retention".into(), e);
+            report("host.log_retention".into(), e.into());
         }
     }
     for name in config.plugins.keys() {
@@ -188,12 +188,12 @@ fn check_set(config: &Config, set: &FeatureSetConfig, at: &str, report: &mut imp
     }
     if let Some(lateness) = &set.allowed_lateness {
         if let Err(e) = lateness.get() {
-            report(format!("{at}.allowed_lateness"), e);
+            report(format!("{at}.allowed_lateness"), e.into());
         }
     }
     if let Some(ttl) = &set.ttl {
         if let Err(e) = ttl.get() {
-            report(format!("{at}.ttl"), e);
+            report(format!("{at}.ttl"), e.into());
         }
     }
     check_source(config, set, at, report);

@@ -3,7 +3,6 @@
 //! carries a status: `present`, `null`, `not_found` (the entity or the feature is unknown) or
 //! `outside_max_age` (its event is older than the set's TTL at the time asked).
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -101,7 +100,7 @@ impl Writer {
 async fn read(api: &Api, pairs: &[(&ServedSet, &str)], at: i64) -> Result<Vec<Option<OnlineRow>>, ApiError> {
     let hashes: Vec<String> = pairs.iter().map(|(set, entity)| set.view.hash(entity)).collect();
     let found = api.store.read(&hashes).await.map_err(|e| {
-        api.metrics.lookup_errors.fetch_add(1, Relaxed);
+        api.metrics.lookup_errors.inc();
         ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
     })?;
     pairs
@@ -161,8 +160,8 @@ pub(crate) async fn one(
         }
     }
     out.raw("}}");
-    api.metrics.lookups.fetch_add(1, Relaxed);
-    api.metrics.lookup_seconds.observe(started.elapsed());
+    api.metrics.lookups.inc();
+    crate::metrics::observe(&api.metrics.lookup_seconds, started.elapsed());
     Ok(json_response(out.0))
 }
 
@@ -310,7 +309,7 @@ pub(crate) async fn many(State(api): State<Arc<Api>>, headers: HeaderMap, body: 
         .collect();
     let rows = read(&api, &pairs, at).await?;
     let out = write_many(&request.entities, &sets, &served, rows, at);
-    api.metrics.lookups.fetch_add(1, Relaxed);
-    api.metrics.lookup_seconds.observe(started.elapsed());
+    api.metrics.lookups.inc();
+    crate::metrics::observe(&api.metrics.lookup_seconds, started.elapsed());
     Ok(json_response(out))
 }

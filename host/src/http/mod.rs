@@ -15,6 +15,7 @@ pub use serve::{serve, tls_acceptor};
 
 pub use sets::Apply;
 
+use crate::fault::Invalid;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
@@ -68,7 +69,7 @@ pub struct Api {
 pub(crate) struct ApiError(StatusCode, String);
 
 impl ServedSet {
-    fn new(config: &Config, set: &crate::config::FeatureSetConfig) -> Result<ServedSet, String> {
+    fn new(config: &Config, set: &crate::config::FeatureSetConfig) -> Result<ServedSet, Invalid> {
         let plan = crate::plan::SetPlan::compile(config, set).map_err(|e| e.reason)?;
         let subject = match &set.source {
             SourceConfig::Jetstream { subject, .. } => Some(subject.clone()),
@@ -116,7 +117,7 @@ impl Api {
         ready: Arc<AtomicBool>,
         registry: Option<Arc<crate::plugin::Registry>>,
         control: Option<tokio::sync::mpsc::Sender<sets::Apply>>,
-    ) -> Result<Api, String> {
+    ) -> Result<Api, Invalid> {
         let data_dir = config.resolve(&config.host.data_dir);
         let mut served: HashMap<String, Arc<ServedSet>> = HashMap::new();
         let mut names: Vec<&str> = config.feature_sets.iter().map(|s| s.name.as_str()).collect();
@@ -162,7 +163,7 @@ impl Api {
 
     /// The response to a refusal (counted).
     pub(crate) fn refuse(&self, denied: Denied) -> ApiError {
-        self.metrics.refused.fetch_add(1, Relaxed);
+        self.metrics.refused.inc();
         match denied {
             Denied::Unauthenticated(why) => ApiError(StatusCode::UNAUTHORIZED, why.to_string()),
             Denied::Forbidden(why) => ApiError(StatusCode::FORBIDDEN, why),
@@ -341,20 +342,14 @@ async fn readyz(State(api): State<Arc<Api>>, headers: HeaderMap) -> Result<Respo
 
 async fn metrics(State(api): State<Arc<Api>>, headers: HeaderMap) -> Result<Response, ApiError> {
     api.allow(&headers, Scope::Read, None)?;
-    let mut text = api.metrics.render();
-    text.push_str(
-        "# HELP sluice_consumer_pending Input messages not yet delivered to a feature set.\n\
-         # TYPE sluice_consumer_pending gauge\n",
-    );
     for set in api.definitions.load().iter() {
         if let Some((pending, _)) = sets::consumer_lag(&api, set).await {
-            text.push_str(&format!(
-                "sluice_consumer_pending{{set=\"{}@v{}\"}} {pending}\n",
-                set.name, set.version
-            ));
+            api.metrics
+                .set_pending(&format!("{}@v{}", set.name, set.version), pending);
         }
     }
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+    let text = api.metrics.render();
+    Ok(([(header::CONTENT_TYPE, crate::metrics::Metrics::CONTENT_TYPE)], text).into_response())
 }
 
 /// `POST /v1/ingest/{set}`: one JSON object, a JSON array of them, or JSON lines. Each event
@@ -389,7 +384,7 @@ async fn ingest(
     let first = sequences.iter().copied().min().unwrap_or(u64::MAX);
     let last = sequences.iter().copied().max().unwrap_or(0);
     let accepted = if last == 0 { 0 } else { last - first + 1 };
-    api.metrics.ingested.fetch_add(accepted, Relaxed);
+    api.metrics.ingested.inc_by(accepted);
     tracing::debug!(set = %set, token = %token.name, accepted, "ingested");
     let body = json!({ "set": set, "accepted": accepted, "first_seq": (accepted > 0).then_some(first), "last_seq": (accepted > 0).then_some(last) });
     Ok((

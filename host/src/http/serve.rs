@@ -1,6 +1,8 @@
 //! Serving the router: plain HTTP through axum, or HTTPS through rustls and hyper, both until
 //! shutdown with the requests in progress finished.
 
+use crate::fault::Invalid;
+use crate::invalid;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -80,22 +82,22 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 }
 
 /// The TLS acceptor of a PEM certificate chain and private key; errors name the file.
-pub fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<tokio_rustls::TlsAcceptor, String> {
+pub fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<tokio_rustls::TlsAcceptor, Invalid> {
     use tokio_rustls::rustls::pki_types::pem::PemObject;
     use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect())
-        .map_err(|e| format!("http.tls_cert {}: {e}", cert.display()))?;
+        .map_err(|e| invalid!("http.tls_cert {}: {e}", cert.display()))?;
     if certs.is_empty() {
-        return Err(format!("http.tls_cert {}: no PEM certificate in it", cert.display()));
+        return Err(invalid!("http.tls_cert {}: no PEM certificate in it", cert.display()));
     }
-    let private = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("http.tls_key {}: {e}", key.display()))?;
+    let private = PrivateKeyDer::from_pem_file(key).map_err(|e| invalid!("http.tls_key {}: {e}", key.display()))?;
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?
+        .map_err(|e| invalid!("TLS: {e}"))?
         .with_no_client_auth()
         .with_single_cert(certs, private)
-        .map_err(|e| format!("http.tls_cert and http.tls_key: {e}"))?;
+        .map_err(|e| invalid!("http.tls_cert and http.tls_key: {e}"))?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }

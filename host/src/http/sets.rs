@@ -7,7 +7,6 @@
 
 use std::path::Path as FsPath;
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -68,10 +67,10 @@ async fn describe_one(api: &Api, set: &FeatureSetConfig) -> Json {
         "targets": set.targets.iter().map(|t| t.name()).collect::<Vec<_>>(),
         "aggregates": aggregates,
         "counters": {
-            "events_in": m.events_in.load(Relaxed),
-            "rows_out": m.rows_out.load(Relaxed),
-            "failed": m.failed.load(Relaxed),
-            "late": m.late.load(Relaxed),
+            "events_in": m.events_in.get(),
+            "rows_out": m.rows_out.get(),
+            "failed": m.failed.get(),
+            "late": m.late.get(),
         },
         "lag": lag,
     })
@@ -117,7 +116,7 @@ pub struct Apply {
     /// The new definition.
     pub set: FeatureSetConfig,
     /// Started, or why not.
-    pub done: tokio::sync::oneshot::Sender<Result<(), String>>,
+    pub done: tokio::sync::oneshot::Sender<Result<(), crate::runtime::PipelineError>>,
 }
 
 #[derive(Deserialize)]

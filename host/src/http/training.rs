@@ -1,10 +1,9 @@
 //! Training sets over HTTP, as jobs: `POST /v1/training-sets` with the entity rows and the
 //! features starts one (202 with its id); `GET /v1/training-sets/{id}` tells its status;
 //! `GET /v1/training-sets/{id}/data` downloads the Parquet file once it is done. The same
-//! code as `sluice training-set` builds it. Jobs live under `<data_dir>/training-sets/<id>/`
-//! (the entity rows, the status, the file), so their results outlive a restart.
+//! code as `sluice training-set` builds it. The jobs' files are the catalog's
+//! ([`crate::catalog::jobs`]), so their results outlive a restart.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -15,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
 use super::{Api, ApiError};
-use crate::catalog::write_atomically;
+use crate::catalog::jobs::{TrainingJob, TrainingJobs};
 use crate::config::Scope;
 use crate::offline::training::{self, TrainingOptions};
 
@@ -36,26 +35,36 @@ struct JobRequest {
     time_field: Option<String>,
 }
 
-fn jobs_dir(api: &Api) -> PathBuf {
-    crate::catalog::training_jobs_dir(&api.base.resolve(&api.base.host.data_dir))
+fn jobs(api: &Api) -> TrainingJobs {
+    TrainingJobs::new(&api.base.resolve(&api.base.host.data_dir))
 }
 
 fn json_body(status: StatusCode, body: Json) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
-/// The folder of a job, for a token with the read scope. A job id is 16 hex digits
-/// (checked before it names a folder).
-fn job_dir(api: &Api, headers: &HeaderMap, id: &str) -> Result<PathBuf, ApiError> {
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+/// A job, for a token with the read scope.
+fn find_job(api: &Api, headers: &HeaderMap, id: &str) -> Result<TrainingJob, ApiError> {
     api.allow(headers, Scope::Read, None)?;
-    if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ApiError(StatusCode::NOT_FOUND, format!("no training-set job \"{id}\"")));
+    jobs(api)
+        .find(id)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no training-set job \"{id}\"")))
+}
+
+/// The features a request names (a list or a vector, not both).
+fn requested_features(request: &JobRequest) -> Result<Vec<String>, ApiError> {
+    if request.entities.is_empty() {
+        return Err(ApiError::bad_request("entities: expected at least one entity row"));
     }
-    let dir = jobs_dir(api).join(id);
-    if !dir.join("status.json").exists() {
-        return Err(ApiError(StatusCode::NOT_FOUND, format!("no training-set job \"{id}\"")));
+    match (&request.vector, request.features.is_empty()) {
+        (Some(vector), true) => Ok(vec![vector.clone()]),
+        (None, false) => Ok(request.features.clone()),
+        _ => Err(ApiError::bad_request("expected either \"features\" or \"vector\"")),
     }
-    Ok(dir)
 }
 
 /// `POST /v1/training-sets`: validates the request and starts the job.
@@ -67,14 +76,7 @@ pub(crate) async fn start(State(api): State<Arc<Api>>, headers: HeaderMap, body:
              \"vector\": \"name\", \"time_field\": optional}}: {e}"
         ))
     })?;
-    if request.entities.is_empty() {
-        return Err(ApiError::bad_request("entities: expected at least one entity row"));
-    }
-    let features = match (&request.vector, request.features.is_empty()) {
-        (Some(vector), true) => vec![vector.clone()],
-        (None, false) => request.features.clone(),
-        _ => return Err(ApiError::bad_request("expected either \"features\" or \"vector\"")),
-    };
+    let features = requested_features(&request)?;
     let config = api.base.clone();
     let (sets, _) = training::resolve(&config, &features, None).map_err(|e| ApiError::bad_request(e.to_string()))?;
     for set in &sets {
@@ -82,51 +84,32 @@ pub(crate) async fn start(State(api): State<Arc<Api>>, headers: HeaderMap, body:
             .allows(Scope::Read, Some(&set.name))
             .map_err(|denied| api.refuse(denied))?;
     }
-    let id = crate::http::auth::new_token("job")
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .trim_start_matches("job_")
-        .chars()
-        .take(16)
-        .collect::<String>();
-    let dir = jobs_dir(&api).join(&id);
-    let mut lines = Vec::new();
-    for row in &request.entities {
-        serde_json::to_writer(&mut lines, row)
-            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        lines.push(b'\n');
-    }
-    let write = |name: &str, bytes: &[u8]| {
-        write_atomically(&dir.join(name), bytes).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
-    };
-    write("entities.jsonl", &lines)?;
-    let status = json!({ "id": id, "status": "running", "by": token.name, "rows": request.entities.len() });
-    write("status.json", status.to_string().as_bytes())?;
+    let job = jobs(&api).create(&request.entities, &token.name).map_err(internal)?;
+    let id = job.id.clone();
     tracing::info!(job = %id, token = %token.name, rows = request.entities.len(), "training-set job started");
     let options = TrainingOptions {
         config: config.file.clone(),
-        entities: dir.join("entities.jsonl"),
+        entities: job.entities(),
         features,
-        out: dir.join("training.parquet"),
+        out: job.output(),
         time_field: request.time_field.unwrap_or_else(|| "t".into()),
         version: None,
         partitions: None,
         quiet: true,
     };
-    let (job, by) = (id.clone(), token.name.clone());
+    let by = token.name.clone();
     tokio::task::spawn_blocking(move || {
+        let id = &job.id;
         let status = match training::build(&config, &options) {
             Ok(report) => json!({
-                "id": job, "status": "done", "by": by, "rows": report.rows, "features": report.features,
+                "id": id, "status": "done", "by": by, "rows": report.rows, "features": report.features,
                 "missing": report.missing, "seconds": report.seconds,
-                "download": format!("/v1/training-sets/{job}/data"),
+                "download": format!("/v1/training-sets/{id}/data"),
             }),
-            Err(e) => json!({ "id": job, "status": "failed", "by": by, "error": e.to_string() }),
+            Err(e) => json!({ "id": id, "status": "failed", "by": by, "error": e.to_string() }),
         };
-        if let Err(e) = write_atomically(
-            &options.out.with_file_name("status.json"),
-            status.to_string().as_bytes(),
-        ) {
-            tracing::error!(job = %job, "writing the job's status failed: {e}");
+        if let Err(e) = job.record(&status) {
+            tracing::error!(job = %id, "writing the job's status failed: {e}");
         }
     });
     Ok(json_body(
@@ -142,10 +125,8 @@ pub(crate) async fn status(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let dir = job_dir(&api, &headers, &id)?;
     // The status file is JSON the job wrote (atomically): served as it is.
-    let status = std::fs::read_to_string(dir.join("status.json"))
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let status = find_job(&api, &headers, &id)?.status().map_err(internal)?;
     Ok(([(header::CONTENT_TYPE, "application/json")], status).into_response())
 }
 
@@ -155,8 +136,7 @@ pub(crate) async fn data(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let file = job_dir(&api, &headers, &id)?.join("training.parquet");
-    let bytes = std::fs::read(&file).map_err(|_| {
+    let bytes = find_job(&api, &headers, &id)?.data().map_err(|_| {
         ApiError(
             StatusCode::CONFLICT,
             format!("training-set job \"{id}\" has no file (yet): see GET /v1/training-sets/{id}"),

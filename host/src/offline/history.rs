@@ -144,45 +144,9 @@ impl History {
                 .map_err(|e| anyhow::anyhow!("{}: {e}", part.display()))?;
             for batch in reader {
                 let batch = batch.map_err(|e| anyhow::anyhow!("{}: {e}", part.display()))?;
-                let batch_schema = batch.schema();
-                let column = |name: &str| batch_schema.index_of(name).ok().map(|i| batch.column(i).clone());
-                let (Some(seqs), Some(keys), Some(times)) = (column("_seq"), column("_key"), column("_ts")) else {
-                    anyhow::bail!("{}: not a feature-row part (no _seq, _key or _ts)", part.display());
-                };
-                let features: Vec<(usize, arrow_array::ArrayRef)> = batch_schema
-                    .fields()
-                    .iter()
-                    .zip(batch.columns())
-                    .filter(|(f, _)| !f.name().starts_with('_'))
-                    .map(|(f, array)| {
-                        let at = *position.entry(f.name().clone()).or_insert_with(|| {
-                            history.columns.push(f.name().clone());
-                            history.columns.len() - 1
-                        });
-                        (at, array.clone())
-                    })
-                    .collect();
-                for r in 0..batch.num_rows() {
-                    let number = |array: &arrow_array::ArrayRef| cell(array.as_ref(), r).as_i64();
-                    let (Some(seq), Some(time), Json::String(key)) =
-                        (number(&seqs), number(&times), cell(keys.as_ref(), r))
-                    else {
-                        anyhow::bail!("{}: a row without _seq, _ts or _key", part.display());
-                    };
-                    if partition.is_some_and(|(p, n)| partition_of(&key, n) != p) {
-                        continue;
-                    }
-                    let mut values = vec![Value::Null; history.columns.len()];
-                    for (at, array) in &features {
-                        values[*at] = into_value(cell(array.as_ref(), r));
-                    }
-                    history.rows += 1;
-                    history.entities.entry(key).or_default().push(Row {
-                        seq: seq as u64,
-                        time,
-                        values,
-                    });
-                }
+                history
+                    .add_batch(&batch, &mut position, partition)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", part.display()))?;
             }
         }
         for rows in history.entities.values_mut() {
@@ -196,6 +160,55 @@ impl History {
             })
             .collect();
         Ok(history)
+    }
+
+    /// Adds a record batch of a part: its rows of the entities of `partition`, with their
+    /// features at the columns `position` gives (new columns are added).
+    fn add_batch(
+        &mut self,
+        batch: &arrow_array::RecordBatch,
+        position: &mut HashMap<String, usize>,
+        partition: Option<(u64, u64)>,
+    ) -> anyhow::Result<()> {
+        let batch_schema = batch.schema();
+        let column = |name: &str| batch_schema.index_of(name).ok().map(|i| batch.column(i).clone());
+        let (Some(seqs), Some(keys), Some(times)) = (column("_seq"), column("_key"), column("_ts")) else {
+            anyhow::bail!("not a feature-row part (no _seq, _key or _ts)");
+        };
+        let features: Vec<(usize, arrow_array::ArrayRef)> = batch_schema
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .filter(|(f, _)| !f.name().starts_with('_'))
+            .map(|(f, array)| {
+                let at = *position.entry(f.name().clone()).or_insert_with(|| {
+                    self.columns.push(f.name().clone());
+                    self.columns.len() - 1
+                });
+                (at, array.clone())
+            })
+            .collect();
+        for r in 0..batch.num_rows() {
+            let number = |array: &arrow_array::ArrayRef| cell(array.as_ref(), r).as_i64();
+            let (Some(seq), Some(time), Json::String(key)) = (number(&seqs), number(&times), cell(keys.as_ref(), r))
+            else {
+                anyhow::bail!("a row without _seq, _ts or _key");
+            };
+            if partition.is_some_and(|(p, n)| partition_of(&key, n) != p) {
+                continue;
+            }
+            let mut values = vec![Value::Null; self.columns.len()];
+            for (at, array) in &features {
+                values[*at] = into_value(cell(array.as_ref(), r));
+            }
+            self.rows += 1;
+            self.entities.entry(key).or_default().push(Row {
+                seq: seq as u64,
+                time,
+                values,
+            });
+        }
+        Ok(())
     }
 
     /// The kept columns (features and aggregate inputs), in first-seen order.

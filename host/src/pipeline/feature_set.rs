@@ -15,15 +15,15 @@ use crate::config::{Config, FeatureSetConfig, SourceConfig};
 use crate::fault::{retry, Backoff, Transient};
 use crate::graph::Graph;
 use crate::metrics::SetMetrics;
-use crate::plan::{Chain, Computed, SetPlan};
+use crate::plan::{Chain, SetPlan};
 use crate::plugin::OnlineLookup;
-use crate::rows::{Failure, Rows, Tally};
+use crate::rows::{Failure, Tally};
+use crate::runner::{BatchRunner, Counts, Ran};
 use crate::sources::file::FileSource;
 use crate::sources::Decoder;
 use crate::targets::dlq::DeadLetters;
 use crate::targets::online::{Durable, OnlineTarget};
-use crate::targets::stream::{RowBatch, StreamTarget};
-use std::sync::atomic::Ordering::Relaxed;
+use crate::targets::stream::StreamTarget;
 
 /// Where a feature set's events come from.
 enum Input {
@@ -67,7 +67,11 @@ impl Input {
         set: &FeatureSetConfig,
         services: &Services,
         decoder: &Decoder,
-    ) -> Result<(Input, bool), String> {
+    ) -> Result<(Input, bool), PipelineError> {
+        let fail = |reason: String| PipelineError::Build {
+            set: format!("{}@v{}", set.name, set.version),
+            reason,
+        };
         let reading = set.source.reading();
         let (stream, subject, create, chained) = match &set.source {
             SourceConfig::Jetstream {
@@ -79,9 +83,9 @@ impl Input {
             SourceConfig::FeatureSet { name, version, .. } => {
                 let upstream = config
                     .upstream(name, *version)
-                    .ok_or_else(|| format!("no feature set \"{name}\""))?;
+                    .ok_or_else(|| fail(format!("no feature set \"{name}\"")))?;
                 let (stream, subject, create) = Config::stream_target(upstream)
-                    .ok_or_else(|| format!("feature set \"{name}\" has no stream target"))?;
+                    .ok_or_else(|| fail(format!("feature set \"{name}\" has no stream target")))?;
                 (stream, subject, create, true)
             }
             SourceConfig::File { .. } => (String::new(), String::new(), false, false),
@@ -89,9 +93,10 @@ impl Input {
         let input = match &set.source {
             SourceConfig::File { path, format, batch } => {
                 let file = FileSource::open(&config.resolve(path), *format, *batch)
-                    .map_err(|e| e.to_string())?
+                    .map_err(|e| fail(e.to_string()))?
                     .reading_times(decoder.time_reader(), decoder.time_field());
-                file.require(&decoder.required_fields()).map_err(|e| e.to_string())?;
+                file.require(&decoder.required_fields())
+                    .map_err(|e| fail(e.to_string()))?;
                 Input::File(file)
             }
             _ => {
@@ -108,7 +113,7 @@ impl Input {
                 Input::Stream(
                     Subscription::open(&services.bus, options)
                         .await
-                        .map_err(|e| e.to_string())?,
+                        .map_err(|e| fail(e.to_string()))?,
                 )
             }
         };
@@ -153,14 +158,11 @@ impl Input {
 pub struct FeatureSetRunner {
     label: String,
     input: Input,
-    decoder: Decoder,
-    /// Whether the input is another feature set's rows (many per message).
-    chained: bool,
-    chain: Chain,
+    runner: BatchRunner,
     dead_letters: DeadLetters,
     stream: Option<StreamTarget>,
     online: Option<OnlineTarget>,
-    metrics: Arc<SetMetrics>,
+    metrics: SetMetrics,
     /// Told how the input ended (a file source in a batch run).
     ended: Option<watch::Sender<Option<InputEnd>>>,
 }
@@ -192,14 +194,12 @@ impl FeatureSetRunner {
             shutdown.clone(),
         )
         .map_err(|e| fail(e.to_string()))?;
-        let decoder = Decoder::new(set).map_err(fail)?;
-        let (input, chained) = Input::open(config, set, services, &decoder).await.map_err(fail)?;
+        let decoder = Decoder::new(set).map_err(|e| fail(e.into()))?;
+        let (input, chained) = Input::open(config, set, services, &decoder).await?;
         let mut runner = FeatureSetRunner {
             label: label.clone(),
             input,
-            decoder,
-            chained,
-            chain: Chain::new(graph),
+            runner: BatchRunner::new(decoder, Chain::new(graph)).chained(chained),
             dead_letters: DeadLetters::new(services.bus.clone(), &set.name, set.version),
             stream: None,
             online: plan.online_target(&services.store),
@@ -228,7 +228,7 @@ impl FeatureSetRunner {
     /// what a batch run (`sluice run --until-done`) waits for and judges.
     pub fn batch_run(mut self, ended: watch::Sender<Option<InputEnd>>, failures: Arc<std::sync::Mutex<Tally>>) -> Self {
         self.ended = Some(ended);
-        self.chain = self.chain.counting_in(failures);
+        self.runner = self.runner.map_chain(|chain| chain.counting_in(failures));
         self
     }
 
@@ -285,37 +285,23 @@ impl FeatureSetRunner {
     /// or a step halted (the batch is then redelivered).
     async fn process(&mut self, messages: &[(u64, Bytes)], shutdown: &watch::Receiver<bool>) -> Option<Durable> {
         let started = std::time::Instant::now();
-        let mut rows = Rows::default();
-        let mut failures = Vec::new();
-        let mut last_seq = 0;
-        for (seq, payload) in messages {
-            let seq = *seq;
-            if self.chained {
-                last_seq = last_seq.max(self.decode_rows(seq, payload, &mut rows, &mut failures));
-                continue;
-            }
-            last_seq = last_seq.max(seq);
-            match self.decoder.decode(payload, &mut rows.batch.fields) {
-                Ok(event) => rows.push(seq, event),
-                Err(reason) => failures.push(Failure::new(seq, "decode", reason)),
-            }
-        }
-        let decoded = std::time::Instant::now();
-        let chain = &mut self.chain;
-        let Computed {
-            rows,
-            failures,
-            state,
-            late,
-        } = match tokio::task::block_in_place(|| chain.run(rows, failures)) {
-            Ok(computed) => computed,
+        let runner = &mut self.runner;
+        let ran = match tokio::task::block_in_place(|| runner.run_messages(messages)) {
+            Ok(ran) => ran,
             Err(halt) => {
                 tracing::warn!(set = %self.label, "{halt}; stopping, the batch is left unacknowledged");
                 return None;
             }
         };
         let computed = std::time::Instant::now();
-        let failed = failures.len() as u64 - late;
+        let Ran {
+            rows,
+            state,
+            failures,
+            last_seq,
+            counts,
+            decode,
+        } = ran;
         if !failures.is_empty() {
             let letters = self.letters(messages, failures);
             let dlq = &self.dead_letters;
@@ -337,55 +323,31 @@ impl FeatureSetRunner {
         tracing::debug!(
             set = %self.label,
             events = messages.len(),
-            decode_us = (decoded - started).as_micros() as u64,
-            graph_us = (computed - decoded).as_micros() as u64,
+            decode_us = decode.as_micros() as u64,
+            graph_us = ((computed - started).saturating_sub(decode)).as_micros() as u64,
             stream_us = computed.elapsed().as_micros() as u64,
             "batch"
         );
-        self.metrics.events_in.fetch_add(messages.len() as u64, Relaxed);
-        self.metrics.rows_out.fetch_add(rows.len() as u64, Relaxed);
-        self.metrics.failed.fetch_add(failed, Relaxed);
-        self.metrics.late.fetch_add(late, Relaxed);
-        self.metrics.batch_seconds.observe(started.elapsed());
-        if late > 0 {
-            tracing::info!(set = %self.label, late, "events later than the allowed lateness sent to the late subject");
-        }
+        self.count(&counts, started.elapsed());
         Some(Durable {
             rows,
             last_seq,
             state,
-            late,
+            late: counts.late,
         })
     }
-}
 
-impl FeatureSetRunner {
-    /// Decodes a message of another feature set's rows. Row `i` of the message at stream
-    /// sequence `s` gets the sequence `s * 2^16 + i`: unique, increasing, and stable across
-    /// redeliveries, as the delivery protocol needs. Returns the highest sequence.
-    fn decode_rows(&self, seq: u64, payload: &[u8], rows: &mut Rows, failures: &mut Vec<Failure>) -> u64 {
-        let first = seq << ROW_BITS;
-        let batch: RowBatch = match serde_json::from_slice(payload) {
-            Ok(batch) => batch,
-            Err(e) => {
-                let reason = format!("not a feature-row message: {e}");
-                failures.push(Failure::new(first, "decode", reason));
-                return first;
-            }
-        };
-        let mut last = first;
-        for (i, row) in batch.rows.into_iter().enumerate() {
-            let row_seq = first + i as u64;
-            last = row_seq;
-            match self
-                .decoder
-                .decode_row(&batch.fields, row.values, row.ts, &mut rows.batch.fields)
-            {
-                Ok(event) => rows.push(row_seq, event),
-                Err(reason) => failures.push(Failure::new(row_seq, "decode", reason)),
-            }
+    /// Adds a batch's counts to the set's metrics.
+    fn count(&self, counts: &Counts, took: std::time::Duration) {
+        let m = &self.metrics;
+        m.events_in.inc_by(counts.events);
+        m.rows_out.inc_by(counts.rows);
+        m.failed.inc_by(counts.failed);
+        m.late.inc_by(counts.late);
+        crate::metrics::observe(&m.batch_seconds, took);
+        if counts.late > 0 {
+            tracing::info!(set = %self.label, late = counts.late, "events later than the allowed lateness sent to the late subject");
         }
-        last
     }
 
     /// A batch's failures (dead letters and late events) with their original bodies; a file
@@ -399,7 +361,7 @@ impl FeatureSetRunner {
         failures
             .into_iter()
             .map(|mut f| {
-                let body = self.dead_letter_body(messages, f.seq);
+                let body = self.runner.body(messages, f.seq);
                 if let Some((path, unit)) = &origin {
                     f.reason = format!("{path}, {unit} {}: {}", f.seq, f.reason);
                 }
@@ -407,32 +369,7 @@ impl FeatureSetRunner {
             })
             .collect()
     }
-
-    /// The original bytes of a failed event, found again only when something failed: the
-    /// message itself, or for a chained row, that row as a JSON object.
-    fn dead_letter_body(&self, messages: &[(u64, Bytes)], seq: u64) -> Bytes {
-        let message_seq = if self.chained { seq >> ROW_BITS } else { seq };
-        let Ok(at) = messages.binary_search_by_key(&message_seq, |(s, _)| *s) else {
-            return Bytes::new();
-        };
-        let payload = &messages[at].1;
-        if !self.chained {
-            return payload.clone();
-        }
-        let Ok(batch) = serde_json::from_slice::<RowBatch>(payload) else {
-            return payload.clone();
-        };
-        let index = (seq & ((1 << ROW_BITS) - 1)) as usize;
-        let Some(row) = batch.rows.into_iter().nth(index) else {
-            return payload.clone();
-        };
-        let object: serde_json::Map<String, serde_json::Value> = batch.fields.into_iter().zip(row.values).collect();
-        serde_json::to_vec(&object).unwrap_or_default().into()
-    }
 }
-
-/// Bits of a chained row's sequence that number the rows of one message.
-const ROW_BITS: u32 = 16;
 
 /// The end of a batch: its online write (values and applied sequence), then its ack.
 struct Finish {

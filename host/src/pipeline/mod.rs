@@ -35,12 +35,45 @@ pub async fn run_with(
 
 /// Like [`run_with`], on services already connected (the demo keeps a handle on them).
 pub async fn run_on(
-    mut config: Config,
+    config: Config,
     services: Services,
     shutdown: watch::Receiver<bool>,
     bound: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
 ) -> Result<(), PipelineError> {
-    // Definitions applied over HTTP earlier run again (if they still fit the config).
+    let config = with_stored_definitions(config);
+    let lookup = Arc::new(StoreLookup::new(&config, services.store.clone())?);
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = tokio::task::JoinSet::new();
+    let (control, mut applied) = tokio::sync::mpsc::channel::<crate::http::Apply>(4);
+    if config.http.is_some() {
+        let api = serve_api(&config, &services, ready.clone(), control, bound, &shutdown).await?;
+        tasks.spawn(api);
+    } else {
+        drop(control);
+    }
+    for set in &config.feature_sets {
+        start_set(&config, set, &services, &lookup, &shutdown, &mut tasks, None).await?;
+    }
+    ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(feature_sets = config.feature_sets.len(), "pipeline running");
+    loop {
+        tokio::select! {
+            done = tasks.join_next() => match done {
+                None => break,
+                Some(Err(e)) => tracing::error!("a pipeline task failed: {e}"),
+                Some(Ok(())) => {}
+            },
+            Some(apply) = applied.recv() => {
+                let started = start_set(&apply.config, &apply.set, &services, &lookup, &shutdown, &mut tasks, None).await;
+                let _ = apply.done.send(started);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The config with the definitions applied over HTTP earlier (those that still fit it).
+fn with_stored_definitions(mut config: Config) -> Config {
     let data_dir = config.resolve(&config.host.data_dir);
     for set in crate::catalog::stored_definitions(&data_dir) {
         if config
@@ -61,64 +94,49 @@ pub async fn run_on(
             ),
         }
     }
-    let lookup = Arc::new(StoreLookup::new(&config, services.store.clone())?);
-    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut tasks = tokio::task::JoinSet::new();
-    let (control, mut applied) = tokio::sync::mpsc::channel::<crate::http::Apply>(4);
-    if let Some(http) = &config.http {
-        let api = crate::http::Api::new(
-            &config,
-            services.store.clone(),
-            Some(services.bus.clone()),
-            services.metrics.clone(),
-            ready.clone(),
-            Some(services.registry.clone()),
-            Some(control),
-        )
-        .map_err(PipelineError::Service)?;
-        let tls = match (&http.tls_cert, &http.tls_key) {
-            (Some(cert), Some(key)) => Some(
-                crate::http::tls_acceptor(&config.resolve(cert), &config.resolve(key))
-                    .map_err(PipelineError::Service)?,
-            ),
-            _ => None,
-        };
-        let listener = tokio::net::TcpListener::bind(&http.bind)
-            .await
-            .map_err(|e| PipelineError::Service(format!("HTTP API on {}: {e}", http.bind)))?;
-        if let (Some(bound), Ok(address)) = (bound, listener.local_addr()) {
-            let _ = bound.send(address);
+    config
+}
+
+/// Binds the HTTP API of `config.http` (its address sent on `bound`) and returns the task
+/// that serves it until shutdown; definitions applied over it arrive on `control`'s receiver.
+async fn serve_api(
+    config: &Config,
+    services: &Services,
+    ready: Arc<std::sync::atomic::AtomicBool>,
+    control: tokio::sync::mpsc::Sender<crate::http::Apply>,
+    bound: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<impl std::future::Future<Output = ()> + Send + 'static, PipelineError> {
+    let http = config.http.as_ref().expect("serve_api is called with [http]");
+    let api = crate::http::Api::new(
+        config,
+        services.store.clone(),
+        Some(services.bus.clone()),
+        services.metrics.clone(),
+        ready,
+        Some(services.registry.clone()),
+        Some(control),
+    )
+    .map_err(|e| PipelineError::Service(e.into()))?;
+    let tls = match (&http.tls_cert, &http.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            crate::http::tls_acceptor(&config.resolve(cert), &config.resolve(key))
+                .map_err(|e| PipelineError::Service(e.into()))?,
+        ),
+        _ => None,
+    };
+    let listener = tokio::net::TcpListener::bind(&http.bind)
+        .await
+        .map_err(|e| PipelineError::Service(format!("HTTP API on {}: {e}", http.bind)))?;
+    if let (Some(bound), Ok(address)) = (bound, listener.local_addr()) {
+        let _ = bound.send(address);
+    }
+    let (limit, shutdown) = (http.max_body_bytes, shutdown.clone());
+    Ok(async move {
+        if let Err(e) = crate::http::serve(listener, Arc::new(api), limit, tls, shutdown).await {
+            tracing::error!("HTTP API stopped: {e}");
         }
-        let (limit, shutdown) = (http.max_body_bytes, shutdown.clone());
-        tasks.spawn(async move {
-            if let Err(e) = crate::http::serve(listener, Arc::new(api), limit, tls, shutdown).await {
-                tracing::error!("HTTP API stopped: {e}");
-            }
-        });
-    } else {
-        drop(control);
-    }
-    for set in &config.feature_sets {
-        start_set(&config, set, &services, &lookup, &shutdown, &mut tasks, None).await?;
-    }
-    ready.store(true, std::sync::atomic::Ordering::Relaxed);
-    tracing::info!(feature_sets = config.feature_sets.len(), "pipeline running");
-    loop {
-        tokio::select! {
-            done = tasks.join_next() => match done {
-                None => break,
-                Some(Err(e)) => tracing::error!("a pipeline task failed: {e}"),
-                Some(Ok(())) => {}
-            },
-            Some(apply) = applied.recv() => {
-                let started = start_set(&apply.config, &apply.set, &services, &lookup, &shutdown, &mut tasks, None)
-                    .await
-                    .map_err(|e| e.to_string());
-                let _ = apply.done.send(started);
-            }
-        }
-    }
-    Ok(())
+    })
 }
 
 /// Starts one feature set version (and its offline writer) in `tasks`.
@@ -205,11 +223,7 @@ pub async fn run_until_done(config: Config, shutdown: watch::Receiver<bool>) -> 
     Ok(watched
         .into_iter()
         .map(|(label, input, failures)| SetOutcome {
-            events: services
-                .metrics
-                .set(&label)
-                .events_in
-                .load(std::sync::atomic::Ordering::Relaxed),
+            events: services.metrics.set(&label).events_in.get(),
             complete: *input.borrow() == Some(InputEnd::Complete),
             failures: std::mem::take(&mut failures.lock().unwrap_or_else(|e| e.into_inner())),
             label,

@@ -100,11 +100,11 @@ pub struct Failure {
 
 impl Failure {
     /// An event that failed in `step`.
-    pub fn new(seq: u64, step: &str, reason: String) -> Failure {
+    pub fn new(seq: u64, step: &str, reason: impl Into<String>) -> Failure {
         Failure {
             seq,
             step: step.to_string(),
-            reason,
+            reason: reason.into(),
             late: false,
         }
     }

@@ -176,7 +176,7 @@ mod tests {
                 format!("event time field \"ts\": expected text, found {i}"),
             ));
         }
-        tally.add(&Failure::new(9, "to_usd", "unknown currency".into()));
+        tally.add(&Failure::new(9, "to_usd", "unknown currency"));
         tally.add(&Failure::late(10, "per_user", "late".into()));
         assert_eq!(tally.total, 4);
         let top = tally.top(5);

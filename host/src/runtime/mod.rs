@@ -66,7 +66,7 @@ impl Services {
             let path = config.resolve(&config.host.data_dir).join(crate::config::EMBEDDED_FILE);
             let embedded = Embedded::open(&path).map_err(|e| PipelineError::Service(e.to_string()))?;
             let retention = config.host.log_retention.as_ref().map(|r| r.get());
-            embedded.set_log_retention(retention.transpose().map_err(PipelineError::Service)?);
+            embedded.set_log_retention(retention.transpose().map_err(|e| PipelineError::Service(e.into()))?);
             tracing::info!(file = %path.display(), "embedded mode: online store and event logs in one file");
             (Bus::Embedded(embedded.clone()), embedded)
         } else {

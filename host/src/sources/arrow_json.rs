@@ -63,21 +63,6 @@ pub(crate) fn write_cell(out: &mut Vec<u8>, column: &dyn Array, r: usize, zone: 
             out.extend_from_slice(text.as_bytes());
         }};
     }
-    macro_rules! dictionary {
-        ($k:ty) => {{
-            let dictionary = column.as_dictionary::<$k>();
-            let index = dictionary.keys().value(r) as usize;
-            write_cell(out, dictionary.values().as_ref(), index, zone)
-        }};
-    }
-    let time = |out: &mut Vec<u8>, value: i64, nanos: i64, naive: bool| match typed_instant(value, nanos, naive, zone) {
-        // RFC 3339 needs no escaping: written straight into the row, no String per cell.
-        Some(t) => {
-            use std::io::Write;
-            let _ = write!(out, "\"{t}\"");
-        }
-        None => write_json(out, &format!("{value} (out of the range of times)")),
-    };
     match column.data_type() {
         DataType::Null => out.extend_from_slice(b"null"),
         DataType::Boolean => write_json(out, &column.as_boolean().value(r)),
@@ -101,36 +86,63 @@ pub(crate) fn write_cell(out: &mut Vec<u8>, column: &dyn Array, r: usize, zone: 
         DataType::Utf8View => write_json(out, column.as_string_view().value(r)),
         DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 => {
             if let Some((value, nanos, naive)) = typed_time(column, r) {
-                time(out, value, nanos, naive)
+                write_time(out, value, nanos, naive, zone)
             }
         }
         DataType::List(_) => write_items(out, column.as_list::<i32>().value(r).as_ref(), zone),
         DataType::LargeList(_) => write_items(out, column.as_list::<i64>().value(r).as_ref(), zone),
         DataType::FixedSizeList(..) => write_items(out, column.as_fixed_size_list().value(r).as_ref(), zone),
-        DataType::Struct(fields) => {
-            let record = column.as_struct();
-            out.push(b'{');
-            for (i, field) in fields.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                out.extend_from_slice(&key_of(field.name()));
-                write_cell(out, record.column(i).as_ref(), r, zone);
-            }
-            out.push(b'}');
-        }
-        DataType::Dictionary(key, _) => match key.as_ref() {
-            DataType::Int8 => dictionary!(Int8Type),
-            DataType::Int16 => dictionary!(Int16Type),
-            DataType::Int32 => dictionary!(Int32Type),
-            DataType::Int64 => dictionary!(Int64Type),
-            DataType::UInt8 => dictionary!(UInt8Type),
-            DataType::UInt16 => dictionary!(UInt16Type),
-            DataType::UInt32 => dictionary!(UInt32Type),
-            _ => dictionary!(UInt64Type),
-        },
+        DataType::Struct(fields) => write_struct(out, column, fields, r, zone),
+        DataType::Dictionary(key, _) => write_dictionary(out, column, key, r, zone),
         // `readable` refused every other type when the file was opened.
         _ => out.extend_from_slice(b"null"),
+    }
+}
+
+/// A time cell as RFC 3339 text in `zone` (a naive one read in it).
+fn write_time(out: &mut Vec<u8>, value: i64, nanos: i64, naive: bool, zone: &TimeZone) {
+    match typed_instant(value, nanos, naive, zone) {
+        // RFC 3339 needs no escaping: written straight into the row, no String per cell.
+        Some(t) => {
+            use std::io::Write;
+            let _ = write!(out, "\"{t}\"");
+        }
+        None => write_json(out, &format!("{value} (out of the range of times)")),
+    }
+}
+
+/// A struct cell as a JSON object of its fields.
+fn write_struct(out: &mut Vec<u8>, column: &dyn Array, fields: &arrow_schema::Fields, r: usize, zone: &TimeZone) {
+    let record = column.as_struct();
+    out.push(b'{');
+    for (i, field) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&key_of(field.name()));
+        write_cell(out, record.column(i).as_ref(), r, zone);
+    }
+    out.push(b'}');
+}
+
+/// A dictionary cell: the value its key points at.
+fn write_dictionary(out: &mut Vec<u8>, column: &dyn Array, key: &DataType, r: usize, zone: &TimeZone) {
+    macro_rules! dictionary {
+        ($k:ty) => {{
+            let dictionary = column.as_dictionary::<$k>();
+            let index = dictionary.keys().value(r) as usize;
+            write_cell(out, dictionary.values().as_ref(), index, zone)
+        }};
+    }
+    match key {
+        DataType::Int8 => dictionary!(Int8Type),
+        DataType::Int16 => dictionary!(Int16Type),
+        DataType::Int32 => dictionary!(Int32Type),
+        DataType::Int64 => dictionary!(Int64Type),
+        DataType::UInt8 => dictionary!(UInt8Type),
+        DataType::UInt16 => dictionary!(UInt16Type),
+        DataType::UInt32 => dictionary!(UInt32Type),
+        _ => dictionary!(UInt64Type),
     }
 }
 

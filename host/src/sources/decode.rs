@@ -6,6 +6,8 @@ use serde_json::{Map, Value as Json};
 use crate::config::{FeatureSetConfig, TimeFormat};
 use crate::event::{into_value, values_from_json, Event, Value};
 use crate::event_time::TimeReader;
+use crate::fault::Invalid;
+use crate::invalid;
 
 /// Decodes raw events of one feature set.
 #[derive(Debug, Clone)]
@@ -19,12 +21,12 @@ pub struct Decoder {
 impl Decoder {
     /// The decoder of a feature set; an error names a bad `timestamp.timezone` or pattern
     /// (validation reports them first).
-    pub fn new(set: &FeatureSetConfig) -> Result<Self, String> {
+    pub fn new(set: &FeatureSetConfig) -> Result<Self, Invalid> {
         Ok(Decoder {
             entity: set.entity.clone(),
             time_field: set.timestamp.field.clone(),
             time: TimeReader::new(set.timestamp.format.clone(), set.timestamp.timezone.as_deref())
-                .map_err(|e| e.to_string())?,
+                .map_err(|e| Invalid(e.to_string()))?,
             max_bytes: set.max_event_bytes,
         })
     }
@@ -47,9 +49,9 @@ impl Decoder {
     }
 
     /// Decodes one event, extending `fields` with names not seen yet in this batch.
-    pub fn decode(&self, bytes: &[u8], fields: &mut Vec<String>) -> Result<Event, String> {
+    pub fn decode(&self, bytes: &[u8], fields: &mut Vec<String>) -> Result<Event, Invalid> {
         if bytes.len() > self.max_bytes {
-            return Err(format!(
+            return Err(invalid!(
                 "event of {} bytes is larger than max_event_bytes ({})",
                 bytes.len(),
                 self.max_bytes
@@ -57,12 +59,12 @@ impl Decoder {
         }
         let object: Map<String, Json> = match serde_json::from_slice(bytes) {
             Ok(Json::Object(object)) => object,
-            Ok(other) => return Err(format!("expected a JSON object, found {}", json_kind(&other))),
-            Err(e) => return Err(format!("invalid JSON: {e}")),
+            Ok(other) => return Err(invalid!("expected a JSON object, found {}", json_kind(&other))),
+            Err(e) => return Err(invalid!("invalid JSON: {e}")),
         };
         let key = self.key(|name| object.get(name))?;
         let time = read_time(&self.time, object.get(&self.time_field), &self.time_field)?
-            .ok_or_else(|| format!("missing event time field \"{}\"", self.time_field))?;
+            .ok_or_else(|| invalid!("missing event time field \"{}\"", self.time_field))?;
         Ok(Event {
             key,
             time,
@@ -78,7 +80,7 @@ impl Decoder {
         values: Vec<Json>,
         time: i64,
         fields: &mut Vec<String>,
-    ) -> Result<Event, String> {
+    ) -> Result<Event, Invalid> {
         let key = self.key(|name| names.iter().position(|n| n == name).and_then(|i| values.get(i)))?;
         let mut out = vec![Value::Null; fields.len()];
         for (name, json) in names.iter().zip(values) {
@@ -94,11 +96,11 @@ impl Decoder {
 
     /// The entity key from the entity fields, as `get` finds them.
     /// The entity key of a JSON object (its entity fields, joined with ':').
-    pub fn key_of(&self, object: &Map<String, Json>) -> Result<String, String> {
+    pub fn key_of(&self, object: &Map<String, Json>) -> Result<String, Invalid> {
         self.key(|name| object.get(name))
     }
 
-    fn key<'a>(&self, get: impl Fn(&str) -> Option<&'a Json>) -> Result<String, String> {
+    fn key<'a>(&self, get: impl Fn(&str) -> Option<&'a Json>) -> Result<String, Invalid> {
         let mut key = String::new();
         for (i, field) in self.entity.iter().enumerate() {
             if i > 0 {
@@ -107,10 +109,10 @@ impl Decoder {
             match get(field) {
                 Some(Json::String(s)) if !s.is_empty() => key.push_str(s),
                 Some(Json::Number(n)) if n.is_i64() || n.is_u64() => key.push_str(&n.to_string()),
-                None | Some(Json::Null) => return Err(format!("missing entity key field \"{field}\"")),
-                Some(Json::String(_)) => return Err(format!("entity key field \"{field}\" is empty")),
+                None | Some(Json::Null) => return Err(invalid!("missing entity key field \"{field}\"")),
+                Some(Json::String(_)) => return Err(invalid!("entity key field \"{field}\" is empty")),
                 Some(other) => {
-                    return Err(format!(
+                    return Err(invalid!(
                         "entity key field \"{field}\" must be text or an integer, found {}",
                         json_kind(other)
                     ))
@@ -123,18 +125,18 @@ impl Decoder {
 
 /// Event time in microseconds from a JSON value; `None` when absent or null. The reason
 /// names the field.
-pub fn read_time(reader: &TimeReader, json: Option<&Json>, field: &str) -> Result<Option<i64>, String> {
+pub fn read_time(reader: &TimeReader, json: Option<&Json>, field: &str) -> Result<Option<i64>, Invalid> {
     match json {
         None => Ok(None),
         Some(json) => reader
             .read(json)
-            .map_err(|e| format!("event time field \"{field}\": {e}")),
+            .map_err(|e| invalid!("event time field \"{field}\": {e}")),
     }
 }
 
 /// Event time in microseconds from a JSON value in `format`, naive times in UTC; `None` when
 /// absent or null.
-pub fn parse_time(json: Option<&Json>, field: &str, format: TimeFormat) -> Result<Option<i64>, String> {
+pub fn parse_time(json: Option<&Json>, field: &str, format: TimeFormat) -> Result<Option<i64>, Invalid> {
     read_time(&TimeReader::utc(format), json, field)
 }
 
@@ -198,12 +200,13 @@ mod tests {
         ];
         for (input, expected) in cases {
             let err = decoder().decode(input, &mut Vec::new()).unwrap_err();
-            assert!(err.contains(expected), "{err}");
+            assert!(err.0.contains(expected), "{err}");
         }
         let big = format!(r#"{{"user_id":"u","ts":1,"x":"{}"}}"#, "a".repeat(300));
         assert!(decoder()
             .decode(big.as_bytes(), &mut Vec::new())
             .unwrap_err()
+            .0
             .contains("larger than max_event_bytes"));
     }
 }

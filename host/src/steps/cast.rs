@@ -3,6 +3,7 @@
 //! `timestamp`). A null stays null; a value that cannot convert makes its event a dead letter
 //! that names the field, the value and what was expected.
 
+use crate::fault::Invalid;
 use indexmap::IndexMap;
 use serde::Deserialize;
 
@@ -117,7 +118,7 @@ impl Step for Cast {
 }
 
 /// Converts the value in place (null stays null); `Err` says what was expected.
-fn cast(value: &mut Value, to: CastType, time: &TimeReader) -> Result<(), String> {
+fn cast(value: &mut Value, to: CastType, time: &TimeReader) -> Result<(), Invalid> {
     if let (CastType::String, Value::Json(text)) = (to, &mut *value) {
         let text = std::mem::take(text);
         *value = Value::Text(text);
@@ -130,7 +131,7 @@ fn cast(value: &mut Value, to: CastType, time: &TimeReader) -> Result<(), String
 }
 
 /// The value converted (`None`: already of that type, or null); `Err` says what was expected.
-fn converted(value: &Value, to: CastType, time: &TimeReader) -> Result<Option<Value>, String> {
+fn converted(value: &Value, to: CastType, time: &TimeReader) -> Result<Option<Value>, Invalid> {
     Ok(Some(match (to, value) {
         (_, Value::Null)
         | (CastType::Int, Value::Integer(_))
@@ -178,7 +179,7 @@ fn converted(value: &Value, to: CastType, time: &TimeReader) -> Result<Option<Va
                 .map_err(|e| e.expected)?
                 .unwrap_or_default(),
         ),
-        (CastType::Timestamp, _) => return Err(time.expected()),
+        (CastType::Timestamp, _) => return Err(Invalid(time.expected())),
     }))
 }
 

@@ -1,5 +1,7 @@
 //! CEL expressions over event fields (the `filter` and `map` steps).
 
+use crate::fault::Invalid;
+use crate::invalid;
 use std::sync::Arc;
 
 use cel::{Context, Program, Value as Cel};
@@ -46,13 +48,13 @@ impl Expression {
     }
 
     /// Evaluates the expression for event `i`. A field that is absent or null is `null`.
-    pub(crate) fn evaluate(&self, rows: &Rows, i: usize, positions: &[Option<usize>]) -> Result<Cel, String> {
+    pub(crate) fn evaluate(&self, rows: &Rows, i: usize, positions: &[Option<usize>]) -> Result<Cel, Invalid> {
         let mut scope = self.root.new_inner_scope();
         for (name, at) in self.variables.iter().zip(positions) {
             let value = at.map_or(Cel::Null, |p| to_cel(rows.value(i, p)));
             scope.add_variable_from_value(name.as_str(), value);
         }
-        self.program.execute(&scope).map_err(|e| e.to_string())
+        self.program.execute(&scope).map_err(|e| Invalid(e.to_string()))
     }
 }
 
@@ -70,12 +72,12 @@ pub(crate) fn to_cel(value: &Value) -> Cel {
 }
 
 /// A CEL result as an event value; maps, functions and mixed lists are refused.
-pub(crate) fn from_cel(value: Cel) -> Result<Value, String> {
+pub(crate) fn from_cel(value: Cel) -> Result<Value, Invalid> {
     Ok(match value {
         Cel::Null => Value::Null,
         Cel::Bool(b) => Value::Boolean(b),
         Cel::Int(i) => Value::Integer(i),
-        Cel::UInt(u) => Value::Integer(i64::try_from(u).map_err(|_| format!("{u} does not fit a 64-bit integer"))?),
+        Cel::UInt(u) => Value::Integer(i64::try_from(u).map_err(|_| invalid!("{u} does not fit a 64-bit integer"))?),
         Cel::Float(f) => Value::Float(f),
         Cel::String(s) => Value::Text(s.to_string()),
         Cel::Bytes(b) => Value::Bytes(b.to_vec()),
@@ -90,7 +92,7 @@ pub(crate) fn from_cel(value: Cel) -> Result<Value, String> {
                 .collect::<Result<_, _>>()?,
         ),
         other => {
-            return Err(format!(
+            return Err(invalid!(
                 "the expression gave {other:?}; expected a scalar or a list of numbers"
             ))
         }

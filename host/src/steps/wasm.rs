@@ -96,13 +96,12 @@ impl Step for Wasm {
         let at = out.field_position(&self.version_field);
         let label = output.version.label();
         if let Some(metrics) = &self.metrics {
-            use std::sync::atomic::Ordering::Relaxed;
             let m = metrics.plugin(&label);
-            m.calls.fetch_add(1, Relaxed);
-            m.events.fetch_add(seqs.len() as u64, Relaxed);
+            m.calls.inc();
+            m.events.inc_by(seqs.len() as u64);
             m.errors
-                .fetch_add(output.outcomes.iter().filter(|o| o.is_err()).count() as u64, Relaxed);
-            m.batch_seconds.observe(took);
+                .inc_by(output.outcomes.iter().filter(|o| o.is_err()).count() as u64);
+            crate::metrics::observe(&m.batch_seconds, took);
         }
         for (seq, outcome) in seqs.into_iter().zip(output.outcomes) {
             match outcome {

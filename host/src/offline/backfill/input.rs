@@ -180,16 +180,34 @@ pub(super) enum Input {
     Stream(Replay),
 }
 
-/// A batch of rows for the graph, the original bytes by sequence (with the read order and
-/// line of a file event), and events that did not decode (with their bytes).
-pub(super) type Batch = (Rows, Vec<(u64, Bytes, Option<(u64, u64)>)>, Vec<(Failure, Bytes)>);
+/// A batch of a backfill's input.
+pub(super) enum Batch {
+    /// File events, decoded while they were sorted, with their original bytes, read order
+    /// and line by sequence.
+    Decoded {
+        rows: Rows,
+        bytes: Vec<(u64, Bytes, (u64, u64))>,
+    },
+    /// Stream messages (sequence, bytes), decoded by the runner.
+    Messages(Vec<(u64, Bytes)>),
+}
+
+impl Batch {
+    /// Whether the input has ended.
+    pub(super) fn is_empty(&self) -> bool {
+        match self {
+            Batch::Decoded { bytes, .. } => bytes.is_empty(),
+            Batch::Messages(messages) => messages.is_empty(),
+        }
+    }
+}
 
 impl Input {
     /// Where a file event came from, by its read order and line.
-    pub(super) fn origin(&self, at: Option<(u64, u64)>) -> Option<Origin<'_>> {
-        match (self, at) {
-            (Input::Files { files, .. }, Some((order, line))) => files.origin(order, line),
-            _ => None,
+    pub(super) fn origin(&self, (order, line): (u64, u64)) -> Option<Origin<'_>> {
+        match self {
+            Input::Files { files, .. } => files.origin(order, line),
+            Input::Stream(_) => None,
         }
     }
 
@@ -204,41 +222,28 @@ impl Input {
     pub(super) fn next_batch(
         &mut self,
         n: usize,
-        decoder: &Decoder,
         fields: &mut Vec<String>,
         runtime: &tokio::runtime::Runtime,
     ) -> anyhow::Result<Batch> {
-        let mut bytes = Vec::with_capacity(n);
-        let mut undecodable = Vec::new();
-        let rows = match self {
+        match self {
             Input::Files { sorted, position, .. } => {
                 // Every field name was seen while reading: decoding a spilled event again
                 // adds none, so the batch's field list is final before it fills.
                 let mut rows = Rows::new(fields.clone());
+                let mut bytes = Vec::with_capacity(n);
                 while bytes.len() < n {
                     let Some(item) = sorted.next(fields)? else { break };
                     *position += 1;
-                    bytes.push((*position, item.bytes, Some((item.order, item.line))));
+                    bytes.push((*position, item.bytes, (item.order, item.line)));
                     rows.push(*position, item.event);
                 }
-                rows
+                Ok(Batch::Decoded { rows, bytes })
             }
             Input::Stream(replay) => {
                 let messages = runtime.block_on(replay.next(n))?;
-                let mut rows = Rows::new(Vec::new());
-                for message in messages {
-                    match decoder.decode(&message.body, &mut rows.batch.fields) {
-                        Ok(event) => {
-                            rows.push(message.seq, event);
-                            bytes.push((message.seq, message.body, None));
-                        }
-                        Err(reason) => undecodable.push((Failure::new(message.seq, "decode", reason), message.body)),
-                    }
-                }
-                rows
+                Ok(Batch::Messages(messages.into_iter().map(|m| (m.seq, m.body)).collect()))
             }
-        };
-        Ok((rows, bytes, undecodable))
+        }
     }
 }
 

@@ -26,15 +26,17 @@ use super::progress::Progress;
 use super::sort::Sorter;
 use crate::config::{Config, FeatureSetConfig};
 use crate::graph::Graph;
-use crate::plan::{Chain, Computed, SetPlan};
+use crate::plan::{Chain, SetPlan};
 use crate::plugin::{NoLookup, OnlineLookup};
 use crate::rows::{MaxFailed, Tally};
+use crate::runner::BatchRunner;
 use crate::runtime::{deploy_plugins, Services, StoreLookup};
 use crate::sources::Decoder;
 use crate::targets::online::OnlineTarget;
 use crate::targets::parquet::PartWriter;
+use bytes::Bytes;
 pub use input::expand_inputs;
-use input::{read_files, replay, Files, Input};
+use input::{read_files, replay, Batch, Files, Input};
 use letters::LetterFile;
 
 /// Options of `sluice backfill`.
@@ -160,9 +162,8 @@ pub fn run(options: &BackfillOptions) -> anyhow::Result<BackfillReport> {
     let mut run = Run {
         done: letters.count,
         input,
-        decoder,
         fields,
-        chain: chain.counting_in(Arc::new(Mutex::new(decode_failures))),
+        runner: BatchRunner::new(decoder, chain.counting_in(Arc::new(Mutex::new(decode_failures)))),
         online,
         writer,
         roll_rows: plan.parquet.as_ref().map_or(usize::MAX, |p| p.roll_rows),
@@ -263,9 +264,8 @@ fn chain(
 /// A backfill under way.
 struct Run<'a> {
     input: Input,
-    decoder: Decoder,
     fields: Vec<String>,
-    chain: Chain,
+    runner: BatchRunner,
     online: Option<OnlineTarget>,
     writer: PartWriter,
     roll_rows: usize,
@@ -280,46 +280,38 @@ struct Run<'a> {
 impl Run<'_> {
     /// Runs and commits the next batch of up to `n` events; `false` at the end.
     fn batch(&mut self, n: usize) -> anyhow::Result<bool> {
-        let (rows, bytes, undecodable) = self
-            .input
-            .next_batch(n, &self.decoder, &mut self.fields, self.runtime)?;
-        if bytes.is_empty() && undecodable.is_empty() {
+        let mut batch = self.input.next_batch(n, &mut self.fields, self.runtime)?;
+        if batch.is_empty() {
             return Ok(false);
         }
-        self.done += (bytes.len() + undecodable.len()) as u64;
-        let (decode_failures, bodies): (Vec<_>, Vec<_>) = undecodable.into_iter().unzip();
-        for (failure, body) in decode_failures.iter().zip(&bodies) {
-            self.letters.write(failure, body, None)?;
-        }
-        let Some(&(last_seq, _, _)) = bytes.last() else {
-            // Only decode failures: counted, nothing to compute.
-            self.chain.count(&decode_failures);
-            self.progress.show(self.done);
-            return Ok(true);
+        let ran = match &mut batch {
+            Batch::Messages(messages) => self.runner.run_messages(messages)?,
+            Batch::Decoded { rows, bytes } => {
+                let last_seq = bytes.last().map_or(0, |b| b.0);
+                let rows = std::mem::take(rows);
+                self.runner.run(rows, Vec::new(), bytes.len() as u64, last_seq)?
+            }
         };
-        let decoded = decode_failures.len();
-        let Computed {
-            rows,
-            failures,
-            state,
-            late,
-        } = self.chain.run(rows, decode_failures)?;
-        self.report.late += late;
-        for failure in &failures[decoded..] {
-            let (body, origin) = match bytes.binary_search_by_key(&failure.seq, |b| b.0) {
-                Ok(at) => (&bytes[at].1[..], self.input.origin(bytes[at].2)),
-                Err(_) => (&b""[..], None),
+        self.done += ran.counts.events;
+        self.report.late += ran.counts.late;
+        self.report.rows += ran.counts.rows;
+        for failure in &ran.failures {
+            let (body, origin) = match &batch {
+                Batch::Messages(messages) => (self.runner.body(messages, failure.seq), None),
+                Batch::Decoded { bytes, .. } => match bytes.binary_search_by_key(&failure.seq, |b| b.0) {
+                    Ok(at) => (bytes[at].1.clone(), self.input.origin(bytes[at].2)),
+                    Err(_) => (Bytes::new(), None),
+                },
             };
-            self.letters.write(failure, body, origin)?;
+            self.letters.write(failure, &body, origin)?;
         }
-        self.report.rows += rows.len() as u64;
         if let Some(target) = &self.online {
-            let write = target.batch(&rows, last_seq, state, late);
+            let write = target.batch(&ran.rows, ran.last_seq, ran.state, ran.counts.late);
             self.runtime
                 .block_on(target.apply(&write))
                 .map_err(|e| anyhow::anyhow!("online store: {e}"))?;
         }
-        self.report.skipped += self.writer.add(rows) as u64;
+        self.report.skipped += self.writer.add(ran.rows) as u64;
         if self.writer.pending() >= self.roll_rows {
             self.writer.commit()?;
         }
@@ -332,7 +324,7 @@ impl Run<'_> {
         self.writer.commit()?;
         self.progress.finish(self.done);
         self.letters.finish()?;
-        let failures = self.chain.take_tally();
+        let failures = self.runner.chain().take_tally();
         self.report.failed = failures.total;
         self.report.failures = failures;
         Ok(self.report)

@@ -56,6 +56,105 @@ fn window_suffix(text: &str) -> String {
     text.replace(':', "_")
 }
 
+/// A step's period in µs (1 when it is invalid, with the problem recorded).
+fn parse_period(period: &str, problems: &mut Vec<String>) -> i64 {
+    match parse_duration(period) {
+        Ok(d) if d.as_micros() > 0 => d.as_micros() as i64,
+        Ok(_) => {
+            problems.push("`period` cannot be zero".to_string());
+            1
+        }
+        Err(e) => {
+            problems.push(format!("`period`: {e}"));
+            1
+        }
+    }
+}
+
+/// Resolves a step's aggregations one by one, collecting every problem and the feature names
+/// seen so far (a name produced twice is a problem).
+struct Resolver<'a> {
+    period: &'a str,
+    period_us: i64,
+    lateness_buckets: i64,
+    names: HashSet<String>,
+    problems: Vec<String>,
+}
+
+impl Resolver<'_> {
+    /// One aggregated field: its functions, windows and feature names.
+    fn field(&mut self, a: usize, agg: &AggregationConfig) -> FieldSpec {
+        let at = format!("aggregations[{a}] ({})", agg.field);
+        if agg.functions.is_empty() || agg.windows.is_empty() {
+            self.problems
+                .push(format!("{at}: expected at least one function and one window"));
+        }
+        let mut functions = Vec::new();
+        for f in &agg.functions {
+            match Function::parse(f) {
+                Some(function) => functions.push((f.as_str(), function)),
+                None => self.problems.push(format!(
+                    "{at}: unknown function {f:?}; expected count, sum, mean, stddev, variance, min, max, \
+                     first, last, distinct, median or p1 … p99"
+                )),
+            }
+        }
+        let mut windows = Vec::new();
+        let mut features = Vec::new();
+        let mut longest = 1;
+        let mut defaults = Vec::new();
+        for w in &agg.windows {
+            let Some(window) = self.window(&at, w) else {
+                continue;
+            };
+            if let Window::Sliding { length } | Window::Tumbling { length } = window {
+                longest = longest.max(length / self.period_us);
+            }
+            windows.push(window);
+            for (fname, function) in &functions {
+                let default = format!("{}_{fname}_{}", agg.field, window_suffix(w));
+                let name = agg.names.get(&default).cloned().unwrap_or_else(|| default.clone());
+                defaults.push(default);
+                if !self.names.insert(name.clone()) {
+                    self.problems
+                        .push(format!("{at}: feature name \"{name}\" is produced twice"));
+                }
+                features.push(Feature {
+                    name,
+                    function: *function,
+                    window: windows.len() - 1,
+                });
+            }
+        }
+        for renamed in agg.names.keys().filter(|r| !defaults.contains(r)) {
+            self.problems.push(format!(
+                "{at}: `names` renames \"{renamed}\", which this aggregation does not produce"
+            ));
+        }
+        FieldSpec {
+            field: agg.field.clone(),
+            needs: Needs::of(functions.iter().map(|f| f.1)),
+            since_start: windows.contains(&Window::SinceStart),
+            windows,
+            features,
+            retain: longest + self.lateness_buckets,
+        }
+    }
+
+    /// A window of the field at `at`, if it parses and is a whole number of periods.
+    fn window(&mut self, at: &str, w: &str) -> Option<Window> {
+        let window = Window::parse(w).map_err(|e| self.problems.push(format!("{at}: window {e}"))).ok()?;
+        if !window.fits(self.period_us) {
+            self.problems.push(format!(
+                "{at}: window {w:?} is not a whole number of periods ({})",
+                self.period
+            ));
+            return None;
+        }
+        Some(window)
+    }
+}
+
 impl AggregateSpec {
     /// Resolves a step's config; every problem is reported.
     pub fn new(
@@ -65,100 +164,34 @@ impl AggregateSpec {
         aggregations: &[AggregationConfig],
     ) -> Result<AggregateSpec, Vec<String>> {
         let mut problems = Vec::new();
-        let period_us = match parse_duration(period) {
-            Ok(d) if d.as_micros() > 0 => d.as_micros() as i64,
-            Ok(_) => {
-                problems.push("`period` cannot be zero".to_string());
-                1
-            }
-            Err(e) => {
-                problems.push(format!("`period`: {e}"));
-                1
-            }
-        };
+        let period_us = parse_period(period, &mut problems);
         let lateness_us = lateness.unwrap_or(0);
         if aggregations.is_empty() {
             problems.push("expected at least one `[[...aggregations]]` entry".into());
         }
-        let lateness_buckets = (lateness_us + period_us - 1) / period_us;
-        let mut names = HashSet::new();
-        let mut fields = Vec::new();
-        for (a, agg) in aggregations.iter().enumerate() {
-            let at = format!("aggregations[{a}] ({})", agg.field);
-            if aggregations[..a].iter().any(|earlier| earlier.field == agg.field) {
-                problems.push(format!(
-                    "{at}: field \"{}\" is aggregated twice in this step; list all its functions and windows \
-                     in one entry (or use another step)",
-                    agg.field
-                ));
-            }
-            if agg.functions.is_empty() || agg.windows.is_empty() {
-                problems.push(format!("{at}: expected at least one function and one window"));
-            }
-            let mut functions = Vec::new();
-            for f in &agg.functions {
-                match Function::parse(f) {
-                    Some(function) => functions.push((f.as_str(), function)),
-                    None => problems.push(format!(
-                        "{at}: unknown function {f:?}; expected count, sum, mean, stddev, variance, min, max, \
-                         first, last, distinct, median or p1 … p99"
-                    )),
-                }
-            }
-            let mut windows = Vec::new();
-            let mut features = Vec::new();
-            let mut longest = 1;
-            let mut defaults = Vec::new();
-            for w in &agg.windows {
-                let window = match Window::parse(w) {
-                    Ok(window) => window,
-                    Err(e) => {
-                        problems.push(format!("{at}: window {e}"));
-                        continue;
-                    }
-                };
-                if !window.fits(period_us) {
-                    problems.push(format!(
-                        "{at}: window {w:?} is not a whole number of periods ({period})"
-                    ));
-                    continue;
-                }
-                if let Window::Sliding { length } | Window::Tumbling { length } = window {
-                    longest = longest.max(length / period_us);
-                }
-                windows.push(window);
-                for (fname, function) in &functions {
-                    let default = format!("{}_{fname}_{}", agg.field, window_suffix(w));
-                    let name = agg.names.get(&default).cloned().unwrap_or_else(|| default.clone());
-                    defaults.push(default);
-                    if !names.insert(name.clone()) {
-                        problems.push(format!("{at}: feature name \"{name}\" is produced twice"));
-                    }
-                    features.push(Feature {
-                        name,
-                        function: *function,
-                        window: windows.len() - 1,
-                    });
-                }
-            }
-            for renamed in agg.names.keys() {
-                if !defaults.contains(renamed) {
-                    problems.push(format!(
-                        "{at}: `names` renames \"{renamed}\", which this aggregation does not produce"
+        let mut resolver = Resolver {
+            period,
+            period_us,
+            lateness_buckets: (lateness_us + period_us - 1) / period_us,
+            names: HashSet::new(),
+            problems,
+        };
+        let fields = aggregations
+            .iter()
+            .enumerate()
+            .map(|(a, agg)| {
+                if aggregations[..a].iter().any(|earlier| earlier.field == agg.field) {
+                    resolver.problems.push(format!(
+                        "aggregations[{a}] ({}): field \"{}\" is aggregated twice in this step; list all its \
+                         functions and windows in one entry (or use another step)",
+                        agg.field, agg.field
                     ));
                 }
-            }
-            fields.push(FieldSpec {
-                field: agg.field.clone(),
-                needs: Needs::of(functions.iter().map(|f| f.1)),
-                since_start: windows.contains(&Window::SinceStart),
-                windows,
-                features,
-                retain: longest + lateness_buckets,
-            });
-        }
-        if !problems.is_empty() {
-            return Err(problems);
+                resolver.field(a, agg)
+            })
+            .collect();
+        if !resolver.problems.is_empty() {
+            return Err(resolver.problems);
         }
         Ok(AggregateSpec {
             step: step.to_string(),

@@ -5,6 +5,8 @@
 //! `~<step>:<field>:base` everything that left every window (kept only for `since_start`),
 //! `~<step>:_at` the highest input sequence applied and the latest event time. All are absolute values: writing them again changes nothing.
 
+use crate::fault::Invalid;
+use crate::invalid;
 use super::spec::AggregateSpec;
 use super::tile::Tile;
 use super::window::{bucket, Window};
@@ -317,7 +319,7 @@ impl KeyState {
     pub fn decode<'a>(
         spec: &AggregateSpec,
         entries: impl IntoIterator<Item = (&'a str, &'a [u8])>,
-    ) -> Result<KeyState, String> {
+    ) -> Result<KeyState, Invalid> {
         let mut state = KeyState::new(spec);
         let mut loaded: Vec<Vec<(i64, Tile)>> = vec![Vec::new(); spec.fields.len()];
         let prefix = format!("~{}:", spec.step);
@@ -333,7 +335,7 @@ impl KeyState {
             match rest {
                 "_at" => {
                     (state.seq, state.watermark) = position(bytes)
-                        .ok_or_else(|| format!("hash field {name}: expected \"<sequence> <event time>\""))?;
+                        .ok_or_else(|| invalid!("hash field {name}: expected \"<sequence> <event time>\""))?;
                 }
                 _ => {
                     let Some((field, b)) = rest.rsplit_once(':') else {
@@ -342,11 +344,11 @@ impl KeyState {
                     let Some(f) = spec.fields.iter().position(|x| x.field == field) else {
                         continue;
                     };
-                    let tile = Tile::decode(bytes).map_err(|e| format!("hash field {name}: {e}"))?;
+                    let tile = Tile::decode(bytes).map_err(|e| invalid!("hash field {name}: {e}"))?;
                     if b == "base" {
                         state.fields[f].base = tile;
                     } else {
-                        let b: i64 = b.parse().map_err(|_| format!("hash field {name}: not a bucket"))?;
+                        let b: i64 = b.parse().map_err(|_| invalid!("hash field {name}: not a bucket"))?;
                         loaded[f].push((b, tile));
                     }
                 }

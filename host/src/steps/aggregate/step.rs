@@ -11,6 +11,8 @@
 //! evicted two batches after it was last used, so when it is loaded again its last write is
 //! in Redis.
 
+use crate::fault::Invalid;
+use crate::invalid;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -264,7 +266,7 @@ impl Aggregate {
     }
 
     /// The key of row `i`, as text.
-    fn key_text(rows: &Rows, i: usize, at: Option<usize>) -> Result<std::borrow::Cow<'_, str>, String> {
+    fn key_text(rows: &Rows, i: usize, at: Option<usize>) -> Result<std::borrow::Cow<'_, str>, Invalid> {
         let Some(at) = at else {
             return Ok(std::borrow::Cow::Borrowed(rows.batch.events[i].key.as_str()));
         };
@@ -272,7 +274,7 @@ impl Aggregate {
             Value::Text(s) => Ok(std::borrow::Cow::Borrowed(s.as_str())),
             Value::Integer(n) => Ok(std::borrow::Cow::Owned(n.to_string())),
             Value::Null => Err("the key field is null".into()),
-            other => Err(format!("the key field must be text or an integer, got {other:?}")),
+            other => Err(invalid!("the key field must be text or an integer, got {other:?}")),
         }
     }
 }

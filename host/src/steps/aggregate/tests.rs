@@ -412,7 +412,7 @@ fn tiles_round_trip_through_their_stored_form_and_sketches_still_merge() {
     fresh.add_value(&Value::Float(1.0), 0, 0, needs).unwrap();
     fresh.merge(&back);
     assert_eq!(fresh.count, 601);
-    assert!(Tile::decode(b"1 2 x").unwrap_err().contains("not a tile"));
+    assert!(Tile::decode(b"1 2 x").unwrap_err().0.contains("not a tile"));
 }
 
 #[test]

@@ -3,6 +3,8 @@
 //! merged over a window, so min and max are right when a tile leaves the window and a late
 //! event can land in its tile.
 
+use crate::fault::Invalid;
+use crate::invalid;
 use cardinality_estimator::CardinalityEstimator;
 use sketches_ddsketch::{Config as SketchConfig, DDSketch};
 
@@ -197,7 +199,7 @@ fn sketch_config() -> SketchConfig {
 impl Tile {
     /// Adds a value seen at `time` with input sequence `seq`. Null is skipped; a value that is
     /// not a number fails when `needs.numeric` (nothing is added then).
-    pub fn add_value(&mut self, value: &Value, time: i64, seq: u64, needs: Needs) -> Result<(), String> {
+    pub fn add_value(&mut self, value: &Value, time: i64, seq: u64, needs: Needs) -> Result<(), Invalid> {
         let number = match value {
             Value::Null => return Ok(()),
             Value::Integer(i) => Some(*i as f64),
@@ -205,7 +207,7 @@ impl Tile {
             _ => None,
         };
         if needs.numeric && number.is_none() {
-            return Err(not_a_number(value));
+            return Err(Invalid(not_a_number(value)));
         }
         if needs.distinct {
             let distinct = self.distinct.get_or_insert_with(Default::default);
@@ -371,15 +373,15 @@ impl Tile {
     }
 
     /// Reads what [`Tile::encode`] wrote.
-    pub fn decode(bytes: &[u8]) -> Result<Tile, String> {
+    pub fn decode(bytes: &[u8]) -> Result<Tile, Invalid> {
         let text = std::str::from_utf8(bytes).map_err(|_| "a tile is not UTF-8".to_string())?;
-        let bad = || format!("not a tile: {text:?}");
+        let bad = || invalid!("not a tile: {text:?}");
         let mut lines = text.split('\n');
         let mut parts = lines.next().unwrap_or("").split(' ');
         let mut next = || parts.next().ok_or_else(bad);
         let float = |s: &str| s.parse::<f64>().map_err(|_| bad());
         let opt = |s: &str| if s == "-" { Ok(None) } else { float(s).map(Some) };
-        let point = |s: &str| -> Result<Option<(i64, u64, f64)>, String> {
+        let point = |s: &str| -> Result<Option<(i64, u64, f64)>, Invalid> {
             if s == "-" {
                 return Ok(None);
             }
@@ -405,13 +407,13 @@ impl Tile {
         };
         for line in lines {
             if let Some(json) = line.strip_prefix('H') {
-                let d: Distinct = serde_json::from_str(json).map_err(|e| format!("a distinct-count sketch: {e}"))?;
+                let d: Distinct = serde_json::from_str(json).map_err(|e| invalid!("a distinct-count sketch: {e}"))?;
                 tile.distinct = Some(Box::new(d));
             } else if let Some(hexed) = line.strip_prefix('D') {
-                let raw = hex::decode(hexed).map_err(|e| format!("a quantile sketch: {e}"))?;
+                let raw = hex::decode(hexed).map_err(|e| invalid!("a quantile sketch: {e}"))?;
                 // The encoding carries the mapping exactly, so the decoded sketch has the
                 // default configuration again and merges with fresh ones (tested below).
-                let sketch = DDSketch::from_java_bytes(&raw).map_err(|e| format!("a quantile sketch: {e:?}"))?;
+                let sketch = DDSketch::from_java_bytes(&raw).map_err(|e| invalid!("a quantile sketch: {e:?}"))?;
                 tile.sketch = Some(Box::new(sketch));
             }
         }

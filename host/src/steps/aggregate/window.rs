@@ -1,5 +1,8 @@
 //! Windows over epoch-aligned buckets of a period (Storey's model).
 
+use crate::fault::Invalid;
+use crate::invalid;
+
 /// A window, evaluated at a time `t` (µs since the epoch) over buckets of `period` µs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Window {
@@ -35,7 +38,7 @@ impl Window {
     }
 
     /// Parses `1h`, `30m`, `24h`, `7d` (sliding), `tumbling:1h`, `since_start`.
-    pub fn parse(text: &str) -> Result<Window, String> {
+    pub fn parse(text: &str) -> Result<Window, Invalid> {
         if text == "since_start" {
             return Ok(Window::SinceStart);
         }
@@ -45,7 +48,7 @@ impl Window {
         };
         let us = crate::duration::parse_duration(length)?.as_micros() as i64;
         if us == 0 {
-            return Err(format!("{text:?}: a window cannot be empty"));
+            return Err(invalid!("{text:?}: a window cannot be empty"));
         }
         Ok(if tumbling {
             Window::Tumbling { length: us }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{BatchWrite, HashFields, OnlineStore, StoreError};
+use super::{BatchWrite, HashFields, HashWrite, OnlineStore, StoreError};
 
 mod log;
 pub use log::{LogMessage, Outgoing};
@@ -161,68 +161,18 @@ impl Embedded {
         let txn = self.db.begin_write().map_err(fail)?;
         {
             let mut counters = txn.open_table(COUNTERS).map_err(fail)?;
-            let mut fields = txn.open_table(FIELDS).map_err(fail)?;
-            let mut expiry = txn.open_table(EXPIRY).map_err(fail)?;
-            let mut expiring = txn.open_table(EXPIRING).map_err(fail)?;
+            let mut tables = HashTables {
+                fields: txn.open_table(FIELDS).map_err(fail)?,
+                expiry: txn.open_table(EXPIRY).map_err(fail)?,
+                expiring: txn.open_table(EXPIRING).map_err(fail)?,
+            };
             let applied = counters
                 .get(batch.applied_key.as_str())
                 .map_err(fail)?
                 .map_or(0, |v| v.value());
             let fresh = batch.last_seq > applied;
-            let number = |fields: &redb::Table<(&str, &str), &[u8]>,
-                          hash: &str,
-                          name: &str|
-             -> Result<Option<i64>, StoreError> {
-                Ok(fields
-                    .get((hash, name))
-                    .map_err(fail)?
-                    .and_then(|v| std::str::from_utf8(v.value()).ok()?.parse().ok()))
-            };
             for write in &batch.hashes {
-                let hash = write.hash.as_str();
-                // An expired hash is gone, tiles included, as in Redis.
-                let at = expiry.get(hash).map_err(fail)?.map(|v| v.value());
-                if let Some(at) = at.filter(|at| *at <= now) {
-                    remove_hash(&mut fields, &mut expiry, &mut expiring, hash, at)?;
-                }
-                let mut wrote = false;
-                if let Some(row) = write.row.as_ref().filter(|r| r.seq > applied) {
-                    let current = number(&fields, hash, "_ts")?;
-                    let current_seq = number(&fields, hash, "_seq")?.unwrap_or(0) as u64;
-                    let newer = match current {
-                        None => true,
-                        Some(ts) => ts < row.time || (ts == row.time && current_seq < row.seq),
-                    };
-                    if newer {
-                        fields
-                            .insert((hash, "_ts"), row.time.to_string().as_bytes())
-                            .map_err(fail)?;
-                        fields
-                            .insert((hash, "_seq"), row.seq.to_string().as_bytes())
-                            .map_err(fail)?;
-                        for (name, value) in batch.fields.iter().zip(&row.values) {
-                            fields.insert((hash, name.as_str()), value.as_bytes()).map_err(fail)?;
-                        }
-                        wrote = true;
-                    }
-                }
-                if fresh {
-                    for (name, value) in &write.set {
-                        fields.insert((hash, name.as_str()), value.as_slice()).map_err(fail)?;
-                    }
-                    for name in &write.delete {
-                        fields.remove((hash, name.as_str())).map_err(fail)?;
-                    }
-                    wrote |= !write.set.is_empty();
-                }
-                if wrote && batch.ttl_ms > 0 {
-                    if let Some(old) = expiry.get(hash).map_err(fail)?.map(|v| v.value()) {
-                        expiring.remove((old, hash)).map_err(fail)?;
-                    }
-                    let at = now + batch.ttl_ms;
-                    expiry.insert(hash, at).map_err(fail)?;
-                    expiring.insert((at, hash), ()).map_err(fail)?;
-                }
+                tables.write(batch, write, applied, fresh, now)?;
             }
             if fresh {
                 if batch.late > 0 {
@@ -238,7 +188,7 @@ impl Embedded {
                     .insert(batch.applied_key.as_str(), batch.last_seq)
                     .map_err(fail)?;
             }
-            self.sweep(now, &mut fields, &mut expiry, &mut expiring)?;
+            self.sweep(now, &mut tables.fields, &mut tables.expiry, &mut tables.expiring)?;
         }
         txn.commit().map_err(fail)
     }
@@ -264,6 +214,86 @@ impl Embedded {
             remove_hash(fields, expiry, expiring, &hash, at)?;
         }
         Ok(())
+    }
+}
+
+/// The tables of the online hashes in a write transaction: fields, and expiry both ways.
+struct HashTables<'t> {
+    fields: redb::Table<'t, (&'static str, &'static str), &'static [u8]>,
+    expiry: redb::Table<'t, &'static str, u64>,
+    expiring: redb::Table<'t, (u64, &'static str), ()>,
+}
+
+impl HashTables<'_> {
+    /// One hash's part of a batch, as the Redis script does it: the row if it is newer than
+    /// the stored one (by event time, then sequence) and not applied yet; the tiles if the
+    /// batch is `fresh`; the TTL refreshed when anything was written.
+    fn write(
+        &mut self,
+        batch: &BatchWrite,
+        write: &HashWrite,
+        applied: u64,
+        fresh: bool,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        let hash = write.hash.as_str();
+        // An expired hash is gone, tiles included, as in Redis.
+        let at = self.expiry.get(hash).map_err(fail)?.map(|v| v.value());
+        if let Some(at) = at.filter(|at| *at <= now) {
+            remove_hash(&mut self.fields, &mut self.expiry, &mut self.expiring, hash, at)?;
+        }
+        let mut wrote = false;
+        if let Some(row) = write.row.as_ref().filter(|r| r.seq > applied) {
+            if self.newer(hash, row.time, row.seq)? {
+                let fields = &mut self.fields;
+                fields
+                    .insert((hash, "_ts"), row.time.to_string().as_bytes())
+                    .map_err(fail)?;
+                fields
+                    .insert((hash, "_seq"), row.seq.to_string().as_bytes())
+                    .map_err(fail)?;
+                for (name, value) in batch.fields.iter().zip(&row.values) {
+                    fields.insert((hash, name.as_str()), value.as_bytes()).map_err(fail)?;
+                }
+                wrote = true;
+            }
+        }
+        if fresh {
+            for (name, value) in &write.set {
+                self.fields
+                    .insert((hash, name.as_str()), value.as_slice())
+                    .map_err(fail)?;
+            }
+            for name in &write.delete {
+                self.fields.remove((hash, name.as_str())).map_err(fail)?;
+            }
+            wrote |= !write.set.is_empty();
+        }
+        if wrote && batch.ttl_ms > 0 {
+            if let Some(old) = self.expiry.get(hash).map_err(fail)?.map(|v| v.value()) {
+                self.expiring.remove((old, hash)).map_err(fail)?;
+            }
+            let at = now + batch.ttl_ms;
+            self.expiry.insert(hash, at).map_err(fail)?;
+            self.expiring.insert((at, hash), ()).map_err(fail)?;
+        }
+        Ok(())
+    }
+
+    /// Whether a row at (`time`, `seq`) is newer than the hash's stored one.
+    fn newer(&self, hash: &str, time: i64, seq: u64) -> Result<bool, StoreError> {
+        let number = |name: &str| -> Result<Option<i64>, StoreError> {
+            Ok(self
+                .fields
+                .get((hash, name))
+                .map_err(fail)?
+                .and_then(|v| std::str::from_utf8(v.value()).ok()?.parse().ok()))
+        };
+        let current_seq = number("_seq")?.unwrap_or(0) as u64;
+        Ok(match number("_ts")? {
+            None => true,
+            Some(ts) => ts < time || (ts == time && current_seq < seq),
+        })
     }
 }
 

@@ -1,6 +1,9 @@
 //! The on-disk state under the data folder that outlives a process: plugin versions deployed
 //! over HTTP (restored at start), feature set definitions applied over HTTP and the version
-//! served of each, and the atomic write every stored file goes through.
+//! served of each, training-set jobs ([`jobs`]), and the atomic write every stored file goes
+//! through.
+
+pub mod jobs;
 
 use std::path::{Path as FsPath, PathBuf};
 
@@ -53,12 +56,6 @@ pub fn restore(registry: &Registry, dir: &FsPath) -> Vec<String> {
         }
     }
     restored
-}
-
-/// Where training-set jobs started over HTTP keep their entity rows, status and file
-/// (`<id>/`), so their results outlive a restart.
-pub fn training_jobs_dir(data_dir: &FsPath) -> PathBuf {
-    data_dir.join("training-sets")
 }
 
 /// Where definitions applied over HTTP are kept (`<name>-v<version>.toml`), with the served
