@@ -227,8 +227,12 @@ pub fn run(options: Options) -> anyhow::Result<()> {
             "| bare async-nats consumer drain (batch {}, ack all) | {bare:.0} events/s |",
             options.batch
         );
+        let graph = match options.no_aggregate {
+            true => "plugin + filter + map",
+            false => "plugin + filter + aggregate + map",
+        };
         println!(
-            "| pipeline: plugin + filter + map → Redis + stream | {pipeline:.0} events/s ({:.0}% of bare) |",
+            "| pipeline: {graph} → Redis + stream | {pipeline:.0} events/s ({:.0}% of bare) |",
             pipeline / bare * 100.0
         );
         println!(

@@ -95,10 +95,10 @@ pub struct Metrics {
     pub refused: Counter,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        let mut registry = Registry::default();
-        let sets = SetFamilies {
+impl SetFamilies {
+    /// New families, registered.
+    fn registered(registry: &mut Registry) -> SetFamilies {
+        let f = SetFamilies {
             events_in: Family::default(),
             rows_out: Family::default(),
             failed: Family::default(),
@@ -106,25 +106,32 @@ impl Default for Metrics {
             batch_seconds: Family::new_with_constructor(latency),
             pending: Family::default(),
         };
-        registry.register("sluice_events_in", "Input events taken", sets.events_in.clone());
-        registry.register("sluice_rows_out", "Feature rows produced", sets.rows_out.clone());
+        registry.register("sluice_events_in", "Input events taken", f.events_in.clone());
+        registry.register("sluice_rows_out", "Feature rows produced", f.rows_out.clone());
         registry.register(
             "sluice_events_failed",
             "Events sent to the dead-letter subject",
-            sets.failed.clone(),
+            f.failed.clone(),
         );
-        registry.register("sluice_events_late", "Events refused as late", sets.late.clone());
+        registry.register("sluice_events_late", "Events refused as late", f.late.clone());
         registry.register(
             "sluice_batch_seconds",
             "Batch processing time before the Redis write",
-            sets.batch_seconds.clone(),
+            f.batch_seconds.clone(),
         );
         registry.register(
             "sluice_consumer_pending",
             "Input messages not yet delivered to a feature set",
-            sets.pending.clone(),
+            f.pending.clone(),
         );
-        let plugins = PluginFamilies {
+        f
+    }
+}
+
+impl PluginFamilies {
+    /// New families, registered.
+    fn registered(registry: &mut Registry) -> PluginFamilies {
+        let f = PluginFamilies {
             calls: Family::default(),
             events: Family::default(),
             errors: Family::default(),
@@ -133,23 +140,32 @@ impl Default for Metrics {
         registry.register(
             "sluice_plugin_calls",
             "Batches handed to a plugin version",
-            plugins.calls.clone(),
+            f.calls.clone(),
         );
         registry.register(
             "sluice_plugin_events",
             "Events handed to a plugin version",
-            plugins.events.clone(),
+            f.events.clone(),
         );
         registry.register(
             "sluice_plugin_errors",
             "Events a plugin version failed",
-            plugins.errors.clone(),
+            f.errors.clone(),
         );
         registry.register(
             "sluice_plugin_batch_seconds",
             "Time a plugin version takes per batch",
-            plugins.batch_seconds.clone(),
+            f.batch_seconds.clone(),
         );
+        f
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let sets = SetFamilies::registered(&mut registry);
+        let plugins = PluginFamilies::registered(&mut registry);
         let (lookups, lookup_errors, ingested, refused) = Default::default();
         let lookup_seconds = latency();
         registry.register("sluice_lookups", "Online lookups answered", Counter::clone(&lookups));

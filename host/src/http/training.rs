@@ -98,24 +98,27 @@ pub(crate) async fn start(State(api): State<Arc<Api>>, headers: HeaderMap, body:
         quiet: true,
     };
     let by = token.name.clone();
-    tokio::task::spawn_blocking(move || {
-        let id = &job.id;
-        let status = match training::build(&config, &options) {
-            Ok(report) => json!({
-                "id": id, "status": "done", "by": by, "rows": report.rows, "features": report.features,
-                "missing": report.missing, "seconds": report.seconds,
-                "download": format!("/v1/training-sets/{id}/data"),
-            }),
-            Err(e) => json!({ "id": id, "status": "failed", "by": by, "error": e.to_string() }),
-        };
-        if let Err(e) = job.record(&status) {
-            tracing::error!(job = %id, "writing the job's status failed: {e}");
-        }
-    });
+    tokio::task::spawn_blocking(move || run_job(&config, &options, &job, &by));
     Ok(json_body(
         StatusCode::ACCEPTED,
         json!({ "id": id, "status": "running", "poll": format!("/v1/training-sets/{id}") }),
     ))
+}
+
+/// Builds a job's training set (on a blocking thread) and records how it ended.
+fn run_job(config: &crate::config::Config, options: &TrainingOptions, job: &TrainingJob, by: &str) {
+    let id = &job.id;
+    let status = match training::build(config, options) {
+        Ok(report) => json!({
+            "id": id, "status": "done", "by": by, "rows": report.rows, "features": report.features,
+            "missing": report.missing, "seconds": report.seconds,
+            "download": format!("/v1/training-sets/{id}/data"),
+        }),
+        Err(e) => json!({ "id": id, "status": "failed", "by": by, "error": e.to_string() }),
+    };
+    if let Err(e) = job.record(&status) {
+        tracing::error!(job = %id, "writing the job's status failed: {e}");
+    }
 }
 
 /// `GET /v1/training-sets/{id}`: the job's status (running, done with the download path and
