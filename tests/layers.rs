@@ -22,7 +22,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     ("stores and bus", &["store", "bus"]),
-    ("plugins and steps", &["plugin", "steps"]),
+    ("plugins, steps and monitoring", &["plugin", "steps", "monitor"]),
     ("config", &["config"]),
     (
         "reads, writes and on-disk state",
@@ -186,7 +186,7 @@ fn an_import_of_a_higher_layer_or_an_unplaced_module_is_found() {
         violations(&edges),
         vec![
             "newthing has no layer: add it to LAYERS".to_string(),
-            "steps (plugins and steps) imports plan (plan and runtime), a higher layer".into(),
+            "steps (plugins, steps and monitoring) imports plan (plan and runtime), a higher layer".into(),
         ]
     );
 }

@@ -397,7 +397,7 @@ pub fn parquet_rows(dir: &Path) -> Vec<(u64, String, i64, HashMap<String, Json>)
     rows
 }
 
-/// The Python with pandas, pyarrow and duckdb that `plugins/toolchains.sh` installs.
+/// The Python with pandas, pyarrow, duckdb and scipy that `plugins/toolchains.sh` installs.
 pub fn pandas_python() -> PathBuf {
     let toolchains = std::env::var_os("SLUICE_TOOLCHAINS")
         .map(PathBuf::from)
@@ -407,7 +407,7 @@ pub fn pandas_python() -> PathBuf {
     let python = toolchains.join("pandas/bin/python");
     assert!(
         python.exists(),
-        "{} is missing: run `bash plugins/toolchains.sh` (it installs pandas, pyarrow and duckdb)",
+        "{} is missing: run `bash plugins/toolchains.sh` (it installs pandas, pyarrow, duckdb and scipy)",
         python.display()
     );
     python

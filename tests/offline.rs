@@ -475,3 +475,111 @@ fn a_training_set_from_the_fraud_example_reads_in_pandas_with_the_right_types() 
     assert_eq!(dtypes["amount_zscore_24h"], "float64");
     assert_eq!(dtypes["is_foreign"], "bool");
 }
+
+#[test]
+fn a_reference_profile_comes_from_a_training_sets_features_or_an_offline_range() {
+    use sluice::monitor::reference::ReferenceFeature;
+    use sluice::offline::reference::{self, ProfileOptions};
+    let live = Live::new("profile");
+    let config = live.write_config();
+    let events: Vec<Json> = (0..3000).map(transaction).collect();
+    let input = live.dir.path().join("history.jsonl");
+    write_jsonl(&input, &events);
+    let report = backfill::run(&backfill_options(
+        &config,
+        &live.set,
+        7,
+        vec![input.display().to_string()],
+    ))
+    .unwrap();
+    let lines: Vec<Json> = events
+        .iter()
+        .filter(|e| kept(e))
+        .take(800)
+        .map(|e| json!({ "user_id": e["user_id"], "t": e["ts"].as_i64().unwrap() + 1, "label": 1 }))
+        .collect();
+    let entities = live.dir.path().join("entities.jsonl");
+    write_jsonl(&entities, &lines);
+    let out = live.dir.path().join("train.parquet");
+    let set = &live.set;
+    training::run(&TrainingOptions {
+        config: config.clone(),
+        entities,
+        features: ["amount_usd", "tx_count_1h", "is_foreign"]
+            .iter()
+            .map(|f| format!("{set}:{f}"))
+            .collect(),
+        out: out.clone(),
+        time_field: "t".into(),
+        version: Some(7),
+        partitions: None,
+        quiet: true,
+    })
+    .unwrap();
+    let options = ProfileOptions {
+        config: config.clone(),
+        set: set.clone(),
+        training_set: Some(out),
+        time_field: "t".into(),
+        version: None,
+        from: None,
+        to: None,
+        name: "trained-2026-12".into(),
+    };
+    let (trained, path) = reference::build(&options).unwrap();
+    // Exactly the three features: not the entity row's user_id, t or label.
+    let names: Vec<&str> = trained.features.keys().map(String::as_str).collect();
+    assert_eq!(names, vec!["amount_usd", "is_foreign", "tx_count_1h"]);
+    assert_eq!(trained.rows, 800);
+    let ReferenceFeature::Numeric {
+        count, shares, edges, ..
+    } = &trained.features["amount_usd"]
+    else {
+        panic!("amount_usd is numeric: {:?}", trained.features["amount_usd"]);
+    };
+    assert_eq!(*count, 800);
+    assert_eq!(shares.len(), edges.len() + 1);
+    assert!((shares.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+    // Equal-frequency bins: no closed bin holds much more than its tenth.
+    assert!(shares.iter().all(|s| *s < 0.2), "{shares:?}");
+    let ReferenceFeature::Categorical { values, .. } = &trained.features["is_foreign"] else {
+        panic!("is_foreign is categorical");
+    };
+    assert!(values.contains(&"true".to_string()) || values.contains(&"false".to_string()));
+    // Stored where the catalog finds it again.
+    let data_dir = sluice::config::load(&config).unwrap();
+    let stored = sluice::catalog::references::References::new(&data_dir.resolve(&data_dir.host.data_dir));
+    assert_eq!(stored.load(set, "trained-2026-12").unwrap().rows, 800);
+    assert!(path.exists());
+    let summary = reference::summary(&trained, &path);
+    assert!(summary.contains("amount_usd") && summary.contains("p50"), "{summary}");
+
+    // The offline rows of v7, all of them, then the first half of their time range only.
+    let offline = |from: Option<String>, to: Option<String>| ProfileOptions {
+        training_set: None,
+        version: Some(7),
+        from,
+        to,
+        name: "offline".into(),
+        ..options.clone()
+    };
+    let (all, _) = reference::build(&offline(None, None)).unwrap();
+    assert_eq!(all.rows, report.rows);
+    assert!(!all.features.contains_key("user_id"), "the entity is not a feature");
+    let middle = events[1500]["ts"].as_i64().unwrap().to_string();
+    let (half, _) = reference::build(&offline(None, Some(middle))).unwrap();
+    assert!(half.rows > 0 && half.rows < all.rows, "{} of {}", half.rows, all.rows);
+    // Bad names and empty ranges are refused with what was expected.
+    let bad = reference::build(&ProfileOptions {
+        name: "../x".into(),
+        ..options.clone()
+    })
+    .unwrap_err();
+    assert!(bad.to_string().contains("expected 1 to 64 letters"), "{bad}");
+    let empty = reference::build(&offline(
+        Some("2000-01-01T00:00:00Z".into()),
+        Some("2000-01-02T00:00:00Z".into()),
+    ))
+    .unwrap_err();
+    assert!(empty.to_string().contains("no rows to profile"), "{empty}");
+}

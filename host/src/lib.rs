@@ -31,6 +31,8 @@
 //! - [`steps`]: the built-in steps, one file per kind (`filter`, `map`, `wasm`, `select`,
 //!   `drop`, `rename`, `impute`, `join`, `aggregate`, `cast`), each owning its config, resolution
 //!   and builder, registered in one list (`step_kinds!`).
+//! - [`monitor`]: feature monitoring — mergeable profiles, references with fixed bins, drift
+//!   scores (PSI, Jensen-Shannon, Hellinger, TVD, KS, chi-square) and verdicts with hysteresis.
 //!
 //! Config:
 //! - [`config`]: the config file (host, plugins, feature sets): parse, then validate with
@@ -81,6 +83,7 @@ pub mod graph;
 pub mod http;
 pub mod keys;
 pub mod metrics;
+pub mod monitor;
 pub mod offline;
 pub mod online;
 pub mod pipeline;

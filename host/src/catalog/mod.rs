@@ -1,9 +1,10 @@
 //! The on-disk state under the data folder that outlives a process: plugin versions deployed
 //! over HTTP (restored at start), feature set definitions applied over HTTP and the version
-//! served of each, training-set jobs ([`jobs`]), and the atomic write every stored file goes
-//! through.
+//! served of each, training-set jobs ([`jobs`]), reference profiles ([`references`]), and the
+//! atomic write every stored file goes through.
 
 pub mod jobs;
+pub mod references;
 
 use std::path::{Path as FsPath, PathBuf};
 

@@ -52,6 +52,10 @@ pub enum Command {
     Backfill(crate::offline::backfill::BackfillOptions),
     /// Builds a point-in-time correct training set (Parquet) for entity rows with a time.
     TrainingSet(crate::offline::training::TrainingOptions),
+    /// Builds a reference profile (what a model trained on) from a training set's Parquet file
+    /// or a feature set version's offline rows, stores it under the data folder and prints a
+    /// per-feature summary; live statistics are compared on its bins.
+    Profile(crate::offline::reference::ProfileOptions),
     /// Compares the online store (as of now) with the offline rows evaluated at now, for a
     /// sample of entities; exit 1 on any mismatch.
     VerifyParity(crate::offline::parity::ParityOptions),
@@ -153,6 +157,11 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Backfill(options) => backfill(&options),
         Command::TrainingSet(options) => training_set(&options),
         Command::VerifyParity(options) => verify_parity(&options),
+        Command::Profile(options) => {
+            let (reference, path) = crate::offline::reference::build(&options)?;
+            print!("{}", crate::offline::reference::summary(&reference, &path));
+            Ok(0)
+        }
         Command::Token { name, scopes, sets } => token(&name, &scopes, &sets),
     }
 }

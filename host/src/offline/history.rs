@@ -376,7 +376,7 @@ impl crate::plugin::OnlineLookup for HistoryLookup {
 
 /// One cell of a column of Sluice's own Parquet parts as JSON (timestamps as epoch
 /// microseconds; foreign files are read by the file source).
-fn cell(column: &dyn Array, r: usize) -> Json {
+pub(super) fn cell(column: &dyn Array, r: usize) -> Json {
     if column.is_null(r) {
         return Json::Null;
     }

@@ -78,6 +78,9 @@ struct Requested {
     column: String,
 }
 
+/// The field metadata key that marks a training set's feature columns (`set:feature`).
+pub const FEATURE_METADATA: &str = "sluice:feature";
+
 /// The feature sets asked for, and each feature as (index of its set, name).
 pub type Resolved = (Vec<FeatureSetConfig>, Vec<(usize, String)>);
 
@@ -175,7 +178,8 @@ pub fn build(config: &Config, options: &TrainingOptions) -> anyhow::Result<Train
     }
     progress.finish(done);
     let declared: HashMap<String, bool> = sets.iter().flat_map(|s| s.aggregate_types()).collect();
-    write(options, &entity_rows, &requested, values, &declared)?;
+    let set_names: Vec<&str> = sets.iter().map(|s| s.name.as_str()).collect();
+    write(options, &entity_rows, (&requested, &set_names), values, &declared)?;
     report.features = requested.iter().map(|r| r.column.clone()).collect();
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
@@ -339,11 +343,12 @@ fn aggregate_names(set: &FeatureSetConfig) -> Vec<String> {
 
 /// Writes the training set: the entity rows' columns (text, numbers as found), `t` as a UTC
 /// timestamp, then the features (aggregates with their declared types; others by their
-/// values: Int64, Float64, Boolean, or text).
+/// values: Int64, Float64, Boolean, or text), each marked in its field's metadata
+/// ([`FEATURE_METADATA`]: `set:feature`) so a reference profile knows which columns are features.
 fn write(
     options: &TrainingOptions,
     entity_rows: &[(Map<String, Json>, i64)],
-    requested: &[Requested],
+    (requested, set_names): (&[Requested], &[&str]),
     values: Vec<Vec<Value>>,
     declared: &HashMap<String, bool>,
 ) -> anyhow::Result<()> {
@@ -372,7 +377,9 @@ fn write(
     ));
     for (request, column) in requested.iter().zip(values) {
         let (field, array) = array(&request.column, column, declared.get(&request.feature).copied());
-        fields.push(field);
+        let marked = format!("{}:{}", set_names[request.set], request.feature);
+        let metadata = std::collections::BTreeMap::from([(FEATURE_METADATA.to_string(), marked)]);
+        fields.push(field.with_metadata(metadata));
         arrays.push(array);
     }
     let schema = Arc::new(Schema::new(fields));

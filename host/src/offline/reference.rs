@@ -1,0 +1,294 @@
+//! `sluice profile`: a reference profile from the exact rows a model trained on (a training
+//! set's Parquet file) or from a feature set version's offline rows over a time range. Two
+//! passes over the rows: the first profiles every feature (moments, quantile sketch, frequent
+//! values) and fixes the bins; the second counts the numbers into those bins. The reference is
+//! stored under the data folder (`catalog::references`) and summarised on stdout.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use arrow_array::RecordBatch;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use super::history::{cell, part_files};
+use super::training::FEATURE_METADATA;
+use crate::catalog::references::{check_name, References};
+use crate::config::{Config, FeatureSetConfig, TargetConfig};
+use crate::event::{into_value, Event, Value};
+use crate::monitor::profile::Profile;
+use crate::monitor::reference::{Binned, Reference, ReferenceFeature};
+use crate::rows::Rows;
+use crate::sources::decode::parse_time;
+
+/// Options of `sluice profile`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProfileOptions {
+    /// The config file.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// The feature set.
+    #[arg(long)]
+    pub set: String,
+    /// A training set's Parquet file: the columns `sluice training-set` marked as this set's
+    /// features (another file: every column but the entity's and the time).
+    #[arg(long, conflicts_with = "version", required_unless_present = "version")]
+    pub training_set: Option<PathBuf>,
+    /// The training set's time column, left out with the entity columns.
+    #[arg(long, default_value = "t")]
+    pub time_field: String,
+    /// Or an offline version of the set: its Parquet rows.
+    #[arg(long)]
+    pub version: Option<u32>,
+    /// With --version: rows from this event time on (RFC 3339 or epoch ms).
+    #[arg(long, requires = "version")]
+    pub from: Option<String>,
+    /// With --version: rows before this event time.
+    #[arg(long, requires = "version")]
+    pub to: Option<String>,
+    /// The reference's name (letters, digits, `-`, `_`, `.`).
+    #[arg(long)]
+    pub name: String,
+}
+
+/// Which rows and columns a pass reads.
+struct Source {
+    files: Vec<PathBuf>,
+    /// Columns left out: the entity's, the time, Sluice's own (`_seq`, `_key`, `_ts`).
+    skip: Vec<String>,
+    /// `[from, to)` on `_ts`, µs.
+    range: Option<(i64, i64)>,
+    /// `<set>:`, the mark of this set's columns in a training set.
+    prefix: String,
+}
+
+/// Builds, stores and returns the reference; prints where it went.
+pub fn build(options: &ProfileOptions) -> anyhow::Result<(Reference, PathBuf)> {
+    check_name(&options.name)?;
+    let config = crate::config::load(&options.config)?;
+    let set = pick_set(&config, &options.set, options.version)?;
+    let read = rows_of(&config, set, options)?;
+    let mut profile = Profile::default();
+    read.each(|rows| profile.add_rows(rows, |name| read.skip.iter().any(|s| s == name)))?;
+    anyhow::ensure!(
+        profile.rows > 0,
+        "no rows to profile in {} (the time range, or an empty version?)",
+        read.files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let source = match (&options.training_set, options.version) {
+        (Some(file), _) => format!("training set {}", file.display()),
+        (None, Some(v)) => format!(
+            "offline rows of {}@v{v} from {} to {}",
+            set.name,
+            options.from.as_deref().unwrap_or("the start"),
+            options.to.as_deref().unwrap_or("the end")
+        ),
+        _ => unreachable!("clap requires one of them"),
+    };
+    let mut reference = Reference::from_profile(&profile, &options.name, &set.name, set.version, source);
+    let mut counted: BTreeMap<String, Binned> = BTreeMap::new();
+    read.each(|rows| count_numbers(&reference, rows, &mut counted))?;
+    reference.count_numbers(&counted);
+    let path = References::new(&config.resolve(&config.host.data_dir)).save(&reference)?;
+    Ok((reference, path))
+}
+
+/// The set's definition: the version asked for, else the config's highest.
+fn pick_set<'a>(config: &'a Config, name: &str, version: Option<u32>) -> anyhow::Result<&'a FeatureSetConfig> {
+    let defined: Vec<&FeatureSetConfig> = config.feature_sets.iter().filter(|s| s.name == name).collect();
+    let highest = defined.iter().max_by_key(|s| s.version).copied();
+    let Some(highest) = highest else {
+        let names: Vec<&str> = config.feature_sets.iter().map(|s| s.name.as_str()).collect();
+        anyhow::bail!("no feature set \"{name}\" in the config (it has: {})", names.join(", "));
+    };
+    // An offline version may be a backfill's, which the config does not run: its definition is
+    // the highest one's.
+    Ok(version
+        .and_then(|v| defined.iter().find(|s| s.version == v).copied())
+        .unwrap_or(highest))
+}
+
+fn rows_of(config: &Config, set: &FeatureSetConfig, options: &ProfileOptions) -> anyhow::Result<Source> {
+    let mut skip = set.entity.clone();
+    let (files, range) = match (&options.training_set, options.version) {
+        (Some(file), _) => {
+            anyhow::ensure!(file.exists(), "--training-set {}: no such file", file.display());
+            skip.push(options.time_field.clone());
+            (vec![file.clone()], None)
+        }
+        (None, Some(version)) => {
+            let root = set.targets.iter().find_map(|t| match t {
+                TargetConfig::Parquet { root, .. } => Some(config.resolve(root)),
+                _ => None,
+            });
+            let Some(root) = root else {
+                anyhow::bail!(
+                    "feature set {} has no parquet target: profile a training set instead",
+                    set.name
+                );
+            };
+            let dir = root.join(&set.name).join(format!("v{version}"));
+            let files = part_files(&dir);
+            anyhow::ensure!(
+                !files.is_empty(),
+                "no offline rows of {}@v{version} under {}",
+                set.name,
+                dir.display()
+            );
+            let time = |t: &Option<String>, default: i64| -> anyhow::Result<i64> {
+                let json = t.as_ref().map(|t| match t.parse::<i64>() {
+                    Ok(ms) => serde_json::Value::from(ms),
+                    Err(_) => serde_json::Value::from(t.clone()),
+                });
+                Ok(parse_time(json.as_ref(), "--from/--to", crate::config::TimeFormat::EpochMs)?.unwrap_or(default))
+            };
+            (
+                files,
+                Some((time(&options.from, i64::MIN)?, time(&options.to, i64::MAX)?)),
+            )
+        }
+        _ => anyhow::bail!("expected --training-set FILE or --version N"),
+    };
+    Ok(Source {
+        files,
+        skip,
+        range,
+        prefix: format!("{}:", set.name),
+    })
+}
+
+impl Source {
+    /// Calls `f` with every record batch of the files as rows (features by name, Sluice's own
+    /// columns and those out of the range left out).
+    fn each(&self, mut f: impl FnMut(&Rows)) -> anyhow::Result<()> {
+        for file in &self.files {
+            let open = std::fs::File::open(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let reader = ParquetRecordBatchReaderBuilder::try_new(open)
+                .and_then(|b| b.build())
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            for batch in reader {
+                let batch = batch.map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+                f(&self.rows(&batch));
+            }
+        }
+        Ok(())
+    }
+
+    fn rows(&self, batch: &RecordBatch) -> Rows {
+        let schema = batch.schema();
+        let ts = schema.index_of("_ts").ok();
+        // A Sluice training set marks its feature columns (`set:feature`): those of this set,
+        // by their feature names. Other files: every column but Sluice's own.
+        let marked = |i: usize| schema.field(i).metadata().get(FEATURE_METADATA).cloned();
+        let any_marked = (0..schema.fields().len()).any(|i| marked(i).is_some());
+        let columns: Vec<(usize, String)> = (0..schema.fields().len())
+            .filter_map(|i| {
+                let name = schema.field(i).name();
+                match marked(i) {
+                    Some(m) => Some((i, m.strip_prefix(&self.prefix)?.to_string())),
+                    None if any_marked || name.starts_with('_') => None,
+                    None => Some((i, name.clone())),
+                }
+            })
+            .collect();
+        let names = columns.iter().map(|(_, name)| name.clone()).collect();
+        let mut rows = Rows::new(names);
+        for r in 0..batch.num_rows() {
+            if let (Some((from, to)), Some(ts)) = (self.range, ts) {
+                let t = cell(batch.column(ts).as_ref(), r).as_i64().unwrap_or(i64::MIN);
+                if t < from || t >= to {
+                    continue;
+                }
+            }
+            let values = columns
+                .iter()
+                .map(|&(c, _)| into_value(cell(batch.column(c).as_ref(), r)))
+                .collect();
+            rows.push(
+                r as u64,
+                Event {
+                    key: String::new(),
+                    time: 0,
+                    values,
+                },
+            );
+        }
+        rows
+    }
+}
+
+/// Counts a batch's numbers into the reference's bins.
+fn count_numbers(reference: &Reference, rows: &Rows, counted: &mut BTreeMap<String, Binned>) {
+    for (at, name) in rows.batch.fields.iter().enumerate() {
+        let Some(feature @ ReferenceFeature::Numeric { edges, .. }) = reference.features.get(name) else {
+            continue;
+        };
+        let binned = counted.entry(name.clone()).or_insert_with(|| feature.binned());
+        for event in &rows.batch.events {
+            match event.values.get(at) {
+                Some(Value::Integer(i)) => binned.add_number(edges, *i as f64),
+                Some(Value::Float(x)) => binned.add_number(edges, *x),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The summary `sluice profile` prints: one line per feature.
+pub fn summary(reference: &Reference, path: &Path) -> String {
+    let mut out = format!(
+        "reference \"{}\" of {}@v{}: {} rows ({}), stored in {}\n",
+        reference.name,
+        reference.set,
+        reference.version,
+        reference.rows,
+        reference.source,
+        path.display()
+    );
+    for (name, feature) in &reference.features {
+        let line = match feature {
+            ReferenceFeature::Numeric {
+                count,
+                nulls,
+                mean,
+                std,
+                quantiles,
+                edges,
+                ..
+            } => {
+                let q = |p: usize| quantiles.get(p).map_or("-".to_string(), |v| format!("{v:.4}"));
+                format!(
+                    "  {name:<28} numeric      {count:>9} values {nulls:>7} null  mean {mean:.4}  std {std:.4}  \
+                     p5 {}  p50 {}  p95 {}  ({} bins)\n",
+                    q(5),
+                    q(50),
+                    q(95),
+                    edges.len() + 1
+                )
+            }
+            ReferenceFeature::Categorical {
+                count,
+                nulls,
+                distinct,
+                values,
+                shares,
+            } => {
+                let top: Vec<String> = values
+                    .iter()
+                    .zip(shares)
+                    .take(3)
+                    .map(|(v, s)| format!("{v} {:.1}%", s * 100.0))
+                    .collect();
+                format!(
+                    "  {name:<28} categorical  {count:>9} values {nulls:>7} null  {distinct} distinct  top: {}\n",
+                    top.join(", ")
+                )
+            }
+        };
+        out.push_str(&line);
+    }
+    out
+}

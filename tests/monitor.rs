@@ -1,0 +1,144 @@
+//! Drift scores against an independent computation: the same fixed samples scored by Sluice
+//! (a reference built from a profile, a live window counted into its bins, KS from the
+//! quantile sketches) and by numpy/scipy from the raw samples (`tests/monitor/drift_check.py`).
+
+use std::collections::BTreeMap;
+
+use sluice::event::{Event, Value};
+use sluice::monitor::drift::Metric;
+use sluice::monitor::profile::Profile;
+use sluice::monitor::reference::{Reference, ReferenceFeature, QUANTILES};
+use sluice::rows::Rows;
+
+/// A seeded normal sample (Box-Muller over a 64-bit LCG).
+fn normal(n: usize, seed: u64, mean: f64, std: f64) -> Vec<f64> {
+    let mut state = seed;
+    let mut uniform = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    };
+    (0..n)
+        .map(|_| {
+            let (u, v) = (uniform(), uniform());
+            mean + std * (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+        })
+        .collect()
+}
+
+/// Categories in fixed proportions (`mix`: value, share in thousandths), interleaved.
+fn categories(n: usize, mix: &[(&str, usize)]) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let mut at = (i * 7919) % 1000;
+            for (value, share) in mix {
+                if at < *share {
+                    return value.to_string();
+                }
+                at -= share;
+            }
+            mix[0].0.to_string()
+        })
+        .collect()
+}
+
+fn rows(numbers: &[f64], texts: &[String]) -> Rows {
+    let mut rows = Rows::new(vec!["amount".into(), "country".into()]);
+    for (i, (x, c)) in numbers.iter().zip(texts).enumerate() {
+        let values = vec![Value::Float(*x), Value::Text(c.clone())];
+        rows.push(
+            i as u64,
+            Event {
+                key: "k".into(),
+                time: 0,
+                values,
+            },
+        );
+    }
+    rows
+}
+
+#[test]
+fn drift_scores_equal_numpy_and_scipy_on_fixed_samples() {
+    let (reference_x, live_x) = (normal(5000, 7, 100.0, 15.0), normal(3000, 11, 107.5, 15.0));
+    let reference_c = categories(5000, &[("DE", 500), ("US", 300), ("FR", 200)]);
+    let live_c = categories(3000, &[("DE", 350), ("US", 300), ("FR", 200), ("IT", 150)]);
+
+    let mut profile = Profile::default();
+    profile.add_rows(&rows(&reference_x, &reference_c), |_| false);
+    let mut reference = Reference::from_profile(&profile, "base", "tx", 1, "test".into());
+    let amount = reference.features["amount"].clone();
+    let ReferenceFeature::Numeric { edges, .. } = &amount else {
+        panic!("amount is numeric")
+    };
+    let mut counted = BTreeMap::new();
+    let mut binned = amount.binned();
+    reference_x.iter().for_each(|&x| binned.add_number(edges, x));
+    counted.insert("amount".to_string(), binned);
+    reference.count_numbers(&counted);
+
+    // The live window: counted into the reference's bins, its quantiles from its own profile.
+    let mut live = Profile::default();
+    live.add_rows(&rows(&live_x, &live_c), |_| false);
+    let numeric = &reference.features["amount"];
+    let mut live_bins = numeric.binned();
+    live_x.iter().for_each(|&x| live_bins.add_number(edges, x));
+    let sketch = live.features["amount"].numeric.as_ref().unwrap();
+    let table: Vec<f64> = (0..QUANTILES)
+        .filter_map(|i| sketch.quantile(i as f64 / (QUANTILES - 1) as f64))
+        .collect();
+    let ours_numeric = numeric.scores(&live_bins, Some(&table));
+    let country = &reference.features["country"];
+    let ReferenceFeature::Categorical { values, .. } = country else {
+        panic!("country is categorical")
+    };
+    let mut live_mix = country.binned();
+    live_c.iter().for_each(|c| live_mix.add_value(values, c, 1));
+    let ours_categorical = country.scores(&live_mix, None);
+
+    let dir = tempfile::tempdir().unwrap();
+    let case = dir.path().join("case.json");
+    let json = serde_json::json!({
+        "reference": reference_x, "live": live_x, "edges": edges,
+        "values": values, "reference_categories": reference_c, "live_categories": live_c,
+    });
+    std::fs::write(&case, json.to_string()).unwrap();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("monitor/drift_check.py");
+    let out = std::process::Command::new(sluice_tests::live::pandas_python())
+        .arg(&script)
+        .arg(&case)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let theirs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    let check = |kind: &str, ours: &[(Metric, f64)]| {
+        for (metric, value) in ours {
+            let expected = theirs[kind][metric.name()].as_f64().unwrap();
+            // KS: Sluice's comes from 1%-accurate quantile sketches, scipy's from the samples.
+            let tolerance = if *metric == Metric::Ks {
+                0.02
+            } else {
+                1e-9 + 1e-9 * expected.abs()
+            };
+            assert!(
+                (value - expected).abs() <= tolerance,
+                "{kind} {}: Sluice {value}, scipy {expected}",
+                metric.name()
+            );
+        }
+    };
+    assert_eq!(ours_numeric.len(), 5, "{ours_numeric:?}");
+    check("numeric", &ours_numeric);
+    check("categorical", &ours_categorical);
+    // The shift is real: every numeric metric sees it, and the mix change too.
+    let psi = ours_numeric.iter().find(|(m, _)| *m == Metric::Psi).unwrap().1;
+    assert!(psi > 0.1, "{ours_numeric:?}");
+    let p = ours_categorical
+        .iter()
+        .find(|(m, _)| *m == Metric::ChiSquareP)
+        .unwrap()
+        .1;
+    assert!(p < 1e-6, "{ours_categorical:?}");
+}
