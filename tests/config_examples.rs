@@ -309,3 +309,39 @@ fn event_time_formats_and_zones_are_checked_and_auto_gets_a_note() {
     .to_string();
     assert!(error.contains("expected auto, rfc3339, epoch_s"), "{error}");
 }
+
+#[test]
+fn a_bad_monitor_section_gets_a_problem_at_each_key() {
+    let config = |monitor: &str| {
+        let text = format!(
+            "[[feature_set]]\nname = \"t\"\nentity = \"k\"\ntimestamp = {{ field = \"ts\", format = \"epoch_ms\" }}\n\
+             source = {{ kind = \"file\", path = \"x.csv\" }}\n[[feature_set.targets]]\nkind = \"parquet\"\nroot = \"o\"\n\
+             [feature_set.monitor]\n{monitor}"
+        );
+        sluice::config::parse_str(&text, std::path::Path::new("t.toml")).unwrap()
+    };
+    let good = config("reference = \"trained-2026.12\"\nwindow = \"5m\"\npolicy = { min_count = 100 }\n");
+    assert_eq!(sluice::config::validate(&good), []);
+    let bad = config("reference = \"../etc\"\nwindow = \"0s\"\npolicy = { psi = { possible = 0.3, drift = 0.2 } }\n");
+    let problems = sluice::config::validate(&bad);
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "feature_set[0].monitor.window",
+            "feature_set[0].monitor.reference",
+            "feature_set[0].monitor.policy.psi"
+        ],
+        "{problems:?}"
+    );
+    assert!(
+        problems[2].message.contains("possible <= drift"),
+        "{}",
+        problems[2].message
+    );
+    // An unknown key is refused when the file is read.
+    let text = "[[feature_set]]\nname = \"t\"\nentity = \"k\"\ntimestamp = { field = \"ts\" }\n\
+                source = { kind = \"file\", path = \"x.csv\" }\n[feature_set.monitor]\nwindows = \"1m\"\n";
+    let refused = sluice::config::parse_str(text, std::path::Path::new("t.toml")).unwrap_err();
+    assert!(refused.to_string().contains("windows"), "{refused}");
+}

@@ -35,6 +35,10 @@ pub struct Options {
     /// Without the example's `aggregate` step (and the z-score computed from it).
     #[arg(long)]
     no_aggregate: bool,
+    /// With live monitoring (`[feature_set.monitor]`, 1-minute windows, no reference): every
+    /// row profiled.
+    #[arg(long)]
+    monitor: bool,
 }
 
 /// A seeded synthetic transaction: skewed users, some nulls, small out-of-order jitter.
@@ -65,8 +69,12 @@ pub(crate) fn transaction(i: u64, user: Option<String>) -> Vec<u8> {
 /// the tests use it, with the source batch and wait of the options and without Parquet.
 pub(crate) fn bench_config(live: &Live, options: &Options) -> PathBuf {
     let (batch, max_wait) = (options.batch as i64, options.max_wait_ms as i64);
-    let no_aggregate = options.no_aggregate;
+    let (no_aggregate, monitor) = (options.no_aggregate, options.monitor);
     live.write_fraud_config(|set| {
+        if monitor {
+            let table: toml::Table = toml::from_str("window = \"1m\"").unwrap();
+            set.insert("monitor".into(), table.into());
+        }
         if no_aggregate {
             let steps = set["steps"].as_array_mut().unwrap();
             steps.retain(|s| s["kind"].as_str() != Some("aggregate"));
@@ -227,9 +235,11 @@ pub fn run(options: Options) -> anyhow::Result<()> {
             "| bare async-nats consumer drain (batch {}, ack all) | {bare:.0} events/s |",
             options.batch
         );
-        let graph = match options.no_aggregate {
-            true => "plugin + filter + map",
-            false => "plugin + filter + aggregate + map",
+        let graph = match (options.no_aggregate, options.monitor) {
+            (true, false) => "plugin + filter + map",
+            (true, true) => "plugin + filter + map, monitored",
+            (false, false) => "plugin + filter + aggregate + map",
+            (false, true) => "plugin + filter + aggregate + map, monitored",
         };
         println!(
             "| pipeline: {graph} → Redis + stream | {pipeline:.0} events/s ({:.0}% of bare) |",

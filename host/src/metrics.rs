@@ -20,6 +20,12 @@ const BOUNDS: [f64; 12] = [
 /// One label (`set="tx@v1"`, `plugin="currency@ab12"`).
 type Label = [(&'static str, String); 1];
 
+/// The labels of a feature's drift score: set, version, feature, metric.
+type DriftLabel = [(&'static str, String); 4];
+
+/// The labels of a feature's drift status: set, version, feature.
+type StatusLabel = [(&'static str, String); 3];
+
 /// A family of latency histograms with the buckets above.
 type Latencies = Family<Label, Histogram, fn() -> Histogram>;
 
@@ -68,6 +74,8 @@ struct SetFamilies {
     late: Family<Label, Counter>,
     batch_seconds: Latencies,
     pending: Family<Label, Gauge>,
+    drift: Family<DriftLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    drift_status: Family<StatusLabel, Gauge>,
 }
 
 /// The families of every plugin version's metrics.
@@ -105,6 +113,8 @@ impl SetFamilies {
             late: Family::default(),
             batch_seconds: Family::new_with_constructor(latency),
             pending: Family::default(),
+            drift: Family::default(),
+            drift_status: Family::default(),
         };
         registry.register("sluice_events_in", "Input events taken", f.events_in.clone());
         registry.register("sluice_rows_out", "Feature rows produced", f.rows_out.clone());
@@ -123,6 +133,16 @@ impl SetFamilies {
             "sluice_consumer_pending",
             "Input messages not yet delivered to a feature set",
             f.pending.clone(),
+        );
+        registry.register(
+            "sluice_feature_drift",
+            "A feature's drift score in the last closed window, against the set's reference",
+            f.drift.clone(),
+        );
+        registry.register(
+            "sluice_feature_drift_status",
+            "A feature's drift status: 0 ok, 1 possible, 2 drift",
+            f.drift_status.clone(),
         );
         f
     }
@@ -232,6 +252,27 @@ impl Metrics {
             .pending
             .get_or_create(&l)
             .set(pending.min(i64::MAX as u64) as i64);
+    }
+
+    /// Sets a feature's drift score (`metric`: `psi`, `ks`, …) of set `name` version `version`.
+    pub fn set_drift(&self, (name, version, feature): (&str, u32, &str), metric: &str, score: f64) {
+        let l: DriftLabel = [
+            ("set", name.to_string()),
+            ("version", version.to_string()),
+            ("feature", feature.to_string()),
+            ("metric", metric.to_string()),
+        ];
+        self.sets.drift.get_or_create(&l).set(score);
+    }
+
+    /// Sets a feature's drift status (0 ok, 1 possible, 2 drift).
+    pub fn set_drift_status(&self, (name, version, feature): (&str, u32, &str), status: i64) {
+        let l: StatusLabel = [
+            ("set", name.to_string()),
+            ("version", version.to_string()),
+            ("feature", feature.to_string()),
+        ];
+        self.sets.drift_status.get_or_create(&l).set(status);
     }
 
     /// The OpenMetrics text format (`application/openmetrics-text`).

@@ -5,10 +5,12 @@
 //! (dead letters to the bus or to a file; rows to the stream target or straight to Parquet;
 //! the online write; the acknowledgement).
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::monitor::live::SetMonitor;
 use crate::plan::{Chain, Computed};
 use crate::rows::{Failure, Rows};
 use crate::sources::Decoder;
@@ -25,6 +27,8 @@ pub struct BatchRunner {
     /// Whether the input is another feature set's rows (many per message).
     chained: bool,
     chain: Chain,
+    /// The live statistics the rows are profiled into.
+    monitor: Option<Arc<Mutex<SetMonitor>>>,
 }
 
 /// What one batch gave, to be committed.
@@ -65,7 +69,14 @@ impl BatchRunner {
             decoder,
             chained: false,
             chain,
+            monitor: None,
         }
+    }
+
+    /// Profiles every batch's rows into `monitor`'s windows.
+    pub fn monitored(mut self, monitor: Option<Arc<Mutex<SetMonitor>>>) -> BatchRunner {
+        self.monitor = monitor;
+        self
     }
 
     /// Reads messages of another feature set's rows instead of events.
@@ -119,6 +130,9 @@ impl BatchRunner {
             state,
             late,
         } = self.chain.run(rows, failures)?;
+        if let Some(monitor) = &self.monitor {
+            monitor.lock().unwrap_or_else(|e| e.into_inner()).add(&rows);
+        }
         let counts = Counts {
             events,
             rows: rows.len() as u64,

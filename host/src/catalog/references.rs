@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::write_atomically;
 use crate::fault::{FileError, Invalid};
+pub use crate::monitor::reference::check_name;
 use crate::monitor::reference::Reference;
 
 /// The references of a data folder.
@@ -30,20 +31,6 @@ pub enum ReferenceError {
     /// The file could not be read or written.
     #[error("{0}")]
     File(#[from] FileError),
-}
-
-/// Whether `name` may name a reference (letters, digits, `-`, `_`, `.`; not starting with
-/// `.`; at most 64 characters).
-pub fn check_name(name: &str) -> Result<(), Invalid> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with('.')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-    ok.then_some(()).ok_or_else(|| {
-        Invalid(format!(
-            "reference name {name:?}: expected 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'"
-        ))
-    })
 }
 
 impl References {

@@ -46,6 +46,9 @@ pub struct FeatureSetConfig {
     /// Where feature rows go.
     #[serde(default)]
     pub targets: Vec<TargetConfig>,
+    /// Feature monitoring: live statistics per window, drift against a reference.
+    #[serde(default)]
+    pub monitor: Option<crate::monitor::live::MonitorConfig>,
 }
 
 fn one() -> u32 {

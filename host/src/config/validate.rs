@@ -196,6 +196,9 @@ fn check_set(config: &Config, set: &FeatureSetConfig, at: &str, report: &mut imp
             report(format!("{at}.ttl"), e.into());
         }
     }
+    if let Some(monitor) = &set.monitor {
+        check_monitor(monitor, &format!("{at}.monitor"), report);
+    }
     check_source(config, set, at, report);
     check_steps(config, set, at, report);
     check_targets(set, at, report);
@@ -300,6 +303,36 @@ fn check_steps(config: &Config, set: &FeatureSetConfig, at: &str, report: &mut i
         step.kind.spec().resolve(&mut resolve);
         for (key, message) in problems {
             report(key, message);
+        }
+    }
+}
+
+fn check_monitor(monitor: &crate::monitor::live::MonitorConfig, at: &str, report: &mut impl FnMut(String, String)) {
+    match monitor.window.get() {
+        Err(e) => report(format!("{at}.window"), e.into()),
+        Ok(d) if d.is_zero() => report(format!("{at}.window"), "a window cannot be empty".into()),
+        Ok(_) => {}
+    }
+    if let Some(Err(e)) = monitor.reference.as_deref().map(crate::monitor::reference::check_name) {
+        report(format!("{at}.reference"), e.into());
+    }
+    let p = &monitor.policy;
+    let metrics = [
+        ("psi", p.psi),
+        ("jensen_shannon", p.jensen_shannon),
+        ("hellinger", p.hellinger),
+        ("tvd", p.tvd),
+        ("ks", p.ks),
+    ];
+    for (name, t) in metrics.iter().filter_map(|(n, t)| Some((n, (*t)?))) {
+        if !(t.possible >= 0.0 && t.possible <= t.drift) {
+            report(
+                format!("{at}.policy.{name}"),
+                format!(
+                    "expected 0 <= possible <= drift, found possible = {} and drift = {}",
+                    t.possible, t.drift
+                ),
+            );
         }
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod auth;
 mod features;
+mod monitor;
 pub mod plugins;
 mod serve;
 mod sets;
@@ -63,6 +64,8 @@ pub struct Api {
     registry: Option<Arc<crate::plugin::Registry>>,
     /// Where deployed plugins are stored (`None`: not stored).
     plugin_dir: Option<std::path::PathBuf>,
+    /// The live statistics of the monitored sets (`None`: a server without pipelines).
+    monitors: Option<Arc<crate::runtime::Monitors>>,
 }
 
 /// An error response: a status and a JSON body `{"error": "..."}`.
@@ -151,7 +154,14 @@ impl Api {
             ready,
             registry,
             plugin_dir: Some(crate::catalog::store_dir(&data_dir)),
+            monitors: None,
         })
+    }
+
+    /// Serves the live statistics and drift of the monitored sets.
+    pub fn monitoring(mut self, monitors: Arc<crate::runtime::Monitors>) -> Api {
+        self.monitors = Some(monitors);
+        self
     }
 
     /// The token of a request, allowed `scope` on `set`; refusals are counted.
@@ -198,6 +208,8 @@ pub fn router(api: Arc<Api>, max_body_bytes: usize) -> Router {
         .route("/v1/feature-sets/{name}", get(sets::describe).put(sets::apply))
         .route("/v1/feature-sets/{name}/serve/{version}", post(sets::serve))
         .route("/v1/feature-sets/{name}/dead-letters", get(sets::dead_letters))
+        .route("/v1/feature-sets/{name}/drift", get(monitor::drift))
+        .route("/v1/feature-sets/{name}/statistics", get(monitor::statistics))
         .route("/v1/plugins", get(plugins::list))
         .route("/v1/plugins/{name}/rollback", post(plugins::rollback))
         .route("/healthz", get(|| async { "ok" }))
@@ -253,7 +265,7 @@ pub struct RouteDoc {
 pub const ROUTES: &[RouteDoc] = &[
     RouteDoc { method: "get", path: "/healthz", scope: None, summary: "Liveness: 200 while the process serves." },
     RouteDoc { method: "get", path: "/readyz", scope: Some("read"), summary: "Readiness: the online store and the bus (Redis and NATS, or the embedded file) answer and the pipelines run (503 otherwise)." },
-    RouteDoc { method: "get", path: "/metrics", scope: Some("read"), summary: "Prometheus metrics: events in/out/failed/late per feature set, batch and lookup latency." },
+    RouteDoc { method: "get", path: "/metrics", scope: Some("read"), summary: "Prometheus metrics (OpenMetrics text): events in/out/failed/late per feature set, batch and lookup latency, drift scores and statuses per feature." },
     RouteDoc { method: "get", path: "/openapi.json", scope: Some("read"), summary: "This document." },
     RouteDoc { method: "get", path: "/v1/features/{set}/{entity}", scope: Some("read"), summary: "Every feature of one entity; windowed aggregates as of now or ?at= (RFC 3339 or epoch ms); status per value: present, null, not_found, outside_max_age." },
     RouteDoc { method: "post", path: "/v1/features/lookup", scope: Some("read"), summary: "Body {\"entities\": [...], \"features\": [\"set:feature\" | \"set:*\"] and/or \"vector\": name, \"at\"?}: many entities and sets in one round trip to the online store." },
@@ -263,6 +275,8 @@ pub const ROUTES: &[RouteDoc] = &[
     RouteDoc { method: "put", path: "/v1/feature-sets/{name}", scope: Some("admin"), summary: "Apply a definition (the [[feature_set]] table as TOML, or JSON): validated, stored, started beside the running versions; ?serve=true also switches lookups to it." },
     RouteDoc { method: "post", path: "/v1/feature-sets/{name}/serve/{version}", scope: Some("admin"), summary: "Switch lookups and ingest of a feature set to one of its running versions." },
     RouteDoc { method: "get", path: "/v1/feature-sets/{name}/dead-letters", scope: Some("admin"), summary: "Events the set could not process (?kind=dlq, the default) or refused as late (?kind=late), with their original bytes, reason, step and input sequence; page with ?after=<last seq>&limit=<n>." },
+    RouteDoc { method: "get", path: "/v1/feature-sets/{name}/drift", scope: Some("read"), summary: "Drift of a monitored set, per version and feature: status (ok, possible, drift) since which window, the last verdict's scores against the reference (psi, jensen_shannon, hellinger, tvd, ks; tvd, psi, chi_square_p for categories) and against the window before; the drifting features listed." },
+    RouteDoc { method: "get", path: "/v1/feature-sets/{name}/statistics", scope: Some("read"), summary: "The closed windows of a monitored set kept in memory (a day of 1-minute windows), ?from=&to= (RFC 3339 or epoch ms): per feature count, nulls, mean, std, p5/p50/p95 or top values, bins, scores, verdict, status." },
     RouteDoc { method: "post", path: "/v1/training-sets", scope: Some("read"), summary: "Start a point-in-time training-set job: {\"entities\": [rows with the sets' entity fields and \"t\"], \"features\": [\"set:feature\"] or \"vector\": name, \"time_field\"?}; 202 with its id (the token needs read on every set)." },
     RouteDoc { method: "get", path: "/v1/training-sets/{id}", scope: Some("read"), summary: "A training-set job's status: running, done (rows, features, download path) or failed (why)." },
     RouteDoc { method: "get", path: "/v1/training-sets/{id}/data", scope: Some("read"), summary: "The Parquet file of a finished training-set job (409 before)." },

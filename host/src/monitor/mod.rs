@@ -1,7 +1,8 @@
 //! Feature monitoring: profiles of feature rows ([`profile`]), references of what a model
-//! trained on with the bins live windows are compared on ([`reference`]), and drift scores
-//! with the verdict they lead to ([`drift`]).
+//! trained on with the bins live windows are compared on ([`reference`]), drift scores with
+//! the verdict they lead to ([`drift`]), and the live windows of a running set ([`live`]).
 
 pub mod drift;
+pub mod live;
 pub mod profile;
 pub mod reference;

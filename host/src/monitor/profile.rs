@@ -248,10 +248,16 @@ impl Profile {
     /// Adds a batch of rows: every field but those `skip` names (a categorical value is
     /// counted once per batch and value, not once per row).
     pub fn add_rows(&mut self, rows: &Rows, skip: impl Fn(&str) -> bool) {
-        if rows.is_empty() {
+        self.add_rows_of(rows, None, skip)
+    }
+
+    /// Like [`Profile::add_rows`], for the rows at `only` (all when `None`).
+    pub fn add_rows_of(&mut self, rows: &Rows, only: Option<&[usize]>, skip: impl Fn(&str) -> bool) {
+        let taken = only.map_or(rows.len(), <[usize]>::len);
+        if taken == 0 {
             return;
         }
-        self.rows += rows.len() as u64;
+        self.rows += taken as u64;
         let mut counts: HashMap<&str, u64> = HashMap::new();
         for (at, name) in rows.batch.fields.iter().enumerate() {
             if skip(name) {
@@ -262,14 +268,27 @@ impl Profile {
                 None => self.features.entry(name.clone()).or_default(),
             };
             counts.clear();
-            for event in &rows.batch.events {
-                match event.values.get(at).unwrap_or(&Value::Null) {
-                    Value::Null => feature.nulls += 1,
-                    Value::Integer(i) => feature.numeric.get_or_insert_with(Numeric::default).add(*i as f64),
-                    Value::Float(f) => feature.numeric.get_or_insert_with(Numeric::default).add(*f),
-                    Value::Text(s) => *counts.entry(s.as_str()).or_default() += 1,
-                    Value::Boolean(b) => *counts.entry(if *b { "true" } else { "false" }).or_default() += 1,
-                    Value::Json(_) | Value::Bytes(_) | Value::Floats(_) => feature.other += 1,
+            let mut add = |value: &Value| match value {
+                Value::Null => feature.nulls += 1,
+                Value::Integer(i) => feature.numeric.get_or_insert_with(Numeric::default).add(*i as f64),
+                Value::Float(f) => feature.numeric.get_or_insert_with(Numeric::default).add(*f),
+                Value::Text(_) | Value::Boolean(_) => {}
+                Value::Json(_) | Value::Bytes(_) | Value::Floats(_) => feature.other += 1,
+            };
+            match only {
+                None => {
+                    for event in &rows.batch.events {
+                        let value = event.values.get(at).unwrap_or(&Value::Null);
+                        add(value);
+                        count_category(value, &mut counts);
+                    }
+                }
+                Some(only) => {
+                    for &i in only {
+                        let value = rows.batch.events[i].values.get(at).unwrap_or(&Value::Null);
+                        add(value);
+                        count_category(value, &mut counts);
+                    }
                 }
             }
             if !counts.is_empty() {
@@ -309,6 +328,15 @@ impl Profile {
             )));
         }
         serde_json::from_slice(bytes).map_err(|e| Invalid(format!("not a Sluice profile: {e}")))
+    }
+}
+
+/// Counts a text or boolean value of a batch.
+fn count_category<'a>(value: &'a Value, counts: &mut HashMap<&'a str, u64>) {
+    match value {
+        Value::Text(s) => *counts.entry(s.as_str()).or_default() += 1,
+        Value::Boolean(b) => *counts.entry(if *b { "true" } else { "false" }).or_default() += 1,
+        _ => {}
     }
 }
 

@@ -80,6 +80,20 @@ pub struct Reference {
     pub features: BTreeMap<String, ReferenceFeature>,
 }
 
+/// Whether `name` may name a reference (letters, digits, `-`, `_`, `.`; not starting with
+/// `.`; at most 64 characters).
+pub fn check_name(name: &str) -> Result<(), Invalid> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    ok.then_some(()).ok_or_else(|| {
+        Invalid(format!(
+            "reference name {name:?}: expected 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'"
+        ))
+    })
+}
+
 /// The bin of `x` among `edges` (see [`ReferenceFeature::Numeric`]): 0 below the first edge,
 /// `edges.len()` above the last.
 pub fn bin_of(edges: &[f64], x: f64) -> usize {

@@ -224,6 +224,12 @@ impl FeatureSetRunner {
         Ok(runner)
     }
 
+    /// Profiles every batch's rows into `monitor` (a monitored set's live statistics).
+    pub fn monitored(mut self, monitor: Option<crate::runtime::SharedMonitor>) -> Self {
+        self.runner = self.runner.monitored(monitor);
+        self
+    }
+
     /// Reports how the input ended on `ended`, and counts failures by reason in `failures`:
     /// what a batch run (`sluice run --until-done`) waits for and judges.
     pub fn batch_run(mut self, ended: watch::Sender<Option<InputEnd>>, failures: Arc<std::sync::Mutex<Tally>>) -> Self {

@@ -4,6 +4,7 @@
 //! commits, and returns.
 
 mod feature_set;
+mod monitor;
 mod offline;
 
 pub use crate::runtime::{deploy_plugins, PipelineError, Services, StoreLookup, StoreTiles};
@@ -117,7 +118,8 @@ async fn serve_api(
         Some(services.registry.clone()),
         Some(control),
     )
-    .map_err(|e| PipelineError::Service(e.into()))?;
+    .map_err(|e| PipelineError::Service(e.into()))?
+    .monitoring(services.monitors.clone());
     let tls = match (&http.tls_cert, &http.tls_key) {
         (Some(cert), Some(key)) => Some(
             crate::http::tls_acceptor(&config.resolve(cert), &config.resolve(key))
@@ -149,7 +151,18 @@ async fn start_set(
     tasks: &mut tokio::task::JoinSet<()>,
     batch: Option<BatchRun>,
 ) -> Result<(), PipelineError> {
-    let mut runner = FeatureSetRunner::start(config, set, services, lookup.clone(), shutdown).await?;
+    let monitor = monitor::open(config, set, services)?;
+    let mut runner = FeatureSetRunner::start(config, set, services, lookup.clone(), shutdown)
+        .await?
+        .monitored(monitor.clone());
+    if let Some(monitor) = monitor {
+        tasks.spawn(monitor::close_windows(
+            set.clone(),
+            monitor,
+            services.clone(),
+            shutdown.clone(),
+        ));
+    }
     let input_ended = batch.as_ref().map(|b| b.ended.subscribe());
     if let Some(batch) = batch {
         runner = runner.batch_run(batch.ended, batch.failures);

@@ -43,6 +43,9 @@ pub enum PipelineError {
     },
 }
 
+/// The stream that keeps every drift-status subject (`sluice.drift.<set>`).
+pub const DRIFT_STREAM: &str = "SLUICE_DRIFT";
+
 /// What every feature set of a host shares.
 #[derive(Clone)]
 pub struct Services {
@@ -56,6 +59,31 @@ pub struct Services {
     pub registry: Arc<Registry>,
     /// Counters and histograms (`/metrics`).
     pub metrics: Arc<Metrics>,
+    /// The live statistics of the monitored feature set versions.
+    pub monitors: Arc<Monitors>,
+}
+
+/// The live monitors of a host's feature set versions, by `name@vN` (the runner writes them,
+/// a timer closes their windows, the HTTP API reads them).
+#[derive(Default)]
+pub struct Monitors(std::sync::Mutex<std::collections::BTreeMap<String, SharedMonitor>>);
+
+/// One set version's monitor, shared.
+pub type SharedMonitor = Arc<std::sync::Mutex<crate::monitor::live::SetMonitor>>;
+
+impl Monitors {
+    /// Registers a set version's monitor.
+    pub fn insert(&self, label: &str, monitor: SharedMonitor) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(label.to_string(), monitor);
+    }
+
+    /// A set version's monitor.
+    pub fn get(&self, label: &str) -> Option<SharedMonitor> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).get(label).cloned()
+    }
 }
 
 impl Services {
@@ -81,6 +109,9 @@ impl Services {
         DeadLetters::ensure_stream(&bus)
             .await
             .map_err(|e| PipelineError::Service(e.to_string()))?;
+        bus.ensure_stream(DRIFT_STREAM, "sluice.drift.>", true)
+            .await
+            .map_err(|e| PipelineError::Service(e.to_string()))?;
         let registry = deploy_plugins(config)?;
         Ok(Services {
             bus,
@@ -88,6 +119,7 @@ impl Services {
             prefix: config.host.redis_prefix.clone(),
             registry,
             metrics: Arc::new(Metrics::default()),
+            monitors: Arc::new(Monitors::default()),
         })
     }
 }

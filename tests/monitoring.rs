@@ -1,0 +1,216 @@
+//! Live monitoring in the embedded mode: a set with `[feature_set.monitor]` profiles the rows
+//! it writes in 2-second windows of event time and judges them against a stored reference.
+//! Windows from the reference's distribution stay `ok`; a numeric feature shifted by one
+//! standard deviation and a categorical one whose mix changed reach `drift` after the
+//! hysteresis (two windows), an unchanged feature stays `ok`, and both return to `ok` when
+//! the shift ends. The drift route, the statistics route and the gauges show it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{json, Value as Json};
+use sluice::event::{Event, Value};
+use sluice::monitor::profile::Profile;
+use sluice::monitor::reference::{Reference, ReferenceFeature};
+use sluice::rows::Rows;
+use sluice_tests::live::{http, start_serving, wait_for, with_http};
+
+const ADMIN: &str = "monitoring-admin-token";
+const WINDOW_MS: i64 = 2000;
+const PER_WINDOW: usize = 1000;
+
+/// A seeded normal sample (Box-Muller over a 64-bit LCG).
+fn normal(n: usize, seed: u64, mean: f64, std: f64) -> Vec<f64> {
+    let mut state = seed;
+    let mut uniform = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    };
+    (0..n)
+        .map(|_| {
+            let (u, v) = (uniform(), uniform());
+            mean + std * (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+        })
+        .collect()
+}
+
+/// `n` categories in fixed proportions (thousandths), interleaved.
+fn mix(n: usize, shares: &[(&str, usize)]) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let mut at = (i * 7919) % 1000;
+            for (value, share) in shares {
+                if at < *share {
+                    return value.to_string();
+                }
+                at -= share;
+            }
+            shares[0].0.to_string()
+        })
+        .collect()
+}
+
+const USUAL: &[(&str, usize)] = &[("DE", 500), ("US", 300), ("FR", 200)];
+const CHANGED: &[(&str, usize)] = &[("DE", 200), ("US", 300), ("FR", 200), ("IT", 300)];
+
+/// The reference, as `sluice profile` stores it: 20k rows of the usual distribution.
+fn store_reference(data_dir: &Path) {
+    let amounts = normal(20_000, 1, 100.0, 15.0);
+    let steady = normal(20_000, 2, 0.0, 1.0);
+    let countries = mix(20_000, USUAL);
+    let mut rows = Rows::new(vec!["amount".into(), "steady".into(), "country".into()]);
+    for i in 0..amounts.len() {
+        let values = vec![
+            Value::Float(amounts[i]),
+            Value::Float(steady[i]),
+            Value::Text(countries[i].clone()),
+        ];
+        rows.push(
+            i as u64,
+            Event {
+                key: "u".into(),
+                time: 0,
+                values,
+            },
+        );
+    }
+    let mut profile = Profile::default();
+    profile.add_rows(&rows, |_| false);
+    let mut reference = Reference::from_profile(&profile, "base", "scores", 1, "test".into());
+    let mut counted = BTreeMap::new();
+    for (name, xs) in [("amount", &amounts), ("steady", &steady)] {
+        let feature = &reference.features[name];
+        let ReferenceFeature::Numeric { edges, .. } = feature else {
+            panic!("{name} is numeric")
+        };
+        let mut bins = feature.binned();
+        xs.iter().for_each(|&x| bins.add_number(edges, x));
+        counted.insert(name.to_string(), bins);
+    }
+    reference.count_numbers(&counted);
+    sluice::catalog::references::References::new(data_dir)
+        .save(&reference)
+        .unwrap();
+}
+
+fn config(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("sluice.toml");
+    let text = format!(
+        r#"[host]
+data_dir = "{data}"
+
+[[feature_set]]
+name = "scores"
+entity = "user"
+timestamp = {{ field = "ts", format = "epoch_ms" }}
+source = {{ kind = "jetstream", stream = "SCORES", subject = "scores.events", max_wait_ms = 5 }}
+targets = [{{ kind = "redis" }}]
+
+[feature_set.monitor]
+reference = "base"
+window = "2s"
+policy = {{ min_count = 200 }}
+"#,
+        data = dir.join("data").display()
+    );
+    std::fs::write(&path, text).unwrap();
+    with_http(&path, &[("admin", ADMIN, &["admin"], &[])]);
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shift_and_a_new_mix_reach_drift_after_two_windows_and_clear_after_two() {
+    let dir = tempfile::tempdir().unwrap();
+    store_reference(&dir.path().join("data"));
+    let (address, stop, task) = start_serving(&config(dir.path())).await;
+    wait_for("the pipelines ready", Duration::from_secs(30), async || {
+        http(address, "GET", "/readyz", Some(ADMIN), b"").await.0 == 200
+    })
+    .await;
+
+    // 12 windows, sent as each one starts: 4 usual, 4 shifted (amount + 1σ, a new country
+    // mix), 4 usual again. Each window's events carry times inside it.
+    let now_ms = || (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+    let first = (now_ms() / WINDOW_MS + 1) * WINDOW_MS;
+    for w in 0..12i64 {
+        let start = first + w * WINDOW_MS;
+        let wait = start + 50 - now_ms();
+        if wait > 0 {
+            tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+        }
+        let shifted = (4..8).contains(&w);
+        let amounts = normal(PER_WINDOW, 100 + w as u64, if shifted { 115.0 } else { 100.0 }, 15.0);
+        let steady = normal(PER_WINDOW, 200 + w as u64, 0.0, 1.0);
+        let countries = mix(PER_WINDOW, if shifted { CHANGED } else { USUAL });
+        let events: Vec<Json> = (0..PER_WINDOW)
+            .map(|i| {
+                json!({ "user": format!("u{}", i % 50), "ts": start + (i as i64 % 1500),
+                        "amount": amounts[i], "steady": steady[i], "country": countries[i] })
+            })
+            .collect();
+        for chunk in events.chunks(200) {
+            let body = serde_json::to_vec(chunk).unwrap();
+            let (status, answer) = http(address, "POST", "/v1/ingest/scores", Some(ADMIN), &body).await;
+            assert_eq!(status, 202, "{answer}");
+        }
+    }
+    let drift = async || {
+        let (status, body) = http(address, "GET", "/v1/feature-sets/scores/drift", Some(ADMIN), b"").await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<Json>(&body).unwrap()
+    };
+    wait_for("12 windows closed", Duration::from_secs(30), async || {
+        drift().await["versions"][0]["windows_closed"].as_u64() >= Some(12)
+    })
+    .await;
+    let now = drift().await;
+    let version = &now["versions"][0];
+    assert_eq!(version["reference"]["name"], "base", "{now}");
+    assert_eq!(version["late_rows"], 0, "{now}");
+
+    let (status, body) = http(address, "GET", "/v1/feature-sets/scores/statistics", Some(ADMIN), b"").await;
+    assert_eq!(status, 200, "{body}");
+    let statistics: Json = serde_json::from_str(&body).unwrap();
+    let windows = statistics["versions"][0]["windows"].as_array().unwrap().clone();
+    assert_eq!(windows.len(), 12, "{statistics}");
+    let statuses = |feature: &str| -> Vec<String> {
+        windows
+            .iter()
+            .map(|w| w["features"][feature]["status"].as_str().unwrap_or("-").to_string())
+            .collect()
+    };
+    let expected: Vec<&str> = ["ok"; 5].into_iter().chain(["drift"; 4]).chain(["ok"; 3]).collect();
+    assert_eq!(
+        statuses("amount"),
+        expected,
+        "amount: raised after two shifted windows, cleared after two usual ones"
+    );
+    assert_eq!(statuses("country"), expected, "country: the same for the new mix");
+    assert_eq!(statuses("steady"), vec!["ok"; 12], "an unchanged feature stays ok");
+    assert!(
+        windows.iter().all(|w| w["rows"] == PER_WINDOW),
+        "every row in its window"
+    );
+    assert!(windows[0]["features"]["user"].is_null() && windows[0]["features"]["ts"].is_null());
+    let shifted = &windows[5]["features"]["amount"];
+    assert!(shifted["scores"]["psi"].as_f64().unwrap() > 0.25, "{shifted}");
+    assert!(windows[4]["features"]["amount"]["sudden"]["psi"].as_f64().unwrap() > 0.25);
+    assert_eq!(version["features"]["amount"]["status"], "ok");
+    assert_eq!(version["drifting"], json!([]));
+
+    let (_, metrics) = http(address, "GET", "/metrics", Some(ADMIN), b"").await;
+    assert!(
+        metrics.contains(r#"sluice_feature_drift_status{set="scores",version="1",feature="amount"} 0"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"sluice_feature_drift{set="scores",version="1",feature="amount",metric="psi"}"#));
+
+    // An unmonitored or unknown set says so.
+    let (status, body) = http(address, "GET", "/v1/feature-sets/nope/drift", Some(ADMIN), b"").await;
+    assert_eq!(status, 404, "{body}");
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
