@@ -2,6 +2,7 @@
 //! cache shared by every test, and small helpers to build batches.
 
 pub mod live;
+pub mod samples;
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};

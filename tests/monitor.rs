@@ -9,39 +9,7 @@ use sluice::monitor::drift::Metric;
 use sluice::monitor::profile::Profile;
 use sluice::monitor::reference::{Reference, ReferenceFeature, QUANTILES};
 use sluice::rows::Rows;
-
-/// A seeded normal sample (Box-Muller over a 64-bit LCG).
-fn normal(n: usize, seed: u64, mean: f64, std: f64) -> Vec<f64> {
-    let mut state = seed;
-    let mut uniform = || {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    };
-    (0..n)
-        .map(|_| {
-            let (u, v) = (uniform(), uniform());
-            mean + std * (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-        })
-        .collect()
-}
-
-/// Categories in fixed proportions (`mix`: value, share in thousandths), interleaved.
-fn categories(n: usize, mix: &[(&str, usize)]) -> Vec<String> {
-    (0..n)
-        .map(|i| {
-            let mut at = (i * 7919) % 1000;
-            for (value, share) in mix {
-                if at < *share {
-                    return value.to_string();
-                }
-                at -= share;
-            }
-            mix[0].0.to_string()
-        })
-        .collect()
-}
+use sluice_tests::samples::{mix, normal};
 
 fn rows(numbers: &[f64], texts: &[String]) -> Rows {
     let mut rows = Rows::new(vec!["amount".into(), "country".into()]);
@@ -62,8 +30,8 @@ fn rows(numbers: &[f64], texts: &[String]) -> Rows {
 #[test]
 fn drift_scores_equal_numpy_and_scipy_on_fixed_samples() {
     let (reference_x, live_x) = (normal(5000, 7, 100.0, 15.0), normal(3000, 11, 107.5, 15.0));
-    let reference_c = categories(5000, &[("DE", 500), ("US", 300), ("FR", 200)]);
-    let live_c = categories(3000, &[("DE", 350), ("US", 300), ("FR", 200), ("IT", 150)]);
+    let reference_c = mix(5000, &[("DE", 500), ("US", 300), ("FR", 200)]);
+    let live_c = mix(3000, &[("DE", 350), ("US", 300), ("FR", 200), ("IT", 150)]);
 
     let mut profile = Profile::default();
     profile.add_rows(&rows(&reference_x, &reference_c), |_| false);

@@ -393,9 +393,15 @@ fn training_sets_follow_the_point_in_time_rule() {
     assert!(error.contains("no time field \"t\""), "{error}");
 }
 
-#[test]
-fn a_training_set_from_the_fraud_example_reads_in_pandas_with_the_right_types() {
-    let live = Live::new("pandas");
+/// The fraud example backfilled into v7 from 3000 transactions, and a training set of `rows`
+/// entity rows (just after kept transactions) for `features` of it: the Live (its folder),
+/// the config, the training set's path and the backfill's report.
+fn fraud_training_set(
+    name: &str,
+    rows: usize,
+    features: &[&str],
+) -> (Live, PathBuf, PathBuf, backfill::BackfillReport) {
+    let live = Live::new(name);
     let config = live.write_config();
     let events: Vec<Json> = (0..3000).map(transaction).collect();
     let input = live.dir.path().join("history.jsonl");
@@ -408,11 +414,11 @@ fn a_training_set_from_the_fraud_example_reads_in_pandas_with_the_right_types() 
     ))
     .unwrap();
     assert!(report.rows > 2500, "{report:?}");
-    // An entity row just after each of 500 kept transactions: every feature has a row.
+    // An entity row just after each kept transaction: every feature has a row.
     let lines: Vec<Json> = events
         .iter()
         .filter(|e| kept(e))
-        .take(500)
+        .take(rows)
         .map(|e| json!({ "user_id": e["user_id"], "t": e["ts"].as_i64().unwrap() + 1, "label": 1 }))
         .collect();
     let entities = live.dir.path().join("entities.jsonl");
@@ -420,18 +426,9 @@ fn a_training_set_from_the_fraud_example_reads_in_pandas_with_the_right_types() 
     let out = live.dir.path().join("train.parquet");
     let set = &live.set;
     training::run(&TrainingOptions {
-        config,
+        config: config.clone(),
         entities,
-        features: [
-            "amount_usd",
-            "tx_count_1h",
-            "amount_usd_mean_24h",
-            "amount_zscore_24h",
-            "is_foreign",
-        ]
-        .iter()
-        .map(|f| format!("{set}:{f}"))
-        .collect(),
+        features: features.iter().map(|f| format!("{set}:{f}")).collect(),
         out: out.clone(),
         time_field: "t".into(),
         version: Some(7),
@@ -439,6 +436,19 @@ fn a_training_set_from_the_fraud_example_reads_in_pandas_with_the_right_types() 
         quiet: true,
     })
     .unwrap();
+    (live, config, out, report)
+}
+
+#[test]
+fn a_training_set_from_the_fraud_example_reads_in_pandas_with_the_right_types() {
+    let features = [
+        "amount_usd",
+        "tx_count_1h",
+        "amount_usd_mean_24h",
+        "amount_zscore_24h",
+        "is_foreign",
+    ];
+    let (_live, _config, out, _) = fraud_training_set("pandas", 500, &features);
     // pyarrow can abort or hang while the interpreter tears down its thread pools, after the
     // work is done (apache/arrow#34314, #50482; CI saw "terminate called without an active
     // exception" once). The script flushes its answer and leaves with os._exit, skipping that
@@ -480,42 +490,9 @@ fn a_training_set_from_the_fraud_example_reads_in_pandas_with_the_right_types() 
 fn a_reference_profile_comes_from_a_training_sets_features_or_an_offline_range() {
     use sluice::monitor::reference::ReferenceFeature;
     use sluice::offline::reference::{self, ProfileOptions};
-    let live = Live::new("profile");
-    let config = live.write_config();
-    let events: Vec<Json> = (0..3000).map(transaction).collect();
-    let input = live.dir.path().join("history.jsonl");
-    write_jsonl(&input, &events);
-    let report = backfill::run(&backfill_options(
-        &config,
-        &live.set,
-        7,
-        vec![input.display().to_string()],
-    ))
-    .unwrap();
-    let lines: Vec<Json> = events
-        .iter()
-        .filter(|e| kept(e))
-        .take(800)
-        .map(|e| json!({ "user_id": e["user_id"], "t": e["ts"].as_i64().unwrap() + 1, "label": 1 }))
-        .collect();
-    let entities = live.dir.path().join("entities.jsonl");
-    write_jsonl(&entities, &lines);
-    let out = live.dir.path().join("train.parquet");
+    let (live, config, out, report) = fraud_training_set("profile", 800, &["amount_usd", "tx_count_1h", "is_foreign"]);
     let set = &live.set;
-    training::run(&TrainingOptions {
-        config: config.clone(),
-        entities,
-        features: ["amount_usd", "tx_count_1h", "is_foreign"]
-            .iter()
-            .map(|f| format!("{set}:{f}"))
-            .collect(),
-        out: out.clone(),
-        time_field: "t".into(),
-        version: Some(7),
-        partitions: None,
-        quiet: true,
-    })
-    .unwrap();
+    let events: Vec<Json> = (0..3000).map(transaction).collect();
     let options = ProfileOptions {
         config: config.clone(),
         set: set.clone(),
