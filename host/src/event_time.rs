@@ -267,6 +267,11 @@ impl TimeReader {
 }
 
 /// Microseconds of a timestamp, rounded down (so 1 ns before the epoch is -1 µs).
+/// µs since the epoch as RFC 3339 text (UTC); the number itself when out of range.
+pub fn rfc3339(us: i64) -> String {
+    Timestamp::from_microsecond(us).map_or_else(|_| us.to_string(), |t| t.to_string())
+}
+
 fn micros(t: Timestamp) -> i64 {
     t.as_nanosecond().div_euclid(1000) as i64
 }

@@ -34,13 +34,6 @@ macro_rules! invalid {
     };
 }
 
-impl Invalid {
-    /// The reason, for a dead letter or a validation problem.
-    pub fn into_reason(self) -> String {
-        self.0
-    }
-}
-
 impl From<String> for Invalid {
     fn from(reason: String) -> Invalid {
         Invalid(reason)

@@ -69,16 +69,4 @@ impl References {
         };
         Reference::from_json(&bytes).map_err(|e| FileError::unreadable(&path, e).into())
     }
-
-    /// The names of a set's references, sorted.
-    pub fn names(&self, set: &str) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(self.dir.join(set))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".json").map(str::to_string))
-            .collect();
-        names.sort();
-        names
-    }
 }

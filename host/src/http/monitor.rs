@@ -12,7 +12,8 @@ use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
 use super::{Api, ApiError};
-use crate::config::{Scope, TimeFormat};
+use crate::config::Scope;
+use crate::event_time::rfc3339 as time;
 use crate::monitor::drift::Status;
 use crate::monitor::live::SetMonitor;
 
@@ -43,10 +44,6 @@ fn monitored(
         ));
     }
     Ok(found)
-}
-
-fn time(us: i64) -> String {
-    jiff::Timestamp::from_microsecond(us).map_or_else(|_| us.to_string(), |t| t.to_string())
 }
 
 /// One version's drift: per feature, its status, since when, and its last verdict's scores.
@@ -127,13 +124,7 @@ pub(crate) async fn statistics(
 ) -> Result<Response, ApiError> {
     let bound = |text: &Option<String>, default: i64, what: &str| -> Result<i64, ApiError> {
         let Some(text) = text else { return Ok(default) };
-        let json = match text.parse::<i64>() {
-            Ok(ms) => Json::from(ms),
-            Err(_) => Json::from(text.clone()),
-        };
-        crate::sources::decode::parse_time(Some(&json), what, TimeFormat::EpochMs)
-            .map(|t| t.unwrap_or(default))
-            .map_err(|e| ApiError::bad_request(e.to_string()))
+        crate::sources::decode::parse_time_text(text, what).map_err(|e| ApiError::bad_request(e.to_string()))
     };
     let (from, to) = (bound(&query.from, i64::MIN, "from")?, bound(&query.to, i64::MAX, "to")?);
     let versions: Vec<Json> = monitored(&api, &headers, &name)?

@@ -188,7 +188,10 @@ impl SetMonitor {
             let Some(feature) = reference.features.get(name) else {
                 continue;
             };
-            let bins = window.bins.entry(name.clone()).or_insert_with(|| feature.binned());
+            if !window.bins.contains_key(name) {
+                window.bins.insert(name.clone(), feature.binned());
+            }
+            let bins = window.bins.get_mut(name).expect("inserted above");
             let mut count = |value: &Value| match (feature, value) {
                 (ReferenceFeature::Numeric { edges, .. }, Value::Integer(i)) => bins.add_number(edges, *i as f64),
                 (ReferenceFeature::Numeric { edges, .. }, Value::Float(x)) => bins.add_number(edges, *x),

@@ -18,7 +18,7 @@ use crate::event::{into_value, Event, Value};
 use crate::monitor::profile::Profile;
 use crate::monitor::reference::{Binned, Reference, ReferenceFeature};
 use crate::rows::Rows;
-use crate::sources::decode::parse_time;
+use crate::sources::decode::parse_time_text;
 
 /// Options of `sluice profile`.
 #[derive(Debug, Clone, clap::Args)]
@@ -139,11 +139,10 @@ fn rows_of(config: &Config, set: &FeatureSetConfig, options: &ProfileOptions) ->
                 dir.display()
             );
             let time = |t: &Option<String>, default: i64| -> anyhow::Result<i64> {
-                let json = t.as_ref().map(|t| match t.parse::<i64>() {
-                    Ok(ms) => serde_json::Value::from(ms),
-                    Err(_) => serde_json::Value::from(t.clone()),
-                });
-                Ok(parse_time(json.as_ref(), "--from/--to", crate::config::TimeFormat::EpochMs)?.unwrap_or(default))
+                Ok(t.as_deref()
+                    .map(|t| parse_time_text(t, "--from/--to"))
+                    .transpose()?
+                    .unwrap_or(default))
             };
             (
                 files,

@@ -12,6 +12,7 @@ use super::{PipelineError, Services};
 use crate::bus::Publish;
 use crate::catalog::references::References;
 use crate::config::{Config, FeatureSetConfig};
+use crate::event_time::rfc3339;
 use crate::monitor::drift::Status;
 use crate::monitor::live::{ClosedWindow, SetMonitor};
 use crate::runtime::SharedMonitor;
@@ -121,9 +122,4 @@ async fn report(set: &FeatureSetConfig, window: &ClosedWindow, services: &Servic
             tracing::warn!(set = %set.name, "publishing drift status changes failed: {e}");
         }
     }
-}
-
-/// µs since the epoch as RFC 3339 text.
-pub(crate) fn rfc3339(us: i64) -> String {
-    jiff::Timestamp::from_microsecond(us).map_or_else(|_| us.to_string(), |t| t.to_string())
 }

@@ -140,6 +140,16 @@ pub fn parse_time(json: Option<&Json>, field: &str, format: TimeFormat) -> Resul
     read_time(&TimeReader::utc(format), json, field)
 }
 
+/// A time given as text by a person (a command's option, a query parameter): RFC 3339, or a
+/// number of milliseconds since the epoch; µs since the epoch. `what` names it in the error.
+pub fn parse_time_text(text: &str, what: &str) -> Result<i64, Invalid> {
+    let json = match text.parse::<i64>() {
+        Ok(ms) => Json::from(ms),
+        Err(_) => Json::from(text),
+    };
+    parse_time(Some(&json), what, TimeFormat::EpochMs)?.ok_or_else(|| invalid!("{what}: expected a time"))
+}
+
 /// How a JSON value is named in messages ("an array", "text", …).
 pub fn json_kind(json: &Json) -> &'static str {
     match json {
