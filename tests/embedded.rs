@@ -109,6 +109,33 @@ async fn the_fraud_example_runs_in_one_process_on_one_file_exactly_once_across_a
         json!(windows[&(last as u64 + 1)].count_1h),
         "{body}"
     );
+    // A millisecond before that event the embedded store, like Redis, holds a later row: the
+    // lookup is refused, single and batched, never answered with the later value.
+    let (status, body) = http(
+        address,
+        "GET",
+        &format!("/v1/features/transactions/{user}?at={}", at - 1),
+        Some(ADMIN),
+        b"",
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    let batched = json!({"entities": [user], "features": ["transactions:tx_count_1h"], "at": at - 1});
+    let (status, body) = http(
+        address,
+        "POST",
+        "/v1/features/lookup",
+        Some(ADMIN),
+        batched.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let batched: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        batched["results"][0]["features"]["transactions:tx_count_1h"],
+        json!({"value": null, "status": "unavailable_at"}),
+        "{body}"
+    );
 
     // Failed events are kept with their reason, readable over HTTP, page by page.
     let poison: Vec<u64> = (0..events.len() as u64).filter(|i| i % 97 == 13).collect();
@@ -264,14 +291,22 @@ fn sluice_demo_runs_without_nats_or_redis() {
         "demo",
         "--bind",
         "127.0.0.1:0",
-        "--events",
-        "2000",
         "--no-serve",
         "--plugin",
         plugin.to_str().unwrap(),
     ]);
     assert!(demo.options.nats.is_none() && demo.options.redis.is_none());
-    assert_eq!(sluice::cli::demo::run(demo.options).unwrap(), 0);
+    // The demo monitors itself against its first hour: what it changed in the last hour
+    // drifts, what it left alone does not.
+    let (code, statuses) = sluice::cli::demo::run_and_report(demo.options).unwrap();
+    assert_eq!(code, 0);
+    let status = |f: &str| statuses.get(f).map(|s| s.name()).unwrap_or("missing");
+    for drifted in ["amount_usd", "country", "is_foreign"] {
+        assert_eq!(status(drifted), "drift", "{drifted}: {statuses:?}");
+    }
+    for steady in ["currency", "merchant"] {
+        assert_eq!(status(steady), "ok", "{steady}: {statuses:?}");
+    }
 }
 
 /// Two sets in the embedded mode: `orders` joins `users` (its tier) by the order's user.

@@ -279,6 +279,8 @@ fn an_offline_only_feature_set_validates_and_a_batch_run_ends_when_its_parquet_i
     let steps = "[[feature_set.steps]]\nid = \"big\"\nkind = \"map\"\nfields = { big = \"amount > 500\" }\n";
     let config = offline_only(dir.path(), &input, r#"{ field = "ts" }"#, steps);
     assert_eq!(sluice(&["validate", config.to_str().unwrap()]), 0);
+    // `--config FILE`, as every other command takes it, works too.
+    assert_eq!(sluice(&["validate", "--config", config.to_str().unwrap()]), 0);
     assert_eq!(
         sluice(&["run", "--config", config.to_str().unwrap(), "--until-done"]),
         0
@@ -404,5 +406,53 @@ fn a_cast_step_converts_fields_and_sends_what_cannot_convert_to_the_dead_letters
             .unwrap()
             .starts_with("field \"opened\": cannot cast \"soon\" to timestamp: expected a time like the pattern"),
         "{letter}"
+    );
+}
+
+/// Entity keys are text everywhere: `{"user": 42}` and `{"user": "42"}` are the entity "42",
+/// whose `user` feature is the text "42" online (the embedded store), in Parquet and in the
+/// skew check, which then agrees (it reported `Integer(42)` against `"42"` before).
+#[test]
+fn a_numeric_entity_id_is_its_text_key_online_offline_and_in_the_skew_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.jsonl");
+    let now_ms = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    let mut lines = String::new();
+    for i in 0..40i64 {
+        let user = if i % 4 == 0 {
+            json!(format!("{}", 40 + i % 3))
+        } else {
+            json!(40 + i % 3)
+        };
+        lines.push_str(&format!(
+            "{}\n",
+            json!({"user": user, "amount": i, "ts": now_ms - 60_000 + i})
+        ));
+    }
+    std::fs::write(&input, lines).unwrap();
+    let config = offline_only(dir.path(), &input, r#"{ field = "ts", format = "epoch_ms" }"#, "");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[[feature_set.targets]]\nkind = \"redis\"\n");
+    std::fs::write(&config, text).unwrap();
+    assert_eq!(
+        sluice(&["run", "--config", config.to_str().unwrap(), "--until-done"]),
+        0
+    );
+    let rows = parquet_rows(&dir.path().join("offline/f/v1"));
+    assert_eq!(rows.len(), 40);
+    assert!(rows.iter().all(|r| r.3["user"] == json!(r.1)), "{:?}", &rows[..2]);
+    assert_eq!(rows.iter().filter(|r| r.1 == "41").count(), 13);
+    let report = sluice::offline::parity::run(&sluice::offline::parity::ParityOptions {
+        config: config.clone(),
+        set: "f".into(),
+        version: None,
+        sample: 100,
+    })
+    .unwrap();
+    assert_eq!(report.entities, 3, "{report:?}");
+    assert!(report.agrees(), "{report:?}");
+    assert_eq!(
+        sluice(&["verify-parity", "--config", config.to_str().unwrap(), "--set", "f"]),
+        0
     );
 }

@@ -72,14 +72,15 @@ async fn lookups_ingest_and_access_control_over_real_http() {
     let set = live.set.clone();
     let t = 1_764_000_000_000i64;
 
-    // Ingest: an array, JSON lines and a single object; one line is poison.
+    // Ingest: an array, JSON lines and a single object; one line parses but has no entity key
+    // (a dead letter).
     let array = serde_json::to_vec(&json!([tx(1, "a", 10.0, t), tx(2, "a", 20.0, t + 60_000)])).unwrap();
     let (status, body) = http(address, "POST", &format!("/v1/ingest/{set}"), Some(INGEST), &array).await;
     assert_eq!(status, 202, "{body}");
     let body: Json = serde_json::from_str(&body).unwrap();
     assert_eq!(body["accepted"], 2);
     let lines = format!(
-        "{}\n{{not json\n{}\n",
+        "{}\n{{\"amount\": 1}}\n{}\n",
         tx(3, "b", 5.0, t),
         tx(4, "a", 30.0, t + 120_000)
     );
@@ -102,8 +103,8 @@ async fn lookups_ingest_and_access_control_over_real_http() {
     .await;
     assert_eq!(live.applied().await, 6);
     let letters = live.dead_letters().await;
-    assert_eq!(letters.len(), 1, "the malformed line is a dead letter");
-    assert_eq!(letters[0].3, b"{not json");
+    assert_eq!(letters.len(), 1, "the line without a key is a dead letter");
+    assert_eq!(letters[0].3, b"{\"amount\": 1}");
 
     // One entity, as of its latest event: the windows hold its three transactions.
     let at = t + 120_000;
@@ -122,6 +123,52 @@ async fn lookups_ingest_and_access_control_over_real_http() {
     assert_eq!(a["features"]["amount_usd"], json!({"value": 30.0, "status": "present"}));
     assert_eq!(a["features"]["tx_count_1h"]["value"], 3);
     assert_eq!(a["features"]["amount_usd_sum_24h"]["value"], 60.0);
+    // As of times before and between its events (t, t+1m, t+2m): the online store holds the
+    // row of t+2m, which cannot say what was true then, so the lookup is refused, never
+    // answered with a later value. After its latest event it is answered.
+    for before in [t - 5_000, t + 30_000, t + 119_999] {
+        let path = format!("/v1/features/{set}/a?at={before}");
+        let (status, body) = http(address, "GET", &path, Some(READ), b"").await;
+        assert_eq!(status, 409, "{path}: {body}");
+        assert!(body.contains("training set"), "{body}");
+    }
+    let (status, body) = http(
+        address,
+        "GET",
+        &format!("/v1/features/{set}/a?at={}", t + 180_000),
+        Some(READ),
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let later: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        later["features"]["tx_count_1h"],
+        json!({"value": 3, "status": "present"})
+    );
+    // Batched: each (entity, set) is judged by its own row; b's only event is at t.
+    let between = json!({"entities": ["a", "b"], "features": [format!("{set}:tx_count_1h")], "at": t + 30_000});
+    let (status, body) = http(
+        address,
+        "POST",
+        "/v1/features/lookup",
+        Some(READ),
+        between.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let between: Json = serde_json::from_str(&body).unwrap();
+    let count = |r: usize| between["results"][r]["features"][format!("{set}:tx_count_1h")].clone();
+    assert_eq!(
+        count(0),
+        json!({"value": null, "status": "unavailable_at"}),
+        "{between}"
+    );
+    assert_eq!(count(1), json!({"value": 1, "status": "present"}), "{between}");
+    assert!(
+        between["unavailable_at"].as_str().unwrap().contains("training set"),
+        "{between}"
+    );
     // The same entity as of now (a year later): windows empty, and past the 30-day TTL.
     let (_, body) = http(address, "GET", &format!("/v1/features/{set}/a"), Some(READ), b"").await;
     let now: Json = serde_json::from_str(&body).unwrap();
@@ -136,7 +183,7 @@ async fn lookups_ingest_and_access_control_over_real_http() {
     // Many entities and features in one request.
     let request = json!({
         "entities": ["a", "b", "nobody"],
-        "features": [format!("{set}:tx_count_1h"), format!("{set}:amount_usd"), format!("{set}:no_such_feature")],
+        "features": [format!("{set}:tx_count_1h"), format!("{set}:amount_usd")],
         "at": "2025-11-24T16:02:00Z",
     });
     let (status, body) = http(
@@ -155,7 +202,6 @@ async fn lookups_ingest_and_access_control_over_real_http() {
     assert_eq!(f(0, "tx_count_1h")["value"], 3);
     assert_eq!(f(1, "tx_count_1h")["value"], 1);
     assert_eq!(f(1, "amount_usd")["value"], 5.0);
-    assert_eq!(f(0, "no_such_feature")["status"], "not_found");
     assert_eq!(f(2, "amount_usd")["status"], "not_found");
     // A feature vector of the config names the features instead.
     let by_vector = json!({"entities": ["a"], "vector": "model", "at": "2025-11-24T16:02:00Z"});
@@ -252,6 +298,13 @@ async fn lookups_ingest_and_access_control_over_real_http() {
             "expected \"set:feature\"",
         ),
         (
+            "POST",
+            "/v1/features/lookup".into(),
+            format!(r#"{{"entities": ["a"], "features": ["{set}:tx_count_1hh", "{set}:amount_usd"]}}"#).into_bytes(),
+            400,
+            "has no feature \"tx_count_1hh\" (did you mean \"tx_count_1h\"?)",
+        ),
+        (
             "GET",
             format!("/v1/features/{set}/a?at=yesterday"),
             Vec::new(),
@@ -271,6 +324,20 @@ async fn lookups_ingest_and_access_control_over_real_http() {
             b"[1, 2".to_vec(),
             400,
             "not a JSON array",
+        ),
+        (
+            "POST",
+            format!("/v1/ingest/{set}"),
+            format!("{}\n{{not json\n", tx(7, "a", 1.0, t)).into_bytes(),
+            400,
+            "line 2 is not a JSON object",
+        ),
+        (
+            "POST",
+            format!("/v1/ingest/{set}"),
+            b"[{}, 3]".to_vec(),
+            400,
+            "element 1 of the array is not a JSON object",
         ),
         (
             "POST",
@@ -514,7 +581,7 @@ async fn demo(extra: &'static [&'static str]) -> i32 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_demo_streams_serves_and_removes_what_it_created() {
+async fn the_demo_streams_on_nats_and_redis_and_removes_what_it_created() {
     let code = demo(&[
         "--bind",
         "127.0.0.1:0",

@@ -229,7 +229,11 @@ impl Live {
         let js = self.jetstream().await;
         let _ = js.delete_stream(&self.stream).await;
         let _ = js.delete_stream(&self.features).await;
-        for (stream, kind) in [("SLUICE_DLQ", "dlq"), ("SLUICE_LATE", "late")] {
+        for (stream, kind) in [
+            ("SLUICE_DLQ", "dlq"),
+            ("SLUICE_LATE", "late"),
+            ("SLUICE_DRIFT", "drift"),
+        ] {
             if let Ok(letters) = js.get_stream(stream).await {
                 let _ = letters.purge().filter(format!("sluice.{kind}.{}", self.set)).await;
             }
@@ -256,13 +260,41 @@ impl Live {
     }
 
     async fn letters(&self, stream: &str, kind: &str) -> Vec<(String, String, u64, Vec<u8>)> {
+        let messages = self.messages(stream, &format!("sluice.{kind}.{}", self.set)).await;
+        messages
+            .into_iter()
+            .map(|(h, body)| {
+                let get = |k: &str| h.get(k).map(|v| v.to_string()).unwrap_or_default();
+                (
+                    get("Sluice-Reason"),
+                    get("Sluice-Step"),
+                    get("Sluice-Seq").parse().unwrap_or(0),
+                    body,
+                )
+            })
+            .collect()
+    }
+
+    /// The set's drift-status events on `sluice.drift.<set>` (stream SLUICE_DRIFT), oldest first.
+    pub async fn drift_events(&self) -> Vec<Json> {
+        let messages = self
+            .messages("SLUICE_DRIFT", &format!("sluice.drift.{}", self.set))
+            .await;
+        messages
+            .into_iter()
+            .map(|(_, body)| serde_json::from_slice(&body).unwrap())
+            .collect()
+    }
+
+    /// Every message of a stream on a subject: (headers, body).
+    async fn messages(&self, stream: &str, subject: &str) -> Vec<(async_nats::HeaderMap, Vec<u8>)> {
         let js = self.jetstream().await;
         let Ok(stream) = js.get_stream(stream).await else {
             return Vec::new();
         };
         let consumer = stream
             .create_consumer(jetstream::consumer::pull::Config {
-                filter_subject: format!("sluice.{kind}.{}", self.set),
+                filter_subject: subject.to_string(),
                 ack_policy: jetstream::consumer::AckPolicy::None,
                 ..Default::default()
             })
@@ -274,14 +306,7 @@ impl Live {
             let before = out.len();
             let mut batch = consumer.fetch().max_messages(5_000).messages().await.unwrap();
             while let Some(Ok(m)) = batch.next().await {
-                let h = m.headers.clone().unwrap_or_default();
-                let get = |k: &str| h.get(k).map(|v| v.to_string()).unwrap_or_default();
-                out.push((
-                    get("Sluice-Reason"),
-                    get("Sluice-Step"),
-                    get("Sluice-Seq").parse().unwrap_or(0),
-                    m.payload.to_vec(),
-                ));
+                out.push((m.headers.clone().unwrap_or_default(), m.payload.to_vec()));
             }
             if out.len() == before {
                 break;

@@ -110,3 +110,64 @@ fn drift_scores_equal_numpy_and_scipy_on_fixed_samples() {
         .1;
     assert!(p < 1e-6, "{ours_categorical:?}");
 }
+
+/// Windows drawn from the reference's own distribution at the minimum count (the default
+/// policy: 500 values, PSI 0.1/0.25, the others 0.1/0.2, two windows to raise): how often a
+/// window's verdict is `possible` or `drift` by chance, and that no feature's status ever
+/// becomes `drift`.
+#[test]
+fn windows_from_the_reference_distribution_raise_no_drift() {
+    use sluice::monitor::drift::{Policy, Status};
+    use sluice::monitor::live::SetMonitor;
+    use sluice_tests::samples::{draw, feature_rows, reference, USUAL};
+
+    let policy = Policy::default();
+    let per_window = policy.min_count as usize;
+    let second = 1_000_000;
+    let mut monitor = SetMonitor::new(second, 0, Some(reference("scores", "base")), policy, Vec::new());
+    let windows = 200u64;
+    for w in 0..windows {
+        let amounts = normal(per_window, 10_000 + w, 100.0, 15.0);
+        let steady = normal(per_window, 20_000 + w, 0.0, 1.0);
+        let countries = draw(per_window, 30_000 + w, USUAL);
+        let mut rows = feature_rows(1 + w * per_window as u64, &amounts, &steady, &countries);
+        rows.batch.events.iter_mut().for_each(|e| e.time = w as i64 * second);
+        monitor.add(&rows);
+    }
+    // Closed on the data's time, then (no rows since) on the clock.
+    let mut closed = monitor.close_due(i64::MAX);
+    closed.extend(monitor.close_due(i64::MAX));
+    closed.retain(|w| w.width() == second);
+    assert_eq!(closed.len(), windows as usize);
+    let mut report = Vec::new();
+    for feature in ["amount", "steady", "country"] {
+        let verdicts = |status: Status| {
+            closed
+                .iter()
+                .filter(|w| w.features[feature].verdict == Some(status))
+                .count()
+        };
+        let drifting = closed
+            .iter()
+            .filter(|w| w.features[feature].status == Status::Drift)
+            .count();
+        let worst = closed
+            .iter()
+            .flat_map(|w| w.features[feature].scores.get(&Metric::Psi).copied())
+            .fold(0.0, f64::max);
+        report.push(format!(
+            "{feature}: {} possible, {} drift verdicts, {drifting} windows with status drift, max PSI {worst:.3}",
+            verdicts(Status::Possible),
+            verdicts(Status::Drift)
+        ));
+        assert_eq!(drifting, 0, "{feature}: a false drift status");
+        assert!(
+            closed.iter().all(|w| w.features[feature].verdict.is_some()),
+            "every window has a verdict at the minimum count"
+        );
+    }
+    eprintln!(
+        "{windows} undrifted windows of {per_window} values: {}",
+        report.join("; ")
+    );
+}

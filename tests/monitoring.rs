@@ -5,62 +5,21 @@
 //! hysteresis (two windows), an unchanged feature stays `ok`, and both return to `ok` when
 //! the shift ends. The drift route, the statistics route and the gauges show it.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value as Json};
-use sluice::event::{Event, Value};
-use sluice::monitor::profile::Profile;
-use sluice::monitor::reference::{Reference, ReferenceFeature};
-use sluice::rows::Rows;
 use sluice_tests::live::{http, start_serving, wait_for, with_http};
-use sluice_tests::samples::{mix, normal};
+use sluice_tests::samples::{mix, normal, reference, CHANGED, USUAL};
 
 const ADMIN: &str = "monitoring-admin-token";
 const WINDOW_MS: i64 = 2000;
 const PER_WINDOW: usize = 1000;
 
-const USUAL: &[(&str, usize)] = &[("DE", 500), ("US", 300), ("FR", 200)];
-const CHANGED: &[(&str, usize)] = &[("DE", 200), ("US", 300), ("FR", 200), ("IT", 300)];
-
-/// The reference, as `sluice profile` stores it: 20k rows of the usual distribution.
+/// The reference, as `sluice profile` stores it.
 fn store_reference(data_dir: &Path) {
-    let amounts = normal(20_000, 1, 100.0, 15.0);
-    let steady = normal(20_000, 2, 0.0, 1.0);
-    let countries = mix(20_000, USUAL);
-    let mut rows = Rows::new(vec!["amount".into(), "steady".into(), "country".into()]);
-    for i in 0..amounts.len() {
-        let values = vec![
-            Value::Float(amounts[i]),
-            Value::Float(steady[i]),
-            Value::Text(countries[i].clone()),
-        ];
-        rows.push(
-            i as u64,
-            Event {
-                key: "u".into(),
-                time: 0,
-                values,
-            },
-        );
-    }
-    let mut profile = Profile::default();
-    profile.add_rows(&rows, |_| false);
-    let mut reference = Reference::from_profile(&profile, "base", "scores", 1, "test".into());
-    let mut counted = BTreeMap::new();
-    for (name, xs) in [("amount", &amounts), ("steady", &steady)] {
-        let feature = &reference.features[name];
-        let ReferenceFeature::Numeric { edges, .. } = feature else {
-            panic!("{name} is numeric")
-        };
-        let mut bins = feature.binned();
-        xs.iter().for_each(|&x| bins.add_number(edges, x));
-        counted.insert(name.to_string(), bins);
-    }
-    reference.count_numbers(&counted);
     sluice::catalog::references::References::new(data_dir)
-        .save(&reference)
+        .save(&reference("scores", "base"))
         .unwrap();
 }
 
@@ -142,8 +101,32 @@ async fn a_shift_and_a_new_mix_reach_drift_after_two_windows_and_clear_after_two
     let (status, body) = http(address, "GET", "/v1/feature-sets/scores/statistics", Some(ADMIN), b"").await;
     assert_eq!(status, 200, "{body}");
     let statistics: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(statistics["versions"][0]["window_seconds"], 2, "{statistics}");
     let windows = statistics["versions"][0]["windows"].as_array().unwrap().clone();
     assert_eq!(windows.len(), 12, "{statistics}");
+    assert!(windows.iter().all(|w| w["partial"] == false), "{statistics}");
+    // The hourly roll-up is asked by its width; a width not kept is refused with the list.
+    let (status, body) = http(
+        address,
+        "GET",
+        "/v1/feature-sets/scores/statistics?window=1h",
+        Some(ADMIN),
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let hourly: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(hourly["versions"][0]["window_seconds"], 3600, "{hourly}");
+    let (status, body) = http(
+        address,
+        "GET",
+        "/v1/feature-sets/scores/statistics?window=5m",
+        Some(ADMIN),
+        b"",
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("2s, 3600s, 86400s"), "{body}");
     let statuses = |feature: &str| -> Vec<String> {
         windows
             .iter()
@@ -181,4 +164,38 @@ async fn a_shift_and_a_new_mix_reach_drift_after_two_windows_and_clear_after_two
     assert_eq!(status, 404, "{body}");
     stop.send(true).unwrap();
     task.await.unwrap();
+
+    // The closed windows are kept by the embedded store and in Parquet under the data folder:
+    // a restart serves the same twelve, once each.
+    let parquet = dir.path().join("data/_monitor/scores/v1/window=2s");
+    let files: Vec<_> = walk(&parquet);
+    assert_eq!(files.len(), 12, "{files:?}");
+    let (address, stop, task) = start_serving(&config(dir.path())).await;
+    wait_for("the pipelines ready again", Duration::from_secs(30), async || {
+        http(address, "GET", "/readyz", Some(ADMIN), b"").await.0 == 200
+    })
+    .await;
+    let (status, body) = http(address, "GET", "/v1/feature-sets/scores/statistics", Some(ADMIN), b"").await;
+    assert_eq!(status, 200, "{body}");
+    let again: Json = serde_json::from_str(&body).unwrap();
+    let starts = |windows: &[Json]| -> Vec<String> { windows.iter().map(|w| w["start"].to_string()).collect() };
+    let after = again["versions"][0]["windows"].as_array().unwrap();
+    assert_eq!(starts(after), starts(&windows), "{again}");
+    assert_eq!(after[6]["features"]["amount"]["status"], "drift");
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
+
+/// The files under a folder, recursively.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
 }

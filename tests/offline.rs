@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use arrow_array::cast::AsArray;
 use arrow_array::{Array, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray};
 use serde_json::{json, Value as Json};
 use sluice::offline::backfill::{self, BackfillOptions};
@@ -204,7 +205,7 @@ version = 1
 entity = "user"
 timestamp = { field = "ts", format = "rfc3339" }
 ttl = "2h"
-fields = ["user", "amount", "ts"]
+fields = ["user", "amount", "emb", "ts"]
 
 [feature_set.source]
 kind = "file"
@@ -254,7 +255,7 @@ fn pit_setup() -> (tempfile::TempDir, PathBuf) {
     ];
     let events: Vec<Json> = events
         .iter()
-        .map(|(user, amount, time)| json!({ "user": user, "amount": amount, "ts": at(time) }))
+        .map(|(user, amount, time)| json!({ "user": user, "amount": amount, "emb": [amount, amount * 2.0], "ts": at(time) }))
         .collect();
     // Two files, out of time order: the backfill sorts by event time.
     write_jsonl(&dir.path().join("b.jsonl"), &events[2..]);
@@ -293,7 +294,7 @@ fn training_sets_follow_the_point_in_time_rule() {
     let options = |out: &Path, partitions: Option<u64>| TrainingOptions {
         config: config.clone(),
         entities: dir.path().join("entities.jsonl"),
-        features: ["amount", "amount_count_1h", "amount_sum_1h", "big"]
+        features: ["amount", "amount_count_1h", "amount_sum_1h", "big", "emb"]
             .iter()
             .map(|f| format!("pit:{f}"))
             .collect(),
@@ -327,6 +328,24 @@ fn training_sets_follow_the_point_in_time_rule() {
     assert_eq!(types["amount_count_1h"], "Int64");
     assert_eq!(types["amount_sum_1h"], "Float64");
     assert_eq!(types["big"], "Boolean");
+    // An embedding (a list of floats) stays one: list<double>, its values those of the row.
+    assert!(
+        types["emb"].starts_with("List(") && types["emb"].contains("Float64"),
+        "{}",
+        types["emb"]
+    );
+    let emb = batch.column(schema.index_of("emb").unwrap()).as_list::<i32>().clone();
+    let vector = |r: usize| {
+        emb.is_valid(r).then(|| {
+            emb.value(r)
+                .as_primitive::<arrow_array::types::Float64Type>()
+                .values()
+                .to_vec()
+        })
+    };
+    assert_eq!(vector(0), Some(vec![1.0, 2.0]));
+    assert_eq!(vector(6), Some(vec![6.0, 12.0]));
+    assert_eq!(vector(3), None);
     let column = |name: &str| batch.column(schema.index_of(name).unwrap()).clone();
     let users = column("user");
     let users = users.as_any().downcast_ref::<StringArray>().unwrap();
@@ -379,7 +398,7 @@ fn training_sets_follow_the_point_in_time_rule() {
     // Bad input gets a clear error.
     std::fs::write(dir.path().join("bad.jsonl"), "{\"user\": \"u1\"}\n").unwrap();
     let error = training::run(&TrainingOptions {
-        config,
+        config: config.clone(),
         entities: dir.path().join("bad.jsonl"),
         features: vec!["pit:amount".into()],
         out: dir.path().join("bad.parquet"),
@@ -391,6 +410,24 @@ fn training_sets_follow_the_point_in_time_rule() {
     .unwrap_err()
     .to_string();
     assert!(error.contains("no time field \"t\""), "{error}");
+    // A feature the set does not have is refused with the nearest name, not read as nulls.
+    let error = training::run(&TrainingOptions {
+        config: config.clone(),
+        entities: dir.path().join("entities.jsonl"),
+        features: vec!["pit:amount".into(), "pit:amuont".into()],
+        out: dir.path().join("typo.parquet"),
+        time_field: "t".into(),
+        version: Some(1000),
+        partitions: None,
+        quiet: true,
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("no feature \"amuont\" (did you mean \"amount\"?)"),
+        "{error}"
+    );
+    assert!(!dir.path().join("typo.parquet").exists());
 }
 
 /// The fraud example backfilled into v7 from 3000 transactions, and a training set of `rows`
@@ -502,6 +539,7 @@ fn a_reference_profile_comes_from_a_training_sets_features_or_an_offline_range()
         from: None,
         to: None,
         name: "trained-2026-12".into(),
+        features: Vec::new(),
     };
     let (trained, path) = reference::build(&options).unwrap();
     // Exactly the three features: not the entity row's user_id, t or label.
@@ -546,6 +584,25 @@ fn a_reference_profile_comes_from_a_training_sets_features_or_an_offline_range()
     let middle = events[1500]["ts"].as_i64().unwrap().to_string();
     let (half, _) = reference::build(&offline(None, Some(middle))).unwrap();
     assert!(half.rows > 0 && half.rows < all.rows, "{} of {}", half.rows, all.rows);
+    // Only the features asked for; one the rows lack is named with those they have.
+    let (two, _) = reference::build(&ProfileOptions {
+        features: vec!["amount_usd".into(), "is_foreign".into()],
+        ..offline(None, None)
+    })
+    .unwrap();
+    assert_eq!(
+        two.features.keys().collect::<Vec<_>>(),
+        vec!["amount_usd", "is_foreign"]
+    );
+    let absent = reference::build(&ProfileOptions {
+        features: vec!["amount_usd".into(), "amount_eur".into()],
+        ..offline(None, None)
+    })
+    .unwrap_err();
+    assert!(
+        absent.to_string().contains("\"amount_eur\" not among") && absent.to_string().contains("tx_count_1h"),
+        "{absent}"
+    );
     // Bad names and empty ranges are refused with what was expected.
     let bad = reference::build(&ProfileOptions {
         name: "../x".into(),
@@ -559,4 +616,70 @@ fn a_reference_profile_comes_from_a_training_sets_features_or_an_offline_range()
     ))
     .unwrap_err();
     assert!(empty.to_string().contains("no rows to profile"), "{empty}");
+}
+
+#[test]
+fn references_are_built_and_read_over_http_with_the_admin_scope() {
+    use sluice_tests::live::{http, start_serving, with_http};
+    let (live, config, _out, report) = fraud_training_set("httpref", 100, &["amount_usd"]);
+    with_http(
+        &config,
+        &[
+            ("admin", "ref-admin-token", &["admin"], &[]),
+            ("reader", "ref-read-token", &["read"], &[]),
+        ],
+    );
+    let set = live.set.clone();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let (address, stop, task) = start_serving(&config).await;
+        let path = format!("/v1/feature-sets/{set}/references/november");
+        let put = |token: &'static str, body: Json| {
+            let path = path.clone();
+            async move { http(address, "PUT", &path, Some(token), body.to_string().as_bytes()).await }
+        };
+
+        // Read scope cannot build one; a body with neither source nor both is refused.
+        let (status, body) = put("ref-read-token", json!({ "version": 7 })).await;
+        assert_eq!(status, 403, "{body}");
+        let (status, body) = put("ref-admin-token", json!({})).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body.contains("exactly one of"), "{body}");
+        let (status, body) = put("ref-admin-token", json!({ "version": 7, "rows": 3 })).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body.contains("unknown field `rows`"), "{body}");
+        let (status, body) = put("ref-admin-token", json!({ "training_set": "nope" })).await;
+        assert_eq!(status, 404, "{body}");
+        let (status, body) = http(
+            address,
+            "PUT",
+            "/v1/feature-sets/nope/references/x",
+            Some("ref-admin-token"),
+            br#"{"version": 7}"#,
+        )
+        .await;
+        assert_eq!(status, 404, "{body}");
+        let (status, _) = http(address, "GET", &path, Some("ref-read-token"), b"").await;
+        assert_eq!(status, 404, "not built yet");
+
+        // Built from v7's offline rows: 201 with a summary per feature, then readable.
+        let (status, body) = put("ref-admin-token", json!({ "version": 7 })).await;
+        assert_eq!(status, 201, "{body}");
+        let built: Json = serde_json::from_str(&body).unwrap();
+        assert_eq!(built["rows"], report.rows);
+        assert_eq!(built["features"]["amount_usd"]["kind"], "numeric", "{built}");
+        assert!(built["features"]["user_id"].is_null(), "the entity is not a feature");
+        let (status, body) = http(address, "GET", &path, Some("ref-read-token"), b"").await;
+        assert_eq!(status, 200, "{body}");
+        let read: Json = serde_json::from_str(&body).unwrap();
+        assert_eq!(read["rows"], report.rows);
+        assert!(read["features"]["amount_usd"].is_object(), "{read}");
+        // Stored where `sluice profile` puts it and a set's monitor looks.
+        let loaded = sluice::config::load(&config).unwrap();
+        let stored = sluice::catalog::references::References::new(&loaded.resolve(&loaded.host.data_dir));
+        assert_eq!(stored.load(&set, "november").unwrap().rows as u64, report.rows as u64);
+
+        stop.send(true).unwrap();
+        task.await.unwrap();
+        live.cleanup().await;
+    });
 }

@@ -2,7 +2,8 @@
 //! redb file. Each case runs against both and asserts what the pipeline and the online reads
 //! rely on: rows newer by (time, sequence) replace older ones, a replayed batch changes
 //! nothing, state is written only by a fresh batch, counters move once, TTL expiry removes a
-//! hash with its tiles, and the blocking read agrees with the async one.
+//! hash with its tiles, the blocking read agrees with the async one, and a time series keeps
+//! one entry per start.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -232,6 +233,41 @@ async fn a_hash_expires_with_its_tiles_after_its_ttl() {
             .unwrap();
         let fresh = pairs(&[("_ts", "50"), ("_seq", "2"), ("amount", "3"), ("country", "\"US\"")]);
         assert_eq!(s.read("a").await, fresh, "{}", s.store.kind());
+        s
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_time_series_keeps_one_entry_per_start_and_trims_by_age() {
+    both("series", |s| async move {
+        let series = format!("{}:_windows:60", s.prefix);
+        let entry = |start: i64, text: &str| (start, text.as_bytes().to_vec());
+        let first = [entry(60, "a:1"), entry(120, "b"), entry(-60, "before the epoch")];
+        s.store.put_series(&series, &first, i64::MIN).await.unwrap();
+        // Written again (a retry, a restart), a start holds its new entry only.
+        s.store
+            .put_series(&series, &[entry(120, "b2")], i64::MIN)
+            .await
+            .unwrap();
+        let all = s.store.read_series(&series, i64::MIN, i64::MAX).await.unwrap();
+        let kind = s.store.kind();
+        assert_eq!(
+            all,
+            vec![entry(-60, "before the epoch"), entry(60, "a:1"), entry(120, "b2")],
+            "{kind}"
+        );
+        let some = s.store.read_series(&series, 60, 120).await.unwrap();
+        assert_eq!(some, vec![entry(60, "a:1")], "{kind}: from is inclusive, to exclusive");
+        s.store.put_series(&series, &[entry(180, "c")], 120).await.unwrap();
+        let kept = s.store.read_series(&series, i64::MIN, i64::MAX).await.unwrap();
+        assert_eq!(
+            kept,
+            vec![entry(120, "b2"), entry(180, "c")],
+            "{kind}: older entries trimmed"
+        );
+        let none = s.store.read_series("nothing-here", i64::MIN, i64::MAX).await.unwrap();
+        assert!(none.is_empty(), "{kind}");
         s
     })
     .await;

@@ -1,4 +1,17 @@
-//! Seeded samples for the monitoring tests: normal values and categories in fixed shares.
+//! Seeded samples for the monitoring tests: normal values, categories in fixed shares or
+//! drawn at random, and the reference the live tests monitor against.
+
+use std::collections::BTreeMap;
+
+use sluice::event::{Event, Value};
+use sluice::monitor::profile::Profile;
+use sluice::monitor::reference::{Reference, ReferenceFeature};
+use sluice::rows::Rows;
+
+/// The usual country mix (value, thousandths).
+pub const USUAL: &[(&str, usize)] = &[("DE", 500), ("US", 300), ("FR", 200)];
+/// A changed mix: fewer DE, a new IT.
+pub const CHANGED: &[(&str, usize)] = &[("DE", 200), ("US", 300), ("FR", 200), ("IT", 300)];
 
 /// A seeded normal sample (Box-Muller over a 64-bit LCG).
 pub fn normal(n: usize, seed: u64, mean: f64, std: f64) -> Vec<f64> {
@@ -31,4 +44,68 @@ pub fn mix(n: usize, shares: &[(&str, usize)]) -> Vec<String> {
             shares[0].0.to_string()
         })
         .collect()
+}
+
+/// `n` categories drawn at random (seeded) in the shares given (value, thousandths).
+pub fn draw(n: usize, seed: u64, shares: &[(&str, usize)]) -> Vec<String> {
+    let mut state = seed ^ 0x9E37_79B9_7F4A_7C15;
+    (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let mut at = ((state >> 33) % 1000) as usize;
+            for (value, share) in shares {
+                if at < *share {
+                    return value.to_string();
+                }
+                at -= share;
+            }
+            shares[0].0.to_string()
+        })
+        .collect()
+}
+
+/// Rows of `amount`, `steady` and `country` (entity `u`, time 0, sequences from `first`).
+pub fn feature_rows(first: u64, amounts: &[f64], steady: &[f64], countries: &[String]) -> Rows {
+    let mut rows = Rows::new(vec!["amount".into(), "steady".into(), "country".into()]);
+    for i in 0..amounts.len() {
+        let values = vec![
+            Value::Float(amounts[i]),
+            Value::Float(steady[i]),
+            Value::Text(countries[i].clone()),
+        ];
+        rows.push(
+            first + i as u64,
+            Event {
+                key: "u".into(),
+                time: 0,
+                values,
+            },
+        );
+    }
+    rows
+}
+
+/// The reference the live tests monitor against, as `sluice profile` makes it: 20k rows of
+/// amount ~ N(100, 15), steady ~ N(0, 1) and the [`USUAL`] country mix.
+pub fn reference(set: &str, name: &str) -> Reference {
+    let amounts = normal(20_000, 1, 100.0, 15.0);
+    let steady = normal(20_000, 2, 0.0, 1.0);
+    let countries = mix(20_000, USUAL);
+    let mut profile = Profile::default();
+    profile.add_rows(&feature_rows(1, &amounts, &steady, &countries), |_| false);
+    let mut reference = Reference::from_profile(&profile, name, set, 1, "test".into());
+    let mut counted = BTreeMap::new();
+    for (feature, xs) in [("amount", &amounts), ("steady", &steady)] {
+        let kind = &reference.features[feature];
+        let ReferenceFeature::Numeric { edges, .. } = kind else {
+            panic!("{feature} is numeric")
+        };
+        let mut bins = kind.binned();
+        xs.iter().for_each(|&x| bins.add_number(edges, x));
+        counted.insert(feature.to_string(), bins);
+    }
+    reference.count_numbers(&counted);
+    reference
 }

@@ -6,6 +6,7 @@
 
 mod aggregate;
 mod lookup;
+mod monitor;
 mod offline;
 mod pipeline;
 mod plugins;
@@ -74,6 +75,9 @@ enum Command {
     Aggregate(aggregate::Options),
     /// Online lookups over HTTP: latency and requests/s at 1, 8 and 64 clients.
     Lookup(lookup::Options),
+    /// Live monitoring alone: profiling ns/event, time to close a window of 100 features,
+    /// memory per feature.
+    Monitor(monitor::Options),
     /// Backfill events/s from Parquet, and a training set against its rows: time, peak memory.
     Offline(offline::Options),
     /// (internal) runs a `sluice` command and prints its peak memory.
@@ -96,6 +100,7 @@ fn main() -> anyhow::Result<()> {
         Command::Aggregate(options) => aggregate::run(options),
         Command::Lookup(options) => lookup::run(options),
         Command::Offline(options) => offline::run(options),
+        Command::Monitor(options) => monitor::run(options),
         Command::Child { args } => offline::run_child(args),
     }
 }

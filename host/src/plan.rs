@@ -49,6 +49,10 @@ pub struct SetPlan {
     pub ttl: Option<i64>,
     /// How online reads evaluate its rows.
     pub view: OnlineView,
+    /// The fields of its rows after the last step, when they are known (see
+    /// [`crate::config::output_fields`]): names outside them are refused by lookups and
+    /// training sets.
+    pub fields: Option<std::collections::BTreeSet<String>>,
     /// Its online target, when it has one: the fields the online rows leave out.
     pub online: Option<Vec<String>>,
     /// Its Parquet target, when it has one.
@@ -110,6 +114,7 @@ impl SetPlan {
             name: set.name.clone(),
             version: set.version,
             ttl,
+            fields: crate::config::output_fields(config, set),
             view,
             online,
             parquet,
@@ -209,5 +214,57 @@ impl Chain {
             state,
             late,
         })
+    }
+}
+
+/// Refuses the names of `asked` that are not among a set's `known` features, each with the
+/// nearest known names (by edit distance), so a typo is told at once instead of read as null.
+pub fn refuse_unknown<'a>(
+    set: &str,
+    asked: impl IntoIterator<Item = &'a str>,
+    known: &std::collections::BTreeSet<String>,
+) -> Result<(), crate::fault::Invalid> {
+    let unknown: Vec<String> = asked
+        .into_iter()
+        .filter(|name| !known.contains(*name))
+        .map(|name| {
+            let mut near: Vec<(usize, &String)> = known
+                .iter()
+                .map(|k| (strsim::damerau_levenshtein(name, k), k))
+                .filter(|(d, k)| *d <= (k.len().max(name.len()) / 3).max(2))
+                .collect();
+            near.sort();
+            match near.first() {
+                Some((_, k)) => format!("\"{name}\" (did you mean \"{k}\"?)"),
+                None => format!("\"{name}\""),
+            }
+        })
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let all: Vec<&str> = known.iter().map(String::as_str).collect();
+    Err(crate::invalid!(
+        "feature set \"{set}\" has no feature {}; its features: {}",
+        unknown.join(", "),
+        all.join(", ")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refuse_unknown;
+
+    #[test]
+    fn an_unknown_name_is_refused_with_the_nearest_known_one() {
+        let known = ["ctr_1h", "clicks_5m", "user_id"]
+            .map(String::from)
+            .into_iter()
+            .collect();
+        assert!(refuse_unknown("clicks", ["ctr_1h", "user_id"], &known).is_ok());
+        let e = refuse_unknown("clicks", ["ctr_1hh", "zzzzzzzz"], &known).unwrap_err().0;
+        assert!(e.contains("\"ctr_1hh\" (did you mean \"ctr_1h\"?)"), "{e}");
+        assert!(e.contains(", \"zzzzzzzz\";"), "{e}");
+        assert!(e.contains("its features: clicks_5m, ctr_1h, user_id"), "{e}");
     }
 }

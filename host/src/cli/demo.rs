@@ -5,6 +5,13 @@
 //! z-score) with a progress bar, serves the HTTP API with a fresh admin token, prints a few
 //! users' features and the `curl` lines to try more, then serves until Ctrl-C and removes
 //! what it created.
+//!
+//! The demo monitors itself: its first hour of transactions runs through the same graph
+//! offline (a backfill into version 2 of its own folder) and becomes the reference
+//! `first-hour` of five features; the live set profiles 10-minute windows against it. In
+//! the last hour the demo changes its traffic on purpose (amounts ×1.8, no more US
+//! transactions, French ones instead), so `amount_usd`, `country` and `is_foreign` drift while
+//! `currency` and `merchant` stay `ok`: the drift table it prints and the `drift` route say so.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -26,8 +33,8 @@ pub struct DemoOptions {
     /// Redis URL (with --nats).
     #[arg(long, requires = "nats")]
     pub redis: Option<String>,
-    /// Transactions to generate.
-    #[arg(long, default_value_t = 5000)]
+    /// Transactions to generate (over the last three hours).
+    #[arg(long, default_value_t = 20000)]
     pub events: u64,
     /// The currency plugin (default: plugins/target/wasm32-wasip2/release/currency.wasm).
     #[arg(long)]
@@ -39,15 +46,22 @@ pub struct DemoOptions {
 
 const EXAMPLE: &str = include_str!("../../../examples/fraud/sluice.toml");
 
+/// The reference the demo builds from its first hour, and the features it holds.
+const REFERENCE: &str = "first-hour";
+const MONITORED: [&str; 5] = ["amount_usd", "country", "is_foreign", "currency", "merchant"];
+
 /// A seeded transaction at time `ts` (ms): 200 users, a few of them busy, amounts skewed,
-/// now and then a spike (what the z-score is for).
-fn transaction(i: u64, ts: i64) -> serde_json::Value {
+/// now and then a spike (what the z-score is for). `drifted`: the last hour's traffic, with
+/// larger amounts and French transactions where there were American ones.
+fn transaction(i: u64, ts: i64, drifted: bool) -> serde_json::Value {
     let h = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 29;
     let user = (h % 200) * (h % 200) / 200;
     let currency = ["USD", "EUR", "GBP", "CHF"][(h % 4) as usize];
     let base = 20.0 + (h % 80) as f64;
     let amount = if i.is_multiple_of(97) { base * 25.0 } else { base };
-    let country = ["US", "DE", "GB", "CH"][(h % 4) as usize];
+    let amount = if drifted { amount * 1.8 } else { amount };
+    let first = if drifted { "FR" } else { "US" };
+    let country = [first, "DE", "GB", "CH"][(h % 4) as usize];
     serde_json::json!({
         "transaction_id": i, "user_id": format!("u{user}"), "amount": amount, "currency": currency,
         "merchant": format!("m{}", h % 30), "country": country, "ts": ts,
@@ -137,6 +151,13 @@ fn demo_config(
             _ => {}
         }
     }
+    // Monitoring: 10-minute windows against the first hour (built before the set starts).
+    let per_window = options.events / 18;
+    let monitor: toml::Table = toml::from_str(&format!(
+        "reference = \"{REFERENCE}\"\nwindow = \"10m\"\npolicy = {{ min_count = {} }}\n",
+        (per_window / 2).clamp(50, 500)
+    ))?;
+    set.insert("monitor".into(), monitor.into());
     let extra: toml::Table = toml::from_str(&format!(
         "[http]\nbind = {:?}\n[[token]]\nname = \"demo\"\nsha256 = \"{}\"\nscopes = [\"admin\"]\n",
         options.bind,
@@ -171,6 +192,68 @@ async fn clean_up(services: &Services, config: &Config, names: &Names) -> anyhow
 
 /// Runs the demo; returns the exit code.
 pub fn run(options: DemoOptions) -> anyhow::Result<i32> {
+    Ok(run_and_report(options)?.0)
+}
+
+/// The demo's span of event time: the last three hours (ms).
+const SPAN: i64 = 3 * 3_600_000;
+const HOUR_MS: i64 = 3_600_000;
+
+/// Transaction `i` of `events` spread over the three hours before `now` (ms): its time, and
+/// whether it is in the last hour (the drifted traffic).
+fn at(i: u64, events: u64, now: i64) -> (i64, bool) {
+    let ts = now - SPAN + (i as i64 * SPAN) / events as i64;
+    (ts, ts >= now - HOUR_MS)
+}
+
+/// The reference `first-hour`: the first hour's transactions through the set's graph offline
+/// (a backfill into version 2, under the demo's folder), profiled for the monitored features.
+fn build_reference(config_path: &Path, dir: &Path, events: u64, now: i64) -> anyhow::Result<u64> {
+    use std::io::Write;
+    let input = dir.join("first-hour.jsonl");
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&input)?);
+    let mut written = 0;
+    for i in 0..events {
+        let (ts, drifted) = at(i, events, now);
+        if ts >= now - SPAN + HOUR_MS {
+            break;
+        }
+        serde_json::to_writer(&mut file, &transaction(i, ts, drifted))?;
+        file.write_all(b"\n")?;
+        written += 1;
+    }
+    file.flush()?;
+    drop(file);
+    crate::offline::backfill::run(&crate::offline::backfill::BackfillOptions {
+        config: config_path.to_path_buf(),
+        set: "transactions".into(),
+        version: 2,
+        input: vec![input.display().to_string()],
+        from_stream: false,
+        online: false,
+        batch: 1000,
+        max_failed: Default::default(),
+        sort_memory_mb: 64,
+        quiet: true,
+    })?;
+    crate::offline::reference::build(&crate::offline::reference::ProfileOptions {
+        config: config_path.to_path_buf(),
+        set: "transactions".into(),
+        training_set: None,
+        time_field: "t".into(),
+        version: Some(2),
+        from: None,
+        to: None,
+        name: REFERENCE.into(),
+        features: MONITORED.iter().map(|f| f.to_string()).collect(),
+    })?;
+    Ok(written)
+}
+
+/// Runs the demo; returns the exit code and the monitored features' drift statuses at its end.
+pub fn run_and_report(
+    options: DemoOptions,
+) -> anyhow::Result<(i32, std::collections::BTreeMap<String, crate::monitor::drift::Status>)> {
     let plugin = find_plugin(options.plugin.clone())?;
     let id = std::process::id();
     let names = Names {
@@ -188,6 +271,15 @@ pub fn run(options: DemoOptions) -> anyhow::Result<i32> {
         toml::to_string(&demo_config(&options, &plugin, &dir, &names, &token)?)?,
     )?;
     let config = crate::config::load(&path)?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    let started = Instant::now();
+    let first_hour = build_reference(&path, &dir, options.events, now)?;
+    println!(
+        "Monitoring: the first hour ({first_hour} transactions) through the same graph offline is the reference \
+         \"{REFERENCE}\" of {} ({:.1} s); the last hour's traffic drifts on purpose",
+        MONITORED.join(", "),
+        started.elapsed().as_secs_f64()
+    );
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let outcome = runtime.block_on(async {
@@ -198,7 +290,7 @@ pub fn run(options: DemoOptions) -> anyhow::Result<i32> {
                     "{e}\nWith --nats and --redis the demo runs on those services: start them, or leave both options \
                      out for the embedded mode."
                 );
-                return Ok(1);
+                return Ok((1, Default::default()));
             }
         };
         if config.host.embedded() {
@@ -209,7 +301,7 @@ pub fn run(options: DemoOptions) -> anyhow::Result<i32> {
         } else {
             println!("On NATS at {} and Redis at {}", config.host.nats, config.host.redis);
         }
-        let outcome = demo(&config, &options, services.clone(), &names, &token, &path).await;
+        let outcome = demo(&config, &options, services.clone(), &names, &token, &path, now).await;
         clean_up(&services, &config, &names).await?;
         outcome
     });
@@ -225,11 +317,13 @@ async fn demo(
     names: &Names,
     token: &str,
     config_path: &Path,
-) -> anyhow::Result<i32> {
+    now: i64,
+) -> anyhow::Result<(i32, std::collections::BTreeMap<String, crate::monitor::drift::Status>)> {
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let (bound, address) = tokio::sync::oneshot::channel();
     let store = services.store.clone();
     let bus = services.bus.clone();
+    let monitors = services.monitors.clone();
     let pipeline = tokio::spawn(crate::pipeline::run_on(config.clone(), services, shutdown, Some(bound)));
     let address = match address.await {
         Ok(address) => address,
@@ -238,12 +332,22 @@ async fn demo(
             anyhow::bail!("the pipeline stopped before serving");
         }
     };
-    let now = publish(&bus, names, options.events).await?;
+    publish(&bus, names, options.events, now).await?;
     let set = &config.feature_sets[0];
     let plan = crate::plan::SetPlan::compile(config, set)?;
     wait_applied(&*store, &crate::keys::applied_counter(&plan.keys), options.events).await?;
     print_users(&plan, &*store, now * 1000).await?;
-    print_try(&set.name, address, token);
+    let statuses = print_drift(
+        &monitors,
+        &format!("{}@v{}", set.name, set.version),
+        options.events,
+        now,
+    )
+    .await;
+    // With --no-serve the API stops with the demo: no address or curl line to try.
+    if !options.no_serve {
+        print_try(&set.name, address, token);
+    }
     println!("\n(config: {})", config_path.display());
     if !options.no_serve {
         println!("Serving until Ctrl-C.");
@@ -251,28 +355,91 @@ async fn demo(
     }
     let _ = stop.send(true);
     pipeline.await??;
-    Ok(0)
+    Ok((0, statuses))
 }
 
-/// Publishes `events` transactions of the last three hours, in time order, in batches;
-/// returns now (ms).
-async fn publish(bus: &Bus, names: &Names, events: u64) -> anyhow::Result<i64> {
+/// Waits (10 s at most) for the windows the stream's own time has closed, prints the
+/// monitored features' statuses with their last scores, and returns the statuses.
+async fn print_drift(
+    monitors: &crate::runtime::Monitors,
+    label: &str,
+    events: u64,
+    now: i64,
+) -> std::collections::BTreeMap<String, crate::monitor::drift::Status> {
+    let Some(monitor) = monitors.get(label) else {
+        return Default::default();
+    };
+    // 10-minute windows close once the stream's time is 10 minutes (the lateness) past them.
+    let window = 600_000i64;
+    let (first, _) = at(0, events, now);
+    let (last, _) = at(events - 1, events, now);
+    let due = ((last - window) / window - first / window).max(0) as usize;
+    let started = Instant::now();
+    loop {
+        let closed = {
+            let monitor = monitor.lock().unwrap_or_else(|e| e.into_inner());
+            monitor.closed(monitor.window()).map_or(0, |c| c.len())
+        };
+        if closed >= due || started.elapsed() > Duration::from_secs(10) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let monitor = monitor.lock().unwrap_or_else(|e| e.into_inner());
+    let closed = monitor.closed(monitor.window()).cloned().unwrap_or_default();
+    println!(
+        "\nDrift against \"{REFERENCE}\" ({} closed 10-minute windows; a status rises after 2 windows past a threshold):\n",
+        closed.len()
+    );
+    println!("{:<12} {:>8} {:>10} {:>10}   since", "feature", "status", "PSI", "TVD");
+    let mut statuses = std::collections::BTreeMap::new();
+    for feature in MONITORED {
+        let status = monitor
+            .statuses()
+            .get(feature)
+            .map_or(crate::monitor::drift::Status::Ok, |j| j.status);
+        let last = closed
+            .iter()
+            .rev()
+            .find_map(|w| w.features.get(feature).filter(|f| f.verdict.is_some()));
+        let score = |m: crate::monitor::drift::Metric| {
+            last.and_then(|f| f.scores.get(&m))
+                .map_or("-".into(), |v| format!("{v:.3}"))
+        };
+        let since = closed
+            .iter()
+            .rev()
+            .find(|w| w.features.get(feature).is_some_and(|f| f.changed))
+            .map_or("-".into(), |w| crate::event_time::rfc3339(w.end));
+        println!(
+            "{:<12} {:>8} {:>10} {:>10}   {since}",
+            feature,
+            status.name(),
+            score(crate::monitor::drift::Metric::Psi),
+            score(crate::monitor::drift::Metric::Tvd)
+        );
+        statuses.insert(feature.to_string(), status);
+    }
+    statuses
+}
+
+/// Publishes `events` transactions of the three hours before `now` (ms), in time order, in
+/// batches.
+async fn publish(bus: &Bus, names: &Names, events: u64, now: i64) -> anyhow::Result<()> {
     bus.ensure_stream(&names.stream, &names.subject, true).await?;
-    let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
-    let span = 3 * 3_600_000i64;
     let mut batch = Vec::new();
     for i in 0..events {
-        let ts = now - span + (i as i64 * span) / events as i64;
+        let (ts, drifted) = at(i, events, now);
         batch.push(Publish {
             subject: names.subject.clone(),
             headers: Vec::new(),
-            body: serde_json::to_vec(&transaction(i, ts))?.into(),
+            body: serde_json::to_vec(&transaction(i, ts, drifted))?.into(),
         });
         if batch.len() == 1000 || i + 1 == events {
             bus.publish(std::mem::take(&mut batch)).await?;
         }
     }
-    Ok(now)
+    Ok(())
 }
 
 /// Waits (with a progress bar) until the set has applied `events` events; two minutes at most.
@@ -344,5 +511,6 @@ fn print_try(set_name: &str, address: std::net::SocketAddr, token: &str) {
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default()
     );
-    println!("  curl -H \"Authorization: Bearer $T\" http://{address}/metrics");
+    println!("  curl -H \"Authorization: Bearer $T\" http://{address}/v1/feature-sets/{set_name}/drift");
+    println!("  curl -H \"Authorization: Bearer $T\" http://{address}/metrics | grep sluice_feature_drift_status");
 }

@@ -24,8 +24,12 @@ pub enum Command {
     Plugin(PluginCommand),
     /// Checks a config file and prints every problem found (exit 1 if any).
     Validate {
-        /// The config file (TOML).
-        config: PathBuf,
+        /// The config file (TOML), as `sluice validate FILE`.
+        #[arg(value_name = "FILE", conflicts_with = "config")]
+        file: Option<PathBuf>,
+        /// The config file, as every other command takes it.
+        #[arg(long, value_name = "FILE", required_unless_present = "file")]
+        config: Option<PathBuf>,
     },
     /// Runs every feature set of a config until SIGINT or SIGTERM, then finishes the batch in
     /// hand, commits and exits 0. Serves the HTTP API when the config has `[http]`.
@@ -147,7 +151,10 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             std::io::stdin().lock(),
             &mut std::io::stdout().lock(),
         ),
-        Command::Validate { config } => validate(&config),
+        Command::Validate { file, config } => match file.or(config) {
+            Some(config) => validate(&config),
+            None => anyhow::bail!("expected a config file: sluice validate --config FILE"),
+        },
         Command::Run {
             config,
             until_done,

@@ -279,9 +279,22 @@ fn check_source(config: &Config, set: &FeatureSetConfig, at: &str, report: &mut 
     }
 }
 
+/// The fields a feature set's rows have after its last step (its features, with the entity
+/// and time fields and each plugin's `<step>_version`), when they are known: the input
+/// fields are declared and every plugin declares what it adds. `None` otherwise.
+pub fn output_fields(config: &Config, set: &FeatureSetConfig) -> Option<BTreeSet<String>> {
+    check_steps(config, set, "", &mut |_, _| {})
+}
+
 /// Each step checks itself (`StepSpec::resolve`, in its own file) against the fields known
-/// before it: known when the input fields are declared, unknown after a plugin.
-fn check_steps(config: &Config, set: &FeatureSetConfig, at: &str, report: &mut impl FnMut(String, String)) {
+/// before it: known when the input fields are declared, unknown after a plugin that does not
+/// declare what it adds. Returns the fields known after the last step.
+fn check_steps(
+    config: &Config,
+    set: &FeatureSetConfig,
+    at: &str,
+    report: &mut impl FnMut(String, String),
+) -> Option<BTreeSet<String>> {
     let mut known: Option<BTreeSet<String>> = (!set.fields.is_empty()).then(|| set.fields.iter().cloned().collect());
     let mut ids = HashSet::new();
     for (j, step) in set.steps.iter().enumerate() {
@@ -305,6 +318,7 @@ fn check_steps(config: &Config, set: &FeatureSetConfig, at: &str, report: &mut i
             report(key, message);
         }
     }
+    known
 }
 
 fn check_monitor(monitor: &crate::monitor::live::MonitorConfig, at: &str, report: &mut impl FnMut(String, String)) {

@@ -1,7 +1,15 @@
 //! Online lookups: `GET /v1/features/{set}/{entity}` and `POST /v1/features/lookup`. Values
 //! come from the online store with windowed aggregates evaluated as of the request time (or `at`); each
-//! carries a status: `present`, `null`, `not_found` (the entity or the feature is unknown) or
-//! `outside_max_age` (its event is older than the set's TTL at the time asked).
+//! carries a status: `present`, `null`, `not_found` (the entity is unknown), `outside_max_age`
+//! (its event is older than the set's TTL at the time asked) or `unavailable_at`.
+//!
+//! The online store keeps each entity's latest row only, so it can answer `at` exactly when
+//! that row's event time is at or before `at` (its windows then come from tiles that cover
+//! them). A row written for a later event time cannot say what was true at `at`: a single
+//! lookup is refused (409) and a many-entity lookup marks those values `unavailable_at`,
+//! never a later value as `present`. Point-in-time values of the past come from a training
+//! set. Unknown feature names are refused (400) with the nearest known names, when the set's
+//! features are known (every step's output declared).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -62,7 +70,7 @@ impl Writer {
     }
 
     /// `"name":{"value":…,"status":…}` (the event time is given once per entity and set).
-    fn feature(&mut self, set: Option<&str>, name: &str, value: Option<&Value>, stale: bool) {
+    fn feature(&mut self, set: Option<&str>, name: &str, value: Option<&Value>, row: RowState) {
         fn key(out: &mut Vec<u8>, text: &str) {
             if text.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
                 let quoted = serde_json::to_string(text).unwrap_or_default();
@@ -80,7 +88,8 @@ impl Writer {
         self.raw("\":{\"value\":");
         let status = match value {
             None => "not_found",
-            Some(_) if stale => "outside_max_age",
+            Some(_) if row == RowState::Later => "unavailable_at",
+            Some(_) if row == RowState::Stale => "outside_max_age",
             Some(Value::Null) => "null",
             Some(_) => "present",
         };
@@ -114,8 +123,39 @@ async fn read(api: &Api, pairs: &[(&ServedSet, &str)], at: i64) -> Result<Vec<Op
         .collect()
 }
 
-fn stale(set: &ServedSet, row: &OnlineRow, at: i64) -> bool {
-    set.max_age.is_some_and(|age| at - row.time > age)
+/// How a found row stands at the time asked.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum RowState {
+    /// Its event time is at or before `at`, within the TTL: its values are those of `at`.
+    Current,
+    /// Older than the set's TTL at `at`.
+    Stale,
+    /// Written for an event after `at`: what held at `at` is not known online.
+    Later,
+}
+
+fn state(set: &ServedSet, row: &OnlineRow, at: i64) -> RowState {
+    if row.time > at {
+        RowState::Later
+    } else if set.max_age.is_some_and(|age| at - row.time > age) {
+        RowState::Stale
+    } else {
+        RowState::Current
+    }
+}
+
+/// Why an entity's row cannot answer a lookup as of `at`, and what to use instead.
+fn later_than_at(set: &str, entity: &str, written: i64, at: i64) -> String {
+    let time = |us: i64| rfc3339(us).as_str().unwrap_or_default().to_string();
+    format!(
+        "feature set \"{set}\" holds entity \"{entity}\" as of {} (its latest event), after at = {}: \
+         the online store keeps only the latest values, so it cannot say what they were at an \
+         earlier time. Ask without `at` (or with a later one) for the current values; for \
+         point-in-time values of the past, build a training set (POST /v1/training-sets, or \
+         sluice training-set)",
+        time(written),
+        time(at)
+    )
 }
 
 fn json_response(body: Vec<u8>) -> Response {
@@ -138,6 +178,12 @@ pub(crate) async fn one(
     });
     let at = time_of(at_json.as_ref())?;
     let row = read(&api, &[(&set, &entity)], at).await?.pop().flatten();
+    if let Some(row) = row.as_ref().filter(|row| row.time > at) {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            later_than_at(&set_name, &entity, row.time, at),
+        ));
+    }
     let mut out = Writer(Vec::with_capacity(1024));
     out.raw("{\"set\":").string(&set_name);
     out.raw(",\"version\":").raw(&set.version.to_string());
@@ -151,12 +197,12 @@ pub(crate) async fn one(
     };
     out.raw(",\"features\":{");
     if let Some(row) = &row {
-        let stale = stale(&set, row, at);
+        let state = state(&set, row, at);
         for (i, (name, value)) in row.values.iter().enumerate() {
             if i > 0 {
                 out.raw(",");
             }
-            out.feature(None, name, Some(value), stale);
+            out.feature(None, name, Some(value), state);
         }
     }
     out.raw("}}");
@@ -203,6 +249,7 @@ fn write_many(
     at: i64,
 ) -> Vec<u8> {
     let mut out = Writer(Vec::with_capacity(256 * entities.len() * sets.len()));
+    let mut later = false;
     out.raw("{\"at\":").time(at).raw(",\"results\":[");
     let mut rows = rows.into_iter();
     for (e, entity) in entities.iter().enumerate() {
@@ -223,12 +270,13 @@ fn write_many(
         out.raw("},\"features\":{");
         let mut first = true;
         for (((name, wanted), set), row) in sets.iter().zip(served).zip(&these) {
-            let stale = row.as_ref().is_some_and(|r| stale(set, r, at));
+            let state = row.as_ref().map_or(RowState::Current, |r| state(set, r, at));
+            later |= state == RowState::Later;
             let mut emit = |feature: &str, value: Option<&Value>| {
                 if !std::mem::take(&mut first) {
                     out.raw(",");
                 }
-                out.feature(Some(name), feature, value, stale);
+                out.feature(Some(name), feature, value, state);
             };
             match (wanted, row) {
                 (Some(list), _) => {
@@ -246,7 +294,15 @@ fn write_many(
         }
         out.raw("}}");
     }
-    out.raw("]}");
+    out.raw("]");
+    if later {
+        out.raw(",\"unavailable_at\":").string(
+            "a value marked unavailable_at belongs to a row written for an event after `at`: the \
+             online store keeps only the latest values. Ask without `at` for the current ones; \
+             for point-in-time values of the past, build a training set (POST /v1/training-sets)",
+        );
+    }
+    out.raw("}");
     out.0
 }
 
@@ -297,9 +353,14 @@ pub(crate) async fn many(State(api): State<Arc<Api>>, headers: HeaderMap, body: 
         ));
     }
     let mut served = Vec::with_capacity(sets.len());
-    for (name, _) in &sets {
+    for (name, wanted) in &sets {
         token.allows(Scope::Read, Some(name)).map_err(|d| api.refuse(d))?;
-        served.push(api.set(name)?);
+        let set = api.set(name)?;
+        if let (Some(wanted), Some(known)) = (wanted, &set.features) {
+            crate::plan::refuse_unknown(name, wanted.iter().copied(), known)
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        }
+        served.push(set);
     }
     let at = time_of(request.at.as_ref())?;
     let pairs: Vec<(&ServedSet, &str)> = request

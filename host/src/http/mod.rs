@@ -42,6 +42,8 @@ pub(crate) struct ServedSet {
     max_age: Option<i64>,
     /// The subject ingest publishes to (a set reading a stream subject).
     subject: Option<String>,
+    /// The features its online rows have, when known: a lookup of another name is refused.
+    features: Option<std::collections::BTreeSet<String>>,
 }
 
 /// The API's state, shared by every request.
@@ -78,11 +80,19 @@ impl ServedSet {
             SourceConfig::Jetstream { subject, .. } => Some(subject.clone()),
             _ => None,
         };
+        // Online rows leave out each plugin's version field (the aggregates are evaluated).
+        let derived = plan.view.derived();
+        let left_out = plan.view.left_out(set);
+        let features = plan.fields.map(|mut fields| {
+            fields.retain(|f| derived.contains(f) || !left_out.contains(f));
+            fields
+        });
         Ok(ServedSet {
             version: set.version,
             view: plan.view,
             max_age: plan.ttl,
             subject,
+            features,
         })
     }
 }
@@ -210,6 +220,10 @@ pub fn router(api: Arc<Api>, max_body_bytes: usize) -> Router {
         .route("/v1/feature-sets/{name}/dead-letters", get(sets::dead_letters))
         .route("/v1/feature-sets/{name}/drift", get(monitor::drift))
         .route("/v1/feature-sets/{name}/statistics", get(monitor::statistics))
+        .route(
+            "/v1/feature-sets/{name}/references/{reference}",
+            get(monitor::get_reference).put(monitor::put_reference),
+        )
         .route("/v1/plugins", get(plugins::list))
         .route("/v1/plugins/{name}/rollback", post(plugins::rollback))
         .route("/healthz", get(|| async { "ok" }))
@@ -276,7 +290,9 @@ pub const ROUTES: &[RouteDoc] = &[
     RouteDoc { method: "post", path: "/v1/feature-sets/{name}/serve/{version}", scope: Some("admin"), summary: "Switch lookups and ingest of a feature set to one of its running versions." },
     RouteDoc { method: "get", path: "/v1/feature-sets/{name}/dead-letters", scope: Some("admin"), summary: "Events the set could not process (?kind=dlq, the default) or refused as late (?kind=late), with their original bytes, reason, step and input sequence; page with ?after=<last seq>&limit=<n>." },
     RouteDoc { method: "get", path: "/v1/feature-sets/{name}/drift", scope: Some("read"), summary: "Drift of a monitored set, per version and feature: status (ok, possible, drift) since which window, the last verdict's scores against the reference (psi, jensen_shannon, hellinger, tvd, ks; tvd, psi, chi_square_p for categories) and against the window before; the drifting features listed." },
-    RouteDoc { method: "get", path: "/v1/feature-sets/{name}/statistics", scope: Some("read"), summary: "The closed windows of a monitored set kept in memory (a day of 1-minute windows), ?from=&to= (RFC 3339 or epoch ms): per feature count, nulls, mean, std, p5/p50/p95 or top values, bins, scores, verdict, status." },
+    RouteDoc { method: "get", path: "/v1/feature-sets/{name}/statistics", scope: Some("read"), summary: "The closed windows of a monitored set, ?window= the set's window (default), 1h or 1d roll-ups, ?from=&to= (RFC 3339 or epoch ms): per feature count, nulls, mean, std, p5/p50/p95 or top values, bins, scores, verdict, status; kept a day (base windows), 30 days (hours), a year (days)." },
+    RouteDoc { method: "put", path: "/v1/feature-sets/{name}/references/{reference}", scope: Some("admin"), summary: "Build and store a reference profile, as sluice profile does: body {\"training_set\": \"<training-set job id>\", \"time_field\"?} or {\"version\": N, \"from\"?, \"to\"?}, with \"features\"?: [names] to profile only those; 201 with each feature's summary. A set monitors against it when its [feature_set.monitor] reference names it." },
+    RouteDoc { method: "get", path: "/v1/feature-sets/{name}/references/{reference}", scope: Some("read"), summary: "A stored reference: per feature its bin edges and shares, quantile table, count, mean and std, or frequent values." },
     RouteDoc { method: "post", path: "/v1/training-sets", scope: Some("read"), summary: "Start a point-in-time training-set job: {\"entities\": [rows with the sets' entity fields and \"t\"], \"features\": [\"set:feature\"] or \"vector\": name, \"time_field\"?}; 202 with its id (the token needs read on every set)." },
     RouteDoc { method: "get", path: "/v1/training-sets/{id}", scope: Some("read"), summary: "A training-set job's status: running, done (rows, features, download path) or failed (why)." },
     RouteDoc { method: "get", path: "/v1/training-sets/{id}/data", scope: Some("read"), summary: "The Parquet file of a finished training-set job (409 before)." },
@@ -410,31 +426,57 @@ async fn ingest(
 }
 
 /// The events of an ingest body: the elements of a JSON array, one JSON object, or lines.
+/// A body with an event that is not a JSON object is refused whole (400, naming the event),
+/// so nothing of it is published and the client can resend it corrected; an event that
+/// parses but fails later (no key, a bad time, a plugin's error) is a dead letter, as on
+/// the JetStream subject.
 fn split_events(body: &Bytes) -> Result<Vec<Bytes>, ApiError> {
+    const EXPECTED: &str = "expected a JSON object, an array of them, or JSON lines (one object per line)";
     let text = body.trim_ascii();
     if text.is_empty() {
-        return Err(ApiError::bad_request(
-            "empty body: expected a JSON object, an array of them, or JSON lines",
-        ));
+        return Err(ApiError::bad_request(format!("empty body: {EXPECTED}")));
     }
     if text.starts_with(b"[") {
         let items: Vec<Box<serde_json::value::RawValue>> = serde_json::from_slice(text).map_err(|e| {
             ApiError::bad_request(format!("the body starts with [ but is not a JSON array of events: {e}"))
         })?;
+        if let Some(at) = items.iter().position(|raw| !raw.get().starts_with('{')) {
+            return Err(ApiError::bad_request(format!(
+                "element {at} of the array is not a JSON object: {EXPECTED}; nothing was ingested"
+            )));
+        }
         return Ok(items
             .into_iter()
             .map(|raw| Bytes::copy_from_slice(raw.get().as_bytes()))
             .collect());
     }
     if serde_json::from_slice::<serde::de::IgnoredAny>(text).is_ok() {
+        if !text.starts_with(b"{") {
+            return Err(ApiError::bad_request(format!(
+                "the body is not a JSON object: {EXPECTED}"
+            )));
+        }
         return Ok(vec![body.slice_ref(text)]);
     }
-    // JSON lines: each line an event (a malformed one becomes a dead letter with its reason,
-    // as on the JetStream subject).
-    Ok(body
-        .split(|b| *b == b'\n')
-        .map(|line| line.trim_ascii())
-        .filter(|line| !line.is_empty())
-        .map(|line| body.slice_ref(line))
-        .collect())
+    // JSON lines: each line an event, each checked before any is published.
+    let mut events = Vec::new();
+    for (n, line) in body.split(|b| *b == b'\n').enumerate() {
+        let line = line.trim_ascii();
+        if line.is_empty() {
+            continue;
+        }
+        let parsed = serde_json::from_slice::<serde::de::IgnoredAny>(line);
+        if let Err(e) = parsed.as_ref().map_err(|e| e.to_string()).and_then(|_| {
+            line.starts_with(b"{")
+                .then_some(())
+                .ok_or_else(|| "not an object".to_string())
+        }) {
+            return Err(ApiError::bad_request(format!(
+                "line {} is not a JSON object ({e}): {EXPECTED}; nothing was ingested",
+                n + 1
+            )));
+        }
+        events.push(body.slice_ref(line));
+    }
+    Ok(events)
 }

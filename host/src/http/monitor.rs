@@ -1,7 +1,10 @@
 //! Monitoring over HTTP: `GET /v1/feature-sets/{name}/drift` (per feature of each monitored
 //! version: its status, since which window, the last verdict's scores; the drifting features
-//! listed) and `GET /v1/feature-sets/{name}/statistics[?from=&to=]` (the closed windows kept in
-//! memory: per feature count, nulls, moments, quantiles or top values, scores, status).
+//! listed) and `GET /v1/feature-sets/{name}/statistics[?window=&from=&to=]` (the closed windows
+//! of the base width or of the hourly or daily roll-ups, as the store keeps them: per feature
+//! count, nulls, moments, quantiles or top values, scores, status); and the references:
+//! `PUT /v1/feature-sets/{name}/references/{reference}` builds one as `sluice profile` does,
+//! `GET` reads it.
 
 use std::sync::Arc;
 
@@ -16,6 +19,7 @@ use crate::config::Scope;
 use crate::event_time::rfc3339 as time;
 use crate::monitor::drift::Status;
 use crate::monitor::live::SetMonitor;
+use crate::monitor::reference::ReferenceFeature;
 
 /// The monitored versions of a set (token checked), each with its monitor.
 fn monitored(
@@ -51,14 +55,13 @@ fn drift_of(version: u32, monitor: &SetMonitor) -> Json {
     let mut features = serde_json::Map::new();
     let mut drifting = Vec::new();
     let mut possible = Vec::new();
+    let closed = monitor.closed(monitor.window()).expect("the base width is kept");
     for (feature, judge) in monitor.statuses() {
-        let last = monitor
-            .closed
+        let last = closed
             .iter()
             .rev()
             .find_map(|w| w.features.get(feature).filter(|f| f.verdict.is_some()).map(|f| (w, f)));
-        let since = monitor
-            .closed
+        let since = closed
             .iter()
             .rev()
             .find(|w| w.features.get(feature).is_some_and(|f| f.changed))
@@ -86,7 +89,7 @@ fn drift_of(version: u32, monitor: &SetMonitor) -> Json {
         "drifting": drifting,
         "possible": possible,
         "features": features,
-        "windows_closed": monitor.closed.len(),
+        "windows_closed": closed.len(),
         "late_rows": monitor.late,
     })
 }
@@ -109,6 +112,8 @@ pub(crate) async fn drift(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct StatisticsQuery {
+    /// The width: the set's window (default), `1h` or `1d`.
+    window: Option<String>,
     /// Windows starting at or after (RFC 3339 or epoch ms).
     from: Option<String>,
     /// Windows ending at or before.
@@ -127,19 +132,159 @@ pub(crate) async fn statistics(
         crate::sources::decode::parse_time_text(text, what).map_err(|e| ApiError::bad_request(e.to_string()))
     };
     let (from, to) = (bound(&query.from, i64::MIN, "from")?, bound(&query.to, i64::MAX, "to")?);
-    let versions: Vec<Json> = monitored(&api, &headers, &name)?
-        .into_iter()
-        .map(|(version, monitor)| {
-            let monitor = monitor.lock().unwrap_or_else(|e| e.into_inner());
-            let windows: Vec<Json> = monitor
-                .closed
-                .iter()
-                .filter(|w| w.start >= from && w.end <= to)
-                .map(|w| json!({ "start": time(w.start), "end": time(w.end), "rows": w.rows, "features": w.features }))
-                .collect();
-            json!({ "version": version, "windows": windows })
-        })
-        .collect();
+    let width = match &query.window {
+        None => None,
+        Some(text) => Some(
+            crate::duration::parse_duration(text)
+                .map_err(|e| ApiError::bad_request(format!("window: {e}")))?
+                .as_micros() as i64,
+        ),
+    };
+    let mut versions = Vec::new();
+    for (version, monitor) in monitored(&api, &headers, &name)? {
+        let monitor = monitor.lock().unwrap_or_else(|e| e.into_inner());
+        let width = width.unwrap_or(monitor.window());
+        let Some(closed) = monitor.closed(width) else {
+            let kept: Vec<String> = monitor.widths().iter().map(|w| format!("{}s", w / 1_000_000)).collect();
+            return Err(ApiError::bad_request(format!(
+                "window: version {version} keeps windows of {} (the set's window, then 1h and 1d roll-ups)",
+                kept.join(", ")
+            )));
+        };
+        let windows: Vec<Json> = closed
+            .iter()
+            .filter(|w| w.start >= from && w.end <= to)
+            .map(|w| {
+                json!({ "start": time(w.start), "end": time(w.end), "rows": w.rows, "partial": w.partial, "features": w.features })
+            })
+            .collect();
+        versions.push(json!({ "version": version, "window_seconds": width / 1_000_000, "windows": windows }));
+    }
     let body = json!({ "name": name, "versions": versions }).to_string();
     Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// The body of `PUT /v1/feature-sets/{name}/references/{reference}`: the rows to profile.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReferenceRequest {
+    /// A finished training-set job's id: its Parquet's columns marked as this set's features.
+    training_set: Option<String>,
+    /// Its time column (default `t`).
+    time_field: Option<String>,
+    /// Or an offline version of the set: its Parquet rows.
+    version: Option<u32>,
+    /// With `version`: rows from this event time on (RFC 3339 or epoch ms).
+    from: Option<String>,
+    /// With `version`: rows before this event time.
+    to: Option<String>,
+    /// Only these features (default: all).
+    #[serde(default)]
+    features: Vec<String>,
+}
+
+/// `PUT /v1/feature-sets/{name}/references/{reference}`: builds and stores a reference, as
+/// `sluice profile` does; 201 with its summary.
+pub(crate) async fn put_reference(
+    State(api): State<Arc<Api>>,
+    Path((name, reference)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    api.allow(&headers, Scope::Admin, Some(&name))?;
+    let request: ReferenceRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "expected {{\"training_set\": \"<job id>\"}} or {{\"version\": N, \"from\"?: time, \"to\"?: time}}: {e}"
+        ))
+    })?;
+    crate::catalog::references::check_name(&reference).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if !api.base.feature_sets.iter().any(|s| s.name == name) {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("no feature set \"{name}\"")));
+    }
+    let data_dir = api.base.resolve(&api.base.host.data_dir);
+    let training_set = match (&request.training_set, request.version) {
+        (Some(id), None) => {
+            let job = crate::catalog::jobs::TrainingJobs::new(&data_dir)
+                .find(id)
+                .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no training-set job \"{id}\"")))?;
+            if !job.output().exists() {
+                return Err(ApiError(
+                    StatusCode::CONFLICT,
+                    format!("training-set job {id} has not finished: see GET /v1/training-sets/{id}"),
+                ));
+            }
+            Some(job.output())
+        }
+        (None, Some(_)) => None,
+        _ => {
+            return Err(ApiError::bad_request(
+                "give exactly one of \"training_set\" (a training-set job's id) and \"version\"",
+            ))
+        }
+    };
+    let options = crate::offline::reference::ProfileOptions {
+        config: std::path::PathBuf::new(),
+        set: name.clone(),
+        training_set,
+        time_field: request.time_field.unwrap_or_else(|| "t".into()),
+        version: request.version,
+        from: request.from,
+        to: request.to,
+        name: reference,
+        features: request.features,
+    };
+    let base = api.base.clone();
+    let built = tokio::task::spawn_blocking(move || crate::offline::reference::build_in(&base, &options))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("profiling stopped: {e}")))?;
+    let (reference, _) = built.map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
+    let features: serde_json::Map<String, Json> = reference
+        .features
+        .iter()
+        .map(|(name, f)| {
+            let summary = match f {
+                ReferenceFeature::Numeric { count, mean, std, .. } => {
+                    json!({ "kind": "numeric", "count": count, "mean": mean, "std": std })
+                }
+                ReferenceFeature::Categorical { count, values, .. } => {
+                    json!({ "kind": "categorical", "count": count, "values": values })
+                }
+            };
+            (name.clone(), summary)
+        })
+        .collect();
+    let body = json!({
+        "name": reference.name, "set": reference.set, "version": reference.version,
+        "rows": reference.rows, "source": reference.source, "created": reference.created,
+        "features": features,
+    });
+    Ok((
+        StatusCode::CREATED,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response())
+}
+
+/// `GET /v1/feature-sets/{name}/references/{reference}`: the stored reference.
+pub(crate) async fn get_reference(
+    State(api): State<Arc<Api>>,
+    Path((name, reference)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    api.allow(&headers, Scope::Read, Some(&name))?;
+    let data_dir = api.base.resolve(&api.base.host.data_dir);
+    let found = crate::catalog::references::References::new(&data_dir).load(&name, &reference);
+    match found {
+        Ok(reference) => Ok((
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            reference.to_json(),
+        )
+            .into_response()),
+        Err(e @ crate::catalog::references::ReferenceError::Missing { .. }) => {
+            Err(ApiError(StatusCode::NOT_FOUND, e.to_string()))
+        }
+        Err(e @ crate::catalog::references::ReferenceError::Invalid(_)) => Err(ApiError::bad_request(e.to_string())),
+        Err(e) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
 }

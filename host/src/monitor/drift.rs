@@ -340,6 +340,16 @@ impl Default for Judge {
 }
 
 impl Judge {
+    /// A judge resumed from a stored window's status and hysteresis state.
+    pub fn resume(status: Status, pending: Option<(Status, u32)>) -> Judge {
+        Judge { status, pending }
+    }
+
+    /// The verdict of the windows in a row that disagree with the status, and how many.
+    pub fn pending(&self) -> Option<(Status, u32)> {
+        self.pending
+    }
+
     /// Takes a window's verdict (`None`: too few values, which changes nothing); returns the
     /// new status when it changed.
     pub fn window(&mut self, verdict: Option<Status>, policy: &Policy) -> Option<Status> {

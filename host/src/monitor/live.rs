@@ -1,20 +1,25 @@
 //! Live statistics of a feature set version: every row it writes is profiled into a tumbling
 //! window of event time (`[feature_set.monitor] window`, default 1 minute), and each feature's
-//! values are counted into the active reference's bins. Windows close on the host's clock (a
-//! timer), once their end plus a grace (the set's allowed lateness, at least 2 s) has passed,
-//! whether or not later rows came: event time makes a replay give the same windows as the
-//! stream, the timer makes a quiet stream still close them. A row for a window already closed
-//! is counted as late and left out. A closed window gets its scores against the reference and
+//! values are counted into the active reference's bins. A timer (every second) closes a
+//! window once its end plus a grace (the set's allowed lateness, at least 2 s) has passed on
+//! the stream's own time — the newest event time seen, capped by the host's clock — while rows
+//! flow, and on the host's clock once a second passes without rows: event time makes a replay
+//! or a backlog give the same windows as the stream, the clock makes a quiet stream still
+//! close them, and the cap keeps a row from the future from closing windows early. A row for
+//! a window already closed is counted as late and left out. A closed window gets its scores against the reference and
 //! against the window before it (sudden change), a verdict per feature and, through
-//! [`Judge`], a status with hysteresis.
+//! [`Judge`], a status with hysteresis. Closed windows are merged into hourly and daily
+//! roll-ups (same profiles, same bins, scored the same way; their status is their verdict).
+//! A restarted host resumes from the windows it stored ([`SetMonitor::resume`]).
 
 use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use super::drift::{self, Judge, Metric, Policy, Status};
-use super::profile::{FeatureProfile, Profile};
-use super::reference::{Binned, Reference, ReferenceFeature, QUANTILES};
+use super::drift::{Judge, Policy};
+use super::reference::{Reference, ReferenceFeature};
+use super::window::Window;
+pub use super::window::{ClosedWindow, FeatureWindow, NumericSummary};
 use crate::duration::ConfigDuration;
 use crate::event::Value;
 use crate::rows::Rows;
@@ -39,87 +44,89 @@ fn one_minute() -> ConfigDuration {
     ConfigDuration::new("1m")
 }
 
-/// Closed windows kept in memory per set (a day of 1-minute windows).
-pub const KEPT_WINDOWS: usize = 1440;
+/// An hour, µs.
+pub const HOUR: i64 = 3_600_000_000;
+/// A day, µs.
+pub const DAY: i64 = 24 * HOUR;
 
-/// One feature in a closed window.
-#[derive(Debug, Clone, Serialize)]
-pub struct FeatureWindow {
-    /// Values (not null).
-    pub count: u64,
-    /// Nulls.
-    pub nulls: u64,
-    /// Numbers: mean, standard deviation, p5, p50, p95.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub numeric: Option<NumericSummary>,
-    /// Text and booleans: the most frequent values with their counts.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub top: Vec<(String, u64)>,
-    /// Scores against the reference.
-    pub scores: BTreeMap<Metric, f64>,
-    /// Scores against the window before (sudden change), on the reference's bins.
-    pub sudden: BTreeMap<Metric, f64>,
-    /// This window's verdict (`None`: no reference for it, or fewer values than the minimum).
-    pub verdict: Option<Status>,
-    /// The feature's status after this window.
-    pub status: Status,
-    /// Whether this window changed the status.
-    pub changed: bool,
-    /// The counts in the reference's bins.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bins: Option<Vec<u64>>,
+/// How many closed windows of a width are kept, in memory and in the store's time series: a
+/// day of base windows (at least 1440), 30 days of hours, a year of days.
+pub fn kept(width: i64, base: i64) -> usize {
+    if width == base {
+        (DAY / base.max(1)).clamp(1440, 100_000) as usize
+    } else if width == HOUR {
+        30 * 24
+    } else {
+        366
+    }
 }
 
-/// A numeric feature's summary in a window.
-#[derive(Debug, Clone, Serialize)]
-pub struct NumericSummary {
-    /// Mean.
-    pub mean: f64,
-    /// Standard deviation (population).
-    pub std: f64,
-    /// 5th percentile.
-    pub p5: Option<f64>,
-    /// Median.
-    pub p50: Option<f64>,
-    /// 95th percentile.
-    pub p95: Option<f64>,
+/// The open windows of a monitor with the last input sequence they hold: stored every second
+/// so a restart resumes them ([`SetMonitor::checkpoint`], [`SetMonitor::resume_open`]).
+#[derive(Serialize, Deserialize)]
+pub struct Checkpoint<W> {
+    /// Rows with an input sequence up to this are in the windows.
+    pub through: u64,
+    /// The newest event time in them (µs).
+    #[serde(default = "no_time")]
+    pub watermark: i64,
+    /// (width, start, window).
+    pub open: Vec<(i64, i64, W)>,
 }
 
-/// A closed window.
-#[derive(Debug, Clone, Serialize)]
-pub struct ClosedWindow {
-    /// Its start, µs since the epoch (event time).
-    pub start: i64,
-    /// Its end (exclusive).
-    pub end: i64,
-    /// Rows profiled.
-    pub rows: u64,
-    /// Per feature.
-    pub features: BTreeMap<String, FeatureWindow>,
+fn no_time() -> i64 {
+    i64::MIN
 }
 
-/// A window still open.
-#[derive(Default)]
-struct Window {
-    profile: Profile,
-    bins: BTreeMap<String, Binned>,
+/// Closed windows of one width, oldest first.
+struct Series {
+    width: i64,
+    open: BTreeMap<i64, Window>,
+    closed: VecDeque<ClosedWindow>,
+    previous: BTreeMap<String, Vec<u64>>,
+}
+
+impl Series {
+    fn new(width: i64) -> Series {
+        Series {
+            width,
+            open: BTreeMap::new(),
+            closed: VecDeque::new(),
+            previous: BTreeMap::new(),
+        }
+    }
+
+    fn keep(&mut self, window: ClosedWindow, base: i64) {
+        self.closed.push_back(window);
+        if self.closed.len() > kept(self.width, base) {
+            self.closed.pop_front();
+        }
+    }
 }
 
 /// The live statistics of one feature set version.
 pub struct SetMonitor {
-    window: i64,
     grace: i64,
     reference: Option<Reference>,
     policy: Policy,
     /// Fields that are not features (the entity's, the event time).
     skip: Vec<String>,
-    open: BTreeMap<i64, Window>,
-    /// Every window that starts before this is closed.
+    /// The base windows, then the hourly and daily roll-ups (those wider than the base).
+    series: Vec<Series>,
+    /// Every base window that starts before this is closed.
     closed_before: i64,
-    previous: BTreeMap<String, Vec<u64>>,
     judges: BTreeMap<String, Judge>,
-    /// The windows closed, oldest first, at most [`KEPT_WINDOWS`].
-    pub closed: VecDeque<ClosedWindow>,
+    /// Windows starting before this (µs, host clock) were open when the host last stopped.
+    resumed_at: Option<i64>,
+    /// The highest input sequence profiled; rows up to it are in the windows (after a
+    /// restart, rows at or below it are already counted and are skipped).
+    through: u64,
+    /// Whether rows came since the last checkpoint.
+    dirty: bool,
+    /// The highest event time profiled (µs): the watermark windows close on.
+    watermark: i64,
+    /// Whether rows came since the last [`SetMonitor::close_due`].
+    active: bool,
     /// Rows that came for a window already closed.
     pub late: u64,
 }
@@ -128,19 +135,41 @@ impl SetMonitor {
     /// Windows of `window` µs (closed `grace` µs after their end), compared with `reference`;
     /// the `skip` fields are not profiled.
     pub fn new(window: i64, grace: i64, reference: Option<Reference>, policy: Policy, skip: Vec<String>) -> SetMonitor {
+        let window = window.max(1);
+        let mut series = vec![Series::new(window)];
+        series.extend([HOUR, DAY].into_iter().filter(|w| *w > window).map(Series::new));
         SetMonitor {
-            window: window.max(1),
             grace: grace.max(2_000_000),
             reference,
             policy,
             skip,
-            open: BTreeMap::new(),
+            series,
             closed_before: i64::MIN,
-            previous: BTreeMap::new(),
             judges: BTreeMap::new(),
-            closed: VecDeque::new(),
+            resumed_at: None,
+            through: 0,
+            dirty: false,
+            watermark: i64::MIN,
+            // Not idle before a first second has passed without rows: a restart's backlog
+            // must not find its windows closed on the clock before its first batch.
+            active: true,
             late: 0,
         }
+    }
+
+    /// The base window's width, µs.
+    pub fn window(&self) -> i64 {
+        self.series[0].width
+    }
+
+    /// The widths kept: the base window's, then the roll-ups'.
+    pub fn widths(&self) -> Vec<i64> {
+        self.series.iter().map(|s| s.width).collect()
+    }
+
+    /// The closed windows of a width, oldest first (`None`: not a width kept).
+    pub fn closed(&self, width: i64) -> Option<&VecDeque<ClosedWindow>> {
+        self.series.iter().find(|s| s.width == width).map(|s| &s.closed)
     }
 
     /// The reference, if any.
@@ -153,20 +182,101 @@ impl SetMonitor {
         &self.judges
     }
 
-    /// Profiles rows into their windows.
-    pub fn add(&mut self, rows: &Rows) {
-        if rows.is_empty() {
+    /// Resumes from the windows a previous run stored (any width, any order) at host time
+    /// `now`: they are kept again, base windows that start before the last one stored ends
+    /// count as late, the statuses and their hysteresis continue, and the windows open now
+    /// are marked partial when they close.
+    pub fn resume(&mut self, mut stored: Vec<ClosedWindow>, now: i64) {
+        if stored.is_empty() {
             return;
         }
-        let start_of = |t: i64| t.div_euclid(self.window) * self.window;
+        stored.sort_by_key(|w| (w.width(), w.start));
+        let base = self.window();
+        for window in stored {
+            let Some(series) = self.series.iter_mut().find(|s| s.width == window.width()) else {
+                continue;
+            };
+            if series.closed.back().is_some_and(|last| last.start >= window.start) {
+                continue;
+            }
+            series.previous = bins_of(&window);
+            if series.width == base {
+                self.closed_before = self.closed_before.max(window.end);
+                for (name, feature) in &window.features {
+                    self.judges
+                        .insert(name.clone(), Judge::resume(feature.status, feature.pending));
+                }
+            }
+            series.keep(window, base);
+        }
+        self.resumed_at = Some(now);
+    }
+
+    /// The open windows, for a checkpoint, when rows came since the last one (`None`
+    /// otherwise); serialised under the caller's lock.
+    pub fn checkpoint(&mut self) -> Option<Checkpoint<&Window>> {
+        if !std::mem::take(&mut self.dirty) {
+            return None;
+        }
+        let open = self
+            .series
+            .iter()
+            .flat_map(|s| s.open.iter().map(|(start, w)| (s.width, *start, w)))
+            .collect();
+        Some(Checkpoint {
+            through: self.through,
+            watermark: self.watermark,
+            open,
+        })
+    }
+
+    /// Resumes the open windows of a checkpoint (after [`SetMonitor::resume`]): those not
+    /// closed since are open again, and rows up to its sequence are not counted twice.
+    pub fn resume_open(&mut self, checkpoint: Checkpoint<Window>) {
+        self.through = self.through.max(checkpoint.through);
+        self.watermark = self.watermark.max(checkpoint.watermark);
+        for (width, start, window) in checkpoint.open {
+            let Some(series) = self.series.iter_mut().find(|s| s.width == width) else {
+                continue;
+            };
+            let closed = series.closed.back().is_some_and(|last| last.start >= start);
+            if !closed {
+                series.open.insert(start, window);
+            }
+        }
+    }
+
+    /// Profiles rows into their windows (rows a checkpoint already holds are skipped).
+    pub fn add(&mut self, rows: &Rows) {
+        let Some(&last) = rows.seqs.iter().max() else { return };
+        let width = self.window();
+        let start_of = |t: i64| t.div_euclid(width) * width;
+        let through = self.through;
+        let fresh: Option<Vec<usize>> = rows
+            .seqs
+            .iter()
+            .any(|s| *s <= through)
+            .then(|| (0..rows.len()).filter(|&i| rows.seqs[i] > through).collect());
+        self.through = self.through.max(last);
+        self.dirty = true;
+        self.active = true;
+        let newest = rows.batch.events.iter().map(|e| e.time).max().unwrap_or(i64::MIN);
+        self.watermark = self.watermark.max(newest);
         let first = start_of(rows.batch.events[0].time);
-        if rows.batch.events.iter().all(|e| start_of(e.time) == first) {
+        if fresh.is_none() && rows.batch.events.iter().all(|e| start_of(e.time) == first) {
             self.add_to(first, rows, None);
             return;
         }
         let mut by_window: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
-        for (i, e) in rows.batch.events.iter().enumerate() {
-            by_window.entry(start_of(e.time)).or_default().push(i);
+        let taken: Box<dyn Iterator<Item = usize>> = match &fresh {
+            Some(fresh) => Box::new(fresh.iter().copied()),
+            None => Box::new(0..rows.len()),
+        };
+        for i in taken {
+            by_window
+                .entry(start_of(rows.batch.events[i].time))
+                .or_default()
+                .push(i);
         }
         for (start, rows_of) in by_window {
             self.add_to(start, rows, Some(&rows_of));
@@ -179,7 +289,7 @@ impl SetMonitor {
             return;
         }
         let skip = &self.skip;
-        let window = self.open.entry(start).or_default();
+        let window = self.series[0].open.entry(start).or_default();
         window.profile.add_rows_of(rows, only, |name| {
             skip.iter().any(|s| s == name) || name.starts_with('_')
         });
@@ -214,123 +324,111 @@ impl SetMonitor {
         }
     }
 
-    /// Closes the windows whose end plus the grace is at or before `now` (µs), oldest first.
+    /// Closes the windows that are due at host time `now` (µs): the base ones oldest first,
+    /// each merged into its roll-ups, then the roll-ups that are due.
+    ///
+    /// A window is due when its end plus the grace has passed on the host's clock *and* in
+    /// the data: the newest event time profiled (the watermark) is past it too, or no row came
+    /// since the previous call (the stream is idle; the pipeline calls every second). So a
+    /// replay or a consumer catching up on a backlog closes each window once the stream's own
+    /// time has moved past it (the same windows as live, no row counted late for arriving
+    /// fast), and a quiet stream's windows still close on the clock. An event time from the
+    /// future never closes a window early: the clock must agree.
     pub fn close_due(&mut self, now: i64) -> Vec<ClosedWindow> {
+        let idle = !std::mem::take(&mut self.active);
+        let until = if idle { now } else { now.min(self.watermark) };
         let mut closed = Vec::new();
-        while let Some((&start, _)) = self.open.first_key_value() {
-            if start.saturating_add(self.window).saturating_add(self.grace) > now {
+        let base = self.window();
+        while let Some((&start, _)) = self.series[0].open.first_key_value() {
+            if start.saturating_add(base).saturating_add(self.grace) > until {
                 break;
             }
-            let window = self.open.remove(&start).expect("the first key is there");
-            self.closed_before = self.closed_before.max(start + self.window);
-            let done = self.judge(start, window);
-            self.closed.push_back(done.clone());
-            if self.closed.len() > KEPT_WINDOWS {
-                self.closed.pop_front();
+            let window = self.series[0].open.remove(&start).expect("the first key is there");
+            self.closed_before = self.closed_before.max(start + base);
+            for rollup in &mut self.series[1..] {
+                let at = start.div_euclid(rollup.width) * rollup.width;
+                rollup.open.entry(at).or_default().merge(&window);
             }
+            let done = self.judge(start, window);
+            self.series[0].keep(done.clone(), base);
             closed.push(done);
+        }
+        for at in 1..self.series.len() {
+            while let Some(done) = self.close_rollup(at, until) {
+                self.series[at].keep(done.clone(), base);
+                closed.push(done);
+            }
         }
         closed
     }
 
-    fn judge(&mut self, start: i64, window: Window) -> ClosedWindow {
-        let mut features = BTreeMap::new();
-        for (name, profile) in &window.profile.features {
-            let bins = window.bins.get(name);
-            let reference = self.reference.as_ref().and_then(|r| r.features.get(name));
-            let scores: BTreeMap<Metric, f64> = match (reference, bins) {
-                (Some(reference), Some(bins)) => reference.scores(bins, quantile_table(profile).as_deref()),
-                _ => Vec::new(),
-            }
-            .into_iter()
-            .collect();
-            let sudden = match (bins, self.previous.get(name)) {
-                (Some(now), Some(before)) => sudden(before, &now.counts),
-                _ => BTreeMap::new(),
-            };
-            let count = profile.values();
-            let scored: Vec<(Metric, f64)> = scores.iter().map(|(m, v)| (*m, *v)).collect();
-            let verdict = (!scored.is_empty())
-                .then(|| self.policy.verdict(&scored, count))
-                .flatten();
-            let judge = self.judges.entry(name.clone()).or_default();
-            let changed = judge.window(verdict, &self.policy).is_some();
-            features.insert(
-                name.clone(),
-                FeatureWindow {
-                    count,
-                    nulls: profile.nulls,
-                    numeric: numeric_summary(profile),
-                    top: profile
-                        .categorical
-                        .as_ref()
-                        .map(|c| c.top().into_iter().take(10).collect())
-                        .unwrap_or_default(),
-                    scores,
-                    sudden,
-                    verdict,
-                    status: judge.status,
-                    changed,
-                    bins: bins.map(|b| b.counts.clone()),
-                },
-            );
+    /// Closes roll-up `at`'s oldest window if its end plus the grace has passed.
+    fn close_rollup(&mut self, at: usize, now: i64) -> Option<ClosedWindow> {
+        let series = &mut self.series[at];
+        let (&start, _) = series.open.first_key_value()?;
+        if start.saturating_add(series.width).saturating_add(self.grace) > now {
+            return None;
         }
-        self.previous = window.bins.into_iter().map(|(name, b)| (name, b.counts)).collect();
+        let window = series.open.remove(&start).expect("the first key is there");
+        let features = window.summarize(self.reference.as_ref(), &series.previous, &self.policy);
+        let rows = window.profile.rows;
+        series.previous = window.into_bins();
+        Some(ClosedWindow {
+            start,
+            end: start + series.width,
+            rows,
+            partial: self.resumed_at.is_some_and(|r| start < r),
+            features,
+        })
+    }
+
+    /// A base window's summary, each feature judged with hysteresis.
+    fn judge(&mut self, start: i64, window: Window) -> ClosedWindow {
+        let mut features = window.summarize(self.reference.as_ref(), &self.series[0].previous, &self.policy);
+        for (name, feature) in &mut features {
+            let judge = self.judges.entry(name.clone()).or_default();
+            feature.changed = judge.window(feature.verdict, &self.policy).is_some();
+            feature.status = judge.status;
+            feature.pending = judge.pending();
+        }
+        let rows = window.profile.rows;
+        self.series[0].previous = window.into_bins();
         ClosedWindow {
             start,
-            end: start + self.window,
-            rows: window.profile.rows,
+            end: start + self.window(),
+            rows,
+            partial: self.resumed_at.is_some_and(|r| start < r),
             features,
         }
     }
 }
 
-/// A profile's 101-entry quantile table (numbers only).
-fn quantile_table(profile: &FeatureProfile) -> Option<Vec<f64>> {
-    let n = profile.numeric.as_ref().filter(|n| n.count > 0)?;
-    Some(
-        (0..QUANTILES)
-            .filter_map(|i| n.quantile(i as f64 / (QUANTILES - 1) as f64))
-            .collect(),
-    )
-}
-
-fn numeric_summary(profile: &FeatureProfile) -> Option<NumericSummary> {
-    let n = profile.numeric.as_ref().filter(|n| n.count > 0)?;
-    Some(NumericSummary {
-        mean: n.mean,
-        std: n.variance().unwrap_or(0.0).sqrt(),
-        p5: n.quantile(0.05),
-        p50: n.quantile(0.5),
-        p95: n.quantile(0.95),
-    })
-}
-
-/// PSI and TVD of a window against the window before, on the same bins.
-fn sudden(before: &[u64], now: &[u64]) -> BTreeMap<Metric, f64> {
-    let (p, q) = (drift::shares(before), drift::shares(now));
-    if before.iter().sum::<u64>() == 0 || now.iter().sum::<u64>() == 0 {
-        return BTreeMap::new();
-    }
-    BTreeMap::from([
-        (Metric::Psi, drift::psi(&p, &q)),
-        (Metric::Tvd, drift::total_variation(&p, &q)),
-    ])
+/// A stored window's bins per feature.
+fn bins_of(window: &ClosedWindow) -> BTreeMap<String, Vec<u64>> {
+    window
+        .features
+        .iter()
+        .filter_map(|(name, f)| Some((name.clone(), f.bins.clone()?)))
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::event::Event;
+    use crate::monitor::drift::{Metric, Status};
+    use crate::monitor::profile::Profile;
 
     const MIN: i64 = 60_000_000;
 
+    /// Rows with times from `start` and fresh input sequences.
     fn rows(start: i64, xs: &[f64], country: &str) -> Rows {
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let mut rows = Rows::new(vec!["user".into(), "amount".into(), "country".into()]);
         for (i, x) in xs.iter().enumerate() {
             let values = vec![Value::Text("u".into()), Value::Float(*x), Value::Text(country.into())];
             rows.push(
-                i as u64,
+                SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 Event {
                     key: "u".into(),
                     time: start + i as i64,
@@ -339,6 +437,14 @@ mod tests {
             );
         }
         rows
+    }
+
+    /// Closes what is due at `now` once the stream is idle: a call with rows since the last
+    /// one closes on the watermark, the next on the clock.
+    fn drain(monitor: &mut SetMonitor, now: i64) -> Vec<ClosedWindow> {
+        let mut closed = monitor.close_due(now);
+        closed.extend(monitor.close_due(now));
+        closed
     }
 
     fn reference() -> Reference {
@@ -390,12 +496,42 @@ mod tests {
     }
 
     #[test]
+    fn a_replay_closes_windows_on_its_own_time_and_an_idle_stream_on_the_clock() {
+        let mut monitor = SetMonitor::new(MIN, 0, None, Policy::default(), Vec::new());
+        let now = 1000 * MIN; // history, replayed long after it happened
+        monitor.add(&rows(0, &[1.0, 2.0], "DE"));
+        monitor.add(&rows(MIN, &[3.0], "DE"));
+        assert!(
+            monitor.close_due(now).is_empty(),
+            "the data's time is not past the first window's end plus the grace"
+        );
+        monitor.add(&rows(2 * MIN + 5_000_000, &[4.0], "DE"));
+        let closed = monitor.close_due(now);
+        assert_eq!(
+            closed.iter().map(|w| (w.start, w.rows)).collect::<Vec<_>>(),
+            vec![(0, 2), (MIN, 1)],
+            "closed once the replay's time passed them, none while rows came for them"
+        );
+        assert_eq!(monitor.late, 0);
+        // The replay ends: the next call sees no rows and closes the rest on the clock.
+        let rest = monitor.close_due(now);
+        let widths: Vec<(i64, i64)> = rest.iter().map(|w| (w.start, w.width())).collect();
+        assert_eq!(widths, vec![(2 * MIN, MIN), (0, HOUR)], "and the hour with it");
+        // An event time from the future does not close a window the clock has not passed.
+        let mut live = SetMonitor::new(MIN, 0, None, Policy::default(), Vec::new());
+        live.add(&rows(0, &[1.0], "DE"));
+        live.add(&rows(50 * MIN, &[1.0], "DE"));
+        assert!(live.close_due(MIN).is_empty());
+        assert_eq!(live.close_due(2 * MIN).len(), 1, "the first window, on the clock");
+    }
+
+    #[test]
     fn rows_of_a_batch_go_to_their_own_windows() {
         let mut monitor = SetMonitor::new(MIN, 0, None, Policy::default(), Vec::new());
         let mut batch = rows(0, &[1.0, 2.0], "DE");
         batch.batch.events[1].time = MIN + 5;
         monitor.add(&batch);
-        let closed = monitor.close_due(5 * MIN);
+        let closed = drain(&mut monitor, 5 * MIN);
         assert_eq!(
             closed.iter().map(|w| (w.start, w.rows)).collect::<Vec<_>>(),
             vec![(0, 1), (MIN, 1)]
@@ -404,5 +540,67 @@ mod tests {
             closed[0].features["amount"].scores.is_empty(),
             "no reference, no scores"
         );
+    }
+
+    #[test]
+    fn base_windows_roll_up_into_hours_and_a_restart_resumes_them() {
+        let policy = Policy {
+            min_count: 100,
+            ..Policy::default()
+        };
+        let new = || SetMonitor::new(MIN, 0, Some(reference()), policy.clone(), vec!["user".into()]);
+        let same: Vec<f64> = (0..1000).map(|i| (i % 100) as f64).collect();
+        let shifted: Vec<f64> = same.iter().map(|x| x + 40.0).collect();
+        let mut monitor = new();
+        for w in 0..3 {
+            monitor.add(&rows(w * MIN, if w == 0 { &same } else { &shifted }, "DE"));
+        }
+        let first = drain(&mut monitor, 5 * MIN);
+        assert_eq!(first.len(), 3, "no hour has ended yet");
+        assert_eq!(first[2].features["amount"].status, Status::Drift);
+        // A restart: a new monitor resumes from what was stored.
+        let mut resumed = new();
+        resumed.resume(first.clone(), 3 * MIN + 1);
+        assert_eq!(resumed.statuses()["amount"].status, Status::Drift);
+        resumed.add(&rows(0, &same, "DE"));
+        assert_eq!(resumed.late, 1000, "a stored window is not opened again");
+        resumed.add(&rows(3 * MIN, &same, "DE"));
+        resumed.add(&rows(60 * MIN, &same, "DE"));
+        let closed = drain(&mut resumed, HOUR + 10 * MIN);
+        let widths: Vec<(i64, i64, bool)> = closed.iter().map(|w| (w.start, w.width(), w.partial)).collect();
+        assert_eq!(
+            widths,
+            vec![(3 * MIN, MIN, true), (60 * MIN, MIN, false), (0, HOUR, true)],
+            "the hour closes after its last minute, and was open at the restart"
+        );
+        let hour = &closed[2];
+        assert_eq!(hour.rows, 1000, "the hour holds what this run saw");
+        assert_eq!(resumed.closed(MIN).unwrap().len(), 5);
+        assert_eq!(resumed.closed(HOUR).unwrap().len(), 1);
+        assert!(resumed.closed(DAY).unwrap().is_empty());
+        // Stored and read back, a window is the same.
+        let text = serde_json::to_string(&closed[0]).unwrap();
+        let back: ClosedWindow = serde_json::from_str(&text).unwrap();
+        assert_eq!(serde_json::to_string(&back).unwrap(), text);
+    }
+
+    #[test]
+    fn a_checkpoint_resumes_open_windows_without_counting_a_row_twice() {
+        let mut monitor = SetMonitor::new(MIN, 0, Some(reference()), Policy::default(), vec!["user".into()]);
+        let batch = rows(0, &[1.0, 2.0, 3.0], "DE");
+        monitor.add(&batch);
+        let text = serde_json::to_vec(&monitor.checkpoint().expect("rows came")).unwrap();
+        assert!(monitor.checkpoint().is_none(), "nothing new since");
+        let mut resumed = SetMonitor::new(MIN, 0, Some(reference()), Policy::default(), vec!["user".into()]);
+        resumed.resume_open(serde_json::from_slice(&text).unwrap());
+        resumed.add(&batch); // redelivered after the restart
+        resumed.add(&rows(10, &[4.0], "FR"));
+        let closed = drain(&mut resumed, 5 * MIN);
+        assert_eq!(closed[0].rows, 4, "three from the checkpoint, one new, none twice");
+        assert_eq!(
+            closed[0].features["amount"].bins.as_ref().unwrap().iter().sum::<u64>(),
+            4
+        );
+        assert_eq!(closed[0].features["country"].count, 4);
     }
 }

@@ -15,15 +15,11 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::{Float32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType, UInt64Type};
-use arrow_array::Array;
-use arrow_schema::{DataType, TimeUnit};
 use indexmap::IndexMap;
-use serde_json::Value as Json;
 
 use crate::config::{FeatureSetConfig, StepKind};
-use crate::event::{into_value, Value};
+use crate::event::Value;
+use crate::sources::arrow_json::cell_value;
 use crate::steps::aggregate::{AggregateSpec, KeyState};
 
 /// One offline row.
@@ -58,19 +54,20 @@ pub fn partition_of(key: &str, n: u64) -> u64 {
     hash % n.max(1)
 }
 
-/// The feature columns of a feature set version's parts (from the first part's schema).
+/// The feature columns of a feature set version's parts (every part's schema, in order of
+/// first appearance: a field a later part added is there too).
 pub fn columns_of(dir: &Path) -> anyhow::Result<Vec<String>> {
-    let Some(first) = part_files(dir).into_iter().next() else {
-        return Ok(Vec::new());
-    };
-    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&first)?)?;
-    Ok(builder
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .filter(|n| !n.starts_with('_'))
-        .collect())
+    let mut names: Vec<String> = Vec::new();
+    for part in part_files(dir) {
+        let builder =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&part)?)?;
+        for field in builder.schema().fields() {
+            if !field.name().starts_with('_') && !names.contains(field.name()) {
+                names.push(field.name().clone());
+            }
+        }
+    }
+    Ok(names)
 }
 
 /// The part files of a feature set version's folder, in name order.
@@ -189,8 +186,12 @@ impl History {
             })
             .collect();
         for r in 0..batch.num_rows() {
-            let number = |array: &arrow_array::ArrayRef| cell(array.as_ref(), r).as_i64();
-            let (Some(seq), Some(time), Json::String(key)) = (number(&seqs), number(&times), cell(keys.as_ref(), r))
+            let number = |array: &arrow_array::ArrayRef| match cell_value(array.as_ref(), r) {
+                Value::Integer(n) => Some(n),
+                _ => None,
+            };
+            let (Some(seq), Some(time), Value::Text(key)) =
+                (number(&seqs), number(&times), cell_value(keys.as_ref(), r))
             else {
                 anyhow::bail!("a row without _seq, _ts or _key");
             };
@@ -199,7 +200,7 @@ impl History {
             }
             let mut values = vec![Value::Null; self.columns.len()];
             for (at, array) in &features {
-                values[*at] = into_value(cell(array.as_ref(), r));
+                values[*at] = cell_value(array.as_ref(), r);
             }
             self.rows += 1;
             self.entities.entry(key).or_default().push(Row {
@@ -371,27 +372,5 @@ impl crate::plugin::OnlineLookup for HistoryLookup {
             .zip(times)
             .map(|(key, &t)| history.as_of(key, &[t]).pop().flatten())
             .collect())
-    }
-}
-
-/// One cell of a column of Sluice's own Parquet parts as JSON (timestamps as epoch
-/// microseconds; foreign files are read by the file source).
-pub(super) fn cell(column: &dyn Array, r: usize) -> Json {
-    if column.is_null(r) {
-        return Json::Null;
-    }
-    match column.data_type() {
-        DataType::Boolean => Json::Bool(column.as_boolean().value(r)),
-        DataType::Int32 => Json::from(column.as_primitive::<Int32Type>().value(r)),
-        DataType::Int64 => Json::from(column.as_primitive::<Int64Type>().value(r)),
-        DataType::UInt64 => Json::from(column.as_primitive::<UInt64Type>().value(r)),
-        DataType::Float32 => Json::from(column.as_primitive::<Float32Type>().value(r) as f64),
-        DataType::Float64 => Json::from(column.as_primitive::<Float64Type>().value(r)),
-        DataType::Utf8 => Json::String(column.as_string::<i32>().value(r).to_string()),
-        DataType::LargeUtf8 => Json::String(column.as_string::<i64>().value(r).to_string()),
-        DataType::Timestamp(TimeUnit::Microsecond, _) => {
-            Json::from(column.as_primitive::<TimestampMicrosecondType>().value(r))
-        }
-        other => Json::String(format!("unsupported Parquet type {other}")),
     }
 }

@@ -125,10 +125,16 @@ pub fn run(options: &ParityOptions) -> anyhow::Result<ParityReport> {
             let other = offline.get(name).unwrap_or(&Value::Null);
             report.values += 1;
             if !same(value, other) {
-                let entry = report
-                    .mismatches
-                    .entry(name.clone())
-                    .or_insert_with(|| (0, format!("{entity}: online {value:?} vs offline {other:?}")));
+                let entry = report.mismatches.entry(name.clone()).or_insert_with(|| {
+                    (
+                        0,
+                        format!(
+                            "entity \"{entity}\": online {} vs offline {}",
+                            crate::event::json_text(value),
+                            crate::event::json_text(other)
+                        ),
+                    )
+                });
                 entry.0 += 1;
             }
         }

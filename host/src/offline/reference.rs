@@ -10,14 +10,15 @@ use std::path::{Path, PathBuf};
 use arrow_array::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use super::history::{cell, part_files};
+use super::history::part_files;
 use super::training::FEATURE_METADATA;
 use crate::catalog::references::{check_name, References};
 use crate::config::{Config, FeatureSetConfig, TargetConfig};
-use crate::event::{into_value, Event, Value};
+use crate::event::{Event, Value};
 use crate::monitor::profile::Profile;
 use crate::monitor::reference::{Binned, Reference, ReferenceFeature};
 use crate::rows::Rows;
+use crate::sources::arrow_json::cell_value;
 use crate::sources::decode::parse_time_text;
 
 /// Options of `sluice profile`.
@@ -48,6 +49,10 @@ pub struct ProfileOptions {
     /// The reference's name (letters, digits, `-`, `_`, `.`).
     #[arg(long)]
     pub name: String,
+    /// Only these features, comma-separated (default: every feature in the rows). A set's
+    /// monitor judges only the features its reference has (the others get statistics).
+    #[arg(long, value_delimiter = ',')]
+    pub features: Vec<String>,
 }
 
 /// Which rows and columns a pass reads.
@@ -59,16 +64,38 @@ struct Source {
     range: Option<(i64, i64)>,
     /// `<set>:`, the mark of this set's columns in a training set.
     prefix: String,
+    /// Only these features (empty: all).
+    only: Vec<String>,
+    /// Every feature column seen, for the error naming a feature asked for but absent.
+    seen: std::cell::RefCell<std::collections::BTreeSet<String>>,
 }
 
-/// Builds, stores and returns the reference; prints where it went.
+/// Builds, stores and returns the reference, and where it went.
 pub fn build(options: &ProfileOptions) -> anyhow::Result<(Reference, PathBuf)> {
     check_name(&options.name)?;
-    let config = crate::config::load(&options.config)?;
-    let set = pick_set(&config, &options.set, options.version)?;
-    let read = rows_of(&config, set, options)?;
+    build_in(&crate::config::load(&options.config)?, options)
+}
+
+/// [`build`] with the config loaded (`options.config` is not read).
+pub fn build_in(config: &Config, options: &ProfileOptions) -> anyhow::Result<(Reference, PathBuf)> {
+    check_name(&options.name)?;
+    let set = pick_set(config, &options.set, options.version)?;
+    let read = rows_of(config, set, options)?;
     let mut profile = Profile::default();
     read.each(|rows| profile.add_rows(rows, |name| read.skip.iter().any(|s| s == name)))?;
+    let missing: Vec<&String> = read.only.iter().filter(|f| !read.seen.borrow().contains(*f)).collect();
+    if !missing.is_empty() {
+        let seen: Vec<String> = read.seen.borrow().iter().cloned().collect();
+        anyhow::bail!(
+            "--features: {} not among the features of the rows (they have: {})",
+            missing
+                .iter()
+                .map(|f| format!("\"{f}\""))
+                .collect::<Vec<_>>()
+                .join(", "),
+            seen.join(", ")
+        );
+    }
     anyhow::ensure!(
         profile.rows > 0,
         "no rows to profile in {} (the time range, or an empty version?)",
@@ -156,6 +183,8 @@ fn rows_of(config: &Config, set: &FeatureSetConfig, options: &ProfileOptions) ->
         skip,
         range,
         prefix: format!("{}:", set.name),
+        only: options.features.clone(),
+        seen: Default::default(),
     })
 }
 
@@ -193,18 +222,32 @@ impl Source {
                 }
             })
             .collect();
+        let mut seen = self.seen.borrow_mut();
+        seen.extend(
+            columns
+                .iter()
+                .filter(|(_, name)| !self.skip.contains(name))
+                .map(|(_, name)| name.clone()),
+        );
+        let columns: Vec<(usize, String)> = columns
+            .into_iter()
+            .filter(|(_, name)| self.only.is_empty() || self.only.contains(name))
+            .collect();
         let names = columns.iter().map(|(_, name)| name.clone()).collect();
         let mut rows = Rows::new(names);
         for r in 0..batch.num_rows() {
             if let (Some((from, to)), Some(ts)) = (self.range, ts) {
-                let t = cell(batch.column(ts).as_ref(), r).as_i64().unwrap_or(i64::MIN);
+                let t = match cell_value(batch.column(ts).as_ref(), r) {
+                    Value::Integer(t) => t,
+                    _ => i64::MIN,
+                };
                 if t < from || t >= to {
                     continue;
                 }
             }
             let values = columns
                 .iter()
-                .map(|&(c, _)| into_value(cell(batch.column(c).as_ref(), r)))
+                .map(|&(c, _)| cell_value(batch.column(c).as_ref(), r))
                 .collect();
             rows.push(
                 r as u64,

@@ -8,9 +8,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use arrow_array::{
-    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
-};
+use arrow_array::{ArrayRef, RecordBatch, TimestampMicrosecondArray};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use serde_json::{Map, Value as Json};
 
@@ -161,6 +159,7 @@ pub fn build(config: &Config, options: &TrainingOptions) -> anyhow::Result<Train
         .iter()
         .map(|set| offline_dir(config, set))
         .collect::<anyhow::Result<_>>()?;
+    refuse_unknown(config, &sets, &wanted, &dirs)?;
     let requested = requested_columns(&sets, &wanted, &dirs, &entity_rows)?;
     // Per set: group entity rows by key, read each entity's history once.
     let mut values: Vec<Vec<Value>> = vec![vec![Value::Null; entity_rows.len()]; requested.len()];
@@ -214,6 +213,33 @@ fn read_entity_rows(options: &TrainingOptions) -> anyhow::Result<Vec<(Map<String
         }
     }
     Ok(entity_rows)
+}
+
+/// Refuses features a set does not have: known from its offline rows' columns, its
+/// aggregates and, where declared, its steps' outputs. A set with neither rows nor declared
+/// outputs cannot tell, and is not checked.
+fn refuse_unknown(
+    config: &Config,
+    sets: &[FeatureSetConfig],
+    wanted: &[(usize, String)],
+    dirs: &[PathBuf],
+) -> anyhow::Result<()> {
+    for (index, set) in sets.iter().enumerate() {
+        let columns = super::history::columns_of(&dirs[index])?;
+        let declared = crate::config::output_fields(config, set);
+        if columns.is_empty() && declared.is_none() {
+            continue;
+        }
+        let mut known: std::collections::BTreeSet<String> = columns.into_iter().collect();
+        known.extend(aggregate_names(set));
+        known.extend(declared.into_iter().flatten());
+        let asked = wanted
+            .iter()
+            .filter(|(s, f)| *s == index && f != "*")
+            .map(|(_, f)| f.as_str());
+        crate::plan::refuse_unknown(&set.name, asked, &known).map_err(|e| anyhow::anyhow!("--features: {e}"))?;
+    }
+    Ok(())
 }
 
 /// The feature columns asked for: a feature's name, or `set__feature` where two sets share a
@@ -398,69 +424,11 @@ fn write(
 
 /// A column from values: `integer` is the declared type of an aggregate (true: Int64).
 fn array(name: &str, values: Vec<Value>, integer: Option<bool>) -> (Field, ArrayRef) {
+    use crate::targets::parquet::{value_column, value_type};
     let kind = match integer {
         Some(true) => DataType::Int64,
         Some(false) => DataType::Float64,
-        None => {
-            let mut kind = None;
-            for value in &values {
-                kind = match (kind.take(), value) {
-                    (kind, Value::Null) => kind,
-                    (None, Value::Integer(_)) => Some(DataType::Int64),
-                    (None | Some(DataType::Int64) | Some(DataType::Float64), Value::Float(_)) => {
-                        Some(DataType::Float64)
-                    }
-                    (kind @ (Some(DataType::Int64) | Some(DataType::Float64)), Value::Integer(_)) => kind,
-                    (None | Some(DataType::Boolean), Value::Boolean(_)) => Some(DataType::Boolean),
-                    _ => Some(DataType::Utf8),
-                };
-                if kind == Some(DataType::Utf8) {
-                    break;
-                }
-            }
-            kind.unwrap_or(DataType::Utf8)
-        }
+        None => value_type(values.iter()),
     };
-    let array: ArrayRef = match kind {
-        DataType::Int64 => Arc::new(Int64Array::from(
-            values
-                .iter()
-                .map(|v| match v {
-                    Value::Integer(i) => Some(*i),
-                    Value::Float(f) => Some(*f as i64),
-                    _ => None,
-                })
-                .collect::<Vec<_>>(),
-        )),
-        DataType::Float64 => Arc::new(Float64Array::from(
-            values
-                .iter()
-                .map(|v| match v {
-                    Value::Integer(i) => Some(*i as f64),
-                    Value::Float(f) => Some(*f),
-                    _ => None,
-                })
-                .collect::<Vec<_>>(),
-        )),
-        DataType::Boolean => Arc::new(BooleanArray::from(
-            values
-                .iter()
-                .map(|v| match v {
-                    Value::Boolean(b) => Some(*b),
-                    _ => None,
-                })
-                .collect::<Vec<_>>(),
-        )),
-        _ => Arc::new(StringArray::from(
-            values
-                .iter()
-                .map(|v| match v {
-                    Value::Null => None,
-                    Value::Text(s) => Some(s.clone()),
-                    other => Some(crate::event::json_text(other)),
-                })
-                .collect::<Vec<_>>(),
-        )),
-    };
-    (Field::new(name, kind, true), array)
+    (Field::new(name, kind.clone(), true), value_column(values.iter(), &kind))
 }

@@ -151,23 +151,30 @@ async fn start_set(
     tasks: &mut tokio::task::JoinSet<()>,
     batch: Option<BatchRun>,
 ) -> Result<(), PipelineError> {
-    let monitor = monitor::open(config, set, services)?;
+    let monitored = monitor::open(config, set, services).await?;
     let mut runner = FeatureSetRunner::start(config, set, services, lookup.clone(), shutdown)
         .await?
-        .monitored(monitor.clone());
-    if let Some(monitor) = monitor {
+        .monitored(monitored.as_ref().map(|m| m.monitor.clone()));
+    // The monitor's last checkpoint waits for the runner's last batch.
+    let (runner_done, runner_stopped) = watch::channel(false);
+    if let Some(monitored) = monitored {
         tasks.spawn(monitor::close_windows(
             set.clone(),
-            monitor,
+            monitored,
             services.clone(),
             shutdown.clone(),
+            runner_stopped,
         ));
     }
     let input_ended = batch.as_ref().map(|b| b.ended.subscribe());
     if let Some(batch) = batch {
         runner = runner.batch_run(batch.ended, batch.failures);
     }
-    tasks.spawn(runner.run(shutdown.clone()));
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        runner.run(stop).await;
+        let _ = runner_done.send(true);
+    });
     if set.targets.iter().any(|t| matches!(t, TargetConfig::Parquet { .. })) {
         let mut offline = OfflineRunner::start(config, set, services).await?;
         if let Some(input) = input_ended {

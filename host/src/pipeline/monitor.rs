@@ -1,7 +1,8 @@
 //! A monitored feature set version's live statistics: its monitor, built at start with its
-//! reference (`[feature_set.monitor] reference`, refused by name when missing), and the timer
-//! that closes its windows every second, sets the drift gauges and publishes each status
-//! change on `sluice.drift.<set>` (JetStream, or the embedded log).
+//! reference (`[feature_set.monitor] reference`, refused by name when missing) and resumed from
+//! the windows it stored before, and the timer that closes its windows every second, writes
+//! them to the store's time series and to Parquet ([`WindowSink`]), sets the drift gauges and
+//! publishes each status change on `sluice.drift.<set>` (JetStream, or the embedded log).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,13 +17,21 @@ use crate::event_time::rfc3339;
 use crate::monitor::drift::Status;
 use crate::monitor::live::{ClosedWindow, SetMonitor};
 use crate::runtime::SharedMonitor;
+use crate::targets::windows::WindowSink;
 
-/// The set's monitor (registered with the services), or `None` when it is not monitored.
-pub(super) fn open(
+/// A monitored set version: its monitor and where its closed windows go.
+pub(super) struct Monitored {
+    pub monitor: SharedMonitor,
+    pub sink: WindowSink,
+}
+
+/// The set's monitor (registered with the services) resumed from its stored windows, or
+/// `None` when it is not monitored.
+pub(super) async fn open(
     config: &Config,
     set: &FeatureSetConfig,
     services: &Services,
-) -> Result<Option<SharedMonitor>, PipelineError> {
+) -> Result<Option<Monitored>, PipelineError> {
     let Some(monitor) = &set.monitor else {
         return Ok(None);
     };
@@ -52,29 +61,115 @@ pub(super) fn open(
     let lateness = set.allowed_lateness.as_ref().map_or(0, |l| l.micros());
     let mut skip = set.entity.clone();
     skip.push(set.timestamp.field.clone());
-    let live = SetMonitor::new(window, lateness, reference, monitor.policy.clone(), skip);
+    let mut live = SetMonitor::new(window, lateness, reference, monitor.policy.clone(), skip);
+    let sink = WindowSink::new(
+        services.store.clone(),
+        crate::keys::set_prefix(&services.prefix, &set.name, set.version),
+        &set.name,
+        set.version,
+        &offline_root(config, set),
+        window,
+    );
+    let stored = sink
+        .restore(&live.widths())
+        .await
+        .map_err(|e| fail(format!("reading its stored monitoring windows: {e}")))?;
+    if !stored.is_empty() {
+        tracing::info!(set = %label, windows = stored.len(), "monitoring resumed from the stored windows");
+    }
+    live.resume(stored, now());
+    let checkpoint = sink
+        .load_open()
+        .await
+        .map_err(|e| fail(format!("reading its monitoring checkpoint: {e}")))?;
+    if let Some(bytes) = checkpoint {
+        let checkpoint = serde_json::from_slice(&bytes)
+            .map_err(|e| fail(format!("its monitoring checkpoint does not read back: {e}")))?;
+        live.resume_open(checkpoint);
+    }
     let shared = Arc::new(Mutex::new(live));
     services.monitors.insert(&label, shared.clone());
-    Ok(Some(shared))
+    Ok(Some(Monitored { monitor: shared, sink }))
 }
 
-/// Closes the monitor's due windows every second until shutdown.
+/// Where a set's monitoring Parquet goes: its Parquet target's root, else the data folder.
+fn offline_root(config: &Config, set: &FeatureSetConfig) -> std::path::PathBuf {
+    set.targets
+        .iter()
+        .find_map(|t| match t {
+            crate::config::TargetConfig::Parquet { root, .. } => Some(config.resolve(root)),
+            _ => None,
+        })
+        .unwrap_or_else(|| config.resolve(&config.host.data_dir))
+}
+
+fn now() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64
+}
+
+/// Closes the monitor's due windows every second until shutdown: each is stored (retried
+/// until it is), then reported; the open windows are checkpointed, last after the runner's
+/// final batch (`runner_stopped`), so a graceful stop loses nothing.
 pub(super) async fn close_windows(
     set: FeatureSetConfig,
-    monitor: SharedMonitor,
+    monitored: Monitored,
     services: Services,
     mut shutdown: watch::Receiver<bool>,
+    mut runner_stopped: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut unwritten = Vec::new();
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
+        let stopping = tokio::select! {
+            _ = tick.tick() => false,
+            _ = shutdown.wait_for(|stop| *stop) => true,
+        };
+        if stopping {
+            let stopped = tokio::time::timeout(Duration::from_secs(30), runner_stopped.wait_for(|done| *done)).await;
+            drop(stopped);
+            if unwritten.is_empty() || monitored.sink.write(&unwritten).await.is_ok() {
+                save_checkpoint(&set, &monitored).await;
+            }
+            return;
         }
-        let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64;
-        let closed = monitor.lock().unwrap_or_else(|e| e.into_inner()).close_due(now);
-        for window in &closed {
+        let closed = monitored
+            .monitor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .close_due(now());
+        unwritten.extend(closed.iter().cloned());
+        if !unwritten.is_empty() {
+            match monitored.sink.write(&unwritten).await {
+                Ok(()) => unwritten.clear(),
+                Err(e) => {
+                    tracing::warn!(set = %set.name, "storing closed monitoring windows failed (retried in 1 s): {e}")
+                }
+            }
+        }
+        // The checkpoint follows the closed windows it no longer holds.
+        if unwritten.is_empty() {
+            save_checkpoint(&set, &monitored).await;
+        }
+        let base = monitored.monitor.lock().unwrap_or_else(|e| e.into_inner()).window();
+        for window in closed.iter().filter(|w| w.width() == base) {
             report(&set, window, &services).await;
+        }
+    }
+}
+
+/// Stores the open windows if rows came since the last checkpoint.
+async fn save_checkpoint(set: &FeatureSetConfig, monitored: &Monitored) {
+    let bytes = {
+        let mut monitor = monitored.monitor.lock().unwrap_or_else(|e| e.into_inner());
+        monitor.checkpoint().map(|c| serde_json::to_vec(&c))
+    };
+    match bytes {
+        None => {}
+        Some(Err(e)) => tracing::warn!(set = %set.name, "encoding the monitoring checkpoint failed: {e}"),
+        Some(Ok(bytes)) => {
+            if let Err(e) = monitored.sink.save_open(&bytes).await {
+                tracing::warn!(set = %set.name, "storing the monitoring checkpoint failed: {e}");
+            }
         }
     }
 }

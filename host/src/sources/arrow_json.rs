@@ -99,6 +99,65 @@ pub(crate) fn write_cell(out: &mut Vec<u8>, column: &dyn Array, r: usize, zone: 
     }
 }
 
+/// One cell of a Parquet or Arrow column as an event value: the one reader of Sluice's own
+/// Parquet (training sets, backfill joins, the skew check, references). Numbers, text,
+/// booleans and µs timestamps (epoch µs) directly; binary as bytes; a list of numbers (an
+/// embedding) as floats; any other [`readable`] type as its JSON ([`write_cell`], UTC).
+pub fn cell_value(column: &dyn Array, r: usize) -> crate::event::Value {
+    use crate::event::Value;
+    if column.is_null(r) {
+        return Value::Null;
+    }
+    match column.data_type() {
+        DataType::Boolean => Value::Boolean(column.as_boolean().value(r)),
+        DataType::Int32 => Value::Integer(column.as_primitive::<Int32Type>().value(r) as i64),
+        DataType::Int64 => Value::Integer(column.as_primitive::<Int64Type>().value(r)),
+        DataType::Float32 => Value::Float(column.as_primitive::<Float32Type>().value(r) as f64),
+        DataType::Float64 => Value::Float(column.as_primitive::<Float64Type>().value(r)),
+        DataType::Utf8 => Value::Text(column.as_string::<i32>().value(r).to_string()),
+        DataType::LargeUtf8 => Value::Text(column.as_string::<i64>().value(r).to_string()),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            Value::Integer(column.as_primitive::<TimestampMicrosecondType>().value(r))
+        }
+        DataType::Binary => Value::Bytes(column.as_binary::<i32>().value(r).to_vec()),
+        DataType::LargeBinary => Value::Bytes(column.as_binary::<i64>().value(r).to_vec()),
+        DataType::List(_) => floats(column.as_list::<i32>().value(r).as_ref()).unwrap_or_else(|| json_value(column, r)),
+        DataType::LargeList(_) => {
+            floats(column.as_list::<i64>().value(r).as_ref()).unwrap_or_else(|| json_value(column, r))
+        }
+        DataType::FixedSizeList(..) => {
+            floats(column.as_fixed_size_list().value(r).as_ref()).unwrap_or_else(|| json_value(column, r))
+        }
+        _ => json_value(column, r),
+    }
+}
+
+/// The items of a list cell of numbers as floats (a null item is NaN); `None` for other items.
+fn floats(items: &dyn Array) -> Option<crate::event::Value> {
+    fn all<T: arrow_array::ArrowPrimitiveType>(items: &dyn Array, f: impl Fn(T::Native) -> f64) -> Vec<f64> {
+        items
+            .as_primitive::<T>()
+            .iter()
+            .map(|x| x.map_or(f64::NAN, &f))
+            .collect()
+    }
+    let values = match items.data_type() {
+        DataType::Float64 => all::<Float64Type>(items, |x| x),
+        DataType::Float32 => all::<Float32Type>(items, |x| x as f64),
+        DataType::Int64 => all::<Int64Type>(items, |x| x as f64),
+        DataType::Int32 => all::<Int32Type>(items, |x| x as f64),
+        _ => return None,
+    };
+    Some(crate::event::Value::Floats(values))
+}
+
+/// A cell through its JSON text (UTC): the types Sluice does not write itself.
+fn json_value(column: &dyn Array, r: usize) -> crate::event::Value {
+    let mut out = Vec::new();
+    write_cell(&mut out, column, r, &TimeZone::UTC);
+    serde_json::from_slice(&out).map_or(crate::event::Value::Null, crate::event::into_value)
+}
+
 /// A time cell as RFC 3339 text in `zone` (a naive one read in it).
 fn write_time(out: &mut Vec<u8>, value: i64, nanos: i64, naive: bool, zone: &TimeZone) {
     match typed_instant(value, nanos, naive, zone) {

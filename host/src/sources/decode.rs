@@ -65,11 +65,23 @@ impl Decoder {
         let key = self.key(|name| object.get(name))?;
         let time = read_time(&self.time, object.get(&self.time_field), &self.time_field)?
             .ok_or_else(|| invalid!("missing event time field \"{}\"", self.time_field))?;
-        Ok(Event {
-            key,
-            time,
-            values: values_from_json(object, fields),
-        })
+        let mut values = values_from_json(object, fields);
+        self.keys_as_text(fields, &mut values);
+        Ok(Event { key, time, values })
+    }
+
+    /// Entity key fields hold their key's text in every row: `{"user_id": 42}` is the entity
+    /// "42" online, offline, in lookups and in training sets, and its `user_id` feature is the
+    /// text "42" in each of them (one type per column, whatever the producer sent).
+    fn keys_as_text(&self, fields: &[String], values: &mut [Value]) {
+        for field in &self.entity {
+            let at = fields.iter().position(|f| f == field);
+            if let Some(value) = at.and_then(|at| values.get_mut(at)) {
+                if let Value::Integer(n) = value {
+                    *value = Value::Text(n.to_string());
+                }
+            }
+        }
     }
 
     /// Builds an event from a feature row of another set (its field names, its values, its
@@ -91,6 +103,7 @@ impl Decoder {
             });
             out[i] = into_value(json);
         }
+        self.keys_as_text(fields, &mut out);
         Ok(Event { key, time, values: out })
     }
 

@@ -18,6 +18,11 @@ pub struct WasmConfig {
     /// Its configuration; non-text values are passed as JSON.
     #[serde(default)]
     pub config: BTreeMap<String, toml::Value>,
+    /// The fields the plugin adds to each event, when declared: later steps are then checked
+    /// against them, and lookups and training sets refuse names the set does not have.
+    /// Undeclared, what follows the plugin is unknown until it runs.
+    #[serde(default)]
+    pub adds: Option<Vec<String>>,
 }
 
 impl StepSpec for WasmConfig {
@@ -29,7 +34,15 @@ impl StepSpec for WasmConfig {
                 format!("no plugin \"{plugin}\" in [plugins]: add `{plugin} = \"path/to/{plugin}.wasm\"`"),
             );
         }
-        step.forget_fields();
+        match &self.adds {
+            Some(adds) => {
+                for field in adds {
+                    step.add(field);
+                }
+                step.add(&format!("{}_version", step.id));
+            }
+            None => step.forget_fields(),
+        }
     }
 
     fn build(&self, id: String, context: &BuildContext) -> Result<Box<dyn Step>, StepError> {

@@ -7,7 +7,9 @@
 //!   JSON values, `_ts` (event time, µs) and `_seq` (input sequence) as decimal text, and the
 //!   aggregation tiles (`~<step>:…`);
 //! - a TTL per hash, refreshed on every write; an expired hash reads as empty, tiles included;
-//! - **counters** (a feature set version's last applied input sequence, its late events).
+//! - **counters** (a feature set version's last applied input sequence, its late events);
+//! - **time series**: entries keyed by a start time (µs), one per start, trimmed by age (the
+//!   closed windows of live monitoring).
 //!
 //! A batch is written by [`OnlineStore::apply`] atomically, with the rules of
 //! [`BatchWrite`]; both stores pass one behavioural test suite (`tests/online_store.rs`).
@@ -110,6 +112,26 @@ pub trait OnlineStore: Send + Sync {
     /// A counter (0 when never written).
     fn counter<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<u64, StoreError>>;
 
+    /// Writes entries of a time series, one per start (an entry written again replaces the
+    /// one there), and removes the entries that start before `keep_from`; atomic.
+    fn put_series<'a>(
+        &'a self,
+        series: &'a str,
+        entries: &'a [(i64, Vec<u8>)],
+        keep_from: i64,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// The entries of a time series that start in `[from, to)`, oldest first.
+    fn read_series<'a>(
+        &'a self,
+        series: &'a str,
+        from: i64,
+        to: i64,
+    ) -> BoxFuture<'a, Result<SeriesEntries, StoreError>>;
+
     /// Whether the store answers.
     fn ping(&self) -> BoxFuture<'_, bool>;
 }
+
+/// Entries of a time series: (start, bytes), oldest first.
+pub type SeriesEntries = Vec<(i64, Vec<u8>)>;

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use futures::future::BoxFuture;
 use redis::aio::ConnectionManager;
 
-use super::{BatchWrite, HashFields, OnlineStore, StoreError};
+use super::{BatchWrite, HashFields, OnlineStore, SeriesEntries, StoreError};
 
 // Header: applied key, last sequence, TTL, nf, the nf stored field names, n. Then per hash:
 // key, seq (0: no row), ts, ns, nd, the nf row values (when seq > 0), 2 * ns state
@@ -60,6 +60,20 @@ if fresh then
 end
 return applied
 "#;
+
+// A time series is a sorted set scored by start; a member is `<start>:<bytes>`, so one start
+// holds one entry: writing it again removes the one there first.
+const PUT_SERIES: &str = r#"
+for i = 1, #ARGV - 1, 2 do
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], ARGV[i], ARGV[i])
+  redis.call('ZADD', KEYS[1], ARGV[i], ARGV[i] .. ':' .. ARGV[i + 1])
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[#ARGV])
+return 0
+"#;
+
+static PUT_SERIES_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(PUT_SERIES));
 
 /// The script, sent once and then called by its hash (`EVALSHA`).
 static APPLY_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(APPLY));
@@ -189,6 +203,60 @@ impl OnlineStore for RedisStore {
                 .await
                 .map_err(|e| StoreError::redis("Redis", e))?;
             Ok(value.unwrap_or(0))
+        })
+    }
+
+    fn put_series<'a>(
+        &'a self,
+        series: &'a str,
+        entries: &'a [(i64, Vec<u8>)],
+        keep_from: i64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut invocation = PUT_SERIES_SCRIPT.prepare_invoke();
+            invocation.key(series);
+            for (start, bytes) in entries {
+                invocation.arg(*start).arg(bytes.as_slice());
+            }
+            invocation.arg(keep_from);
+            let mut conn = self.conn.clone();
+            let _: i64 = invocation
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| StoreError::redis("Redis", e))?;
+            Ok(())
+        })
+    }
+
+    fn read_series<'a>(
+        &'a self,
+        series: &'a str,
+        from: i64,
+        to: i64,
+    ) -> BoxFuture<'a, Result<SeriesEntries, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let members: Vec<Vec<u8>> = redis::cmd("ZRANGE")
+                .arg(series)
+                .arg(from)
+                .arg(format!("({to}"))
+                .arg("BYSCORE")
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| StoreError::redis("Redis", e))?;
+            members
+                .into_iter()
+                .map(|member| {
+                    let colon = member.iter().position(|b| *b == b':');
+                    let start = colon.and_then(|at| std::str::from_utf8(&member[..at]).ok()?.parse().ok());
+                    match (colon, start) {
+                        (Some(at), Some(start)) => Ok((start, member[at + 1..].to_vec())),
+                        _ => Err(StoreError::Failed(format!(
+                            "Redis: {series} holds a member that is not `<start>:<bytes>`"
+                        ))),
+                    }
+                })
+                .collect()
         })
     }
 

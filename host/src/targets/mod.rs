@@ -6,6 +6,7 @@ pub mod dlq;
 pub mod online;
 pub mod parquet;
 pub mod stream;
+pub mod windows;
 
 /// A target that could not take a batch; transient errors (an outage of Redis or NATS, a full
 /// disk) are retried with backoff by the pipeline, which pauses rather than lose events.

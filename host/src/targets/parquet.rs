@@ -127,7 +127,8 @@ fn parse_part(name: &str) -> Option<(u64, u64)> {
     Some((a.parse().ok()?, b.parse().ok()?))
 }
 
-fn date_of(ts_us: i64) -> String {
+/// The UTC date of a time (µs), `YYYY-MM-DD`.
+pub fn date_of(ts_us: i64) -> String {
     let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ts_us) * 1000).unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let d = t.date();
     format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
@@ -229,7 +230,7 @@ impl PartWriter {
     }
 }
 
-/// Writes one file: temporary name, fsync, rename, fsync of the folder.
+/// Writes one part file.
 fn write_part(
     path: &Path,
     pending: &Pending,
@@ -238,11 +239,20 @@ fn write_part(
 ) -> Result<(), TargetError> {
     let batch =
         record_batch(pending, rows, types).map_err(|e| TargetError::Encode(format!("{}: {e}", path.display())))?;
+    write_file(path, &batch)
+}
+
+/// Writes one Parquet file: temporary name, fsync, rename, fsync of the folder (created when
+/// missing). Written again, the file is replaced whole.
+pub fn write_file(path: &Path, batch: &RecordBatch) -> Result<(), TargetError> {
+    if let Some(folder) = path.parent() {
+        fs::create_dir_all(folder).map_err(|e| file_error(folder, e))?;
+    }
     let tmp = path.with_extension("parquet.tmp");
     let file = fs::File::create(&tmp).map_err(|e| file_error(&tmp, e))?;
     let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
     let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(|e| file_error(&tmp, e))?;
-    writer.write(&batch).map_err(|e| file_error(&tmp, e))?;
+    writer.write(batch).map_err(|e| file_error(&tmp, e))?;
     let file = writer.into_inner().map_err(|e| file_error(&tmp, e))?;
     file.sync_all().map_err(|e| file_error(&tmp, e))?;
     fs::rename(&tmp, path).map_err(|e| file_error(path, e))?;
@@ -254,12 +264,22 @@ fn write_part(
     Ok(())
 }
 
-/// The column type of a field over some rows: one kind (integers and floats make floats),
-/// or text holding JSON when kinds are mixed or all values are null.
 fn column_type(pending: &Pending, rows: &[usize], field: usize) -> DataType {
+    value_type(rows.iter().map(|&r| pending.value(r, field)))
+}
+
+fn column(pending: &Pending, rows: &[usize], field: usize, kind: &DataType) -> ArrayRef {
+    value_column(rows.iter().map(|&r| pending.value(r, field)), kind)
+}
+
+/// The column type of some values: one kind (integers and floats make floats; a list of
+/// floats, an embedding, makes `list<double>`), or text holding JSON when kinds are mixed or
+/// all values are null. Every Parquet file Sluice writes (feature rows, training sets) types
+/// its columns by this rule.
+pub fn value_type<'a>(values: impl Iterator<Item = &'a Value>) -> DataType {
     let mut kind: Option<DataType> = None;
-    for &r in rows {
-        let this = match pending.value(r, field) {
+    for value in values {
+        let this = match value {
             Value::Null => continue,
             Value::Boolean(_) => DataType::Boolean,
             Value::Integer(_) => DataType::Int64,
@@ -280,8 +300,8 @@ fn column_type(pending: &Pending, rows: &[usize], field: usize) -> DataType {
     kind.unwrap_or(DataType::Utf8)
 }
 
-fn column(pending: &Pending, rows: &[usize], field: usize, kind: &DataType) -> ArrayRef {
-    let values = rows.iter().map(|&r| pending.value(r, field));
+/// The column of `kind` ([`value_type`]) holding some values; a value of another kind is null.
+pub fn value_column<'a>(values: impl Iterator<Item = &'a Value>, kind: &DataType) -> ArrayRef {
     match kind {
         DataType::Boolean => {
             let mut b = BooleanBuilder::new();

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{BatchWrite, HashFields, HashWrite, OnlineStore, StoreError};
+use super::{BatchWrite, HashFields, HashWrite, OnlineStore, SeriesEntries, StoreError};
 
 mod log;
 pub use log::{LogMessage, Outgoing};
@@ -41,6 +41,9 @@ const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
 const MSG_IDS: TableDefinition<(&str, &str), u64> = TableDefinition::new("msg_ids");
 /// (when appended, subject, message id), to forget ids past the window.
 const MSG_ID_TIMES: TableDefinition<(u64, &str, &str), ()> = TableDefinition::new("msg_id_times");
+
+/// (series, start) → entry: the time series.
+const SERIES: TableDefinition<(&str, i64), &[u8]> = TableDefinition::new("series");
 
 /// (subject, when) → the subject's last sequence appended then: what log retention trims by.
 const LOG_MARKS: TableDefinition<(&str, u64), u64> = TableDefinition::new("log_marks");
@@ -105,6 +108,7 @@ impl Embedded {
             txn.open_table(MSG_IDS).map_err(fail)?;
             txn.open_table(MSG_ID_TIMES).map_err(fail)?;
             txn.open_table(LOG_MARKS).map_err(fail)?;
+            txn.open_table(SERIES).map_err(fail)?;
         }
         txn.commit().map_err(fail)?;
         Ok(Arc::new(Embedded {
@@ -191,6 +195,37 @@ impl Embedded {
             self.sweep(now, &mut tables.fields, &mut tables.expiry, &mut tables.expiring)?;
         }
         txn.commit().map_err(fail)
+    }
+
+    fn put_series_now(&self, series: &str, entries: &[(i64, Vec<u8>)], keep_from: i64) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(fail)?;
+        {
+            let mut table = txn.open_table(SERIES).map_err(fail)?;
+            for (start, bytes) in entries {
+                table.insert((series, *start), bytes.as_slice()).map_err(fail)?;
+            }
+            let old: Vec<i64> = table
+                .range((series, i64::MIN)..(series, keep_from))
+                .map_err(fail)?
+                .map(|entry| entry.map(|(key, _)| key.value().1))
+                .collect::<Result<_, _>>()
+                .map_err(fail)?;
+            for start in old {
+                table.remove((series, start)).map_err(fail)?;
+            }
+        }
+        txn.commit().map_err(fail)
+    }
+
+    fn read_series_now(&self, series: &str, from: i64, to: i64) -> Result<SeriesEntries, StoreError> {
+        let txn = self.db.begin_read().map_err(fail)?;
+        let table = txn.open_table(SERIES).map_err(fail)?;
+        let mut entries = Vec::new();
+        for entry in table.range((series, from)..(series, to)).map_err(fail)? {
+            let (key, value) = entry.map_err(fail)?;
+            entries.push((key.value().1, value.value().to_vec()));
+        }
+        Ok(entries)
     }
 
     /// Removes expired hashes, at most once per [`SWEEP_EVERY`].
@@ -351,6 +386,24 @@ impl OnlineStore for Embedded {
 
     fn counter<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<u64, StoreError>> {
         Box::pin(async move { self.get(COUNTERS, key) })
+    }
+
+    fn put_series<'a>(
+        &'a self,
+        series: &'a str,
+        entries: &'a [(i64, Vec<u8>)],
+        keep_from: i64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move { blocking(|| self.put_series_now(series, entries, keep_from)) })
+    }
+
+    fn read_series<'a>(
+        &'a self,
+        series: &'a str,
+        from: i64,
+        to: i64,
+    ) -> BoxFuture<'a, Result<SeriesEntries, StoreError>> {
+        Box::pin(async move { blocking(|| self.read_series_now(series, from, to)) })
     }
 
     fn ping(&self) -> BoxFuture<'_, bool> {
