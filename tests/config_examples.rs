@@ -345,3 +345,59 @@ fn a_bad_monitor_section_gets_a_problem_at_each_key() {
     let refused = sluice::config::parse_str(text, std::path::Path::new("t.toml")).unwrap_err();
     assert!(refused.to_string().contains("windows"), "{refused}");
 }
+
+/// The time field and entity must be declared fields when `fields` is given (every event
+/// would fail otherwise); a plugin that declares what it adds keeps later steps checked; a
+/// feature vector naming a feature the set does not have is refused with the nearest name.
+#[test]
+fn undeclared_time_fields_unknown_vector_features_and_a_plugins_adds_are_checked() {
+    let text = r#"
+        [plugins]
+        currency = "currency.wasm"
+
+        [[feature_set]]
+        name = "tx"
+        entity = "user"
+        timestamp = { field = "tss" }
+        fields = ["user_id", "ts", "amount"]
+        source = { kind = "jetstream", stream = "S", subject = "s" }
+
+        [[feature_set.steps]]
+        id = "usd"
+        kind = "wasm"
+        plugin = "currency"
+        adds = ["amount_usd"]
+
+        [[feature_set.steps]]
+        id = "m"
+        kind = "map"
+        fields = { big = "amount_usd > 100.0", odd = "amount_eur > 1.0" }
+
+        [[feature_vector]]
+        name = "model"
+        features = ["tx:big", "tx:amount_uds"]
+    "#;
+    let config = sluice::config::parse_str(text, std::path::Path::new("bad.toml")).unwrap();
+    let problems = sluice::config::validate(&config);
+    let shown: Vec<String> = problems.iter().map(|p| format!("{}: {}", p.key, p.message)).collect();
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "feature_set[0].timestamp.field",
+            "feature_set[0].entity",
+            "feature_set[0].steps[1].fields.odd",
+            "feature_vector[0].features",
+        ],
+        "{shown:#?}"
+    );
+    assert!(
+        shown[0].contains("\"tss\" is not among the declared fields"),
+        "{shown:#?}"
+    );
+    assert!(shown[2].contains("\"amount_eur\""), "{shown:#?}");
+    assert!(
+        shown[3].contains("\"amount_uds\" (did you mean \"amount_usd\"?)"),
+        "{shown:#?}"
+    );
+}

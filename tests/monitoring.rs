@@ -75,7 +75,8 @@ async fn a_shift_and_a_new_mix_reach_drift_after_two_windows_and_clear_after_two
         let events: Vec<Json> = (0..PER_WINDOW)
             .map(|i| {
                 json!({ "user": format!("u{}", i % 50), "ts": start + (i as i64 % 1500),
-                        "amount": amounts[i], "steady": steady[i], "country": countries[i] })
+                        "amount": amounts[i], "steady": steady[i], "country": countries[i],
+                        "clicked": if shifted { 1 } else { 0 } })
             })
             .collect();
         for chunk in events.chunks(200) {
@@ -97,6 +98,9 @@ async fn a_shift_and_a_new_mix_reach_drift_after_two_windows_and_clear_after_two
     let version = &now["versions"][0];
     assert_eq!(version["reference"]["name"], "base", "{now}");
     assert_eq!(version["late_rows"], 0, "{now}");
+    // A feature the reference does not have is profiled but never judged, and says so.
+    assert_eq!(version["features"]["clicked"]["status"], "no_reference", "{now}");
+    assert_eq!(version["no_reference"], json!(["clicked"]), "{now}");
 
     let (status, body) = http(address, "GET", "/v1/feature-sets/scores/statistics", Some(ADMIN), b"").await;
     assert_eq!(status, 200, "{body}");

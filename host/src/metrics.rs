@@ -141,7 +141,7 @@ impl SetFamilies {
         );
         registry.register(
             "sluice_feature_drift_status",
-            "A feature's drift status: 0 ok, 1 possible, 2 drift",
+            "A feature's drift status: 0 ok, 1 possible, 2 drift, -1 not in the reference (never judged)",
             f.drift_status.clone(),
         );
         f

@@ -241,6 +241,18 @@ fn ack_wait_s() -> u64 {
 }
 
 impl FeatureSetConfig {
+    /// The fields of its rows that are not features to monitor: the entity key fields, the
+    /// event-time field and each plugin step's `<step>_version` (lineage, not a signal).
+    pub fn not_features(&self) -> Vec<String> {
+        let mut fields = self.entity.clone();
+        fields.push(self.timestamp.field.clone());
+        fields.extend(self.steps.iter().filter_map(|s| match s.kind {
+            crate::steps::StepKind::Wasm(_) => Some(format!("{}_version", s.id)),
+            _ => None,
+        }));
+        fields
+    }
+
     /// What its steps check themselves against.
     pub fn facts(&self) -> SetFacts<'_> {
         SetFacts {

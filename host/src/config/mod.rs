@@ -12,7 +12,7 @@ pub use feature_set::{
     AggregationConfig, FeatureSetConfig, FileFormat, Reading, SourceConfig, StepConfig, StepKind, TargetConfig,
     TimeFormat, TimestampConfig,
 };
-pub use validate::{notes, output_fields, validate};
+pub use validate::{notes, output_fields, refuse_unknown, validate};
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -114,7 +114,17 @@ fn check_access(config: &Config, report: &mut impl FnMut(String, String)) {
         }
         for feature in &vector.features {
             match feature.split_once(':') {
-                Some((set, _)) if config.feature_sets.iter().any(|s| s.name == set) => {}
+                Some((set, name)) if config.feature_sets.iter().any(|s| s.name == set) => {
+                    let highest = config
+                        .feature_sets
+                        .iter()
+                        .filter(|s| s.name == set)
+                        .max_by_key(|s| s.version);
+                    let known = highest.and_then(|s| output_fields(config, s));
+                    if let Some(Err(e)) = known.filter(|_| name != "*").map(|k| refuse_unknown(set, [name], &k)) {
+                        report(format!("{at}.features"), e.to_string());
+                    }
+                }
                 Some((set, _)) => report(
                     format!("{at}.features"),
                     format!("{feature:?}: no feature set \"{set}\""),
@@ -180,6 +190,25 @@ fn check_set(config: &Config, set: &FeatureSetConfig, at: &str, report: &mut imp
         report(
             format!("{at}.timestamp.field"),
             "expected the field holding the event time".into(),
+        );
+    } else if !set.fields.is_empty() && !set.fields.contains(&set.timestamp.field) {
+        report(
+            format!("{at}.timestamp.field"),
+            format!(
+                "\"{}\" is not among the declared fields ({}): every event would fail",
+                set.timestamp.field,
+                set.fields.join(", ")
+            ),
+        );
+    }
+    for key in set
+        .entity
+        .iter()
+        .filter(|k| !k.is_empty() && !set.fields.is_empty() && !set.fields.contains(k))
+    {
+        report(
+            format!("{at}.entity"),
+            format!("\"{key}\" is not among the declared fields ({})", set.fields.join(", ")),
         );
     }
     if let Err(e) = crate::event_time::TimeReader::new(set.timestamp.format.clone(), set.timestamp.timezone.as_deref())
@@ -279,6 +308,40 @@ fn check_source(config: &Config, set: &FeatureSetConfig, at: &str, report: &mut 
     }
 }
 
+/// Refuses the names of `asked` that are not among a set's `known` features, each with the
+/// nearest known names (by edit distance), so a typo is told at once instead of read as null.
+pub fn refuse_unknown<'a>(
+    set: &str,
+    asked: impl IntoIterator<Item = &'a str>,
+    known: &BTreeSet<String>,
+) -> Result<(), crate::fault::Invalid> {
+    let unknown: Vec<String> = asked
+        .into_iter()
+        .filter(|name| !known.contains(*name))
+        .map(|name| {
+            let mut near: Vec<(usize, &String)> = known
+                .iter()
+                .map(|k| (strsim::damerau_levenshtein(name, k), k))
+                .filter(|(d, k)| *d <= (k.len().max(name.len()) / 3).max(2))
+                .collect();
+            near.sort();
+            match near.first() {
+                Some((_, k)) => format!("\"{name}\" (did you mean \"{k}\"?)"),
+                None => format!("\"{name}\""),
+            }
+        })
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let all: Vec<&str> = known.iter().map(String::as_str).collect();
+    Err(crate::invalid!(
+        "feature set \"{set}\" has no feature {}; its features: {}",
+        unknown.join(", "),
+        all.join(", ")
+    ))
+}
+
 /// The fields a feature set's rows have after its last step (its features, with the entity
 /// and time fields and each plugin's `<step>_version`), when they are known: the input
 /// fields are declared and every plugin declares what it adds. `None` otherwise.
@@ -363,5 +426,23 @@ fn check_targets(set: &FeatureSetConfig, at: &str, report: &mut impl FnMut(Strin
                 ),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refuse_unknown;
+
+    #[test]
+    fn an_unknown_name_is_refused_with_the_nearest_known_one() {
+        let known = ["ctr_1h", "clicks_5m", "user_id"]
+            .map(String::from)
+            .into_iter()
+            .collect();
+        assert!(refuse_unknown("clicks", ["ctr_1h", "user_id"], &known).is_ok());
+        let e = refuse_unknown("clicks", ["ctr_1hh", "zzzzzzzz"], &known).unwrap_err().0;
+        assert!(e.contains("\"ctr_1hh\" (did you mean \"ctr_1h\"?)"), "{e}");
+        assert!(e.contains(", \"zzzzzzzz\";"), "{e}");
+        assert!(e.contains("its features: clicks_5m, ctr_1h, user_id"), "{e}");
     }
 }

@@ -357,7 +357,7 @@ pub(crate) async fn many(State(api): State<Arc<Api>>, headers: HeaderMap, body: 
         token.allows(Scope::Read, Some(name)).map_err(|d| api.refuse(d))?;
         let set = api.set(name)?;
         if let (Some(wanted), Some(known)) = (wanted, &set.features) {
-            crate::plan::refuse_unknown(name, wanted.iter().copied(), known)
+            crate::config::refuse_unknown(name, wanted.iter().copied(), known)
                 .map_err(|e| ApiError::bad_request(e.to_string()))?;
         }
         served.push(set);

@@ -55,8 +55,18 @@ fn drift_of(version: u32, monitor: &SetMonitor) -> Json {
     let mut features = serde_json::Map::new();
     let mut drifting = Vec::new();
     let mut possible = Vec::new();
+    let mut no_reference = Vec::new();
     let closed = monitor.closed(monitor.window()).expect("the base width is kept");
     for (feature, judge) in monitor.statuses() {
+        if monitor.reference().is_none_or(|r| !r.features.contains_key(feature)) {
+            // Profiled (see the statistics route) but never judged: not `ok`.
+            no_reference.push(feature.clone());
+            features.insert(
+                feature.clone(),
+                json!({ "status": "no_reference", "since": null, "last": null }),
+            );
+            continue;
+        }
         let last = closed
             .iter()
             .rev()
@@ -88,6 +98,7 @@ fn drift_of(version: u32, monitor: &SetMonitor) -> Json {
         "reference": monitor.reference().map(|r| json!({ "name": r.name, "source": r.source, "rows": r.rows, "created": r.created })),
         "drifting": drifting,
         "possible": possible,
+        "no_reference": no_reference,
         "features": features,
         "windows_closed": closed.len(),
         "late_rows": monitor.late,

@@ -94,6 +94,17 @@ pub fn check_name(name: &str) -> Result<(), Invalid> {
     })
 }
 
+/// Edges that give each of `values` (ascending, distinct, at least two) a bin of its own:
+/// halfway between neighbours, and as far beyond the first and last.
+fn by_value(values: &[f64]) -> Vec<f64> {
+    let n = values.len();
+    let mut edges = Vec::with_capacity(n + 1);
+    edges.push(values[0] - (values[1] - values[0]) / 2.0);
+    edges.extend(values.windows(2).map(|w| (w[0] + w[1]) / 2.0));
+    edges.push(values[n - 1] + (values[n - 1] - values[n - 2]) / 2.0);
+    edges
+}
+
 /// The bin of `x` among `edges` (see [`ReferenceFeature::Numeric`]): 0 below the first edge,
 /// `edges.len()` above the last.
 pub fn bin_of(edges: &[f64], x: f64) -> usize {
@@ -126,6 +137,10 @@ impl ReferenceFeature {
             if edges.len() == 1 {
                 // A constant: one closed bin [c, c] between the open ends.
                 edges.push(edges[0]);
+            } else if edges.len() < BINS + 1 {
+                // Quantiles that coincide are point masses (a 0/1 flag, a small count): one
+                // bin per value, edges halfway between them, so a change of their mix shows.
+                edges = by_value(&edges);
             }
             let quantiles = (0..QUANTILES)
                 .filter_map(|i| n.quantile(i as f64 / (QUANTILES - 1) as f64))
@@ -294,5 +309,36 @@ mod tests {
             .map(|&x| bin_of(&edges, x))
             .collect();
         assert_eq!(bins, vec![0, 1, 1, 2, 3, 3, 4]);
+    }
+
+    /// A 0/1 flag (30% ones) gets a bin per value, so a click rate moving to 60% scores as
+    /// drift; with one bin for both values every score was 0.
+    #[test]
+    fn a_low_cardinality_number_is_binned_by_value_and_its_change_of_mix_scores() {
+        let flags = |ones: usize| (0..1000).map(move |i| if i % 100 < ones { 1.0 } else { 0.0 });
+        let mut profile = FeatureProfile::default();
+        let numeric = profile.numeric.get_or_insert_with(Default::default);
+        flags(30).for_each(|x| numeric.add(x));
+        let mut feature = ReferenceFeature::bins_of(&profile).unwrap();
+        let ReferenceFeature::Numeric { edges, .. } = &feature else {
+            panic!("numeric")
+        };
+        let edges = edges.clone();
+        assert_ne!(bin_of(&edges, 0.0), bin_of(&edges, 1.0), "{edges:?}");
+        let count = |feature: &ReferenceFeature, xs: &mut dyn Iterator<Item = f64>| {
+            let mut binned = feature.binned();
+            xs.for_each(|x| binned.add_number(&edges, x));
+            binned
+        };
+        let reference = drift::shares(&count(&feature, &mut flags(30)).counts);
+        if let ReferenceFeature::Numeric { shares, .. } = &mut feature {
+            *shares = reference;
+        }
+        let psi = |ones| {
+            let scores = feature.scores(&count(&feature, &mut flags(ones)), None);
+            scores.iter().find(|(m, _)| *m == Metric::Psi).unwrap().1
+        };
+        assert!(psi(30) < 1e-9, "{}", psi(30));
+        assert!(psi(60) > 0.25, "{}", psi(60));
     }
 }

@@ -41,6 +41,10 @@ pub struct FeatureWindow {
     /// The counts in the reference's bins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bins: Option<Vec<u64>>,
+    /// The reference has no such feature (added after it was built, e.g. by a plugin): it is
+    /// profiled but never judged, and says so rather than pass for `ok`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_reference: bool,
 }
 
 /// A numeric feature's summary in a window.
@@ -147,6 +151,7 @@ impl Window {
                     changed: false,
                     pending: None,
                     bins: bins.map(|b| b.counts.clone()),
+                    no_reference: reference.is_none_or(|r| !r.features.contains_key(name)),
                 },
             );
         }

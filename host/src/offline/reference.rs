@@ -139,7 +139,8 @@ fn pick_set<'a>(config: &'a Config, name: &str, version: Option<u32>) -> anyhow:
 }
 
 fn rows_of(config: &Config, set: &FeatureSetConfig, options: &ProfileOptions) -> anyhow::Result<Source> {
-    let mut skip = set.entity.clone();
+    // Offline rows: not the entity, time or plugin version fields (`_ts` is internal).
+    let mut skip = set.not_features();
     let (files, range) = match (&options.training_set, options.version) {
         (Some(file), _) => {
             anyhow::ensure!(file.exists(), "--training-set {}: no such file", file.display());

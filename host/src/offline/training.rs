@@ -237,7 +237,7 @@ fn refuse_unknown(
             .iter()
             .filter(|(s, f)| *s == index && f != "*")
             .map(|(_, f)| f.as_str());
-        crate::plan::refuse_unknown(&set.name, asked, &known).map_err(|e| anyhow::anyhow!("--features: {e}"))?;
+        crate::config::refuse_unknown(&set.name, asked, &known).map_err(|e| anyhow::anyhow!("--features: {e}"))?;
     }
     Ok(())
 }

@@ -59,8 +59,7 @@ pub(super) async fn open(
         .map_err(|e| fail(format!("monitor.window: {e}")))?
         .as_micros() as i64;
     let lateness = set.allowed_lateness.as_ref().map_or(0, |l| l.micros());
-    let mut skip = set.entity.clone();
-    skip.push(set.timestamp.field.clone());
+    let skip = set.not_features();
     let mut live = SetMonitor::new(window, lateness, reference, monitor.policy.clone(), skip);
     let sink = WindowSink::new(
         services.store.clone(),
@@ -182,7 +181,9 @@ async fn report(set: &FeatureSetConfig, window: &ClosedWindow, services: &Servic
         for (metric, score) in &stats.scores {
             services.metrics.set_drift(at, metric.name(), *score);
         }
-        if stats.verdict.is_some() || stats.changed {
+        if stats.no_reference {
+            services.metrics.set_drift_status(at, -1);
+        } else if stats.verdict.is_some() || stats.changed {
             let level = match stats.status {
                 Status::Ok => 0,
                 Status::Possible => 1,
