@@ -118,7 +118,11 @@ async fn online_reads_evaluate_windows_as_of_the_read_time_and_late_events_are_s
     assert_eq!(letters.len(), 1, "one late event, on sluice.late.<set>");
     let (reason, step, seq, body) = &letters[0];
     assert_eq!((step.as_str(), *seq), ("per_user", 5));
-    assert!(reason.starts_with("late: "), "{reason}");
+    assert!(reason.starts_with("late: event time 20"), "{reason}");
+    assert!(
+        reason.contains("Z is ") && reason.ends_with(" s"),
+        "times as RFC 3339, spans in seconds: {reason}"
+    );
     assert_eq!(body, &late, "the original bytes");
     assert!(
         live.dead_letters().await.is_empty(),

@@ -166,6 +166,24 @@ async fn the_fraud_example_runs_in_one_process_on_one_file_exactly_once_across_a
     .await;
     let rest: Json = serde_json::from_str(&body).unwrap();
     assert_eq!(5 + rest["messages"].as_array().unwrap().len(), poison.len(), "{body}");
+    // Events the filter dropped (no amount) are counted per step, since this process started.
+    let dropped = (2500..events.len() as u64)
+        .filter(|i| i % 50 == 7 && i % 97 != 13)
+        .count();
+    let (_, body) = http(address, "GET", "/v1/feature-sets/transactions", Some(ADMIN), b"").await;
+    let described: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        described["versions"][0]["counters"]["filtered"],
+        json!({"with_amount": dropped}),
+        "{body}"
+    );
+    let (_, text) = http(address, "GET", "/metrics", Some(ADMIN), b"").await;
+    assert!(
+        text.contains(&format!(
+            "sluice_events_filtered_total{{set=\"transactions@v1\",step=\"with_amount\"}} {dropped}"
+        )),
+        "{text}"
+    );
     let (status, body) = http(
         address,
         "GET",

@@ -713,6 +713,68 @@ async fn a_version_applied_over_http_runs_beside_the_old_one_until_switched() {
     let (status, body) = http(address, "PUT", &path, Some(ADMIN), broken.as_bytes()).await;
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("not a valid CEL expression"), "{body}");
+    // The config file's own form, a [[feature_set]] table, is read the same way (and so
+    // reaches validation); two of them are refused.
+    let mut file_form = toml::Table::new();
+    let mut v3: toml::Table = toml::from_str(&broken).unwrap();
+    file_form.insert("feature_set".into(), toml::Value::Array(vec![v3.clone().into()]));
+    let (status, body) = http(
+        address,
+        "PUT",
+        &path,
+        Some(ADMIN),
+        toml::to_string(&file_form).unwrap().as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("not a valid CEL expression"), "{body}");
+    v3.insert("version".into(), 4.into());
+    file_form["feature_set"].as_array_mut().unwrap().push(v3.into());
+    let (status, body) = http(
+        address,
+        "PUT",
+        &path,
+        Some(ADMIN),
+        toml::to_string(&file_form).unwrap().as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("expected one [[feature_set]], found 2"), "{body}");
+    // A plugin deployed over HTTP only (not in the config's [plugins]) is usable by name in a
+    // definition applied over HTTP: version 3 runs its steps on it.
+    let component = std::fs::read(sluice_tests::rust_plugin("currency")).unwrap();
+    let (status, body) = http(address, "PUT", "/v1/plugins/usd-http", Some(ADMIN), &component).await;
+    assert!(status == 200 || status == 201, "{status} {body}");
+    let mut v3 = v2.clone();
+    v3.insert("version".into(), 3.into());
+    for step in v3["steps"].as_array_mut().unwrap() {
+        if step["id"].as_str() == Some("to_usd") {
+            step.as_table_mut().unwrap().insert("plugin".into(), "usd-http".into());
+        }
+    }
+    let (status, body) = http(
+        address,
+        "PUT",
+        &path,
+        Some(ADMIN),
+        toml::to_string(&v3).unwrap().as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let v3_applied = format!("{}:{set}:v3:_applied", live.prefix);
+    wait_for(
+        "v3 applied on the plugin deployed over HTTP",
+        Duration::from_secs(60),
+        async || {
+            let v: Option<u64> = redis::cmd("GET")
+                .arg(&v3_applied)
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+            v == Some(n)
+        },
+    )
+    .await;
     let (status, _) = http(address, "POST", &format!("{path}/serve/7"), Some(ADMIN), b"").await;
     assert_eq!(status, 404);
     let stored = live.dir.path().join("data/feature_sets").join(format!("{set}-v2.toml"));

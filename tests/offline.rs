@@ -616,6 +616,13 @@ fn a_reference_profile_comes_from_a_training_sets_features_or_an_offline_range()
     ))
     .unwrap_err();
     assert!(empty.to_string().contains("no rows to profile"), "{empty}");
+    assert!(
+        empty
+            .to_string()
+            .contains("(from 2000-01-01T00:00:00Z to 2000-01-02T00:00:00Z)"),
+        "{empty}"
+    );
+    assert!(!empty.to_string().contains(".parquet"), "no list of files: {empty}");
 }
 
 #[test]

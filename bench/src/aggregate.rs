@@ -81,6 +81,7 @@ windows = ["1h", "24h"]
         }),
         lateness: Some(5 * 60 * 1_000_000),
         metrics: None,
+        set: "bench@v1".into(),
         shutdown: tokio::sync::watch::channel(false).1,
     };
     build(&config, &context).unwrap()

@@ -26,6 +26,9 @@ type DriftLabel = [(&'static str, String); 4];
 /// The labels of a feature's drift status: set, version, feature.
 type StatusLabel = [(&'static str, String); 3];
 
+/// A feature set version and one of its steps.
+type StepLabel = [(&'static str, String); 2];
+
 /// A family of latency histograms with the buckets above.
 type Latencies = Family<Label, Histogram, fn() -> Histogram>;
 
@@ -72,6 +75,7 @@ struct SetFamilies {
     rows_out: Family<Label, Counter>,
     failed: Family<Label, Counter>,
     late: Family<Label, Counter>,
+    filtered: Family<StepLabel, Counter>,
     batch_seconds: Latencies,
     pending: Family<Label, Gauge>,
     drift: Family<DriftLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
@@ -111,6 +115,7 @@ impl SetFamilies {
             rows_out: Family::default(),
             failed: Family::default(),
             late: Family::default(),
+            filtered: Family::default(),
             batch_seconds: Family::new_with_constructor(latency),
             pending: Family::default(),
             drift: Family::default(),
@@ -118,6 +123,11 @@ impl SetFamilies {
         };
         registry.register("sluice_events_in", "Input events taken", f.events_in.clone());
         registry.register("sluice_rows_out", "Feature rows produced", f.rows_out.clone());
+        registry.register(
+            "sluice_events_filtered",
+            "Events a filter step dropped (its condition false or null), per step",
+            f.filtered.clone(),
+        );
         registry.register(
             "sluice_events_failed",
             "Events sent to the dead-letter subject",
@@ -230,6 +240,12 @@ impl Metrics {
             late: f.late.get_or_create_owned(&l),
             batch_seconds: f.batch_seconds.get_or_create_owned(&l),
         }
+    }
+
+    /// The events a filter step of a feature set version (`<set>@v<version>`) dropped.
+    pub fn filtered(&self, set: &str, step: &str) -> Counter {
+        let l: StepLabel = [("set", set.to_string()), ("step", step.to_string())];
+        self.sets.filtered.get_or_create_owned(&l)
     }
 
     /// The metrics of a plugin version (`name@version`), created on first use.

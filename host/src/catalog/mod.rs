@@ -37,18 +37,27 @@ pub fn store_active(dir: &FsPath, name: &str, hash: &str, bytes: Option<&[u8]>) 
     write_atomically(&folder.join("ACTIVE"), hash.as_bytes())
 }
 
-/// Deploys the stored active version of every plugin (at start, after the config's own).
-pub fn restore(registry: &Registry, dir: &FsPath) -> Vec<String> {
-    let mut restored = Vec::new();
+/// The plugins deployed over HTTP, by name, with the stored component of the active version.
+pub fn stored_plugins(dir: &FsPath) -> Vec<(String, PathBuf)> {
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return restored;
+        return Vec::new();
     };
+    let mut found = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
         let Ok(hash) = std::fs::read_to_string(entry.path().join("ACTIVE")) else {
             continue;
         };
-        let Ok(bytes) = std::fs::read(entry.path().join(format!("{}.wasm", hash.trim()))) else {
+        found.push((name, entry.path().join(format!("{}.wasm", hash.trim()))));
+    }
+    found
+}
+
+/// Deploys the stored active version of every plugin (at start, after the config's own).
+pub fn restore(registry: &Registry, dir: &FsPath) -> Vec<String> {
+    let mut restored = Vec::new();
+    for (name, component) in stored_plugins(dir) {
+        let Ok(bytes) = std::fs::read(&component) else {
             continue;
         };
         match registry.deploy(&name, &bytes, Some("restored")) {

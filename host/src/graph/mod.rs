@@ -30,6 +30,7 @@ impl Graph {
             tiles,
             lateness: set.allowed_lateness.as_ref().map(|l| l.micros()),
             metrics,
+            set: format!("{}@v{}", set.name, set.version),
             shutdown,
         };
         let steps = set

@@ -65,12 +65,23 @@ async fn describe_one(api: &Api, set: &FeatureSetConfig) -> Json {
         "source": source,
         "steps": set.steps.iter().map(|s| json!({ "id": s.id, "kind": s.kind.name() })).collect::<Vec<_>>(),
         "targets": set.targets.iter().map(|t| t.name()).collect::<Vec<_>>(),
+        // Where its feature rows are published: the declared stream target, or the stream
+        // Sluice makes for a Parquet target's writer (`SLUICE_ROWS_<set>_v<version>`).
+        "row_stream": crate::config::Config::stream_target(set).map(|(stream, subject, _)| json!({
+            "stream": stream,
+            "subject": subject,
+            "declared": set.targets.iter().any(|t| matches!(t, crate::config::TargetConfig::Stream { .. })),
+        })),
         "aggregates": aggregates,
         "counters": {
             "events_in": m.events_in.get(),
             "rows_out": m.rows_out.get(),
             "failed": m.failed.get(),
             "late": m.late.get(),
+            "filtered": set.steps.iter()
+                .filter(|s| matches!(s.kind, crate::steps::StepKind::Filter(_)))
+                .map(|s| (s.id.clone(), json!(api.metrics.filtered(&label, &s.id).get())))
+                .collect::<serde_json::Map<String, Json>>(),
         },
         "lag": lag,
     })
@@ -125,32 +136,51 @@ pub(crate) struct ApplyQuery {
     serve: bool,
 }
 
-/// A definition in TOML or JSON, for the feature set the path names.
-fn parse_definition(name: &str, text: &str) -> Result<FeatureSetConfig, ApiError> {
-    let set: FeatureSetConfig = if text.trim_start().starts_with('{') {
-        serde_json::from_str(text).map_err(|e| ApiError::bad_request(format!("not a feature set definition: {e}")))?
+/// A definition in TOML or JSON, for the feature set the path names: the set's own table
+/// (`name = …`, `[source]`, `[[steps]]`) or, as the config file writes it, a `[[feature_set]]`
+/// table (`{"feature_set": [...]}` in JSON) holding that one set. Returns it with the TOML
+/// the catalog stores (its own table, whatever form came in).
+fn parse_definition(name: &str, text: &str) -> Result<(FeatureSetConfig, String), ApiError> {
+    let bad = |e: String| ApiError::bad_request(format!("not a feature set definition: {e}"));
+    let mut table: toml::Table = if text.trim_start().starts_with('{') {
+        serde_json::from_str(text).map_err(|e| bad(e.to_string()))?
     } else {
-        toml::from_str(text).map_err(|e| ApiError::bad_request(format!("not a feature set definition: {e}")))?
+        toml::from_str(text).map_err(|e| bad(e.to_string()))?
     };
+    if let Some(listed) = table.remove("feature_set") {
+        let toml::Value::Array(mut sets) = listed else {
+            return Err(bad("`feature_set` must be an array of tables ([[feature_set]])".into()));
+        };
+        let extra: Vec<&String> = table.keys().collect();
+        if !extra.is_empty() {
+            return Err(bad(format!(
+                "expected only [[feature_set]] beside it, found {extra:?}: plugins, tokens and \
+                 the host are the server's own config"
+            )));
+        }
+        if sets.len() != 1 {
+            return Err(bad(format!("expected one [[feature_set]], found {}", sets.len())));
+        }
+        table = match sets.pop() {
+            Some(toml::Value::Table(set)) => set,
+            _ => return Err(bad("`feature_set` must hold a table".into())),
+        };
+    }
+    let set: FeatureSetConfig = toml::Value::Table(table.clone())
+        .try_into()
+        .map_err(|e: toml::de::Error| bad(e.to_string()))?;
     if set.name != name {
         return Err(ApiError::bad_request(format!(
             "the definition names feature set \"{}\", the path \"{name}\"",
             set.name
         )));
     }
-    Ok(set)
+    let canonical = toml::to_string(&table).map_err(|e| bad(e.to_string()))?;
+    Ok((set, canonical))
 }
 
 /// Stores a definition as TOML in the catalog (restored at the next start); returns its file.
-fn store_definition(data_dir: &FsPath, set: &FeatureSetConfig, text: &str) -> Result<std::path::PathBuf, ApiError> {
-    let as_toml = if text.trim_start().starts_with('{') {
-        serde_json::from_str::<toml::Table>(text)
-            .map_err(|e| e.to_string())
-            .and_then(|t| toml::to_string(&t).map_err(|e| e.to_string()))
-            .map_err(|e| ApiError::bad_request(format!("the definition cannot be stored as TOML: {e}")))?
-    } else {
-        text.to_string()
-    };
+fn store_definition(data_dir: &FsPath, set: &FeatureSetConfig, as_toml: &str) -> Result<std::path::PathBuf, ApiError> {
     let file = crate::catalog::definitions_dir(data_dir).join(format!("{}-v{}.toml", set.name, set.version));
     write_atomically(&file, as_toml.as_bytes()).map_err(|e| {
         ApiError(
@@ -171,7 +201,7 @@ pub(crate) async fn apply(
 ) -> Result<Response, ApiError> {
     let token = api.allow(&headers, Scope::Admin, Some(&name))?.name.clone();
     let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("the definition is not UTF-8"))?;
-    let set = parse_definition(&name, text)?;
+    let (set, canonical) = parse_definition(&name, text)?;
     let running = api.definitions.load();
     if running.iter().any(|s| s.name == set.name && s.version == set.version) {
         return Err(ApiError(
@@ -184,7 +214,17 @@ pub(crate) async fn apply(
     }
     let mut config = api.base.clone();
     config.feature_sets = running.iter().cloned().chain([set.clone()]).collect();
-    let problems = crate::config::validate(&config);
+    // Plugins deployed over HTTP (PUT /v1/plugins/{name}) are usable by name, as the
+    // config's own are: validated against a config that lists them too.
+    let mut with_deployed = config.clone();
+    for plugin in api.registry.iter().flat_map(|r| r.list()) {
+        let name = plugin.name.to_string();
+        with_deployed
+            .plugins
+            .entry(name)
+            .or_insert_with(|| "(deployed over HTTP)".into());
+    }
+    let problems = crate::config::validate(&with_deployed);
     if !problems.is_empty() {
         let list: Vec<String> = problems.iter().map(|p| format!("{}: {}", p.key, p.message)).collect();
         return Err(ApiError::bad_request(format!(
@@ -196,7 +236,7 @@ pub(crate) async fn apply(
         return Err(ApiError(StatusCode::CONFLICT, "this server runs no pipelines".into()));
     };
     let data_dir = config.resolve(&config.host.data_dir);
-    let file = store_definition(&data_dir, &set, text)?;
+    let file = store_definition(&data_dir, &set, &canonical)?;
     let (done, started) = tokio::sync::oneshot::channel();
     control
         .send(Apply {

@@ -98,12 +98,15 @@ pub fn build_in(config: &Config, options: &ProfileOptions) -> anyhow::Result<(Re
     }
     anyhow::ensure!(
         profile.rows > 0,
-        "no rows to profile in {} (the time range, or an empty version?)",
+        "no rows to profile: {} file(s) read{}, none with a row in the range asked (from {} to {})",
+        read.files.len(),
         read.files
-            .iter()
-            .map(|f| f.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
+            .first()
+            .and_then(|f| f.parent()?.parent())
+            .map(|dir| format!(" under {}", dir.display()))
+            .unwrap_or_default(),
+        options.from.as_deref().unwrap_or("the start"),
+        options.to.as_deref().unwrap_or("the end"),
     );
     let source = match (&options.training_set, options.version) {
         (Some(file), _) => format!("training set {}", file.display()),

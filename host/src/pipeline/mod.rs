@@ -84,10 +84,14 @@ fn with_stored_definitions(mut config: Config) -> Config {
         {
             continue;
         }
+        // Validated as applied: plugins deployed over HTTP are usable by name too.
         let mut with = config.clone();
         with.feature_sets.push(set.clone());
+        for (name, component) in crate::catalog::stored_plugins(&crate::catalog::store_dir(&data_dir)) {
+            with.plugins.entry(name).or_insert(component);
+        }
         match crate::config::validate(&with).first() {
-            None => config = with,
+            None => config.feature_sets.push(set),
             Some(problem) => tracing::warn!(
                 set = %set.name, version = set.version,
                 "a definition applied over HTTP no longer fits the config, not started: {}: {}",

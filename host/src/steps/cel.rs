@@ -54,7 +54,34 @@ impl Expression {
             let value = at.map_or(Cel::Null, |p| to_cel(rows.value(i, p)));
             scope.add_variable_from_value(name.as_str(), value);
         }
-        self.program.execute(&scope).map_err(|e| Invalid(e.to_string()))
+        self.program.execute(&scope).map_err(|e| {
+            // Name the fields and what they held: "no matching overload for '_>=_' applied
+            // to '(string, double)'" alone does not say which field was text.
+            let held: Vec<String> = self
+                .variables
+                .iter()
+                .zip(positions)
+                .map(|(name, at)| {
+                    let value = at.map_or(&Value::Null, |p| rows.value(i, p));
+                    format!("{name} = {} ({})", crate::event::json_text(value), kind_of(value))
+                })
+                .collect();
+            Invalid(format!("{e}; the event has {}", held.join(", ")))
+        })
+    }
+}
+
+/// A value's kind, as a message names it.
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Boolean(_) => "bool",
+        Value::Integer(_) => "int",
+        Value::Float(_) => "double",
+        Value::Text(_) => "string",
+        Value::Json(_) => "JSON text",
+        Value::Bytes(_) => "bytes",
+        Value::Floats(_) => "list of doubles",
     }
 }
 

@@ -19,14 +19,18 @@ impl StepSpec for FilterConfig {
         }
     }
 
-    fn build(&self, id: String, _: &BuildContext) -> Result<Box<dyn Step>, StepError> {
-        Ok(Box::new(Filter::new(id, &self.expr)?))
+    fn build(&self, id: String, context: &BuildContext) -> Result<Box<dyn Step>, StepError> {
+        let mut filter = Filter::new(id, &self.expr)?;
+        filter.dropped = context.metrics.as_ref().map(|m| m.filtered(&context.set, &filter.id));
+        Ok(Box::new(filter))
     }
 }
 
 pub(crate) struct Filter {
     id: String,
     expr: Expression,
+    /// Counts the events dropped (`sluice_events_filtered_total{set,step}`).
+    dropped: Option<prometheus_client::metrics::counter::Counter>,
 }
 
 impl Filter {
@@ -34,6 +38,7 @@ impl Filter {
         Ok(Filter {
             expr: Expression::compile(&id, expr)?,
             id,
+            dropped: None,
         })
     }
 }
@@ -49,12 +54,16 @@ impl Step for Filter {
             })
             .collect();
         let mut out = Rows::new(rows.batch.fields);
+        let mut dropped = 0;
         for ((event, seq), verdict) in rows.batch.events.into_iter().zip(rows.seqs).zip(verdicts) {
             match verdict {
                 Ok(true) => out.push(seq, event),
-                Ok(false) => {}
+                Ok(false) => dropped += 1,
                 Err(reason) => failures.push(Failure::new(seq, &self.id, reason)),
             }
+        }
+        if let Some(counter) = &self.dropped {
+            counter.inc_by(dropped);
         }
         Ok(out)
     }

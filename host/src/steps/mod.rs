@@ -319,8 +319,10 @@ pub struct BuildContext<'a> {
     pub tiles: Option<aggregate::TileHome>,
     /// The feature set's allowed lateness.
     pub lateness: Option<i64>,
-    /// Where plugin steps count calls, events, errors and time.
+    /// Where plugin steps count calls, events, errors and time, and filters what they drop.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// The feature set version's label (`name@vN`), for its steps' metrics.
+    pub set: String,
     /// Becomes true on shutdown: a step waiting for the online store stops waiting.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -365,6 +367,7 @@ mod tests {
             tiles: None,
             lateness: None,
             metrics: None,
+            set: "t@v1".into(),
             shutdown: tokio::sync::watch::channel(false).1,
         };
         build(&config, &context).unwrap()
@@ -402,6 +405,12 @@ mod tests {
         assert_eq!(failures.iter().map(|f| f.seq).collect::<Vec<_>>(), [2]);
         assert!(
             failures[0].reason.starts_with("field \"twice\""),
+            "{}",
+            failures[0].reason
+        );
+        // The reason names the fields the expression read and what they held.
+        assert!(
+            failures[0].reason.ends_with("; the event has amount = null (null)"),
             "{}",
             failures[0].reason
         );

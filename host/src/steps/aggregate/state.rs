@@ -213,12 +213,14 @@ impl KeyState {
             return Ok(());
         }
         if self.watermark != i64::MIN && time < self.watermark.saturating_sub(spec.lateness) {
+            let seconds = |us: i64| format!("{} s", us as f64 / 1e6);
             return Err(Refused::Late(format!(
-                "late: event time {time} µs is {} µs behind the key's latest event ({}), more than the \
-                 allowed lateness of {} µs",
-                self.watermark - time,
-                self.watermark,
-                spec.lateness
+                "late: event time {} is {} behind the key's latest event ({}), more than the allowed \
+                 lateness of {}",
+                crate::event_time::rfc3339(time),
+                seconds(self.watermark - time),
+                crate::event_time::rfc3339(self.watermark),
+                seconds(spec.lateness)
             )));
         }
         for (f, field) in spec.fields.iter().enumerate() {

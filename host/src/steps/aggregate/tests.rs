@@ -79,6 +79,7 @@ fn aggregate_step(max_keys: usize, store: Option<Arc<MemoryStore>>) -> Box<dyn S
         }),
         lateness: Some(20 * 60 * 1_000_000),
         metrics: None,
+        set: "t@v1".into(),
         shutdown: tokio::sync::watch::channel(false).1,
     };
     build(&config, &context).unwrap()
@@ -451,6 +452,7 @@ aggregations = [{ field = "amount", functions = ["count", "sum"], windows = ["1h
         }),
         lateness: None,
         metrics: None,
+        set: "t@v1".into(),
         shutdown: tokio::sync::watch::channel(false).1,
     };
     let mut step = build(&config, &context).unwrap();
