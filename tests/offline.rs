@@ -428,6 +428,18 @@ fn training_sets_follow_the_point_in_time_rule() {
         "{error}"
     );
     assert!(!dir.path().join("typo.parquet").exists());
+    // Without --version, the version lookups serve (the catalog's choice) is read, not the
+    // config file's: here the backfilled v1000, whose rows give the same training set.
+    let served = dir.path().join("data/feature_sets");
+    std::fs::create_dir_all(&served).unwrap();
+    std::fs::write(served.join("pit.serving"), "1000").unwrap();
+    let following = dir.path().join("served.parquet");
+    training::run(&TrainingOptions {
+        version: None,
+        ..options(&following, None)
+    })
+    .unwrap();
+    assert_eq!(read(&following), batch, "the served version's rows");
 }
 
 /// The fraud example backfilled into v7 from 3000 transactions, and a training set of `rows`

@@ -106,3 +106,27 @@ pub fn stored_definitions(data_dir: &FsPath) -> Vec<FeatureSetConfig> {
     }
     out
 }
+
+/// The definition of a feature set version that the offline commands (`training-set`,
+/// `profile`) use: `version` when given, else the version lookups serve (`serve`, kept in the
+/// catalog), else the highest defined; from the config or applied over HTTP. A version with no
+/// definition of its own (a backfill's) takes the highest one's steps under its own number, so
+/// what it reports is labelled with the version it read.
+pub fn definition_of(config: &crate::config::Config, name: &str, version: Option<u32>) -> Option<FeatureSetConfig> {
+    let data_dir = config.resolve(&config.host.data_dir);
+    let mut defined: Vec<FeatureSetConfig> = config.feature_sets.iter().filter(|s| s.name == name).cloned().collect();
+    for set in stored_definitions(&data_dir).into_iter().filter(|s| s.name == name) {
+        if !defined.iter().any(|d| d.version == set.version) {
+            defined.push(set);
+        }
+    }
+    let wanted = version.or_else(|| serving_choice(&data_dir, name));
+    let mut chosen = wanted
+        .and_then(|v| defined.iter().find(|s| s.version == v))
+        .or_else(|| defined.iter().max_by_key(|s| s.version))?
+        .clone();
+    if let Some(v) = wanted {
+        chosen.version = v;
+    }
+    Some(chosen)
+}

@@ -80,6 +80,7 @@ pub fn build(options: &ProfileOptions) -> anyhow::Result<(Reference, PathBuf)> {
 pub fn build_in(config: &Config, options: &ProfileOptions) -> anyhow::Result<(Reference, PathBuf)> {
     check_name(&options.name)?;
     let set = pick_set(config, &options.set, options.version)?;
+    let set = &set;
     let read = rows_of(config, set, options)?;
     let mut profile = Profile::default();
     read.each(|rows| profile.add_rows(rows, |name| read.skip.iter().any(|s| s == name)))?;
@@ -126,19 +127,13 @@ pub fn build_in(config: &Config, options: &ProfileOptions) -> anyhow::Result<(Re
     Ok((reference, path))
 }
 
-/// The set's definition: the version asked for, else the config's highest.
-fn pick_set<'a>(config: &'a Config, name: &str, version: Option<u32>) -> anyhow::Result<&'a FeatureSetConfig> {
-    let defined: Vec<&FeatureSetConfig> = config.feature_sets.iter().filter(|s| s.name == name).collect();
-    let highest = defined.iter().max_by_key(|s| s.version).copied();
-    let Some(highest) = highest else {
+/// The set's definition: the version asked for, else the served one, else the highest (see
+/// `catalog::definition_of`); labelled with the version whose rows are read.
+fn pick_set(config: &Config, name: &str, version: Option<u32>) -> anyhow::Result<FeatureSetConfig> {
+    crate::catalog::definition_of(config, name, version).ok_or_else(|| {
         let names: Vec<&str> = config.feature_sets.iter().map(|s| s.name.as_str()).collect();
-        anyhow::bail!("no feature set \"{name}\" in the config (it has: {})", names.join(", "));
-    };
-    // An offline version may be a backfill's, which the config does not run: its definition is
-    // the highest one's.
-    Ok(version
-        .and_then(|v| defined.iter().find(|s| s.version == v).copied())
-        .unwrap_or(highest))
+        anyhow::anyhow!("no feature set \"{name}\" in the config (it has: {})", names.join(", "))
+    })
 }
 
 fn rows_of(config: &Config, set: &FeatureSetConfig, options: &ProfileOptions) -> anyhow::Result<Source> {

@@ -102,19 +102,10 @@ pub fn resolve(config: &Config, features: &[String], version: Option<u32>) -> an
         let index = match sets.iter().position(|s| s.name == set) {
             Some(i) => i,
             None => {
-                // The version asked for, or (a backfilled version) the highest definition
-                // under that number, as the backfill ran it.
-                let defined = config.feature_sets.iter().filter(|s| s.name == set);
-                let mut chosen = match version {
-                    Some(v) => defined.clone().find(|s| s.version == v),
-                    None => None,
-                }
-                .or_else(|| defined.max_by_key(|s| s.version))
-                .cloned()
-                .ok_or_else(|| anyhow::anyhow!("--features {entry}: no feature set \"{set}\" in the config"))?;
-                if let Some(v) = version {
-                    chosen.version = v;
-                }
+                // The version asked for, else the served one, else the highest (see
+                // `catalog::definition_of`).
+                let chosen = crate::catalog::definition_of(config, set, version)
+                    .ok_or_else(|| anyhow::anyhow!("--features {entry}: no feature set \"{set}\" in the config"))?;
                 sets.push(chosen);
                 sets.len() - 1
             }
