@@ -398,28 +398,17 @@ fn training_sets_follow_the_point_in_time_rule() {
     // Bad input gets a clear error.
     std::fs::write(dir.path().join("bad.jsonl"), "{\"user\": \"u1\"}\n").unwrap();
     let error = training::run(&TrainingOptions {
-        config: config.clone(),
         entities: dir.path().join("bad.jsonl"),
         features: vec!["pit:amount".into()],
-        out: dir.path().join("bad.parquet"),
-        time_field: "t".into(),
-        version: Some(1000),
-        partitions: None,
-        quiet: true,
+        ..options(&dir.path().join("bad.parquet"), None)
     })
     .unwrap_err()
     .to_string();
     assert!(error.contains("no time field \"t\""), "{error}");
     // A feature the set does not have is refused with the nearest name, not read as nulls.
     let error = training::run(&TrainingOptions {
-        config: config.clone(),
-        entities: dir.path().join("entities.jsonl"),
         features: vec!["pit:amount".into(), "pit:amuont".into()],
-        out: dir.path().join("typo.parquet"),
-        time_field: "t".into(),
-        version: Some(1000),
-        partitions: None,
-        quiet: true,
+        ..options(&dir.path().join("typo.parquet"), None)
     })
     .unwrap_err()
     .to_string();

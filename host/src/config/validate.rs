@@ -101,6 +101,7 @@ fn check_access(config: &Config, report: &mut impl FnMut(String, String)) {
         }
     }
     let mut vectors = HashSet::new();
+    let mut known: std::collections::HashMap<&str, Option<BTreeSet<String>>> = Default::default();
     for (i, vector) in config.feature_vectors.iter().enumerate() {
         let at = format!("feature_vector[{i}]");
         if !vectors.insert(vector.name.as_str()) {
@@ -114,21 +115,23 @@ fn check_access(config: &Config, report: &mut impl FnMut(String, String)) {
         }
         for feature in &vector.features {
             match feature.split_once(':') {
-                Some((set, name)) if config.feature_sets.iter().any(|s| s.name == set) => {
-                    let highest = config
-                        .feature_sets
-                        .iter()
-                        .filter(|s| s.name == set)
-                        .max_by_key(|s| s.version);
-                    let known = highest.and_then(|s| output_fields(config, s));
-                    if let Some(Err(e)) = known.filter(|_| name != "*").map(|k| refuse_unknown(set, [name], &k)) {
-                        report(format!("{at}.features"), e.to_string());
+                Some((set, name)) => match config.upstream(set, None) {
+                    // The set's features, resolved once per set for every vector naming it.
+                    Some(defined) => {
+                        let fields = known.entry(set).or_insert_with(|| output_fields(config, defined));
+                        if let Some(Err(e)) = fields
+                            .as_ref()
+                            .filter(|_| name != "*")
+                            .map(|k| refuse_unknown(set, [name], k))
+                        {
+                            report(format!("{at}.features"), e.to_string());
+                        }
                     }
-                }
-                Some((set, _)) => report(
-                    format!("{at}.features"),
-                    format!("{feature:?}: no feature set \"{set}\""),
-                ),
+                    None => report(
+                        format!("{at}.features"),
+                        format!("{feature:?}: no feature set \"{set}\""),
+                    ),
+                },
                 None => report(
                     format!("{at}.features"),
                     format!("{feature:?}: expected \"set:feature\" or \"set:*\""),

@@ -146,7 +146,7 @@ fn state(set: &ServedSet, row: &OnlineRow, at: i64) -> RowState {
 
 /// Why an entity's row cannot answer a lookup as of `at`, and what to use instead.
 fn later_than_at(set: &str, entity: &str, written: i64, at: i64) -> String {
-    let time = |us: i64| rfc3339(us).as_str().unwrap_or_default().to_string();
+    let time = crate::event_time::rfc3339;
     format!(
         "feature set \"{set}\" holds entity \"{entity}\" as of {} (its latest event), after at = {}: \
          the online store keeps only the latest values, so it cannot say what they were at an \
