@@ -401,3 +401,56 @@ fn undeclared_time_fields_unknown_vector_features_and_a_plugins_adds_are_checked
         "{shown:#?}"
     );
 }
+
+/// Issue 24 item 10: a problem names the line of its own key, not of the first step's header:
+/// a misspelt key in the third step (a parse error) and validation problems alike.
+#[test]
+fn problems_name_the_line_of_their_own_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sluice.toml");
+    let head = r#"[[feature_set]]
+name = "tx"
+entity = "user_id"
+timestamp = { field = "tss" }
+fields = ["user_id", "ts", "amount"]
+source = { kind = "jetstream", stream = "TX", subject = "tx" }
+
+[[feature_set.steps]]
+id = "a"
+kind = "filter"
+expr = "amount > 0.0"
+
+[[feature_set.steps]]
+id = "b"
+kind = "map"
+fields = { double = "amount * 2.0" }
+
+[[feature_set.steps]]
+id = "c"
+kind = "filter"
+"#;
+    // Line 21: the typo, in the third step.
+    std::fs::write(&file, format!("{head}exprr = \"amount < 10.0\"\n")).unwrap();
+    let e = sluice::config::load(&file).unwrap_err();
+    assert_eq!(e.problems.len(), 1, "{e}");
+    assert_eq!(e.problems[0].key, "feature_set[0].steps[2].exprr", "{e}");
+    assert_eq!(e.problems[0].line, Some(21), "{e}");
+    assert!(
+        e.to_string().contains("feature_set[0].steps[2].exprr (line 21): "),
+        "{e}"
+    );
+
+    // Validation problems: the undeclared time field (line 4) and a bad expression in the
+    // third step (line 21).
+    std::fs::write(&file, format!("{head}expr = \"amount < \"\n")).unwrap();
+    let e = sluice::config::load(&file).unwrap_err();
+    let at: Vec<(&str, Option<usize>)> = e.problems.iter().map(|p| (p.key.as_str(), p.line)).collect();
+    assert_eq!(
+        at,
+        [
+            ("feature_set[0].timestamp.field", Some(4)),
+            ("feature_set[0].steps[2].expr", Some(21))
+        ],
+        "{e}"
+    );
+}

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value as Json};
 use sluice_tests::live::{
-    check_windows, expected_windows, http, kept, parquet_rows, start_serving, transaction, wait_for, with_http,
+    check_windows, expected_windows, http, http_bytes, kept, parquet_rows, start_serving, transaction, wait_for,
+    with_http,
 };
 
 const ADMIN: &str = "embedded-admin-token";
@@ -232,9 +233,49 @@ async fn the_fraud_example_runs_in_one_process_on_one_file_exactly_once_across_a
     .await;
     assert_eq!(done["status"], "done", "{done}");
     assert_eq!(done["rows"], 50, "{done}");
-    let (status, parquet) = http(address, "GET", done["download"].as_str().unwrap(), Some(ADMIN), b"").await;
+    let (status, parquet) = http_bytes(address, "GET", done["download"].as_str().unwrap(), Some(ADMIN), b"").await;
     assert_eq!(status, 200);
-    assert!(parquet.starts_with("PAR1"), "a Parquet file");
+    assert!(parquet.starts_with(b"PAR1"), "a Parquet file");
+    // Its values follow the point-in-time rule: the latest kept event of the user at or
+    // before t (ties: the later one), and the 1h count evaluated at t, as online.
+    let training = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(parquet))
+        .unwrap()
+        .build()
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(training.num_rows(), 50);
+    let column = |name: &str| {
+        training
+            .column_by_name(name)
+            .unwrap_or_else(|| panic!("no column {name}"))
+            .clone()
+    };
+    let users = column("user_id");
+    let users = users.as_any().downcast_ref::<arrow_array::StringArray>().unwrap();
+    let usd = column("amount_usd");
+    let usd = usd.as_any().downcast_ref::<arrow_array::Float64Array>().unwrap();
+    let counts = column("tx_count_1h");
+    let counts = counts.as_any().downcast_ref::<arrow_array::Int64Array>().unwrap();
+    for (i, row) in entity_rows.iter().enumerate() {
+        let (user, t) = (row["user_id"].as_str().unwrap(), row["t"].as_i64().unwrap());
+        assert_eq!(users.value(i), user, "the entity rows' order is kept");
+        let theirs: Vec<&Json> = events
+            .iter()
+            .filter(|e| kept(e) && e["user_id"] == user && e["ts"].as_i64().unwrap() <= t)
+            .collect();
+        let latest = theirs.iter().max_by_key(|e| e["ts"].as_i64().unwrap()).unwrap();
+        let want = latest["amount"].as_f64().unwrap()
+            * sluice_tests::live::rate(latest["currency"].as_str().unwrap()).unwrap();
+        assert_eq!(usd.value(i), want, "row {i}: amount_usd of {user} at {t}");
+        let tile = |ms: i64| (ms * 1000).div_euclid(600_000_000);
+        let in_hour = theirs
+            .iter()
+            .filter(|e| (tile(t) - 5..=tile(t)).contains(&tile(e["ts"].as_i64().unwrap())))
+            .count();
+        assert_eq!(counts.value(i), in_hour as i64, "row {i}: tx_count_1h of {user} at {t}");
+    }
     let (status, body) = http(
         address,
         "POST",

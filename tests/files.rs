@@ -455,4 +455,63 @@ fn a_numeric_entity_id_is_its_text_key_online_offline_and_in_the_skew_check() {
         sluice(&["verify-parity", "--config", config.to_str().unwrap(), "--set", "f"]),
         0
     );
+
+    // The offline rows changed behind the online store's back (every amount + 1000): the skew
+    // check finds the mismatch and exits 1.
+    let mut parts = Vec::new();
+    for entry in walk(&dir.path().join("offline/f/v1")) {
+        if entry.extension().is_some_and(|e| e == "parquet") {
+            parts.push(entry);
+        }
+    }
+    assert!(!parts.is_empty());
+    for part in parts {
+        let batches: Vec<RecordBatch> =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&part).unwrap())
+                .unwrap()
+                .build()
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+        let schema = batches[0].schema();
+        let at = schema.index_of("amount").unwrap();
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&part).unwrap(), schema.clone(), None).unwrap();
+        for batch in batches {
+            let amounts = batch.column(at).as_any().downcast_ref::<Int64Array>().unwrap();
+            let mut columns = batch.columns().to_vec();
+            columns[at] = Arc::new(amounts.iter().map(|a| a.map(|a| a + 1000)).collect::<Int64Array>()) as ArrayRef;
+            writer
+                .write(&RecordBatch::try_new(schema.clone(), columns).unwrap())
+                .unwrap();
+        }
+        writer.close().unwrap();
+    }
+    let report = sluice::offline::parity::run(&sluice::offline::parity::ParityOptions {
+        config: config.clone(),
+        set: "f".into(),
+        version: None,
+        sample: 100,
+    })
+    .unwrap();
+    assert!(!report.agrees(), "{report:?}");
+    assert_eq!(
+        sluice(&["verify-parity", "--config", config.to_str().unwrap(), "--set", "f"]),
+        1,
+        "a mismatch exits 1"
+    );
+}
+
+/// Every file under `dir`, recursively.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
 }

@@ -470,8 +470,8 @@ async fn a_plugin_deployed_over_http_while_events_flow_takes_effect_for_later_ev
     );
     assert_ne!(old, new);
     assert_eq!(deployed["deployed_by"], "deployer");
+    // The last sequence applied before the deploy answered: those events ran the old version.
     let applied_at_deploy = live.applied().await;
-    assert!(applied_at_deploy < n, "the deploy happened while events flowed");
     deployed_tx.send(()).unwrap();
 
     publisher.await.unwrap();
@@ -487,6 +487,13 @@ async fn a_plugin_deployed_over_http_while_events_flow_takes_effect_for_later_ev
         .position(|v| *v == new)
         .expect("later events ran the new version");
     assert!(switch > 0, "earlier events ran the old version");
+    let kept_before_deploy = (1..=applied_at_deploy)
+        .filter(|s| kept(&events[*s as usize - 1]))
+        .count();
+    assert!(
+        switch >= kept_before_deploy,
+        "the {kept_before_deploy} rows applied before the deploy answered ran the old version (the new one from row {switch})"
+    );
     assert!(
         versions[..switch].iter().all(|v| *v == old),
         "before the swap: the old version"
@@ -779,7 +786,34 @@ async fn a_version_applied_over_http_runs_beside_the_old_one_until_switched() {
     assert_eq!(status, 404);
     let stored = live.dir.path().join("data/feature_sets").join(format!("{set}-v2.toml"));
     assert!(stored.exists(), "the definition is stored for the next start");
+    stop.send(true).unwrap();
+    task.await.unwrap();
 
+    // A restart on the same config file: the definitions applied over HTTP run again (v3 on
+    // the plugin deployed over HTTP), and lookups still read version 2, the served choice.
+    let (address, stop, task) = start_serving(&config).await;
+    let (status, body) = http(address, "GET", &path, Some(ADMIN), b"").await;
+    assert_eq!(status, 200, "{body}");
+    let described: Json = serde_json::from_str(&body).unwrap();
+    let versions: Vec<(u64, bool)> = described["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["version"].as_u64().unwrap(), v["serving"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(versions, [(1, false), (2, true), (3, false)], "{body}");
+    let (status, body) = http(
+        address,
+        "GET",
+        &format!("/v1/features/{set}/u0?at=1764000030000"),
+        Some(READ),
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let again: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(again["version"], 2, "{again}");
+    assert_eq!(again["features"]["doubled"], after["features"]["doubled"], "{again}");
     stop.send(true).unwrap();
     task.await.unwrap();
     live.cleanup().await;
@@ -837,10 +871,17 @@ async fn with_a_certificate_the_api_speaks_https_only() {
     assert_eq!(status, 0, "plain HTTP is not served");
     // A client that trusts another CA is refused at the handshake.
     let (other, _, _) = make_certificate(live.dir.path(), "b");
-    let untrusted = tokio::spawn(async move { https(address, &other, "/healthz", None).await });
+    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let refused = sluice_tests::live::tls_connector(&other)
+        .connect(
+            tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .expect_err("the handshake fails for a client that does not trust the certificate");
     assert!(
-        untrusted.await.is_err(),
-        "the handshake fails for a client that does not trust the certificate"
+        refused.to_string().contains("invalid peer certificate"),
+        "refused for its certificate (not trusted), not for another reason: {refused}"
     );
 
     // A certificate without its key is refused by validation, naming the missing key.
@@ -849,6 +890,63 @@ async fn with_a_certificate_the_api_speaks_https_only() {
     let parsed = sluice::config::parse_str(&toml::to_string(&table).unwrap(), &config).unwrap();
     let problems = sluice::config::validate(&parsed);
     assert!(problems.iter().any(|p| p.key == "http.tls_key"), "{problems:?}");
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    cleanup_serving(&live).await;
+}
+
+/// Dead letters hold raw events: the admin scope only. A training set reads every set it
+/// names: starting one, polling it and downloading it need the read scope on each of them, so
+/// a token limited to another set can neither start nor fetch one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_need_admin_and_training_sets_need_read_on_each_set_they_read() {
+    let live = Live::new("scopes");
+    let config = serving_config(&live);
+    let (address, stop, task) = start_serving(&config).await;
+    let set = live.set.clone();
+    let letters = format!("/v1/feature-sets/{set}/dead-letters");
+    assert_eq!(http(address, "GET", &letters, None, b"").await.0, 401);
+    for token in [READ, INGEST, OTHER_SET] {
+        let (status, body) = http(address, "GET", &letters, Some(token), b"").await;
+        assert_eq!(status, 403, "{token}: {body}");
+    }
+    let (status, body) = http(address, "GET", &letters, Some(ADMIN), b"").await;
+    assert_eq!(status, 200, "{body}");
+
+    let request = json!({
+        "entities": [{ "user_id": "u1", "t": 1_700_000_000_000i64 }],
+        "features": [format!("{set}:amount_usd")],
+    })
+    .to_string();
+    for token in [INGEST, OTHER_SET] {
+        let (status, body) = http(address, "POST", "/v1/training-sets", Some(token), request.as_bytes()).await;
+        assert_eq!(status, 403, "{token}: {body}");
+    }
+    let (status, body) = http(address, "POST", "/v1/training-sets", Some(READ), request.as_bytes()).await;
+    assert_eq!(status, 202, "{body}");
+    let poll = serde_json::from_str::<Json>(&body).unwrap()["poll"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut done = Json::Null;
+    wait_for("the training-set job", Duration::from_secs(30), async || {
+        let (_, body) = http(address, "GET", &poll, Some(READ), b"").await;
+        done = serde_json::from_str(&body).unwrap_or_default();
+        done["status"] != "running"
+    })
+    .await;
+    assert_eq!(done["sets"], json!([set]), "{done}");
+    for path in [poll.clone(), format!("{poll}/data")] {
+        let (status, body) = http(address, "GET", &path, Some(OTHER_SET), b"").await;
+        assert_eq!(status, 403, "{path}: {body}");
+        let error = serde_json::from_str::<Json>(&body).unwrap()["error"].clone();
+        assert_eq!(
+            error,
+            json!(format!("token \"elsewhere\" is not allowed on feature set \"{set}\"")),
+            "{body}"
+        );
+    }
+    assert_eq!(http(address, "GET", &poll, Some(ADMIN), b"").await.0, 200);
     stop.send(true).unwrap();
     task.await.unwrap();
     cleanup_serving(&live).await;

@@ -34,6 +34,76 @@ pub struct Live {
     pub redis_url: String,
     /// NATS URL the pipeline and the test use.
     pub nats_url: String,
+    /// Set by [`Live::cleanup`]; otherwise dropping the `Live` (a failed assertion unwinding)
+    /// removes the test's streams and keys.
+    cleaned: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if self.cleaned.load(Ordering::Relaxed) {
+            return;
+        }
+        // The test's runtime may be the one unwinding: clean up from a thread of its own.
+        let names = Names::of(self);
+        let _ = std::thread::spawn(move || {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                runtime.block_on(async {
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), names.remove()).await;
+                });
+            }
+        })
+        .join();
+    }
+}
+
+/// What a test created, by name: enough to remove it without the `Live`.
+struct Names {
+    nats_url: String,
+    redis_url: String,
+    streams: [String; 2],
+    set: String,
+    prefix: String,
+}
+
+impl Names {
+    fn of(live: &Live) -> Names {
+        Names {
+            nats_url: live.nats_url.clone(),
+            redis_url: live.redis_url.clone(),
+            streams: [live.stream.clone(), live.features.clone()],
+            set: live.set.clone(),
+            prefix: live.prefix.clone(),
+        }
+    }
+
+    /// Removes the streams, the set's dead, late and drift messages, and the Redis keys.
+    async fn remove(&self) {
+        if let Ok(client) = async_nats::connect(&self.nats_url).await {
+            let js = jetstream::new(client);
+            for stream in &self.streams {
+                let _ = js.delete_stream(stream).await;
+            }
+            for (stream, kind) in [
+                ("SLUICE_DLQ", "dlq"),
+                ("SLUICE_LATE", "late"),
+                ("SLUICE_DRIFT", "drift"),
+            ] {
+                if let Ok(letters) = js.get_stream(stream).await {
+                    let _ = letters.purge().filter(format!("sluice.{kind}.{}", self.set)).await;
+                }
+            }
+        }
+        if let Ok(mut r) = redis::Client::open(self.redis_url.as_str()).and_then(|c| c.get_connection()) {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{}:*", self.prefix))
+                .query(&mut r)
+                .unwrap_or_default();
+            if !keys.is_empty() {
+                let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut r);
+            }
+        }
+    }
 }
 
 impl Live {
@@ -59,6 +129,7 @@ impl Live {
             nats_url: NATS.to_string(),
             dir: tempfile::tempdir().unwrap(),
             id,
+            cleaned: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -224,29 +295,11 @@ impl Live {
         (info.num_pending, info.num_ack_pending)
     }
 
-    /// Removes this test's streams, Redis keys and dead letters.
+    /// Removes this test's streams, Redis keys and dead letters (a `Live` dropped without
+    /// this call, as when a test fails, does it on drop).
     pub async fn cleanup(&self) {
-        let js = self.jetstream().await;
-        let _ = js.delete_stream(&self.stream).await;
-        let _ = js.delete_stream(&self.features).await;
-        for (stream, kind) in [
-            ("SLUICE_DLQ", "dlq"),
-            ("SLUICE_LATE", "late"),
-            ("SLUICE_DRIFT", "drift"),
-        ] {
-            if let Ok(letters) = js.get_stream(stream).await {
-                let _ = letters.purge().filter(format!("sluice.{kind}.{}", self.set)).await;
-            }
-        }
-        let mut r = self.redis().await;
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}:*", self.prefix))
-            .query_async(&mut r)
-            .await
-            .unwrap_or_default();
-        if !keys.is_empty() {
-            let _: () = redis::cmd("DEL").arg(keys).query_async(&mut r).await.unwrap_or(());
-        }
+        Names::of(self).remove().await;
+        self.cleaned.store(true, Ordering::Relaxed);
     }
 
     /// Dead letters of the set: (reason, step, sequence, body).
@@ -472,6 +525,18 @@ pub async fn http(
     token: Option<&str>,
     body: &[u8],
 ) -> (u16, String) {
+    let (status, body) = http_bytes(address, method, path, token, body).await;
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Like [`http`], the body as bytes (a Parquet download).
+pub async fn http_bytes(
+    address: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &[u8],
+) -> (u16, Vec<u8>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
@@ -483,11 +548,10 @@ pub async fn http(
     stream.write_all(body).await.unwrap();
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.unwrap();
-    let text = String::from_utf8_lossy(&response).to_string();
-    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or(String::new(), |(_, b)| b.to_string());
+    let end = response.windows(4).position(|w| w == b"\r\n\r\n");
+    let head = String::from_utf8_lossy(&response[..end.unwrap_or(response.len())]).to_string();
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = end.map_or(Vec::new(), |at| response[at + 4..].to_vec());
     (status, body)
 }
 

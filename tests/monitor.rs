@@ -82,6 +82,13 @@ fn drift_scores_equal_numpy_and_scipy_on_fixed_samples() {
     let theirs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
 
     let check = |kind: &str, ours: &[(Metric, f64)]| {
+        // Exactly the metrics the README lists for the kind: none goes missing silently.
+        let names: std::collections::BTreeSet<&str> = ours.iter().map(|(m, _)| m.name()).collect();
+        let want: std::collections::BTreeSet<&str> = match kind {
+            "numeric" => ["psi", "jensen_shannon", "hellinger", "tvd", "ks"].into(),
+            _ => ["psi", "tvd", "chi_square_p"].into(),
+        };
+        assert_eq!(names, want, "{kind}: the metrics Sluice scores");
         for (metric, value) in ours {
             let expected = theirs[kind][metric.name()].as_f64().unwrap();
             // KS: Sluice's comes from 1%-accurate quantile sketches, scipy's from the samples.

@@ -73,22 +73,31 @@ impl Subject {
         self.store.counter(&format!("{}:{name}", self.prefix)).await.unwrap()
     }
 
+    /// Removes the test's keys (also done on drop, so a failing case leaves nothing behind).
     async fn cleanup(&self) {
-        if self.store.kind() == "redis" {
-            let mut redis = redis::Client::open(sluice_tests::live::REDIS)
-                .unwrap()
-                .get_multiplexed_async_connection()
-                .await
-                .unwrap();
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(format!("{}:*", self.prefix))
-                .query_async(&mut redis)
-                .await
-                .unwrap();
-            if !keys.is_empty() {
-                let _: () = redis::cmd("DEL").arg(keys).query_async(&mut redis).await.unwrap();
-            }
+        self.remove_keys();
+    }
+
+    fn remove_keys(&self) {
+        if self.store.kind() != "redis" {
+            return;
         }
+        let Ok(mut redis) = redis::Client::open(sluice_tests::live::REDIS).and_then(|c| c.get_connection()) else {
+            return;
+        };
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", self.prefix))
+            .query(&mut redis)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut redis);
+        }
+    }
+}
+
+impl Drop for Subject {
+    fn drop(&mut self) {
+        self.remove_keys();
     }
 }
 

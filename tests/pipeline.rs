@@ -136,6 +136,22 @@ async fn a_hundred_thousand_events_land_once_in_redis_and_parquet() {
     let expected_rows = events.iter().filter(|e| kept(e)).count();
     drain_and_stop(&live, n, expected_rows, Duration::from_secs(240), stop, task).await;
     check_outputs(&live, &events).await;
+    // The config's `ttl` (30d) is each entity hash's expiry, set when it was written.
+    let mut redis = live.redis().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:{}:v1:{{*", live.prefix, live.set))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(!keys.is_empty());
+    let thirty_days: i64 = 30 * 24 * 3_600_000;
+    for key in keys.iter().take(50) {
+        let pttl: i64 = redis::cmd("PTTL").arg(key).query_async(&mut redis).await.unwrap();
+        assert!(
+            thirty_days - 600_000 < pttl && pttl <= thirty_days,
+            "{key}: PTTL {pttl} ms, expected the config's ttl of 30d"
+        );
+    }
     let letters = live.dead_letters().await;
     let unknown: HashSet<u64> = events
         .iter()
@@ -348,6 +364,9 @@ async fn killed_with_sigkill_at_random_points_and_restarted_nothing_is_lost_or_d
         })
     };
     let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    let js = live.jetstream().await;
+    let durable = format!("sluice-{}-v1", live.set);
+    let mut killed_holding_a_batch = 0;
     for round in 0..5 {
         let mut child = spawn_child(&config);
         seed ^= seed << 13;
@@ -357,11 +376,24 @@ async fn killed_with_sigkill_at_random_points_and_restarted_nothing_is_lost_or_d
         tokio::time::sleep(after).await;
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
+        // Messages delivered to the dead process and not acknowledged: it died with a batch in
+        // hand (taken, maybe written, not committed), the case a restart must not double.
+        let in_hand = match js.get_stream(&live.stream).await {
+            Ok(stream) => stream.consumer_info(&durable).await.map_or(0, |i| i.num_ack_pending),
+            Err(_) => 0,
+        };
+        if in_hand > 0 {
+            killed_holding_a_batch += 1;
+        }
         eprintln!(
-            "round {round}: killed after {after:?}, applied {}",
+            "round {round}: killed after {after:?}, applied {}, {in_hand} messages in hand",
             live.applied().await
         );
     }
+    assert!(
+        killed_holding_a_batch > 0,
+        "at least one SIGKILL lands while the pipeline holds an unacknowledged batch"
+    );
     publisher.await.unwrap();
     let mut child = spawn_child(&config);
     let expected_rows = events.iter().filter(|e| kept(e)).count();
@@ -478,8 +510,9 @@ impl Drop for OwnServer {
     }
 }
 
-/// Stops a service for 3 s while events flow (Redis: events keep arriving on NATS; NATS:
-/// more events are published once it is back), then checks that nothing was lost.
+/// Stops a service for 3 s while the pipeline is busy (Redis: events keep arriving on NATS;
+/// NATS: stopped while the pipeline works through a backlog, batches in hand), then checks
+/// that nothing was lost.
 async fn outage_mid_stream(kind: Server) {
     let mut server = OwnServer::start(kind);
     let mut live = Live::new("outage");
@@ -488,24 +521,39 @@ async fn outage_mid_stream(kind: Server) {
         Server::Nats => live.nats_url = format!("nats://127.0.0.1:{}", server.port),
     }
     let config = live.write_config();
-    let n = 30_000u64;
+    let n = match kind {
+        Server::Redis => 30_000u64,
+        // A backlog the pipeline needs seconds for on this machine (30k–50k events/s).
+        Server::Nats => 100_000u64,
+    };
     let events: Vec<Json> = (0..n).map(transaction).collect();
     let bodies: Vec<Vec<u8>> = events.iter().map(|e| serde_json::to_vec(e).unwrap()).collect();
-    live.publish(&bodies[..10_000]).await;
+    match kind {
+        Server::Redis => live.publish(&bodies[..10_000]).await,
+        Server::Nats => live.publish(&bodies).await,
+    }
     let (stop, task) = start(&live, &config);
+    let first = match kind {
+        Server::Redis => 10_000,
+        Server::Nats => 5_000,
+    };
     wait_for("the first events applied", Duration::from_secs(60), async || {
-        live.applied().await >= 10_000
+        live.applied().await >= first
     })
     .await;
     server.stop();
+    if let Server::Nats = kind {
+        let applied = live.applied().await;
+        assert!(
+            applied < n,
+            "NATS stopped while the pipeline was busy (applied {applied} of {n})"
+        );
+    }
     if let Server::Redis = kind {
         live.publish(&bodies[10_000..]).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     server.restart();
-    if let Server::Nats = kind {
-        live.publish(&bodies[10_000..]).await;
-    }
     let expected_rows = events.iter().filter(|e| kept(e)).count();
     drain_and_stop(&live, n, expected_rows, Duration::from_secs(120), stop, task).await;
     check_outputs(&live, &events).await;
@@ -623,7 +671,17 @@ async fn a_jsonl_file_runs_through_the_same_graph_and_a_second_run_writes_nothin
     let rows = events.iter().filter(|e| kept(e)).count();
     run_until_applied(&live, &config, 5_000, rows).await;
     check_outputs(&live, &events).await;
-    run_until_applied(&live, &config, 5_000, rows).await;
+    // The file grows by 1,000 lines; the second run reads it from the start, so it can only
+    // reach the new lines through the 5,000 it has already written: each row still once.
+    let events: Vec<Json> = (0..6_000).map(transaction).collect();
+    let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+    use std::io::Write;
+    for e in &events[5_000..] {
+        writeln!(file, "{e}").unwrap();
+    }
+    drop(file);
+    let rows = events.iter().filter(|e| kept(e)).count();
+    run_until_applied(&live, &config, 6_000, rows).await;
     check_outputs(&live, &events).await;
     live.cleanup().await;
 }
@@ -660,8 +718,34 @@ async fn csv_and_parquet_files_are_read_with_their_types() {
     let config = file_config(&live, &path);
     let rows = events.iter().filter(|e| kept(e)).count();
     run_until_applied(&live, &config, events.len() as u64 + 1, rows).await;
+    // Values, not only hashes: CSV cells are text, read as the declared types (the amount a
+    // number the plugin converts, the id an integer); line 1 is the header, so event i is
+    // line i + 2.
     let hashes = live.hashes().await;
     assert_eq!(hashes.len(), expected.len());
+    for (user, (seq, e)) in &expected {
+        let hash = &hashes[user];
+        assert_eq!(
+            hash["_seq"],
+            (seq + 1).to_string(),
+            "user {user}: latest row by event time"
+        );
+        let usd: f64 = hash["amount_usd"].parse().unwrap();
+        let want = e["amount"].as_f64().unwrap() * rate(e["currency"].as_str().unwrap()).unwrap();
+        assert_eq!(usd, want, "user {user}");
+        assert_eq!(hash["is_foreign"], (e["country"] != "US").to_string());
+    }
+    let parquet = parquet_rows(&live.offline_dir());
+    assert_eq!(parquet.len(), rows, "one Parquet row per kept event");
+    for (seq, key, ts, values) in &parquet {
+        let e = &events[*seq as usize - 2];
+        assert_eq!(key, e["user_id"].as_str().unwrap());
+        assert_eq!(*ts, e["ts"].as_i64().unwrap() * 1000);
+        assert_eq!(
+            values["transaction_id"], e["transaction_id"],
+            "an integer, as in the events"
+        );
+    }
     live.cleanup().await;
     // Parquet.
     let live = Live::new("pq");

@@ -27,7 +27,7 @@ fn run_reads_jsonl_and_writes_output_events_in_order_with_errors_apart() {
         r#"{"user_id":"u4","amount":2,"currency":"USD","ts":1764151200000}"#,
         "\n",
     );
-    let mut out = Vec::new();
+    let (mut out, mut errors) = (Vec::new(), Vec::new());
     let rates = format!("rates={RATES}");
     let code = run(
         &rust_plugin("currency"),
@@ -35,9 +35,15 @@ fn run_reads_jsonl_and_writes_output_events_in_order_with_errors_apart() {
         options(&[&rates]),
         input.as_bytes(),
         &mut out,
+        &mut errors,
     )
     .unwrap();
     assert_eq!(code, 1, "one event failed");
+    assert_eq!(
+        String::from_utf8(errors).unwrap(),
+        "line 2: unknown currency \"XYZ\"\n",
+        "the failed line, by its number, with the plugin's reason"
+    );
     let lines: Vec<serde_json::Value> = String::from_utf8(out)
         .unwrap()
         .lines()
@@ -66,6 +72,7 @@ fn run_reports_a_bad_config_and_bad_lines_clearly() {
         options(&["rates"]),
         &b""[..],
         &mut Vec::new(),
+        &mut Vec::new(),
     )
     .unwrap_err();
     assert!(err.to_string().contains("expected KEY=VALUE"), "{err}");
@@ -75,6 +82,7 @@ fn run_reports_a_bad_config_and_bad_lines_clearly() {
         options(&[]),
         &b""[..],
         &mut Vec::new(),
+        &mut Vec::new(),
     )
     .unwrap_err();
     assert!(
@@ -82,17 +90,23 @@ fn run_reports_a_bad_config_and_bad_lines_clearly() {
         "{err:#}"
     );
     let rates = format!("rates={RATES}");
-    let mut out = Vec::new();
+    let (mut out, mut errors) = (Vec::new(), Vec::new());
     let code = run(
         &rust_plugin("currency"),
         Some(cache_dir()),
         options(&[&rates]),
         &b"[1]\nnot json\n"[..],
         &mut out,
+        &mut errors,
     )
     .unwrap();
     assert_eq!(code, 1);
     assert!(out.is_empty());
+    let errors = String::from_utf8(errors).unwrap();
+    let lines: Vec<&str> = errors.lines().collect();
+    assert_eq!(lines.len(), 2, "{errors}");
+    assert_eq!(lines[0], "line 1: expected a JSON object, found an array", "{errors}");
+    assert!(lines[1].starts_with("line 2: invalid JSON: "), "{errors}");
 }
 
 #[test]

@@ -195,12 +195,29 @@ fn batch_size_within_limit_is_one_call_and_above_it_is_split_or_refused() {
     let rows: Vec<_> = (0..200)
         .map(|i| (i, "u", Value::Float(1.0), text("USD"), "m"))
         .collect();
-    let out = handle.process(&transactions(&rows));
+    let small = transactions(&rows[..10]);
+    let before = handle.calls();
+    let out = handle.process(&small);
+    assert_eq!(out.outcomes.len(), 10);
+    assert_eq!(handle.calls() - before, 1, "a batch within the limit is one call");
+    let batch = transactions(&rows);
+    let before = handle.calls();
+    let out = handle.process(&batch);
     assert_eq!(out.outcomes.len(), 200);
     assert!(
         out.outcomes.iter().all(|o| o.is_ok()),
         "a large batch is split, not failed"
     );
+    // Halved until each part fits: 200 events of ~40 bytes in 4,096-byte parts.
+    let calls = handle.calls() - before;
+    assert!((2..=16).contains(&calls), "split into {calls} calls");
+    for (i, outcome) in out.outcomes.iter().enumerate() {
+        assert_eq!(
+            outcome.as_ref().unwrap()[0].time,
+            batch.events[i].time,
+            "outcome {i} is its own event's, in input order"
+        );
+    }
     let huge = "m".repeat(10_000);
     let out = handle.process(&transactions(&[
         (1, "u", Value::Float(1.0), text("USD"), &huge),

@@ -6,8 +6,9 @@ The backfilled feature rows (Sluice's Parquet parts) become one Parquet file, a 
 FileSource (not timed); Feast's local provider with the file offline store then joins the
 entity rows point in time (latest row with event time <= t within the TTL). Feast copies the
 row's values: it does not re-evaluate windowed aggregates at t, as Sluice does, so the
-comparison covers the same join with Sluice doing more work. Prints one line of JSON: Feast's
-wall time, peak RSS, and how many values of the copied feature (amount_usd) agree with Sluice's.
+comparison covers the same join with Sluice doing more work. Prints one line of JSON: the
+query's wall time (the call alone), the process's peak RSS and its RSS just before the query,
+and how many values of the copied feature (amount_usd) agree with Sluice's.
 """
 
 import glob
@@ -67,6 +68,18 @@ entities = pd.read_json(entities_path, lines=True)
 entities["event_timestamp"] = pd.to_datetime(entities["t"], unit="ms", utc=True)
 entity_df = entities[["user_id", "event_timestamp", "label"]]
 
+
+def rss_mb():
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# Memory before the query (Python, pandas, pyarrow and Feast loaded, the entity rows read):
+# the peak below is the whole process's, as Sluice's is; this says how much of it the query added.
+rss_before_query_mb = rss_mb()
 started = time.perf_counter()
 result = store.get_historical_features(
     entity_df=entity_df, features=[f"transactions:{f}" for f in FEATURES]
@@ -90,6 +103,7 @@ print(
         {
             "feast_seconds": round(seconds, 2),
             "feast_peak_mb": round(peak_mb),
+            "feast_rss_before_query_mb": round(rss_before_query_mb),
             "rows": len(result),
             "amount_usd_agree": agree,
             "compared": len(merged),

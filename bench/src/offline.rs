@@ -230,7 +230,8 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         let feast: serde_json::Value = serde_json::from_str(line)?;
         let seconds = feast["feast_seconds"].as_f64().unwrap_or(f64::NAN);
         println!(
-            "| Feast get_historical_features (same rows and entity rows, file offline store; copies values, no re-evaluation at t) | {seconds:.1} s | {:.0} entity rows/s | {} MiB |",
+            "| Feast get_historical_features (same rows and entity rows, file offline store; copies values, no re-evaluation at t): the query call alone; peak RSS of the whole process ({} MiB of it before the query) | {seconds:.1} s | {:.0} entity rows/s | {} MiB |",
+            feast["feast_rss_before_query_mb"],
             options.entity_rows as f64 / seconds,
             feast["feast_peak_mb"]
         );

@@ -58,10 +58,18 @@ pub enum Subscription {
         after: u64,
         /// Messages per batch.
         batch: usize,
-        /// Longest wait for a message.
+        /// Longest wait for a message while messages come.
         max_wait: Duration,
+        /// The wait of the next empty fetch: `max_wait`, doubling while the log stays idle,
+        /// up to [`IDLE_WAIT`]. An append wakes the wait at once whatever its length, so
+        /// this costs no latency; it only makes an idle host's loops tick rarely.
+        wait: Duration,
     },
 }
+
+/// The longest wait of an idle log subscription before its loop ticks (timers: window
+/// closes, Parquet rolls) — the embedded mode's answer to polling an idle log.
+pub const IDLE_WAIT: Duration = Duration::from_secs(1);
 
 impl Subscription {
     /// Binds the durable consumer `options.durable`, resuming after its acknowledged floor.
@@ -75,6 +83,7 @@ impl Subscription {
                 consumer: options.durable,
                 batch: options.batch.max(1),
                 max_wait: options.max_wait,
+                wait: options.max_wait,
             }),
         }
     }
@@ -97,18 +106,21 @@ impl Subscription {
                 after,
                 batch,
                 max_wait,
+                wait,
             } => {
                 let mut found = store.fetch(subject, *after, *batch).map_err(BusError::Log)?;
                 if found.is_empty() {
                     let known = *after;
                     store
-                        .wait_for_append(*max_wait, || store.head(subject).is_ok_and(|head| head > known))
+                        .wait_for_append(*wait, || store.head(subject).is_ok_and(|head| head > known))
                         .await;
                     found = store.fetch(subject, *after, *batch).map_err(BusError::Log)?;
                 }
                 let Some(last) = found.last().map(|m| m.seq) else {
+                    *wait = (*wait * 2).clamp(*max_wait, IDLE_WAIT.max(*max_wait));
                     return Ok((Vec::new(), None));
                 };
+                *wait = *max_wait;
                 *after = last;
                 let ack = Ack::Log {
                     store: store.clone(),

@@ -32,7 +32,12 @@ impl TrainingJobs {
     }
 
     /// Records a new job, running, for `by`, with its entity rows.
-    pub fn create(&self, entities: &[serde_json::Map<String, Json>], by: &str) -> std::io::Result<TrainingJob> {
+    pub fn create(
+        &self,
+        entities: &[serde_json::Map<String, Json>],
+        by: &str,
+        sets: &[&str],
+    ) -> std::io::Result<TrainingJob> {
         let mut random = [0u8; 8];
         std::fs::File::open("/dev/urandom")?.read_exact(&mut random)?;
         let id = hex::encode(random);
@@ -46,7 +51,7 @@ impl TrainingJobs {
             lines.push(b'\n');
         }
         write_atomically(&job.entities(), &lines)?;
-        job.record(&json!({ "id": job.id, "status": "running", "by": by, "rows": entities.len() }))?;
+        job.record(&json!({ "id": job.id, "status": "running", "by": by, "rows": entities.len(), "sets": sets }))?;
         Ok(job)
     }
 
@@ -84,6 +89,15 @@ impl TrainingJob {
         std::fs::read_to_string(self.dir.join("status.json"))
     }
 
+    /// The feature sets it reads (recorded when it was created; `None` for a job recorded
+    /// without them).
+    pub fn sets(&self) -> std::io::Result<Option<Vec<String>>> {
+        let status: Json = serde_json::from_str(&self.status()?)?;
+        Ok(status["sets"]
+            .as_array()
+            .map(|sets| sets.iter().filter_map(|s| s.as_str().map(str::to_string)).collect()))
+    }
+
     /// Its training set, once written.
     pub fn data(&self) -> std::io::Result<Vec<u8>> {
         std::fs::read(self.output())
@@ -99,7 +113,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let jobs = TrainingJobs::new(dir.path());
         let row: serde_json::Map<String, Json> = serde_json::from_str(r#"{"user_id": "u1", "t": 5}"#).unwrap();
-        let job = jobs.create(&[row], "ci").unwrap();
+        let job = jobs.create(&[row], "ci", &["users"]).unwrap();
         assert_eq!(job.id.len(), 16);
         let found = jobs.find(&job.id).unwrap();
         assert!(found.status().unwrap().contains("\"running\""));

@@ -150,6 +150,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             options,
             std::io::stdin().lock(),
             &mut std::io::stdout().lock(),
+            &mut std::io::stderr(),
         ),
         Command::Validate { file, config } => match file.or(config) {
             Some(config) => validate(&config),

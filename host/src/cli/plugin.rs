@@ -105,13 +105,16 @@ fn key_of(json: Option<&Json>) -> String {
     }
 }
 
-/// Runs a plugin over JSONL input; returns 0 if every event succeeded, 1 otherwise.
+/// Runs a plugin over JSONL input, its output events on `output` and a `line N: reason` line
+/// per failed input line on `errors`, in line order; returns 0 if every event succeeded, 1
+/// otherwise.
 pub fn run(
     file: &Path,
     cache_dir: Option<PathBuf>,
     options: RunOptions,
     input: impl BufRead,
     output: &mut impl Write,
+    errors: &mut impl Write,
 ) -> anyhow::Result<i32> {
     let bytes = read(file)?;
     let config = parse_config(&options.config)?;
@@ -133,11 +136,12 @@ pub fn run(
     for (i, line) in input.lines().enumerate() {
         let line = line.context("reading stdin")?;
         if !line.trim().is_empty() {
-            runner.push(i + 1, &line, output)?;
+            runner.push(i + 1, &line, output, errors)?;
         }
     }
-    runner.flush(output)?;
+    runner.flush(output, errors)?;
     output.flush()?;
+    errors.flush()?;
     Ok(if runner.failed == 0 { 0 } else { 1 })
 }
 
@@ -154,7 +158,7 @@ struct Runner {
 }
 
 impl Runner {
-    fn push(&mut self, line: usize, text: &str, out: &mut impl Write) -> anyhow::Result<()> {
+    fn push(&mut self, line: usize, text: &str, out: &mut impl Write, errs: &mut impl Write) -> anyhow::Result<()> {
         let object = match serde_json::from_str::<Json>(text) {
             Ok(Json::Object(object)) => Ok(object),
             Ok(other) => Err(format!("expected a JSON object, found {}", json_kind(&other))),
@@ -162,12 +166,12 @@ impl Runner {
         };
         self.pending.push((line, object));
         if self.pending.len() >= self.options.batch.max(1) {
-            self.flush(out)?;
+            self.flush(out, errs)?;
         }
         Ok(())
     }
 
-    fn flush(&mut self, out: &mut impl Write) -> anyhow::Result<()> {
+    fn flush(&mut self, out: &mut impl Write, errs: &mut impl Write) -> anyhow::Result<()> {
         let (mut fields, mut events, mut lines, mut errors) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (line, object) in std::mem::take(&mut self.pending) {
             let timed = object.and_then(|o| Ok((time_of(o.get(&self.options.time), &self.options.time)?, o)));
@@ -195,7 +199,7 @@ impl Runner {
         }
         errors.sort_by_key(|(line, _)| *line);
         for (line, error) in &errors {
-            eprintln!("line {line}: {error}");
+            writeln!(errs, "line {line}: {error}")?;
         }
         self.failed += errors.len();
         Ok(())

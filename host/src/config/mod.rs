@@ -206,6 +206,19 @@ pub struct Problem {
     pub key: String,
     /// What is wrong and what was expected.
     pub message: String,
+    /// The line of the key (or of the nearest enclosing table found) in the file, when known.
+    pub line: Option<usize>,
+}
+
+impl Problem {
+    /// A problem at `key`, its line not known yet (see [`locate_problems`]).
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Problem {
+            key: key.into(),
+            message: message.into(),
+            line: None,
+        }
+    }
 }
 
 /// A configuration that cannot be used, with every problem found.
@@ -227,7 +240,10 @@ impl fmt::Display for ConfigError {
             if n == 1 { "" } else { "s" }
         )?;
         for p in &self.problems {
-            write!(f, "\n  {}: {}", p.key, p.message)?;
+            match p.line {
+                Some(line) => write!(f, "\n  {} (line {line}): {}", p.key, p.message)?,
+                None => write!(f, "\n  {}: {}", p.key, p.message)?,
+            }
         }
         Ok(())
     }
@@ -235,50 +251,124 @@ impl fmt::Display for ConfigError {
 
 /// Reads and parses a config file (no validation beyond the file's shape).
 pub fn parse(file: &Path) -> Result<Config, ConfigError> {
-    let fail = |key: &str, message: String| ConfigError {
+    parse_str(&read(file)?, file)
+}
+
+fn read(file: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(file).map_err(|e| ConfigError {
         file: file.to_path_buf(),
-        problems: vec![Problem {
-            key: key.into(),
-            message,
-        }],
-    };
-    let text = std::fs::read_to_string(file).map_err(|e| fail("(file)", format!("cannot read: {e}")))?;
-    parse_str(&text, file)
+        problems: vec![Problem::new("(file)", format!("cannot read: {e}"))],
+    })
 }
 
 /// Parses config text; `file` names it in messages and anchors relative paths.
 pub fn parse_str(text: &str, file: &Path) -> Result<Config, ConfigError> {
-    let mut config: Config = toml::from_str(text).map_err(|e| {
-        let key = e
-            .span()
-            .map(|s| locate(text, s.start))
-            .unwrap_or_else(|| "(file)".into());
-        ConfigError {
-            file: file.to_path_buf(),
-            problems: vec![Problem {
-                key,
-                message: e.message().to_string(),
-            }],
-        }
+    let mut config: Config = toml::from_str(text).map_err(|e| ConfigError {
+        file: file.to_path_buf(),
+        problems: vec![parse_problem(text, &e)],
     })?;
     config.base = file.parent().map(Path::to_path_buf).unwrap_or_default();
     config.file = file.to_path_buf();
     Ok(config)
 }
 
-/// `line N` of a byte offset, for parse errors.
-fn locate(text: &str, offset: usize) -> String {
-    let line = text[..offset.min(text.len())].matches('\n').count() + 1;
-    format!("line {line}")
+/// A parse error as a problem at its key's own line. The error's span is right for most
+/// errors, but a step's keys are checked after its table is read (`StepConfig`), so an error
+/// inside a step spans the whole `steps` array: the step is found by its id, and the key the
+/// message names (`unknown field `x``) within it.
+fn parse_problem(text: &str, e: &toml::de::Error) -> Problem {
+    let message = e.message().to_string();
+    let mut problem = Problem::new("(file)", message.clone());
+    problem.line = e.span().map(|s| line_at(text, s.start));
+    let Some(id) = message
+        .strip_prefix("step \"")
+        .and_then(|rest| rest.split_once('"'))
+        .map(|(id, _)| id)
+    else {
+        return problem;
+    };
+    let Ok(doc) = toml::de::DeTable::parse(text) else {
+        return problem;
+    };
+    let sets = doc.get_ref().get("feature_set").map(|v| v.get_ref());
+    for (i, set) in sets.and_then(array).into_iter().flatten().enumerate() {
+        let steps = set.get_ref().get("steps").and_then(|v| array(v.get_ref()));
+        for (j, step) in steps.into_iter().flatten().enumerate() {
+            if step.get_ref().get("id").and_then(|v| v.get_ref().as_str()) != Some(id) {
+                continue;
+            }
+            let mut key = format!("feature_set[{i}].steps[{j}]");
+            let named = message
+                .split_once("unknown field `")
+                .and_then(|(_, rest)| rest.split_once('`'))
+                .map(|(field, _)| field)
+                .or_else(|| message.contains("unknown variant").then_some("kind"));
+            if let Some(field) = named {
+                key = format!("{key}.{field}");
+            }
+            problem.line = line_of(text, &doc, &key);
+            problem.key = key;
+            return problem;
+        }
+    }
+    problem
+}
+
+fn array<'a, 'i>(value: &'a toml::de::DeValue<'i>) -> Option<&'a [toml::Spanned<toml::de::DeValue<'i>>]> {
+    match value {
+        toml::de::DeValue::Array(a) => Some(a),
+        _ => None,
+    }
+}
+
+/// The 1-based line of a byte offset.
+fn line_at(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// The line of a problem's key (`feature_set[0].steps[2].expr`) in the parsed document: the
+/// key's own line, or the deepest enclosing table or element found.
+fn line_of(text: &str, doc: &toml::Spanned<toml::de::DeTable<'_>>, key: &str) -> Option<usize> {
+    let mut at: Option<&toml::Spanned<toml::de::DeValue<'_>>> = None;
+    let mut line = None;
+    for part in key.split('.') {
+        let (name, indexes) = part.split_once('[').map_or((part, ""), |(n, rest)| (n, rest));
+        let next = match at {
+            None => doc.get_ref().get(name),
+            Some(v) => v.get_ref().get(name),
+        };
+        let Some(mut value) = next else { break };
+        line = Some(line_at(text, value.span().start));
+        for index in indexes.split('[').map(|i| i.trim_end_matches(']')) {
+            let Some(element) = index.parse::<usize>().ok().and_then(|i| value.get_ref().get(i)) else {
+                break;
+            };
+            value = element;
+            line = Some(line_at(text, value.span().start));
+        }
+        at = Some(value);
+    }
+    line
+}
+
+/// Sets each problem's line from the config text (problems without a key found keep none).
+pub fn locate_problems(text: &str, problems: &mut [Problem]) {
+    if let Ok(doc) = toml::de::DeTable::parse(text) {
+        for p in problems.iter_mut().filter(|p| p.line.is_none()) {
+            p.line = line_of(text, &doc, &p.key);
+        }
+    }
 }
 
 /// Parses and validates: the one call `sluice validate` and `sluice run` make.
 pub fn load(file: &Path) -> Result<Config, ConfigError> {
-    let config = parse(file)?;
-    let problems = validate(&config);
+    let text = read(file)?;
+    let config = parse_str(&text, file)?;
+    let mut problems = validate(&config);
     if problems.is_empty() {
         Ok(config)
     } else {
+        locate_problems(&text, &mut problems);
         Err(ConfigError {
             file: file.to_path_buf(),
             problems,

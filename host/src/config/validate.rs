@@ -13,15 +13,17 @@ pub fn notes(config: &Config) -> Vec<Problem> {
         .iter()
         .enumerate()
         .filter(|(_, set)| set.timestamp.format == TimeFormat::Auto)
-        .map(|(i, set)| Problem {
-            key: format!("feature_set[{i}].timestamp.format"),
-            message: format!(
-                "\"auto\" reads \"{}\" as RFC 3339 or YYYY-MM-DD HH:MM:SS[.fraction][+HH:MM] text (naive times \
+        .map(|(i, set)| {
+            Problem::new(
+                format!("feature_set[{i}].timestamp.format"),
+                format!(
+                    "\"auto\" reads \"{}\" as RFC 3339 or YYYY-MM-DD HH:MM:SS[.fraction][+HH:MM] text (naive times \
                  in {}); an epoch number is a dead letter, since its unit cannot be known: declare \
                  format = \"epoch_s\", \"epoch_ms\", \"epoch_us\" or \"epoch_ns\" if the field holds numbers",
-                set.timestamp.field,
-                set.timestamp.timezone.as_deref().unwrap_or("UTC")
-            ),
+                    set.timestamp.field,
+                    set.timestamp.timezone.as_deref().unwrap_or("UTC")
+                ),
+            )
         })
         .collect()
 }
@@ -29,7 +31,7 @@ pub fn notes(config: &Config) -> Vec<Problem> {
 /// Checks a parsed config; returns every problem found (empty: valid).
 pub fn validate(config: &Config) -> Vec<Problem> {
     let mut problems = Vec::new();
-    let mut report = |key: String, message: String| problems.push(Problem { key, message });
+    let mut report = |key: String, message: String| problems.push(Problem::new(key, message));
     let (nats, redis) = (config.host.nats.trim().is_empty(), config.host.redis.trim().is_empty());
     if nats != redis {
         let (key, other) = if nats {

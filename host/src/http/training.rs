@@ -47,12 +47,24 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
-/// A job, for a token with the read scope.
+/// A job, for a token that may read every feature set the job reads (as starting it needed);
+/// a job recorded without its sets, for an admin token only.
 fn find_job(api: &Api, headers: &HeaderMap, id: &str) -> Result<TrainingJob, ApiError> {
-    api.allow(headers, Scope::Read, None)?;
-    jobs(api)
+    let token = api.allow(headers, Scope::Read, None)?;
+    let job = jobs(api)
         .find(id)
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no training-set job \"{id}\"")))
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no training-set job \"{id}\"")))?;
+    match job.sets().map_err(internal)? {
+        Some(sets) => {
+            for set in &sets {
+                token
+                    .allows(Scope::Read, Some(set))
+                    .map_err(|denied| api.refuse(denied))?;
+            }
+        }
+        None => token.allows(Scope::Admin, None).map_err(|denied| api.refuse(denied))?,
+    }
+    Ok(job)
 }
 
 /// The features a request names (a list or a vector, not both).
@@ -84,7 +96,10 @@ pub(crate) async fn start(State(api): State<Arc<Api>>, headers: HeaderMap, body:
             .allows(Scope::Read, Some(&set.name))
             .map_err(|denied| api.refuse(denied))?;
     }
-    let job = jobs(&api).create(&request.entities, &token.name).map_err(internal)?;
+    let names: Vec<&str> = sets.iter().map(|s| s.name.as_str()).collect();
+    let job = jobs(&api)
+        .create(&request.entities, &token.name, &names)
+        .map_err(internal)?;
     let id = job.id.clone();
     tracing::info!(job = %id, token = %token.name, rows = request.entities.len(), "training-set job started");
     let options = TrainingOptions {
@@ -98,7 +113,8 @@ pub(crate) async fn start(State(api): State<Arc<Api>>, headers: HeaderMap, body:
         quiet: true,
     };
     let by = token.name.clone();
-    tokio::task::spawn_blocking(move || run_job(&config, &options, &job, &by));
+    let names: Vec<String> = names.into_iter().map(str::to_string).collect();
+    tokio::task::spawn_blocking(move || run_job(&config, &options, &job, &by, &names));
     Ok(json_body(
         StatusCode::ACCEPTED,
         json!({ "id": id, "status": "running", "poll": format!("/v1/training-sets/{id}") }),
@@ -106,15 +122,15 @@ pub(crate) async fn start(State(api): State<Arc<Api>>, headers: HeaderMap, body:
 }
 
 /// Builds a job's training set (on a blocking thread) and records how it ended.
-fn run_job(config: &crate::config::Config, options: &TrainingOptions, job: &TrainingJob, by: &str) {
+fn run_job(config: &crate::config::Config, options: &TrainingOptions, job: &TrainingJob, by: &str, sets: &[String]) {
     let id = &job.id;
     let status = match training::build(config, options) {
         Ok(report) => json!({
-            "id": id, "status": "done", "by": by, "rows": report.rows, "features": report.features,
+            "id": id, "status": "done", "by": by, "sets": sets, "rows": report.rows, "features": report.features,
             "missing": report.missing, "seconds": report.seconds,
             "download": format!("/v1/training-sets/{id}/data"),
         }),
-        Err(e) => json!({ "id": id, "status": "failed", "by": by, "error": e.to_string() }),
+        Err(e) => json!({ "id": id, "status": "failed", "by": by, "sets": sets, "error": e.to_string() }),
     };
     if let Err(e) = job.record(&status) {
         tracing::error!(job = %id, "writing the job's status failed: {e}");

@@ -127,8 +127,11 @@ pub struct SetMonitor {
     watermark: i64,
     /// Whether rows came since the last [`SetMonitor::close_due`].
     active: bool,
-    /// Rows that came for a window already closed.
+    /// Rows that came for a window already closed (since this monitor was built).
     pub late: u64,
+    /// Rows profiled into an open window (since this monitor was built; rows a checkpoint
+    /// already held are not counted again).
+    pub profiled: u64,
 }
 
 impl SetMonitor {
@@ -154,6 +157,7 @@ impl SetMonitor {
             // must not find its windows closed on the clock before its first batch.
             active: true,
             late: 0,
+            profiled: 0,
         }
     }
 
@@ -288,6 +292,7 @@ impl SetMonitor {
             self.late += only.map_or(rows.len(), <[usize]>::len) as u64;
             return;
         }
+        self.profiled += only.map_or(rows.len(), <[usize]>::len) as u64;
         let skip = &self.skip;
         let window = self.series[0].open.entry(start).or_default();
         window.profile.add_rows_of(rows, only, |name| {

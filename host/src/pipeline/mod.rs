@@ -55,6 +55,22 @@ pub async fn run_on(
     for set in &config.feature_sets {
         start_set(&config, set, &services, &lookup, &shutdown, &mut tasks, None).await?;
     }
+    if let crate::bus::Bus::Embedded(store) = &services.bus {
+        // Idle log subscriptions wait up to a second for an append: shutdown wakes them.
+        // Detached, holding the store weakly: it must neither keep the run alive nor the
+        // store's file open.
+        let (store, mut stop) = (Arc::downgrade(store), shutdown.clone());
+        tokio::spawn(async move {
+            while !*stop.borrow_and_update() {
+                if stop.changed().await.is_err() {
+                    return;
+                }
+            }
+            if let Some(store) = store.upgrade() {
+                store.wake_waiters();
+            }
+        });
+    }
     ready.store(true, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(feature_sets = config.feature_sets.len(), "pipeline running");
     loop {

@@ -7,7 +7,7 @@ use std::fs;
 use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,12 +45,46 @@ pub struct PluginEngine {
     linker: Linker<HostState>,
     cache_dir: Option<PathBuf>,
     compat: String,
-    stop: Arc<AtomicBool>,
+    ticker: Arc<Ticker>,
 }
 
 impl Drop for PluginEngine {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.ticker.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.ticker.thread.get() {
+            thread.unpark();
+        }
+    }
+}
+
+/// The epoch ticker: it advances the engine's epoch every [`EPOCH_TICK`] while a guest runs
+/// (some [`Awake`] guard is held) and sleeps otherwise, so an idle host does not wake 200
+/// times a second. A deadline counts ticks from when its call begins; while no guest runs
+/// there is no deadline to count.
+pub(crate) struct Ticker {
+    busy: AtomicUsize,
+    stop: AtomicBool,
+    thread: std::sync::OnceLock<std::thread::Thread>,
+}
+
+/// Held while a guest runs (instantiation, `init`, `reads`, `process`): keeps the ticker going.
+pub(crate) struct Awake(Arc<Ticker>);
+
+impl Ticker {
+    /// A guard that keeps the epoch advancing until it is dropped.
+    pub(crate) fn awake(self: &Arc<Self>) -> Awake {
+        if self.busy.fetch_add(1, Ordering::SeqCst) == 0 {
+            if let Some(thread) = self.thread.get() {
+                thread.unpark();
+            }
+        }
+        Awake(self.clone())
+    }
+}
+
+impl Drop for Awake {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -95,8 +129,7 @@ impl PluginEngine {
         let mut hasher = std::hash::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let compat = format!("{:016x}", hasher.finish());
-        let stop = Arc::new(AtomicBool::new(false));
-        spawn_ticker(engine.clone(), stop.clone());
+        let ticker = spawn_ticker(engine.clone());
         if let Some(dir) = &cache_dir {
             fs::create_dir_all(dir).map_err(|e| cache_error(dir, e))?;
         }
@@ -105,13 +138,18 @@ impl PluginEngine {
             linker,
             cache_dir,
             compat,
-            stop,
+            ticker,
         }))
     }
 
     /// The wasmtime engine.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The epoch ticker (a guest call holds [`Ticker::awake`]).
+    pub(crate) fn ticker(&self) -> &Arc<Ticker> {
+        &self.ticker
     }
 
     /// Compiles a component (or loads it from the artifact cache) and checks it against the
@@ -200,14 +238,28 @@ fn cache_error(path: &Path, e: std::io::Error) -> PluginError {
     }
 }
 
-fn spawn_ticker(engine: Engine, stop: Arc<AtomicBool>) {
-    std::thread::Builder::new()
+fn spawn_ticker(engine: Engine) -> Arc<Ticker> {
+    let ticker = Arc::new(Ticker {
+        busy: AtomicUsize::new(0),
+        stop: AtomicBool::new(false),
+        thread: std::sync::OnceLock::new(),
+    });
+    let shared = ticker.clone();
+    let handle = std::thread::Builder::new()
         .name("sluice-epoch".into())
         .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
+            while !shared.stop.load(Ordering::Relaxed) {
+                if shared.busy.load(Ordering::SeqCst) == 0 {
+                    // An `awake` after this check unparks us (or leaves the token that makes
+                    // this park return at once).
+                    std::thread::park_timeout(Duration::from_secs(1));
+                    continue;
+                }
                 std::thread::sleep(EPOCH_TICK);
                 engine.increment_epoch();
             }
         })
         .expect("spawning the epoch ticker thread");
+    let _ = ticker.thread.set(handle.thread().clone());
+    ticker
 }

@@ -55,6 +55,8 @@ pub(crate) struct HandleInner {
     engine: Arc<PluginEngine>,
     slot: Arc<PluginSlot>,
     idle: Mutex<Vec<Instance>>,
+    /// Calls into the guest so far (a split batch is several).
+    calls: std::sync::atomic::AtomicU64,
 }
 
 /// A deployed plugin bound to one configuration. Cheap to clone; safe to call from several
@@ -79,6 +81,7 @@ impl PluginHandle {
             engine,
             slot,
             idle: Mutex::new(Vec::new()),
+            calls: std::sync::atomic::AtomicU64::new(0),
         });
         let version = inner.slot.active();
         let instance = inner.instantiate(&version)?;
@@ -90,6 +93,12 @@ impl PluginHandle {
     /// The plugin's name.
     pub fn name(&self) -> &str {
         self.inner.slot.name().as_str()
+    }
+
+    /// How many calls into the guest this handle has made: one per batch within the limits;
+    /// a batch above `batch_bytes` is split in halves until each fits, a call each.
+    pub fn calls(&self) -> u64 {
+        self.inner.calls.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The version new batches run on.
@@ -188,6 +197,7 @@ impl HandleInner {
                 };
             }
         };
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match instance.process(&batch, &self.limits) {
             Ok(processed) => {
                 self.checkin(instance);

@@ -33,6 +33,8 @@ pub(crate) struct Instance {
     /// The fields the plugin reads (`None`: all), as it answered after `init`.
     reads: Option<Vec<String>>,
     pub(crate) version: Arc<PluginVersion>,
+    /// Keeps the epoch advancing during its calls.
+    ticker: Arc<super::engine::Ticker>,
 }
 
 impl Instance {
@@ -44,6 +46,7 @@ impl Instance {
         lookup: Arc<dyn OnlineLookup>,
         config: Option<&[(String, String)]>,
     ) -> Result<Self, PluginError> {
+        let _awake = engine.ticker().awake();
         let state = HostState::new(version.label().into(), limits, lookup);
         let mut store = Store::new(engine.engine(), state);
         store.limiter(|s| s.limiter());
@@ -67,6 +70,7 @@ impl Instance {
             process,
             reads: None,
             version: version.clone(),
+            ticker: engine.ticker().clone(),
         };
         if let Some(config) = config {
             instance.begin_call(limits);
@@ -97,6 +101,7 @@ impl Instance {
     /// Calls `process` on one batch within the limits, sending only the fields the plugin
     /// reads.
     pub(crate) fn process(&mut self, batch: &Batch, limits: &Limits) -> Result<Processed, CallFailure> {
+        let _awake = self.ticker.awake();
         self.begin_call(limits);
         let columns = projection(batch, self.reads.as_deref());
         let store = &mut self.store;

@@ -178,6 +178,12 @@ impl Embedded {
         })
     }
 
+    /// Wakes every [`Self::wait_for_append`] in progress (on shutdown: an idle subscription
+    /// waits up to a second otherwise).
+    pub fn wake_waiters(&self) {
+        self.appended.notify_waiters();
+    }
+
     /// Waits until something is appended, or `timeout`.
     pub async fn wait_for_append(&self, timeout: Duration, after: impl FnOnce() -> bool) {
         let notified = self.appended.notified();
