@@ -339,6 +339,34 @@ fn a_bad_monitor_section_gets_a_problem_at_each_key() {
         "{}",
         problems[2].message
     );
+    // Segments: one or two known fields, with a reference, at most 100 of them.
+    let segmented = |monitor: &str| {
+        let text = format!(
+            "[[feature_set]]\nname = \"t\"\nentity = \"k\"\nfields = [\"k\", \"ts\", \"country\", \"amount\"]\n\
+             timestamp = {{ field = \"ts\", format = \"epoch_ms\" }}\nsource = {{ kind = \"file\", path = \"x.csv\" }}\n\
+             [[feature_set.targets]]\nkind = \"parquet\"\nroot = \"o\"\n[feature_set.monitor]\n{monitor}"
+        );
+        let config = sluice::config::parse_str(&text, std::path::Path::new("t.toml")).unwrap();
+        sluice::config::validate(&config)
+            .into_iter()
+            .map(|p| format!("{}: {}", p.key, p.message))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        segmented("reference = \"r\"\nsegments = [\"country\"]\n"),
+        Vec::<String>::new()
+    );
+    let problems = segmented("segments = [\"country\", \"amount\", \"k\"]\nmax_segments = 0\n");
+    assert_eq!(problems.len(), 3, "{problems:?}");
+    assert!(problems[0].starts_with("feature_set[0].monitor.segments: expected one or two fields, found 3"));
+    assert!(problems[1].starts_with("feature_set[0].monitor.segments: segments are judged against the reference"));
+    assert!(problems[2].starts_with("feature_set[0].monitor.max_segments: expected 1 to 100, found 0"));
+    let problems = segmented("reference = \"r\"\nsegments = [\"contry\"]\n");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with("feature_set[0].monitor.segments: ") && problems[0].contains("country"),
+        "the nearest name: {problems:?}"
+    );
     // An unknown key is refused when the file is read.
     let text = "[[feature_set]]\nname = \"t\"\nentity = \"k\"\ntimestamp = { field = \"ts\" }\n\
                 source = { kind = \"file\", path = \"x.csv\" }\n[feature_set.monitor]\nwindows = \"1m\"\n";

@@ -178,3 +178,148 @@ fn windows_from_the_reference_distribution_raise_no_drift() {
         report.join("; ")
     );
 }
+
+/// A reference built as `sluice profile` builds it: a profile, then the numbers counted
+/// into its bins; over the rows `only` (all when `None`).
+fn reference_of(rows: &Rows, only: Option<&[usize]>, name: &str) -> Reference {
+    let mut profile = Profile::default();
+    profile.add_rows_of(rows, only, |_| false);
+    let mut reference = Reference::from_profile(&profile, name, "tx", 1, "test".into());
+    let mut counted = BTreeMap::new();
+    for (at, field) in rows.batch.fields.iter().enumerate() {
+        let Some(kind @ ReferenceFeature::Numeric { edges, .. }) = reference.features.get(field) else {
+            continue;
+        };
+        let mut bins = kind.binned();
+        let all: Vec<usize> = (0..rows.len()).collect();
+        for &i in only.unwrap_or(&all) {
+            if let Value::Float(x) = rows.batch.events[i].values[at] {
+                bins.add_number(edges, x);
+            }
+        }
+        counted.insert(field.clone(), bins);
+    }
+    reference.count_numbers(&counted);
+    reference
+}
+
+/// Rows of `amount` and `country` (DE 60%, US 30%, FR 10%), FR's amounts shifted by `fr_shift`.
+fn segment_rows(first: u64, n: usize, seed: u64, fr_shift: f64, time: i64) -> Rows {
+    let countries = mix(n, &[("DE", 600), ("US", 300), ("FR", 100)]);
+    let amounts = normal(n, seed, 100.0, 15.0);
+    let mut rows = Rows::new(vec!["amount".into(), "country".into()]);
+    for i in 0..n {
+        let shift = if countries[i] == "FR" { fr_shift } else { 0.0 };
+        rows.push(
+            first + i as u64,
+            Event {
+                key: "u".into(),
+                time,
+                values: vec![Value::Float(amounts[i] + shift), Value::Text(countries[i].clone())],
+            },
+        );
+    }
+    rows
+}
+
+/// `[feature_set.monitor] segments = ["country"]`: FR (10% of the rows) shifted by one
+/// standard deviation for four windows is `drift` in FR alone, while the whole set (its mean
+/// moved by a tenth of a standard deviation) and the other countries stay `ok`; it clears
+/// after. Each segment's windows are in the store's series and in Parquet (under
+/// `segment=FR/`, with a `segment` column) and come back after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shift_in_one_segment_is_drift_for_that_segment_alone() {
+    use sluice::monitor::drift::{Policy, Status};
+    use sluice::monitor::live::SetMonitor;
+
+    // The reference: 30k rows, and each country's own part of them.
+    let sample = segment_rows(1, 30_000, 7, 0.0, 0);
+    let mut reference = reference_of(&sample, None, "base");
+    for country in ["DE", "US", "FR"] {
+        let only: Vec<usize> = (0..sample.len())
+            .filter(|&i| sample.batch.events[i].values[1] == Value::Text(country.into()))
+            .collect();
+        reference
+            .segments
+            .insert(country.into(), reference_of(&sample, Some(&only), country));
+    }
+    reference.segment_fields = vec!["country".into()];
+
+    let second = 1_000_000;
+    let monitor = || {
+        SetMonitor::new(second, 0, Some(reference.clone()), Policy::default(), Vec::new())
+            .with_segments(vec!["country".into()])
+    };
+    let mut live = monitor();
+    let per_window = 6_000;
+    let windows = 12u64;
+    for w in 0..windows {
+        let shift = if (4..8).contains(&w) { 15.0 } else { 0.0 };
+        let rows = segment_rows(1 + w * per_window as u64, per_window, 100 + w, shift, w as i64 * second);
+        live.add(&rows);
+    }
+    let mut closed = live.close_due(i64::MAX);
+    closed.extend(live.close_due(i64::MAX));
+    let base: Vec<_> = closed.iter().filter(|w| w.width() == second).cloned().collect();
+    let statuses = |segment: Option<&str>| -> Vec<Status> {
+        base.iter()
+            .filter(|w| w.segment.as_deref() == segment)
+            .map(|w| w.features["amount"].status)
+            .collect()
+    };
+    let fr = statuses(Some("FR"));
+    assert_eq!(fr.len(), windows as usize);
+    assert_eq!(fr[3], Status::Ok, "{fr:?}");
+    assert_eq!(fr[5], Status::Drift, "FR drifts from its second shifted window: {fr:?}");
+    assert_eq!(fr[11], Status::Ok, "and clears: {fr:?}");
+    for segment in [None, Some("DE"), Some("US")] {
+        let s = statuses(segment);
+        assert_eq!(s.len(), windows as usize, "{segment:?}");
+        assert!(s.iter().all(|s| *s == Status::Ok), "{segment:?}: {s:?}");
+    }
+    let whole_psi = base
+        .iter()
+        .filter(|w| w.segment.is_none())
+        .filter_map(|w| w.features["amount"].scores.get(&Metric::Psi).copied())
+        .fold(0.0, f64::max);
+    assert!(whole_psi < 0.1, "the whole looks fine: PSI {whole_psi}");
+    let (_, fr_monitor) = live.segments().find(|(s, _)| *s == "FR").unwrap();
+    assert_eq!(fr_monitor.statuses()["amount"].status, Status::Ok);
+    assert_eq!(live.segments().count(), 3);
+
+    // Stored and read back: the store's series per segment, Parquet under segment=<value>/.
+    let dir = tempfile::tempdir().unwrap();
+    let store = sluice::store::embedded::Embedded::open(&dir.path().join("store.redb")).unwrap();
+    let sink = sluice::targets::windows::WindowSink::new(store, "p:tx:v1".into(), "tx", 1, dir.path(), second);
+    sink.write(&closed).await.unwrap();
+    let fr_file = dir
+        .path()
+        .join("_monitor/tx/v1/segment=FR/window=1s/date=1970-01-01")
+        .join(format!("{:020}.parquet", 5 * second));
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&fr_file).unwrap())
+            .unwrap()
+            .build()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+    let segment = reader.column_by_name("segment").expect("a segment column");
+    let segment = segment.as_any().downcast_ref::<arrow_array::StringArray>().unwrap();
+    assert!(segment.iter().all(|s| s == Some("FR")));
+    let segments: Vec<String> = live.segments().map(|(s, _)| s.clone()).collect();
+    let restored = sink.restore(&live.widths(), &segments).await.unwrap();
+    assert_eq!(restored.len(), closed.len(), "every window of every segment once");
+    let mut again = monitor();
+    again.resume(restored, 0);
+    for (segment, child) in again.segments() {
+        let before = live.segments().find(|(s, _)| *s == segment).unwrap().1;
+        assert_eq!(
+            child.closed(second).unwrap().len(),
+            before.closed(second).unwrap().len(),
+            "{segment}"
+        );
+        assert_eq!(child.statuses()["amount"].status, before.statuses()["amount"].status);
+    }
+    assert_eq!(again.closed(second).unwrap().len(), live.closed(second).unwrap().len());
+}

@@ -624,6 +624,56 @@ fn a_reference_profile_comes_from_a_training_sets_features_or_an_offline_range()
         "{empty}"
     );
     assert!(!empty.to_string().contains(".parquet"), "no list of files: {empty}");
+
+    // With `[feature_set.monitor] segments`, each of the most frequent countries gets its
+    // own part of the reference, the rest "other"; the segment field slices the rows even
+    // when only other features are profiled.
+    let mut table: toml::Table = std::fs::read_to_string(&config).unwrap().parse().unwrap();
+    let monitor: toml::Table =
+        toml::from_str("reference = \"offline\"\nsegments = [\"country\"]\nmax_segments = 2").unwrap();
+    table["feature_set"].as_array_mut().unwrap()[0]
+        .as_table_mut()
+        .unwrap()
+        .insert("monitor".into(), monitor.into());
+    std::fs::write(&config, toml::to_string(&table).unwrap()).unwrap();
+    let (segmented, path) = reference::build(&ProfileOptions {
+        features: vec!["amount_usd".into()],
+        ..offline(None, None)
+    })
+    .unwrap();
+    assert_eq!(segmented.segment_fields, vec!["country".to_string()]);
+    assert_eq!(segmented.features.keys().collect::<Vec<_>>(), vec!["amount_usd"]);
+    let mut countries: HashMap<String, u64> = HashMap::new();
+    for e in events.iter().filter(|e| kept(e)) {
+        *countries.entry(e["country"].as_str().unwrap().to_string()).or_default() += 1;
+    }
+    let mut by_rows: Vec<(u64, String)> = countries.iter().map(|(c, n)| (*n, c.clone())).collect();
+    by_rows.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let mut want: Vec<String> = by_rows.iter().take(2).map(|(_, c)| c.clone()).collect();
+    if by_rows.len() > 2 {
+        want.push("other".into());
+    }
+    want.sort();
+    assert_eq!(segmented.segments.keys().cloned().collect::<Vec<_>>(), want);
+    assert_eq!(
+        segmented.segments.values().map(|p| p.rows).sum::<u64>(),
+        segmented.rows,
+        "every row in one segment"
+    );
+    for (value, part) in &segmented.segments {
+        if value != "other" {
+            assert_eq!(part.rows, countries[value], "{value}");
+        }
+        let ReferenceFeature::Numeric { shares, .. } = &part.features["amount_usd"] else {
+            panic!("{value}: amount_usd is numeric")
+        };
+        assert!(
+            (shares.iter().sum::<f64>() - 1.0).abs() < 1e-9,
+            "{value}: its own bins counted"
+        );
+    }
+    let summary = reference::summary(&segmented, &path);
+    assert!(summary.contains("segments by country: "), "{summary}");
 }
 
 #[test]

@@ -26,6 +26,9 @@ type DriftLabel = [(&'static str, String); 4];
 /// The labels of a feature's drift status: set, version, feature.
 type StatusLabel = [(&'static str, String); 3];
 
+/// The labels of a segment's feature drift status: set, version, segment, feature.
+type SegmentLabel = [(&'static str, String); 4];
+
 /// A feature set version and one of its steps.
 type StepLabel = [(&'static str, String); 2];
 
@@ -80,6 +83,7 @@ struct SetFamilies {
     pending: Family<Label, Gauge>,
     drift: Family<DriftLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     drift_status: Family<StatusLabel, Gauge>,
+    segment_drift_status: Family<SegmentLabel, Gauge>,
 }
 
 /// The families of every plugin version's metrics.
@@ -120,6 +124,7 @@ impl SetFamilies {
             pending: Family::default(),
             drift: Family::default(),
             drift_status: Family::default(),
+            segment_drift_status: Family::default(),
         };
         registry.register("sluice_events_in", "Input events taken", f.events_in.clone());
         registry.register("sluice_rows_out", "Feature rows produced", f.rows_out.clone());
@@ -153,6 +158,11 @@ impl SetFamilies {
             "sluice_feature_drift_status",
             "A feature's drift status: 0 ok, 1 possible, 2 drift, -1 not in the reference (never judged)",
             f.drift_status.clone(),
+        );
+        registry.register(
+            "sluice_segment_drift_status",
+            "A feature's drift status within one segment ([feature_set.monitor] segments): 0 ok, 1 possible, 2 drift, -1 not in the segment's reference",
+            f.segment_drift_status.clone(),
         );
         f
     }
@@ -289,6 +299,17 @@ impl Metrics {
             ("feature", feature.to_string()),
         ];
         self.sets.drift_status.get_or_create(&l).set(status);
+    }
+
+    /// Sets a feature's drift status within a segment.
+    pub fn set_segment_drift_status(&self, (name, version, feature): (&str, u32, &str), segment: &str, status: i64) {
+        let l: SegmentLabel = [
+            ("set", name.to_string()),
+            ("version", version.to_string()),
+            ("segment", segment.to_string()),
+            ("feature", feature.to_string()),
+        ];
+        self.sets.segment_drift_status.get_or_create(&l).set(status);
     }
 
     /// The OpenMetrics text format (`application/openmetrics-text`).

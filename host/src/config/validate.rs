@@ -234,7 +234,12 @@ fn check_set(config: &Config, set: &FeatureSetConfig, at: &str, report: &mut imp
         check_monitor(monitor, &format!("{at}.monitor"), report);
     }
     check_source(config, set, at, report);
-    check_steps(config, set, at, report);
+    let fields = check_steps(config, set, at, report);
+    if let (Some(monitor), Some(fields)) = (&set.monitor, &fields) {
+        if let Err(e) = refuse_unknown(&set.name, monitor.segments.iter().map(String::as_str), fields) {
+            report(format!("{at}.monitor.segments"), e.to_string());
+        }
+    }
     check_targets(set, at, report);
 }
 
@@ -397,6 +402,24 @@ fn check_monitor(monitor: &crate::monitor::live::MonitorConfig, at: &str, report
     }
     if let Some(Err(e)) = monitor.reference.as_deref().map(crate::monitor::reference::check_name) {
         report(format!("{at}.reference"), e.into());
+    }
+    if monitor.segments.len() > 2 {
+        report(
+            format!("{at}.segments"),
+            format!("expected one or two fields, found {}", monitor.segments.len()),
+        );
+    }
+    if !monitor.segments.is_empty() && monitor.reference.is_none() {
+        report(
+            format!("{at}.segments"),
+            "segments are judged against the reference's own segments: name a reference too".into(),
+        );
+    }
+    if !(1..=100).contains(&monitor.max_segments) {
+        report(
+            format!("{at}.max_segments"),
+            format!("expected 1 to 100, found {}", monitor.max_segments),
+        );
     }
     let p = &monitor.policy;
     let metrics = [

@@ -93,7 +93,7 @@ fn drift_of(version: u32, monitor: &SetMonitor) -> Json {
             }),
         );
     }
-    json!({
+    let mut out = json!({
         "version": version,
         "reference": monitor.reference().map(|r| json!({ "name": r.name, "source": r.source, "rows": r.rows, "created": r.created })),
         "drifting": drifting,
@@ -102,7 +102,22 @@ fn drift_of(version: u32, monitor: &SetMonitor) -> Json {
         "features": features,
         "windows_closed": closed.len(),
         "late_rows": monitor.late,
-    })
+    });
+    let segments: serde_json::Map<String, Json> = monitor
+        .segments()
+        .map(|(segment, child)| {
+            let mut of = drift_of(version, child);
+            if let Some(fields) = of.as_object_mut() {
+                fields.remove("version");
+                fields.remove("reference");
+            }
+            (segment.clone(), of)
+        })
+        .collect();
+    if !segments.is_empty() {
+        out["segments"] = Json::Object(segments);
+    }
+    out
 }
 
 /// `GET /v1/feature-sets/{name}/drift`.
@@ -129,6 +144,8 @@ pub(crate) struct StatisticsQuery {
     from: Option<String>,
     /// Windows ending at or before.
     to: Option<String>,
+    /// A segment's windows (`[feature_set.monitor] segments`) instead of the whole set's.
+    segment: Option<String>,
 }
 
 /// `GET /v1/feature-sets/{name}/statistics`.
@@ -153,7 +170,21 @@ pub(crate) async fn statistics(
     };
     let mut versions = Vec::new();
     for (version, monitor) in monitored(&api, &headers, &name)? {
-        let monitor = monitor.lock().unwrap_or_else(|e| e.into_inner());
+        let whole = monitor.lock().unwrap_or_else(|e| e.into_inner());
+        let monitor = match &query.segment {
+            None => &*whole,
+            Some(segment) => match whole.segments().find(|(s, _)| *s == segment) {
+                Some((_, child)) => child,
+                None => {
+                    let known: Vec<&str> = whole.segments().map(|(s, _)| s.as_str()).collect();
+                    return Err(ApiError::bad_request(if known.is_empty() {
+                        format!("segment: version {version} is not segmented ([feature_set.monitor] segments)")
+                    } else {
+                        format!("segment: expected one of {}, found \"{segment}\"", known.join(", "))
+                    }));
+                }
+            },
+        };
         let width = width.unwrap_or(monitor.window());
         let Some(closed) = monitor.closed(width) else {
             let kept: Vec<String> = monitor.widths().iter().map(|w| format!("{}s", w / 1_000_000)).collect();
@@ -169,7 +200,11 @@ pub(crate) async fn statistics(
                 json!({ "start": time(w.start), "end": time(w.end), "rows": w.rows, "partial": w.partial, "features": w.features })
             })
             .collect();
-        versions.push(json!({ "version": version, "window_seconds": width / 1_000_000, "windows": windows }));
+        let mut entry = json!({ "version": version, "window_seconds": width / 1_000_000, "windows": windows });
+        if let Some(segment) = monitor.segment() {
+            entry["segment"] = segment.into();
+        }
+        versions.push(entry);
     }
     let body = json!({ "name": name, "versions": versions }).to_string();
     Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())

@@ -38,6 +38,44 @@ pub struct MonitorConfig {
     /// Thresholds per metric, the minimum count and the hysteresis.
     #[serde(default)]
     pub policy: Policy,
+    /// One or two fields whose values slice the rows: each of the reference's most frequent
+    /// values (up to `max_segments`) is monitored on its own against its own part of the
+    /// reference, the rest together as "other" (none: the whole set only).
+    #[serde(default)]
+    pub segments: Vec<String>,
+    /// How many segment values get their own monitor (default 10).
+    #[serde(default = "ten")]
+    pub max_segments: usize,
+}
+
+fn ten() -> usize {
+    10
+}
+
+/// The segment of rows whose values are not among a reference's segments.
+pub const OTHER_SEGMENT: &str = "other";
+
+/// A row's segment: its values of the segment fields (at `at` in its batch), joined by `,`;
+/// text as it is, other values as JSON, a missing one as `null`.
+pub fn segment_of(event: &crate::event::Event, at: &[Option<usize>]) -> String {
+    let mut key = String::new();
+    segment_into(&mut key, event, at);
+    key
+}
+
+/// [`segment_of`] written into `key` (cleared first): no allocation per row once it has grown.
+fn segment_into(key: &mut String, event: &crate::event::Event, at: &[Option<usize>]) {
+    key.clear();
+    for (i, field) in at.iter().enumerate() {
+        if i > 0 {
+            key.push(',');
+        }
+        match field.and_then(|f| event.values.get(f)) {
+            Some(Value::Text(s)) => key.push_str(s),
+            Some(Value::Null) | None => key.push_str("null"),
+            Some(other) => key.push_str(&crate::event::value_to_json(other).to_string()),
+        }
+    }
 }
 
 fn one_minute() -> ConfigDuration {
@@ -72,6 +110,9 @@ pub struct Checkpoint<W> {
     pub watermark: i64,
     /// (width, start, window).
     pub open: Vec<(i64, i64, W)>,
+    /// The segments' own (their windows and sequences), by segment.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub segments: BTreeMap<String, Checkpoint<W>>,
 }
 
 fn no_time() -> i64 {
@@ -132,6 +173,11 @@ pub struct SetMonitor {
     /// Rows profiled into an open window (since this monitor was built; rows a checkpoint
     /// already held are not counted again).
     pub profiled: u64,
+    /// The segment this monitor watches (`None`: the whole set version).
+    segment: Option<String>,
+    /// The fields that slice rows into segments (positions looked up per batch), and a
+    /// monitor per segment.
+    segments: Option<(Vec<String>, BTreeMap<String, SetMonitor>)>,
 }
 
 impl SetMonitor {
@@ -158,7 +204,43 @@ impl SetMonitor {
             active: true,
             late: 0,
             profiled: 0,
+            segment: None,
+            segments: None,
         }
+    }
+
+    /// Monitors each segment of the reference (values of `fields`) on its own too, against
+    /// its own part of the reference, with the same window, grace, policy and skipped fields.
+    /// Rows whose segment the reference does not have go to its "other" segment (if it has
+    /// one; otherwise they count for the whole only).
+    pub fn with_segments(mut self, fields: Vec<String>) -> SetMonitor {
+        let Some(reference) = &self.reference else { return self };
+        let mut monitors = BTreeMap::new();
+        for (value, part) in &reference.segments {
+            let mut child = SetMonitor::new(
+                self.window(),
+                self.grace,
+                Some(part.clone()),
+                self.policy.clone(),
+                self.skip.clone(),
+            );
+            child.segment = Some(value.clone());
+            monitors.insert(value.clone(), child);
+        }
+        if !monitors.is_empty() {
+            self.segments = Some((fields, monitors));
+        }
+        self
+    }
+
+    /// The segments' monitors, by segment (none without segments).
+    pub fn segments(&self) -> impl Iterator<Item = (&String, &SetMonitor)> {
+        self.segments.iter().flat_map(|(_, monitors)| monitors.iter())
+    }
+
+    /// The segment this monitor watches (`None`: the whole set version).
+    pub fn segment(&self) -> Option<&str> {
+        self.segment.as_deref()
     }
 
     /// The base window's width, µs.
@@ -191,6 +273,21 @@ impl SetMonitor {
     /// count as late, the statuses and their hysteresis continue, and the windows open now
     /// are marked partial when they close.
     pub fn resume(&mut self, mut stored: Vec<ClosedWindow>, now: i64) {
+        if let Some((_, monitors)) = &mut self.segments {
+            let mut of: BTreeMap<String, Vec<ClosedWindow>> = BTreeMap::new();
+            for window in stored.extract_if(.., |w| w.segment.is_some()) {
+                of.entry(window.segment.clone().unwrap_or_default())
+                    .or_default()
+                    .push(window);
+            }
+            for (segment, windows) in of {
+                if let Some(child) = monitors.get_mut(&segment) {
+                    child.resume(windows, now);
+                }
+            }
+        }
+        let own = self.segment.clone();
+        stored.retain(|w| w.segment == own);
         if stored.is_empty() {
             return;
         }
@@ -222,21 +319,36 @@ impl SetMonitor {
         if !std::mem::take(&mut self.dirty) {
             return None;
         }
+        Some(self.snapshot())
+    }
+
+    fn snapshot(&self) -> Checkpoint<&Window> {
         let open = self
             .series
             .iter()
             .flat_map(|s| s.open.iter().map(|(start, w)| (s.width, *start, w)))
             .collect();
-        Some(Checkpoint {
+        Checkpoint {
             through: self.through,
             watermark: self.watermark,
             open,
-        })
+            segments: self
+                .segments()
+                .map(|(segment, child)| (segment.clone(), child.snapshot()))
+                .collect(),
+        }
     }
 
     /// Resumes the open windows of a checkpoint (after [`SetMonitor::resume`]): those not
     /// closed since are open again, and rows up to its sequence are not counted twice.
-    pub fn resume_open(&mut self, checkpoint: Checkpoint<Window>) {
+    pub fn resume_open(&mut self, mut checkpoint: Checkpoint<Window>) {
+        if let Some((_, monitors)) = &mut self.segments {
+            for (segment, part) in std::mem::take(&mut checkpoint.segments) {
+                if let Some(child) = monitors.get_mut(&segment) {
+                    child.resume_open(part);
+                }
+            }
+        }
         self.through = self.through.max(checkpoint.through);
         self.watermark = self.watermark.max(checkpoint.watermark);
         for (width, start, window) in checkpoint.open {
@@ -250,8 +362,63 @@ impl SetMonitor {
         }
     }
 
-    /// Profiles rows into their windows (rows a checkpoint already holds are skipped).
+    /// Profiles rows into their windows (rows a checkpoint already holds are skipped), and
+    /// each row into its segment's.
     pub fn add(&mut self, rows: &Rows) {
+        self.add_all(rows);
+        let Some((fields, monitors)) = &mut self.segments else {
+            return;
+        };
+        let at: Vec<Option<usize>> = fields
+            .iter()
+            .map(|f| rows.batch.fields.iter().position(|name| name == f))
+            .collect();
+        // The segments in key order (as the map holds them); a row's is found by binary search.
+        let keys: Vec<&String> = monitors.keys().collect();
+        let other = keys.binary_search_by(|k| k.as_str().cmp(OTHER_SEGMENT)).ok();
+        let mut of: Vec<Vec<usize>> = vec![Vec::new(); keys.len()];
+        let mut key = String::new();
+        for (i, event) in rows.batch.events.iter().enumerate() {
+            segment_into(&mut key, event, &at);
+            let found = keys.binary_search_by(|k| k.as_str().cmp(key.as_str())).ok();
+            if let Some(at) = found.or(other) {
+                of[at].push(i);
+            }
+        }
+        for (child, only) in monitors.values_mut().zip(of) {
+            if !only.is_empty() {
+                child.add_only(rows, &only);
+            }
+        }
+    }
+
+    /// Profiles the rows `only` (indices into `rows`) into their windows.
+    fn add_only(&mut self, rows: &Rows, only: &[usize]) {
+        let Some(last) = only.iter().map(|&i| rows.seqs[i]).max() else {
+            return;
+        };
+        let through = self.through;
+        self.through = self.through.max(last);
+        self.dirty = true;
+        self.active = true;
+        let newest = only
+            .iter()
+            .map(|&i| rows.batch.events[i].time)
+            .max()
+            .unwrap_or(i64::MIN);
+        self.watermark = self.watermark.max(newest);
+        let width = self.window();
+        let mut by_window: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+        for &i in only.iter().filter(|&&i| rows.seqs[i] > through) {
+            let start = rows.batch.events[i].time.div_euclid(width) * width;
+            by_window.entry(start).or_default().push(i);
+        }
+        for (start, rows_of) in by_window {
+            self.add_to(start, rows, Some(&rows_of));
+        }
+    }
+
+    fn add_all(&mut self, rows: &Rows) {
         let Some(&last) = rows.seqs.iter().max() else { return };
         let width = self.window();
         let start_of = |t: i64| t.div_euclid(width) * width;
@@ -342,6 +509,20 @@ impl SetMonitor {
     pub fn close_due(&mut self, now: i64) -> Vec<ClosedWindow> {
         let idle = !std::mem::take(&mut self.active);
         let until = if idle { now } else { now.min(self.watermark) };
+        let mut closed = self.close_until(until);
+        // A segment closes on the whole stream's time: one that got no row in the last second
+        // is not idle while others flow (a backlog's rare segment would find its windows
+        // closed before its rows came).
+        if let Some((_, monitors)) = &mut self.segments {
+            for child in monitors.values_mut() {
+                child.active = false;
+                closed.extend(child.close_until(until));
+            }
+        }
+        closed
+    }
+
+    fn close_until(&mut self, until: i64) -> Vec<ClosedWindow> {
         let mut closed = Vec::new();
         let base = self.window();
         while let Some((&start, _)) = self.series[0].open.first_key_value() {
@@ -383,6 +564,7 @@ impl SetMonitor {
             end: start + series.width,
             rows,
             partial: self.resumed_at.is_some_and(|r| start < r),
+            segment: self.segment.clone(),
             features,
         })
     }
@@ -403,6 +585,7 @@ impl SetMonitor {
             end: start + self.window(),
             rows,
             partial: self.resumed_at.is_some_and(|r| start < r),
+            segment: self.segment.clone(),
             features,
         }
     }

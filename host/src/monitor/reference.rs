@@ -78,6 +78,13 @@ pub struct Reference {
     pub rows: u64,
     /// Per feature.
     pub features: BTreeMap<String, ReferenceFeature>,
+    /// The fields its segments slice the rows by (`[feature_set.monitor] segments` when it
+    /// was built; empty: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segment_fields: Vec<String>,
+    /// The reference of each segment: its most frequent values, and "other" for the rest.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub segments: BTreeMap<String, Reference>,
 }
 
 /// Whether `name` may name a reference (letters, digits, `-`, `_`, `.`; not starting with
@@ -266,6 +273,8 @@ impl Reference {
                 .iter()
                 .filter_map(|(name, p)| Some((name.clone(), ReferenceFeature::bins_of(p)?)))
                 .collect(),
+            segment_fields: Vec::new(),
+            segments: BTreeMap::new(),
         }
     }
 

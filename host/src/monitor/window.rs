@@ -75,6 +75,9 @@ pub struct ClosedWindow {
     /// are missing from it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub partial: bool,
+    /// The segment it is of (`None`: the whole set version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<String>,
     /// Per feature.
     pub features: BTreeMap<String, FeatureWindow>,
 }

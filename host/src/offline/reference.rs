@@ -15,6 +15,7 @@ use super::training::FEATURE_METADATA;
 use crate::catalog::references::{check_name, References};
 use crate::config::{Config, FeatureSetConfig, TargetConfig};
 use crate::event::{Event, Value};
+use crate::monitor::live::{segment_of, OTHER_SEGMENT};
 use crate::monitor::profile::Profile;
 use crate::monitor::reference::{Binned, Reference, ReferenceFeature};
 use crate::rows::Rows;
@@ -66,6 +67,8 @@ struct Source {
     prefix: String,
     /// Only these features (empty: all).
     only: Vec<String>,
+    /// Fields read even when not among `only`: the segment fields.
+    keep: Vec<String>,
     /// Every feature column seen, for the error naming a feature asked for but absent.
     seen: std::cell::RefCell<std::collections::BTreeSet<String>>,
 }
@@ -82,8 +85,15 @@ pub fn build_in(config: &Config, options: &ProfileOptions) -> anyhow::Result<(Re
     let set = pick_set(config, &options.set, options.version)?;
     let set = &set;
     let read = rows_of(config, set, options)?;
+    let skip = |name: &str| {
+        read.skip.iter().any(|s| s == name) || (!read.only.is_empty() && !read.only.iter().any(|o| o == name))
+    };
     let mut profile = Profile::default();
-    read.each(|rows| profile.add_rows(rows, |name| read.skip.iter().any(|s| s == name)))?;
+    let mut segments = Segmenter::new(&read.keep);
+    read.each(|rows| {
+        profile.add_rows(rows, skip);
+        segments.profile(rows, skip);
+    })?;
     let missing: Vec<&String> = read.only.iter().filter(|f| !read.seen.borrow().contains(*f)).collect();
     if !missing.is_empty() {
         let seen: Vec<String> = read.seen.borrow().iter().cloned().collect();
@@ -119,10 +129,41 @@ pub fn build_in(config: &Config, options: &ProfileOptions) -> anyhow::Result<(Re
         ),
         _ => unreachable!("clap requires one of them"),
     };
-    let mut reference = Reference::from_profile(&profile, &options.name, &set.name, set.version, source);
+    if let Some(field) = read.keep.iter().find(|f| !read.seen.borrow().contains(*f)) {
+        let seen: Vec<String> = read.seen.borrow().iter().cloned().collect();
+        anyhow::bail!(
+            "monitor.segments: \"{field}\" is not in the rows, so they cannot be sliced by it (they have: {})",
+            seen.join(", ")
+        );
+    }
+    let mut reference = Reference::from_profile(&profile, &options.name, &set.name, set.version, source.clone());
+    let max = set.monitor.as_ref().map_or(0, |m| m.max_segments);
+    let parts = segments.top(max);
+    for (value, part) in &parts {
+        let mut of = Reference::from_profile(part, &options.name, &set.name, set.version, source.clone());
+        of.name = format!("{}[{value}]", options.name);
+        reference.segments.insert(value.clone(), of);
+    }
+    reference.segment_fields = if reference.segments.is_empty() {
+        Vec::new()
+    } else {
+        read.keep.clone()
+    };
     let mut counted: BTreeMap<String, Binned> = BTreeMap::new();
-    read.each(|rows| count_numbers(&reference, rows, &mut counted))?;
+    let mut counted_of: BTreeMap<String, BTreeMap<String, Binned>> = BTreeMap::new();
+    read.each(|rows| {
+        count_numbers(&reference, rows, None, &mut counted);
+        for (value, only) in segments.split(rows, &reference.segments) {
+            let part = &reference.segments[&value];
+            count_numbers(part, rows, Some(&only), counted_of.entry(value).or_default());
+        }
+    })?;
     reference.count_numbers(&counted);
+    for (value, counted) in &counted_of {
+        if let Some(part) = reference.segments.get_mut(value) {
+            part.count_numbers(counted);
+        }
+    }
     let path = References::new(&config.resolve(&config.host.data_dir)).save(&reference)?;
     Ok((reference, path))
 }
@@ -183,6 +224,7 @@ fn rows_of(config: &Config, set: &FeatureSetConfig, options: &ProfileOptions) ->
         range,
         prefix: format!("{}:", set.name),
         only: options.features.clone(),
+        keep: segment_fields(set),
         seen: Default::default(),
     })
 }
@@ -230,7 +272,7 @@ impl Source {
         );
         let columns: Vec<(usize, String)> = columns
             .into_iter()
-            .filter(|(_, name)| self.only.is_empty() || self.only.contains(name))
+            .filter(|(_, name)| self.only.is_empty() || self.only.contains(name) || self.keep.contains(name))
             .collect();
         let names = columns.iter().map(|(_, name)| name.clone()).collect();
         let mut rows = Rows::new(names);
@@ -261,14 +303,111 @@ impl Source {
     }
 }
 
-/// Counts a batch's numbers into the reference's bins.
-fn count_numbers(reference: &Reference, rows: &Rows, counted: &mut BTreeMap<String, Binned>) {
+/// The set's segment fields (`[feature_set.monitor] segments`).
+fn segment_fields(set: &FeatureSetConfig) -> Vec<String> {
+    set.monitor.as_ref().map(|m| m.segments.clone()).unwrap_or_default()
+}
+
+/// A profile per segment value (the values of the segment fields), up to [`MAX_DISTINCT`]
+/// distinct ones (later values go to "other" at once); [`Segmenter::top`] keeps the most
+/// frequent and merges the rest into "other".
+struct Segmenter {
+    fields: Vec<String>,
+    profiles: BTreeMap<String, Profile>,
+}
+
+/// Distinct segment values profiled apart before the rest is gathered as "other".
+const MAX_DISTINCT: usize = 1000;
+
+impl Segmenter {
+    fn new(fields: &[String]) -> Segmenter {
+        Segmenter {
+            fields: fields.to_vec(),
+            profiles: BTreeMap::new(),
+        }
+    }
+
+    /// Each row's segment (`None`: not segmented).
+    fn of(&self, rows: &Rows) -> Option<Vec<String>> {
+        if self.fields.is_empty() {
+            return None;
+        }
+        let at: Vec<Option<usize>> = self
+            .fields
+            .iter()
+            .map(|f| rows.batch.fields.iter().position(|n| n == f))
+            .collect();
+        Some(rows.batch.events.iter().map(|e| segment_of(e, &at)).collect())
+    }
+
+    fn profile(&mut self, rows: &Rows, skip: impl Fn(&str) -> bool + Copy) {
+        let Some(values) = self.of(rows) else { return };
+        let mut by: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, value) in values.into_iter().enumerate() {
+            let value = if self.profiles.len() >= MAX_DISTINCT && !self.profiles.contains_key(&value) {
+                OTHER_SEGMENT.to_string()
+            } else {
+                value
+            };
+            by.entry(value).or_default().push(i);
+        }
+        for (value, only) in by {
+            self.profiles
+                .entry(value)
+                .or_default()
+                .add_rows_of(rows, Some(&only), skip);
+        }
+    }
+
+    /// The `max` segments with the most rows, and "other" with the rest (if any).
+    fn top(&mut self, max: usize) -> BTreeMap<String, Profile> {
+        let mut all: Vec<(String, Profile)> = std::mem::take(&mut self.profiles).into_iter().collect();
+        all.sort_by(|a, b| b.1.rows.cmp(&a.1.rows).then_with(|| a.0.cmp(&b.0)));
+        let mut kept = BTreeMap::new();
+        let mut other: Option<Profile> = None;
+        for (value, profile) in all {
+            if kept.len() < max && value != OTHER_SEGMENT {
+                kept.insert(value, profile);
+            } else {
+                other.get_or_insert_with(Profile::default).merge(&profile);
+            }
+        }
+        if let Some(other) = other {
+            kept.insert(OTHER_SEGMENT.to_string(), other);
+        }
+        kept
+    }
+
+    /// The rows of each segment the reference has (others under "other"), as indices.
+    fn split(&self, rows: &Rows, segments: &BTreeMap<String, Reference>) -> BTreeMap<String, Vec<usize>> {
+        let mut by: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        let Some(values) = self.of(rows) else { return by };
+        for (i, value) in values.into_iter().enumerate() {
+            let value = if segments.contains_key(&value) {
+                value
+            } else {
+                OTHER_SEGMENT.to_string()
+            };
+            if segments.contains_key(&value) {
+                by.entry(value).or_default().push(i);
+            }
+        }
+        by
+    }
+}
+
+/// Counts a batch's numbers (the rows `only`, or all) into the reference's bins.
+fn count_numbers(reference: &Reference, rows: &Rows, only: Option<&[usize]>, counted: &mut BTreeMap<String, Binned>) {
     for (at, name) in rows.batch.fields.iter().enumerate() {
         let Some(feature @ ReferenceFeature::Numeric { edges, .. }) = reference.features.get(name) else {
             continue;
         };
         let binned = counted.entry(name.clone()).or_insert_with(|| feature.binned());
-        for event in &rows.batch.events {
+        let events: Box<dyn Iterator<Item = &Event>> = match only {
+            None => Box::new(rows.batch.events.iter()),
+            Some(only) => Box::new(only.iter().map(|&i| &rows.batch.events[i])),
+        };
+        for event in events {
             match event.values.get(at) {
                 Some(Value::Integer(i)) => binned.add_number(edges, *i as f64),
                 Some(Value::Float(x)) => binned.add_number(edges, *x),
@@ -330,6 +469,18 @@ pub fn summary(reference: &Reference, path: &Path) -> String {
             }
         };
         out.push_str(&line);
+    }
+    if !reference.segments.is_empty() {
+        let parts: Vec<String> = reference
+            .segments
+            .iter()
+            .map(|(value, part)| format!("{value} ({} rows)", part.rows))
+            .collect();
+        out.push_str(&format!(
+            "  segments by {}: {}\n",
+            reference.segment_fields.join(", "),
+            parts.join(", ")
+        ));
     }
     out
 }

@@ -61,6 +61,10 @@ pub(super) async fn open(
     let lateness = set.allowed_lateness.as_ref().map_or(0, |l| l.micros());
     let skip = set.not_features();
     let mut live = SetMonitor::new(window, lateness, reference, monitor.policy.clone(), skip);
+    if let Err(e) = segmented(&mut live, monitor) {
+        return Err(fail(e));
+    }
+    let segments = segment_names(&live);
     let sink = WindowSink::new(
         services.store.clone(),
         crate::keys::set_prefix(&services.prefix, &set.name, set.version),
@@ -70,7 +74,7 @@ pub(super) async fn open(
         window,
     );
     let stored = sink
-        .restore(&live.widths())
+        .restore(&live.widths(), &segments)
         .await
         .map_err(|e| fail(format!("reading its stored monitoring windows: {e}")))?;
     if !stored.is_empty() {
@@ -89,6 +93,39 @@ pub(super) async fn open(
     let shared = Arc::new(Mutex::new(live));
     services.monitors.insert(&label, shared.clone());
     Ok(Some(Monitored { monitor: shared, sink }))
+}
+
+/// Adds the segments' monitors when the set has segments; a reference built without them
+/// (or by other fields) is refused with the command that rebuilds it.
+fn segmented(live: &mut SetMonitor, monitor: &crate::monitor::live::MonitorConfig) -> Result<(), String> {
+    if monitor.segments.is_empty() {
+        return Ok(());
+    }
+    let fields = live.reference().map(|r| r.segment_fields.clone()).unwrap_or_default();
+    if fields != monitor.segments {
+        let reference = match &monitor.reference {
+            Some(name) => format!("\"{name}\""),
+            None => "(none)".to_string(),
+        };
+        let built = if fields.is_empty() {
+            "not segmented".to_string()
+        } else {
+            format!("segmented by {fields:?}")
+        };
+        return Err(format!(
+            "monitor.segments = {:?}, but the reference {reference} is {built}: build it again with `sluice profile` \
+             (it then profiles each segment too)",
+            monitor.segments
+        ));
+    }
+    let whole = std::mem::replace(live, SetMonitor::new(1, 0, None, Default::default(), Vec::new()));
+    *live = whole.with_segments(monitor.segments.clone());
+    Ok(())
+}
+
+/// The segments a monitor watches.
+fn segment_names(live: &SetMonitor) -> Vec<String> {
+    live.segments().map(|(s, _)| s.clone()).collect()
 }
 
 /// Where a set's monitoring Parquet goes: its Parquet target's root, else the data folder.
@@ -151,6 +188,7 @@ pub(super) async fn close_windows(
         }
         let base = monitored.monitor.lock().unwrap_or_else(|e| e.into_inner()).window();
         for window in closed.iter().filter(|w| w.width() == base) {
+            // Every base window is reported: the whole set's and each segment's.
             report(&set, window, &services).await;
         }
     }
@@ -175,47 +213,71 @@ async fn save_checkpoint(set: &FeatureSetConfig, monitored: &Monitored) {
 
 /// The gauges of a closed window, and its status changes as events.
 async fn report(set: &FeatureSetConfig, window: &ClosedWindow, services: &Services) {
-    let mut events = Vec::new();
-    for (feature, stats) in &window.features {
-        let at = (set.name.as_str(), set.version, feature.as_str());
-        for (metric, score) in &stats.scores {
-            services.metrics.set_drift(at, metric.name(), *score);
-        }
-        if stats.no_reference {
-            services.metrics.set_drift_status(at, -1);
-        } else if stats.verdict.is_some() || stats.changed {
-            let level = match stats.status {
-                Status::Ok => 0,
-                Status::Possible => 1,
-                Status::Drift => 2,
-            };
-            services.metrics.set_drift_status(at, level);
-        }
-        if !stats.changed {
-            continue;
-        }
-        tracing::info!(
-            set = %set.name, version = set.version, feature = %feature, status = stats.status.name(),
-            "feature drift status changed"
-        );
-        let body = serde_json::json!({
-            "set": set.name, "version": set.version, "feature": feature, "status": stats.status,
-            "window_start": rfc3339(window.start),
-            "window_end": rfc3339(window.end),
-            "count": stats.count, "scores": stats.scores,
-        });
-        events.push(Publish {
-            subject: format!("sluice.drift.{}", set.name),
-            headers: vec![(
-                "Nats-Msg-Id",
-                format!("drift:{}:v{}:{feature}:{}", set.name, set.version, window.start),
-            )],
-            body: body.to_string().into(),
-        });
-    }
+    let events = gauges_and_events(set, window, services);
     if !events.is_empty() {
         if let Err(e) = services.bus.publish(events).await {
             tracing::warn!(set = %set.name, "publishing drift status changes failed: {e}");
         }
     }
+}
+
+/// Sets a closed window's gauges; returns its status changes as events to publish.
+fn gauges_and_events(set: &FeatureSetConfig, window: &ClosedWindow, services: &Services) -> Vec<Publish> {
+    let mut events = Vec::new();
+    let segment = window.segment.as_deref();
+    for (feature, stats) in &window.features {
+        let at = (set.name.as_str(), set.version, feature.as_str());
+        let level = if stats.no_reference {
+            Some(-1)
+        } else if stats.verdict.is_some() || stats.changed {
+            Some(match stats.status {
+                Status::Ok => 0,
+                Status::Possible => 1,
+                Status::Drift => 2,
+            })
+        } else {
+            None
+        };
+        match segment {
+            None => {
+                for (metric, score) in &stats.scores {
+                    services.metrics.set_drift(at, metric.name(), *score);
+                }
+                if let Some(level) = level {
+                    services.metrics.set_drift_status(at, level);
+                }
+            }
+            Some(segment) => {
+                if let Some(level) = level {
+                    services.metrics.set_segment_drift_status(at, segment, level);
+                }
+            }
+        }
+        if !stats.changed {
+            continue;
+        }
+        tracing::info!(
+            set = %set.name, version = set.version, segment = segment.unwrap_or("(all)"), feature = %feature,
+            status = stats.status.name(), "feature drift status changed"
+        );
+        let mut body = serde_json::json!({
+            "set": set.name, "version": set.version, "feature": feature, "status": stats.status,
+            "window_start": rfc3339(window.start),
+            "window_end": rfc3339(window.end),
+            "count": stats.count, "scores": stats.scores,
+        });
+        if let Some(segment) = segment {
+            body["segment"] = segment.into();
+        }
+        let id = match segment {
+            None => format!("drift:{}:v{}:{feature}:{}", set.name, set.version, window.start),
+            Some(s) => format!("drift:{}:v{}:{s}:{feature}:{}", set.name, set.version, window.start),
+        };
+        events.push(Publish {
+            subject: format!("sluice.drift.{}", set.name),
+            headers: vec![("Nats-Msg-Id", id)],
+            body: body.to_string().into(),
+        });
+    }
+    events
 }

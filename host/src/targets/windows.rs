@@ -65,14 +65,21 @@ impl WindowSink {
         }
     }
 
-    /// The store's series of a width.
-    pub fn series(&self, width: i64) -> String {
-        format!("{}:_windows:{}", self.set_prefix, width / 1_000_000)
+    /// The store's series of a width (of a segment: `…:_windows:<seconds>:segment=<value>`).
+    pub fn series(&self, width: i64, segment: Option<&str>) -> String {
+        match segment {
+            None => format!("{}:_windows:{}", self.set_prefix, width / 1_000_000),
+            Some(value) => format!("{}:_windows:{}:segment={value}", self.set_prefix, width / 1_000_000),
+        }
     }
 
-    /// The Parquet file of a window.
+    /// The Parquet file of a window (a segment's under `segment=<value>/`).
     pub fn file(&self, window: &ClosedWindow) -> PathBuf {
-        self.folder
+        let folder = match &window.segment {
+            None => self.folder.clone(),
+            Some(value) => self.folder.join(format!("segment={}", path_safe(value))),
+        };
+        folder
             .join(format!("window={}s", window.width() / 1_000_000))
             .join(format!("date={}", date_of(window.start)))
             .join(format!("{:020}.parquet", window.start))
@@ -80,18 +87,23 @@ impl WindowSink {
 
     /// Writes closed windows: to the store's series, then to Parquet.
     pub async fn write(&self, windows: &[ClosedWindow]) -> Result<(), TargetError> {
-        let mut widths: Vec<i64> = windows.iter().map(ClosedWindow::width).collect();
-        widths.dedup();
-        for width in widths {
-            let of_width: Vec<&ClosedWindow> = windows.iter().filter(|w| w.width() == width).collect();
-            let entries: Vec<(i64, Vec<u8>)> = of_width
+        // Owned keys: a borrowed one held across the awaits below makes the future not
+        // `Send` for every lifetime (rustc's higher-ranked check on spawned futures).
+        let mut series: Vec<(Option<String>, i64)> = windows.iter().map(|w| (w.segment.clone(), w.width())).collect();
+        series.sort();
+        series.dedup();
+        for (segment, width) in series {
+            let segment = segment.as_deref();
+            let entries: Vec<(i64, Vec<u8>)> = windows
                 .iter()
+                .filter(|w| w.width() == width && w.segment.as_deref() == segment)
                 .map(|w| serde_json::to_vec(w).map(|bytes| (w.start, bytes)))
                 .collect::<Result<_, _>>()
                 .map_err(|e| TargetError::Encode(format!("a closed window: {e}")))?;
-            let newest = of_width.iter().map(|w| w.start).max().unwrap_or(0);
+            let newest = entries.iter().map(|(start, _)| *start).max().unwrap_or(0);
             let keep_from = newest.saturating_sub(width.saturating_mul(kept(width, self.base) as i64 - 1));
-            self.store.put_series(&self.series(width), &entries, keep_from).await?;
+            let name = self.series(width, segment);
+            self.store.put_series(&name, &entries, keep_from).await?;
         }
         for window in windows {
             self.write_parquet(window)?;
@@ -101,10 +113,14 @@ impl WindowSink {
 
     /// Every stored window of these widths (oldest first per width); a window whose Parquet
     /// file is missing (the host stopped between the two writes) gets it now.
-    pub async fn restore(&self, widths: &[i64]) -> Result<Vec<ClosedWindow>, TargetError> {
+    pub async fn restore(&self, widths: &[i64], segments: &[String]) -> Result<Vec<ClosedWindow>, TargetError> {
         let mut windows = Vec::new();
-        for &width in widths {
-            let series = self.series(width);
+        let all: Vec<(Option<String>, i64)> = std::iter::once(None)
+            .chain(segments.iter().cloned().map(Some))
+            .flat_map(|s| widths.iter().map(move |w| (s.clone(), *w)))
+            .collect();
+        for (segment, width) in all {
+            let series = self.series(width, segment.as_deref());
             for (start, bytes) in self.store.read_series(&series, i64::MIN, i64::MAX).await? {
                 let window: ClosedWindow = serde_json::from_slice(&bytes).map_err(|e| {
                     TargetError::Encode(format!(
@@ -137,8 +153,14 @@ impl WindowSink {
     }
 
     /// The stored windows of a width that start in `[from, to)`.
-    pub async fn read(&self, width: i64, from: i64, to: i64) -> Result<Vec<ClosedWindow>, TargetError> {
-        let series = self.series(width);
+    pub async fn read(
+        &self,
+        width: i64,
+        segment: Option<&str>,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<ClosedWindow>, TargetError> {
+        let series = self.series(width, segment);
         self.store
             .read_series(&series, from, to)
             .await?
@@ -157,7 +179,23 @@ impl WindowSink {
     }
 }
 
-/// One row per feature of a window.
+/// A segment value as a folder name: letters, digits, `-`, `_`, `.`, `,`, `=` kept, the rest
+/// `_`.
+fn path_safe(value: &str) -> String {
+    value
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || "-_.,=".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// One row per feature of a window (a segment's window has a `segment` column after
+/// `version`; the whole set's files keep their columns).
 fn record_batch(set: &str, version: u32, window: &ClosedWindow) -> Result<RecordBatch, arrow_schema::ArrowError> {
     let n = window.features.len();
     let time = |us: i64| -> ArrayRef { Arc::new(TimestampMicrosecondArray::from(vec![us; n]).with_timezone("UTC")) };
@@ -201,6 +239,14 @@ fn record_batch(set: &str, version: u32, window: &ClosedWindow) -> Result<Record
     let mut fields = vec![
         Field::new("set", DataType::Utf8, false),
         Field::new("version", DataType::UInt32, false),
+    ];
+    fields.extend(
+        window
+            .segment
+            .as_ref()
+            .map(|_| Field::new("segment", DataType::Utf8, false)),
+    );
+    fields.extend([
         Field::new(
             "window_start",
             DataType::Timestamp(TimeUnit::Microsecond, utc.clone()),
@@ -212,7 +258,7 @@ fn record_batch(set: &str, version: u32, window: &ClosedWindow) -> Result<Record
         Field::new("feature", DataType::Utf8, false),
         Field::new("count", DataType::UInt64, false),
         Field::new("nulls", DataType::UInt64, false),
-    ];
+    ]);
     fields.extend(
         numbers
             .iter()
@@ -227,6 +273,11 @@ fn record_batch(set: &str, version: u32, window: &ClosedWindow) -> Result<Record
     let mut columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from(vec![set; n])),
         Arc::new(UInt32Array::from(vec![version; n])),
+    ];
+    if let Some(segment) = &window.segment {
+        columns.push(Arc::new(StringArray::from(vec![segment.as_str(); n])));
+    }
+    columns.extend([
         time(window.start),
         time(window.end),
         Arc::new(Int64Array::from(vec![window.width() / 1_000_000; n])),
@@ -236,7 +287,7 @@ fn record_batch(set: &str, version: u32, window: &ClosedWindow) -> Result<Record
         )),
         Arc::new(count.finish()),
         Arc::new(nulls.finish()),
-    ];
+    ]);
     columns.extend(numbers.into_iter().map(|(_, mut b)| Arc::new(b.finish()) as ArrayRef));
     columns.extend([
         Arc::new(top.finish()) as ArrayRef,
