@@ -524,29 +524,11 @@ async fn killed_with_sigkill_mid_batch_and_restarted_the_embedded_mode_loses_and
     let dir = tempfile::tempdir().unwrap();
     let config = embedded_config(dir.path());
     // A fixed port for every restart of the child.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = sluice_tests::live::restart_port();
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, text.replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))).unwrap();
     let address: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let spawn = || {
-        std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "embedded_child",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("SLUICE_CHILD_CONFIG", &config)
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
-    };
+    let spawn = || sluice_tests::live::spawn_child("embedded_child", &config);
     let ready = async || {
         wait_for(
             "the child serving",

@@ -771,3 +771,63 @@ pub fn run_child_from_env() {
     let cli = <sluice::cli::Cli as clap::Parser>::parse_from(["sluice", "run", "--config", &config]);
     std::process::exit(sluice::cli::run(cli).unwrap());
 }
+
+/// A child process started by [`spawn_child`]: killed (SIGKILL) and reaped when dropped, so
+/// a test that fails leaves no host running behind it (holding its port and the output pipe).
+pub struct Child(pub std::process::Child);
+
+impl std::ops::Deref for Child {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Child {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts this test binary's ignored test `body` (one calling [`run_child_from_env`]) as a
+/// child process running `sluice run --config config`.
+pub fn spawn_child(body: &str, config: &Path) -> Child {
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", body, "--ignored", "--nocapture", "--test-threads=1"])
+        .env("SLUICE_CHILD_CONFIG", config)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    Child(child)
+}
+
+/// A port for a server a test stops and starts again on the same address. It is below the
+/// kernel's ephemeral range (`ip_local_port_range`), so no `bind(0)` and no outgoing
+/// connection of a parallel test can take it between a stop and a restart; each process and
+/// call gets its own, checked free when handed out.
+pub fn restart_port() -> u16 {
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, span) = (10_000u16, ephemeral.saturating_sub(10_000).max(1000));
+    // Each test process starts at its own offset (binaries run one after another, but a
+    // developer may run two at once).
+    let offset = (std::process::id() % 97) as u16 * (span / 97);
+    for _ in 0..span {
+        let port = low + (offset + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {low} and {}", low + span);
+}

@@ -203,3 +203,122 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+/// Not a test on its own: the child process the embedded kill test starts and kills
+/// (`SLUICE_CHILD_CONFIG` names its config). It runs `sluice run` as the binary does.
+#[test]
+#[ignore]
+fn monitoring_child() {
+    sluice_tests::live::run_child_from_env();
+}
+
+/// The embedded mode killed with SIGKILL in the middle of a monitored run (a window open,
+/// the shifted windows' hysteresis under way) and started again: every window is in the
+/// statistics route and in Parquet once, with every row counted once, and the verdicts are
+/// those of a run without a kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_window_the_embedded_monitor_counts_every_row_once() {
+    let dir = tempfile::tempdir().unwrap();
+    store_reference(&dir.path().join("data"));
+    let config = config(dir.path());
+    let port = sluice_tests::live::restart_port();
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("127.0.0.1:0"), "{text}");
+    std::fs::write(&config, text.replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))).unwrap();
+    let address: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let spawn = || sluice_tests::live::spawn_child("monitoring_child", &config);
+    let ready = async || {
+        wait_for("the child serving and ready", Duration::from_secs(60), async || {
+            tokio::net::TcpStream::connect(address).await.is_ok()
+                && http(address, "GET", "/readyz", Some(ADMIN), b"").await.0 == 200
+        })
+        .await;
+    };
+    let mut child = spawn();
+    ready().await;
+
+    let now_ms = || (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+    let first = (now_ms() / WINDOW_MS + 1) * WINDOW_MS;
+    for w in 0..12i64 {
+        let start = first + w * WINDOW_MS;
+        let wait = start + 50 - now_ms();
+        if wait > 0 {
+            tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+        }
+        let shifted = (4..8).contains(&w);
+        let amounts = normal(PER_WINDOW, 100 + w as u64, if shifted { 115.0 } else { 100.0 }, 15.0);
+        let steady = normal(PER_WINDOW, 200 + w as u64, 0.0, 1.0);
+        let countries = mix(PER_WINDOW, if shifted { CHANGED } else { USUAL });
+        let events: Vec<Json> = (0..PER_WINDOW)
+            .map(|i| {
+                json!({ "user": format!("u{}", i % 50), "ts": start + (i as i64 % 1500),
+                        "amount": amounts[i], "steady": steady[i], "country": countries[i] })
+            })
+            .collect();
+        for chunk in events.chunks(200) {
+            let body = serde_json::to_vec(chunk).unwrap();
+            let (status, answer) = http(address, "POST", "/v1/ingest/scores", Some(ADMIN), &body).await;
+            assert_eq!(status, 202, "{answer}");
+        }
+        if w == 6 {
+            // The window's rows stored in the log, those of the last bodies still being
+            // profiled (a checkpoint is stored every 250 ms); window 5 still open.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            child = spawn();
+            ready().await;
+        }
+    }
+    let statistics = async || {
+        let (status, body) = http(address, "GET", "/v1/feature-sets/scores/statistics", Some(ADMIN), b"").await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<Json>(&body).unwrap()["versions"][0]["windows"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    wait_for("12 windows closed", Duration::from_secs(60), async || {
+        statistics().await.len() >= 12
+    })
+    .await;
+    let windows = statistics().await;
+    let starts: Vec<i64> = windows
+        .iter()
+        .map(|w| sluice::sources::decode::parse_time_text(w["start"].as_str().unwrap(), "start").unwrap() / 1000)
+        .collect();
+    let expected: Vec<i64> = (0..12).map(|w| first + w * WINDOW_MS).collect();
+    assert_eq!(starts, expected, "one window per 2 s, none lost or doubled");
+    let rows: Vec<u64> = windows.iter().map(|w| w["rows"].as_u64().unwrap()).collect();
+    assert_eq!(rows, vec![PER_WINDOW as u64; 12], "every row once, across the kill");
+    let statuses = |feature: &str| -> Vec<String> {
+        windows
+            .iter()
+            .map(|w| w["features"][feature]["status"].as_str().unwrap_or("-").to_string())
+            .collect()
+    };
+    let verdicts: Vec<&str> = ["ok"; 5].into_iter().chain(["drift"; 4]).chain(["ok"; 3]).collect();
+    assert_eq!(statuses("amount"), verdicts, "the hysteresis survives the kill");
+    assert_eq!(statuses("country"), verdicts);
+    assert_eq!(statuses("steady"), vec!["ok"; 12]);
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Parquet: one file per window, one row per feature.
+    let parquet = dir.path().join("data/_monitor/scores/v1/window=2s");
+    let mut files: Vec<(i64, i64)> = walk(&parquet)
+        .iter()
+        .map(|path| {
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            let start: i64 = name.trim_end_matches(".parquet").parse().expect("named by start");
+            let reader = parquet::file::reader::SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap();
+            let rows = parquet::file::reader::FileReader::metadata(&reader)
+                .file_metadata()
+                .num_rows();
+            (start / 1000, rows)
+        })
+        .collect();
+    files.sort();
+    let want: Vec<(i64, i64)> = expected.iter().map(|s| (*s, 3)).collect();
+    assert_eq!(files, want, "one Parquet file per window");
+}

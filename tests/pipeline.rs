@@ -317,20 +317,8 @@ fn child_pipeline() {
     sluice_tests::live::run_child_from_env();
 }
 
-fn spawn_child(config: &std::path::Path) -> std::process::Child {
-    std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_pipeline",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("SLUICE_CHILD_CONFIG", config)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap()
+fn spawn_child(config: &std::path::Path) -> sluice_tests::live::Child {
+    sluice_tests::live::spawn_child("child_pipeline", config)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -429,11 +417,7 @@ struct OwnServer {
 
 impl OwnServer {
     fn start(kind: Server) -> OwnServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = sluice_tests::live::restart_port();
         let mut server = OwnServer {
             kind,
             port,

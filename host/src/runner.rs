@@ -131,7 +131,9 @@ impl BatchRunner {
             late,
         } = self.chain.run(rows, failures)?;
         if let Some(monitor) = &self.monitor {
-            monitor.lock().unwrap_or_else(|e| e.into_inner()).add(&rows);
+            let mut monitor = monitor.lock().unwrap_or_else(|e| e.into_inner());
+            monitor.add(&rows);
+            monitor.passed(last_seq);
         }
         let counts = Counts {
             events,

@@ -313,6 +313,27 @@ impl SetMonitor {
         self.resumed_at = Some(now);
     }
 
+    /// Marks input sequences up to `seq` as seen: a batch's events that left no row (filtered,
+    /// failed) are part of what a checkpoint covers, so the batch can be acknowledged once
+    /// one is stored.
+    pub fn passed(&mut self, seq: u64) {
+        if seq > self.through {
+            self.through = seq;
+            self.dirty = true;
+        }
+    }
+
+    /// Makes the next [`SetMonitor::checkpoint`] return the windows (the last one could not
+    /// be stored).
+    pub fn unsaved(&mut self) {
+        self.dirty = true;
+    }
+
+    /// The highest input sequence the windows account for.
+    pub fn through(&self) -> u64 {
+        self.through
+    }
+
     /// The open windows, for a checkpoint, when rows came since the last one (`None`
     /// otherwise); serialised under the caller's lock.
     pub fn checkpoint(&mut self) -> Option<Checkpoint<&Window>> {

@@ -71,8 +71,10 @@ pub struct ClosedWindow {
     pub end: i64,
     /// Rows profiled.
     pub rows: u64,
-    /// Whether the window was open when the host stopped: rows written before the restart
-    /// are missing from it.
+    /// Whether the window was open when the host stopped and was resumed from a checkpoint.
+    /// A streamed set's input is acknowledged only as far as a stored checkpoint holds, so
+    /// such a window still has every row; a file run resumed after a kill may miss the rows
+    /// between the last checkpoint and the kill.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub partial: bool,
     /// The segment it is of (`None`: the whole set version).

@@ -165,7 +165,15 @@ pub struct FeatureSetRunner {
     metrics: SetMetrics,
     /// Told how the input ended (a file source in a batch run).
     ended: Option<watch::Sender<Option<InputEnd>>>,
+    /// A monitored set's acks, released by its monitor once a checkpoint covers them.
+    deferred: Option<AckGate>,
 }
+
+/// The latest written batch's ack (its last input sequence, and the ack: JetStream's "ack all"
+/// or the log's cursor, so acknowledging it covers every batch before), held until the set's
+/// monitor has stored a checkpoint covering that sequence. A kill at any instant then
+/// redelivers exactly the rows no stored checkpoint holds: each row is profiled once.
+pub type AckGate = std::sync::Arc<std::sync::Mutex<Option<(u64, Ack)>>>;
 
 impl FeatureSetRunner {
     /// Builds the graph, binds the consumer and the targets.
@@ -205,6 +213,7 @@ impl FeatureSetRunner {
             online: plan.online_target(&services.store),
             metrics: services.metrics.set(&label),
             ended: None,
+            deferred: None,
         };
         // Rows go to the stream target, or, for a parquet target without one, to the set's own
         // stream (the offline writer reads whichever it is).
@@ -222,6 +231,12 @@ impl FeatureSetRunner {
             ));
         }
         Ok(runner)
+    }
+
+    /// Leaves each batch's ack in `gate` instead of acknowledging it (see [`AckGate`]).
+    pub fn defer_acks(mut self, gate: Option<AckGate>) -> Self {
+        self.deferred = gate;
+        self
     }
 
     /// Profiles every batch's rows into `monitor` (a monitored set's live statistics).
@@ -272,6 +287,7 @@ impl FeatureSetRunner {
                 label: self.label.clone(),
                 online: self.online.clone(),
                 shutdown: shutdown.clone(),
+                deferred: self.deferred.clone(),
             };
             in_flight = Some(tokio::spawn(finish.run(durable, batch.ack)));
         }
@@ -382,10 +398,12 @@ struct Finish {
     label: String,
     online: Option<OnlineTarget>,
     shutdown: watch::Receiver<bool>,
+    deferred: Option<AckGate>,
 }
 
 impl Finish {
     async fn run(self, batch: Durable, ack: Option<Ack>) -> bool {
+        let last = batch.last_seq;
         if let Some(online) = &self.online {
             let started = std::time::Instant::now();
             let label = format!("{}: online target", self.label);
@@ -402,10 +420,17 @@ impl Finish {
             }
             tracing::debug!(set = %self.label, online_us = started.elapsed().as_micros() as u64, "batch written");
         }
-        if let Some(ack) = ack {
-            if let Err(e) = ack.ack().await {
-                tracing::warn!(set = %self.label, "ack failed (the batch will be redelivered and skipped): {e}");
+        match (ack, &self.deferred) {
+            (Some(ack), Some(gate)) => {
+                // Replaces an older one: acknowledging this batch covers it.
+                *gate.lock().unwrap_or_else(|e| e.into_inner()) = Some((last, ack));
             }
+            (Some(ack), None) => {
+                if let Err(e) = ack.ack().await {
+                    tracing::warn!(set = %self.label, "ack failed (the batch will be redelivered and skipped): {e}");
+                }
+            }
+            (None, _) => {}
         }
         true
     }

@@ -172,15 +172,18 @@ async fn start_set(
     batch: Option<BatchRun>,
 ) -> Result<(), PipelineError> {
     let monitored = monitor::open(config, set, services).await?;
+    let gate = monitored.as_ref().map(|_| feature_set::AckGate::default());
     let mut runner = FeatureSetRunner::start(config, set, services, lookup.clone(), shutdown)
         .await?
-        .monitored(monitored.as_ref().map(|m| m.monitor.clone()));
+        .monitored(monitored.as_ref().map(|m| m.monitor.clone()))
+        .defer_acks(gate.clone());
     // The monitor's last checkpoint waits for the runner's last batch.
     let (runner_done, runner_stopped) = watch::channel(false);
     if let Some(monitored) = monitored {
         tasks.spawn(monitor::close_windows(
             set.clone(),
             monitored,
+            gate.unwrap_or_default(),
             services.clone(),
             shutdown.clone(),
             runner_stopped,

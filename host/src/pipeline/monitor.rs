@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::feature_set::AckGate;
 use super::{PipelineError, Services};
 use crate::bus::Publish;
 use crate::catalog::references::References;
@@ -149,11 +150,14 @@ fn now() -> i64 {
 pub(super) async fn close_windows(
     set: FeatureSetConfig,
     monitored: Monitored,
+    gate: AckGate,
     services: Services,
     mut shutdown: watch::Receiver<bool>,
     mut runner_stopped: watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // Checkpoints (and the acks they release) every 250 ms, windows closed every second.
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut ticks = 0u64;
     let mut unwritten = Vec::new();
     loop {
         let stopping = tokio::select! {
@@ -164,9 +168,20 @@ pub(super) async fn close_windows(
             let stopped = tokio::time::timeout(Duration::from_secs(30), runner_stopped.wait_for(|done| *done)).await;
             drop(stopped);
             if unwritten.is_empty() || monitored.sink.write(&unwritten).await.is_ok() {
-                save_checkpoint(&set, &monitored).await;
+                if let Some(covered) = save_checkpoint(&set, &monitored).await {
+                    release(&set, &gate, covered).await;
+                }
             }
             return;
+        }
+        ticks += 1;
+        if ticks % 4 != 1 {
+            if unwritten.is_empty() {
+                if let Some(covered) = save_checkpoint(&set, &monitored).await {
+                    release(&set, &gate, covered).await;
+                }
+            }
+            continue;
         }
         let closed = monitored
             .monitor
@@ -184,7 +199,9 @@ pub(super) async fn close_windows(
         }
         // The checkpoint follows the closed windows it no longer holds.
         if unwritten.is_empty() {
-            save_checkpoint(&set, &monitored).await;
+            if let Some(covered) = save_checkpoint(&set, &monitored).await {
+                release(&set, &gate, covered).await;
+            }
         }
         let base = monitored.monitor.lock().unwrap_or_else(|e| e.into_inner()).window();
         for window in closed.iter().filter(|w| w.width() == base) {
@@ -194,19 +211,44 @@ pub(super) async fn close_windows(
     }
 }
 
-/// Stores the open windows if rows came since the last checkpoint.
-async fn save_checkpoint(set: &FeatureSetConfig, monitored: &Monitored) {
-    let bytes = {
+/// Stores the open windows if rows came since the last checkpoint; returns the input
+/// sequence the stored checkpoint covers (`None`: it could not be stored).
+async fn save_checkpoint(set: &FeatureSetConfig, monitored: &Monitored) -> Option<u64> {
+    let (bytes, through) = {
         let mut monitor = monitored.monitor.lock().unwrap_or_else(|e| e.into_inner());
-        monitor.checkpoint().map(|c| serde_json::to_vec(&c))
+        let through = monitor.through();
+        (monitor.checkpoint().map(|c| serde_json::to_vec(&c)), through)
     };
     match bytes {
-        None => {}
-        Some(Err(e)) => tracing::warn!(set = %set.name, "encoding the monitoring checkpoint failed: {e}"),
-        Some(Ok(bytes)) => {
-            if let Err(e) = monitored.sink.save_open(&bytes).await {
+        None => Some(through),
+        Some(Err(e)) => {
+            tracing::warn!(set = %set.name, "encoding the monitoring checkpoint failed: {e}");
+            None
+        }
+        Some(Ok(bytes)) => match monitored.sink.save_open(&bytes).await {
+            Ok(()) => Some(through),
+            Err(e) => {
+                // Stored again next time, rows or not.
+                monitored.monitor.lock().unwrap_or_else(|e| e.into_inner()).unsaved();
                 tracing::warn!(set = %set.name, "storing the monitoring checkpoint failed: {e}");
+                None
             }
+        },
+    }
+}
+
+/// Acknowledges the runner's latest batch if a stored checkpoint covers it.
+async fn release(set: &FeatureSetConfig, gate: &AckGate, covered: u64) {
+    let ack = {
+        let mut held = gate.lock().unwrap_or_else(|e| e.into_inner());
+        match held.as_ref() {
+            Some((seq, _)) if *seq <= covered => held.take().map(|(_, ack)| ack),
+            _ => None,
+        }
+    };
+    if let Some(ack) = ack {
+        if let Err(e) = ack.ack().await {
+            tracing::warn!(set = %set.name, "ack failed (the batch will be redelivered and skipped): {e}");
         }
     }
 }
