@@ -831,3 +831,37 @@ pub fn restart_port() -> u16 {
     }
     panic!("no free port between {low} and {}", low + span);
 }
+
+/// Milliseconds since the epoch, on the host's clock.
+pub fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// Sleeps until `at` (ms since the epoch); returns at once when it is past.
+pub async fn sleep_until_ms(at: i64) {
+    let wait = at - now_ms();
+    if wait > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(wait as u64)).await;
+    }
+}
+
+/// A monitored set's closed windows from `GET /v1/feature-sets/{set}/statistics` (its first
+/// version), once there are at least `n` (waiting up to a minute for them).
+pub async fn closed_windows(address: std::net::SocketAddr, set: &str, token: &str, n: usize) -> Vec<Json> {
+    let path = format!("/v1/feature-sets/{set}/statistics");
+    let statistics = async || {
+        let (status, body) = http(address, "GET", &path, Some(token), b"").await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<Json>(&body).unwrap()["versions"][0]["windows"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    wait_for(
+        &format!("{n} windows closed"),
+        std::time::Duration::from_secs(60),
+        async || statistics().await.len() >= n,
+    )
+    .await;
+    statistics().await
+}

@@ -10,9 +10,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::{json, Value as Json};
 use sluice_tests::live::{http, wait_for, with_http, Live};
-use sluice_tests::samples::{mix, normal, reference, CHANGED, USUAL};
+use sluice_tests::samples::{reference, window_events};
 
 const ADMIN: &str = "monitor-live-admin-token";
 const WINDOW_MS: i64 = 2000;
@@ -82,21 +81,6 @@ async fn wait_ready(address: SocketAddr) {
     .await;
 }
 
-/// Window `w`'s events, with event times inside it.
-fn window_events(w: i64, start: i64) -> Vec<Vec<u8>> {
-    let shifted = (4..8).contains(&w);
-    let amounts = normal(PER_WINDOW, 100 + w as u64, if shifted { 115.0 } else { 100.0 }, 15.0);
-    let steady = normal(PER_WINDOW, 200 + w as u64, 0.0, 1.0);
-    let countries = mix(PER_WINDOW, if shifted { CHANGED } else { USUAL });
-    (0..PER_WINDOW)
-        .map(|i| {
-            let event = json!({ "user": format!("u{}", i % 50), "ts": start + (i as i64 % 1500),
-                                "amount": amounts[i], "steady": steady[i], "country": countries[i] });
-            serde_json::to_vec(&event).unwrap()
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_on_nats_and_redis_survives_two_kills_and_reaches_the_subject() {
     let live = Live::new("monlive");
@@ -114,17 +98,14 @@ async fn drift_on_nats_and_redis_survives_two_kills_and_reaches_the_subject() {
     let mut child = spawn_child(&config);
     wait_ready(address).await;
 
-    let now_ms = || (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
-    let first = (now_ms() / WINDOW_MS + 1) * WINDOW_MS;
+    let first = (sluice_tests::live::now_ms() / WINDOW_MS + 1) * WINDOW_MS;
     for w in 0..WINDOWS {
         let start = first + w * WINDOW_MS;
-        let wait = start + 50 - now_ms();
-        if wait > 0 {
-            tokio::time::sleep(Duration::from_millis(wait as u64)).await;
-        }
+        sluice_tests::live::sleep_until_ms(start + 50).await;
         let mut acks = Vec::new();
-        for event in window_events(w, start) {
-            acks.push(js.publish(live.subject.clone(), event.into()).await.unwrap());
+        for event in window_events(w, start, PER_WINDOW) {
+            let body = serde_json::to_vec(&event).unwrap();
+            acks.push(js.publish(live.subject.clone(), body.into()).await.unwrap());
         }
         for ack in acks {
             ack.await.unwrap();
@@ -140,20 +121,7 @@ async fn drift_on_nats_and_redis_survives_two_kills_and_reaches_the_subject() {
     }
     wait_ready(address).await;
 
-    let statistics = async || {
-        let path = format!("/v1/feature-sets/{}/statistics", live.set);
-        let (status, body) = http(address, "GET", &path, Some(ADMIN), b"").await;
-        assert_eq!(status, 200, "{body}");
-        serde_json::from_str::<Json>(&body).unwrap()["versions"][0]["windows"]
-            .as_array()
-            .unwrap()
-            .clone()
-    };
-    wait_for("12 windows closed", Duration::from_secs(60), async || {
-        statistics().await.len() >= WINDOWS as usize
-    })
-    .await;
-    let windows = statistics().await;
+    let windows = sluice_tests::live::closed_windows(address, &live.set, ADMIN, WINDOWS as usize).await;
 
     // Every window once, in order: none lost, none doubled across the kill.
     let starts: Vec<i64> = windows

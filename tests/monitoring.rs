@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value as Json};
 use sluice_tests::live::{http, start_serving, wait_for, with_http};
-use sluice_tests::samples::{mix, normal, reference, CHANGED, USUAL};
+use sluice_tests::samples::{reference, shifted, window_events};
 
 const ADMIN: &str = "monitoring-admin-token";
 const WINDOW_MS: i64 = 2000;
@@ -60,25 +60,14 @@ async fn a_shift_and_a_new_mix_reach_drift_after_two_windows_and_clear_after_two
 
     // 12 windows, sent as each one starts: 4 usual, 4 shifted (amount + 1σ, a new country
     // mix), 4 usual again. Each window's events carry times inside it.
-    let now_ms = || (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
-    let first = (now_ms() / WINDOW_MS + 1) * WINDOW_MS;
+    let first = (sluice_tests::live::now_ms() / WINDOW_MS + 1) * WINDOW_MS;
     for w in 0..12i64 {
         let start = first + w * WINDOW_MS;
-        let wait = start + 50 - now_ms();
-        if wait > 0 {
-            tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+        sluice_tests::live::sleep_until_ms(start + 50).await;
+        let mut events = window_events(w, start, PER_WINDOW);
+        for event in &mut events {
+            event["clicked"] = json!(if shifted(w) { 1 } else { 0 });
         }
-        let shifted = (4..8).contains(&w);
-        let amounts = normal(PER_WINDOW, 100 + w as u64, if shifted { 115.0 } else { 100.0 }, 15.0);
-        let steady = normal(PER_WINDOW, 200 + w as u64, 0.0, 1.0);
-        let countries = mix(PER_WINDOW, if shifted { CHANGED } else { USUAL });
-        let events: Vec<Json> = (0..PER_WINDOW)
-            .map(|i| {
-                json!({ "user": format!("u{}", i % 50), "ts": start + (i as i64 % 1500),
-                        "amount": amounts[i], "steady": steady[i], "country": countries[i],
-                        "clicked": if shifted { 1 } else { 0 } })
-            })
-            .collect();
         for chunk in events.chunks(200) {
             let body = serde_json::to_vec(chunk).unwrap();
             let (status, answer) = http(address, "POST", "/v1/ingest/scores", Some(ADMIN), &body).await;
@@ -237,24 +226,11 @@ async fn killed_mid_window_the_embedded_monitor_counts_every_row_once() {
     let mut child = spawn();
     ready().await;
 
-    let now_ms = || (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
-    let first = (now_ms() / WINDOW_MS + 1) * WINDOW_MS;
+    let first = (sluice_tests::live::now_ms() / WINDOW_MS + 1) * WINDOW_MS;
     for w in 0..12i64 {
         let start = first + w * WINDOW_MS;
-        let wait = start + 50 - now_ms();
-        if wait > 0 {
-            tokio::time::sleep(Duration::from_millis(wait as u64)).await;
-        }
-        let shifted = (4..8).contains(&w);
-        let amounts = normal(PER_WINDOW, 100 + w as u64, if shifted { 115.0 } else { 100.0 }, 15.0);
-        let steady = normal(PER_WINDOW, 200 + w as u64, 0.0, 1.0);
-        let countries = mix(PER_WINDOW, if shifted { CHANGED } else { USUAL });
-        let events: Vec<Json> = (0..PER_WINDOW)
-            .map(|i| {
-                json!({ "user": format!("u{}", i % 50), "ts": start + (i as i64 % 1500),
-                        "amount": amounts[i], "steady": steady[i], "country": countries[i] })
-            })
-            .collect();
+        sluice_tests::live::sleep_until_ms(start + 50).await;
+        let events = window_events(w, start, PER_WINDOW);
         for chunk in events.chunks(200) {
             let body = serde_json::to_vec(chunk).unwrap();
             let (status, answer) = http(address, "POST", "/v1/ingest/scores", Some(ADMIN), &body).await;
@@ -270,19 +246,7 @@ async fn killed_mid_window_the_embedded_monitor_counts_every_row_once() {
             ready().await;
         }
     }
-    let statistics = async || {
-        let (status, body) = http(address, "GET", "/v1/feature-sets/scores/statistics", Some(ADMIN), b"").await;
-        assert_eq!(status, 200, "{body}");
-        serde_json::from_str::<Json>(&body).unwrap()["versions"][0]["windows"]
-            .as_array()
-            .unwrap()
-            .clone()
-    };
-    wait_for("12 windows closed", Duration::from_secs(60), async || {
-        statistics().await.len() >= 12
-    })
-    .await;
-    let windows = statistics().await;
+    let windows = sluice_tests::live::closed_windows(address, "scores", ADMIN, 12).await;
     let starts: Vec<i64> = windows
         .iter()
         .map(|w| sluice::sources::decode::parse_time_text(w["start"].as_str().unwrap(), "start").unwrap() / 1000)

@@ -109,3 +109,24 @@ pub fn reference(set: &str, name: &str) -> Reference {
     reference.count_numbers(&counted);
     reference
 }
+
+/// Whether window `w` of the live monitoring tests is one of the shifted ones (4 to 7 of 12).
+pub fn shifted(w: i64) -> bool {
+    (4..8).contains(&w)
+}
+
+/// Window `w` of the live monitoring tests (12 windows: 4 usual, 4 [`shifted`] with `amount`
+/// one standard deviation higher and the `country` mix [`CHANGED`], 4 usual again): `n`
+/// events of 50 users, their times inside the window that starts at `start` (ms), `steady`
+/// unchanged throughout.
+pub fn window_events(w: i64, start: i64, n: usize) -> Vec<serde_json::Value> {
+    let amounts = normal(n, 100 + w as u64, if shifted(w) { 115.0 } else { 100.0 }, 15.0);
+    let steady = normal(n, 200 + w as u64, 0.0, 1.0);
+    let countries = mix(n, if shifted(w) { CHANGED } else { USUAL });
+    (0..n)
+        .map(|i| {
+            serde_json::json!({ "user": format!("u{}", i % 50), "ts": start + (i as i64 % 1500),
+                                "amount": amounts[i], "steady": steady[i], "country": countries[i] })
+        })
+        .collect()
+}
