@@ -238,13 +238,7 @@ async fn the_fraud_example_runs_in_one_process_on_one_file_exactly_once_across_a
     assert!(parquet.starts_with(b"PAR1"), "a Parquet file");
     // Its values follow the point-in-time rule: the latest kept event of the user at or
     // before t (ties: the later one), and the 1h count evaluated at t, as online.
-    let training = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(parquet))
-        .unwrap()
-        .build()
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap();
+    let training = sluice_tests::live::first_batch(bytes::Bytes::from(parquet));
     assert_eq!(training.num_rows(), 50);
     let column = |name: &str| {
         training

@@ -865,3 +865,36 @@ pub async fn closed_windows(address: std::net::SocketAddr, set: &str, token: &st
     .await;
     statistics().await
 }
+
+/// The first record batch of a Parquet file (a file or its bytes).
+pub fn first_batch<R: parquet::file::reader::ChunkReader + 'static>(file: R) -> arrow_array::RecordBatch {
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap()
+        .next()
+        .expect("a record batch")
+        .unwrap()
+}
+
+/// A monitored set's window files under `folder` (`…/_monitor/<set>/v<n>/window=<w>`, any
+/// depth), each as (window start in ms, rows from its footer), by start.
+pub fn monitor_files(folder: &Path) -> Vec<(i64, i64)> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(folder).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(monitor_files(&path));
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy().to_string();
+        let start: i64 = name.trim_end_matches(".parquet").parse().expect("named by start");
+        let reader = parquet::file::reader::SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+        let rows = parquet::file::reader::FileReader::metadata(&reader)
+            .file_metadata()
+            .num_rows();
+        files.push((start / 1000, rows));
+    }
+    files.sort();
+    files
+}

@@ -296,14 +296,7 @@ async fn a_shift_in_one_segment_is_drift_for_that_segment_alone() {
         .path()
         .join("_monitor/tx/v1/segment=FR/window=1s/date=1970-01-01")
         .join(format!("{:020}.parquet", 5 * second));
-    let reader =
-        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&fr_file).unwrap())
-            .unwrap()
-            .build()
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap();
+    let reader = sluice_tests::live::first_batch(std::fs::File::open(&fr_file).unwrap());
     let segment = reader.column_by_name("segment").expect("a segment column");
     let segment = segment.as_any().downcast_ref::<arrow_array::StringArray>().unwrap();
     assert!(segment.iter().all(|s| s == Some("FR")));

@@ -182,20 +182,8 @@ async fn drift_on_nats_and_redis_survives_two_kills_and_reaches_the_subject() {
         .join("data/_monitor")
         .join(&live.set)
         .join("v1/window=2s");
-    let mut files: Vec<(i64, usize)> = Vec::new();
-    for date in std::fs::read_dir(&folder).unwrap().flatten() {
-        for file in std::fs::read_dir(date.path()).unwrap().flatten() {
-            let name = file.file_name().to_string_lossy().to_string();
-            let start: i64 = name.trim_end_matches(".parquet").parse().expect("named by start");
-            let reader = parquet::file::reader::SerializedFileReader::new(std::fs::File::open(file.path()).unwrap());
-            let rows = parquet::file::reader::FileReader::metadata(&reader.unwrap())
-                .file_metadata()
-                .num_rows();
-            files.push((start / 1000, rows as usize));
-        }
-    }
-    files.sort();
-    let want: Vec<(i64, usize)> = expected.iter().map(|s| (*s, 3)).collect();
+    let files = sluice_tests::live::monitor_files(&folder);
+    let want: Vec<(i64, i64)> = expected.iter().map(|s| (*s, 3)).collect();
     assert_eq!(files, want, "one Parquet file per window, one row per feature");
 
     // Each status change is one event on the subject.

@@ -270,19 +270,7 @@ async fn killed_mid_window_the_embedded_monitor_counts_every_row_once() {
 
     // Parquet: one file per window, one row per feature.
     let parquet = dir.path().join("data/_monitor/scores/v1/window=2s");
-    let mut files: Vec<(i64, i64)> = walk(&parquet)
-        .iter()
-        .map(|path| {
-            let name = path.file_name().unwrap().to_string_lossy().to_string();
-            let start: i64 = name.trim_end_matches(".parquet").parse().expect("named by start");
-            let reader = parquet::file::reader::SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap();
-            let rows = parquet::file::reader::FileReader::metadata(&reader)
-                .file_metadata()
-                .num_rows();
-            (start / 1000, rows)
-        })
-        .collect();
-    files.sort();
+    let files = sluice_tests::live::monitor_files(&parquet);
     let want: Vec<(i64, i64)> = expected.iter().map(|s| (*s, 3)).collect();
     assert_eq!(files, want, "one Parquet file per window");
 }

@@ -308,13 +308,7 @@ fn training_sets_follow_the_point_in_time_rule() {
     assert_eq!(report.rows, 7);
 
     let file = std::fs::File::open(&out).unwrap();
-    let batch = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .unwrap()
-        .build()
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap();
+    let batch = sluice_tests::live::first_batch(file);
     let schema = batch.schema();
     let types: HashMap<&str, String> = schema
         .fields()

@@ -145,8 +145,9 @@ fn now() -> i64 {
 }
 
 /// Closes the monitor's due windows every second until shutdown: each is stored (retried
-/// until it is), then reported; the open windows are checkpointed, last after the runner's
-/// final batch (`runner_stopped`), so a graceful stop loses nothing.
+/// until it is), then reported. The open windows are checkpointed every 250 ms, and each
+/// stored checkpoint releases the runner's held ack it covers; the last checkpoint follows
+/// the runner's final batch (`runner_stopped`), so a graceful stop loses nothing.
 pub(super) async fn close_windows(
     set: FeatureSetConfig,
     monitored: Monitored,
@@ -155,7 +156,6 @@ pub(super) async fn close_windows(
     mut shutdown: watch::Receiver<bool>,
     mut runner_stopped: watch::Receiver<bool>,
 ) {
-    // Checkpoints (and the acks they release) every 250 ms, windows closed every second.
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut ticks = 0u64;
     let mut unwritten = Vec::new();
@@ -168,28 +168,25 @@ pub(super) async fn close_windows(
             let stopped = tokio::time::timeout(Duration::from_secs(30), runner_stopped.wait_for(|done| *done)).await;
             drop(stopped);
             if unwritten.is_empty() || monitored.sink.write(&unwritten).await.is_ok() {
-                if let Some(covered) = save_checkpoint(&set, &monitored).await {
-                    release(&set, &gate, covered).await;
-                }
+                checkpoint(&set, &monitored, &gate).await;
             }
             return;
         }
         ticks += 1;
-        if ticks % 4 != 1 {
-            if unwritten.is_empty() {
-                if let Some(covered) = save_checkpoint(&set, &monitored).await {
-                    release(&set, &gate, covered).await;
-                }
-            }
-            continue;
-        }
-        let closed = monitored
-            .monitor
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .close_due(now());
+        // Windows are closed, and those not yet stored written, on every fourth tick (each
+        // second).
+        let closing = ticks % 4 == 1;
+        let closed = if closing {
+            monitored
+                .monitor
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .close_due(now())
+        } else {
+            Vec::new()
+        };
         unwritten.extend(closed.iter().cloned());
-        if !unwritten.is_empty() {
+        if closing && !unwritten.is_empty() {
             match monitored.sink.write(&unwritten).await {
                 Ok(()) => unwritten.clear(),
                 Err(e) => {
@@ -199,15 +196,24 @@ pub(super) async fn close_windows(
         }
         // The checkpoint follows the closed windows it no longer holds.
         if unwritten.is_empty() {
-            if let Some(covered) = save_checkpoint(&set, &monitored).await {
-                release(&set, &gate, covered).await;
-            }
+            checkpoint(&set, &monitored, &gate).await;
+        }
+        if closed.is_empty() {
+            continue;
         }
         let base = monitored.monitor.lock().unwrap_or_else(|e| e.into_inner()).window();
         for window in closed.iter().filter(|w| w.width() == base) {
             // Every base window is reported: the whole set's and each segment's.
             report(&set, window, &services).await;
         }
+    }
+}
+
+/// Stores a checkpoint ([`save_checkpoint`]) and acknowledges the runner's held batch if
+/// the stored checkpoint covers it.
+async fn checkpoint(set: &FeatureSetConfig, monitored: &Monitored, gate: &AckGate) {
+    if let Some(covered) = save_checkpoint(set, monitored).await {
+        release(set, gate, covered).await;
     }
 }
 
