@@ -17,7 +17,9 @@ const RUST_PLUGINS: &[&str] = &[
 ];
 
 fn main() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    // Read when the script runs, not baked in when it is compiled: a build folder shared by
+    // two checkouts (CI's cache) may run a script compiled in the other one.
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")).join("..");
     let plugins = root.join("plugins");
     for path in [
         "wit",
