@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value as Json};
 use sluice_tests::live::{http, start_serving, wait_for, with_http};
-use sluice_tests::samples::{reference, shifted, window_events};
+use sluice_tests::samples::{reference, shifted, shifted_reference, window_events};
 
 const ADMIN: &str = "monitoring-admin-token";
 const WINDOW_MS: i64 = 2000;
@@ -175,6 +175,131 @@ async fn a_shift_and_a_new_mix_reach_drift_after_two_windows_and_clear_after_two
     let after = again["versions"][0]["windows"].as_array().unwrap();
     assert_eq!(starts(after), starts(&windows), "{again}");
     assert_eq!(after[6]["features"]["amount"]["status"], "drift");
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
+
+/// A model retrained on the shifted data: its reference, activated over HTTP while rows flow,
+/// judges the windows opened after the switch (the window open at the switch finishes against
+/// the first one), the drift clears after the hysteresis, and a restart keeps the choice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reference_activated_over_http_judges_the_next_windows_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    store_reference(&data);
+    let references = sluice::catalog::references::References::new(&data);
+    references.save(&shifted_reference("scores", "retrained")).unwrap();
+    let base_id = references.load("scores", "base").unwrap().id();
+    let retrained_id = references.load("scores", "retrained").unwrap().id();
+    let config = config(dir.path());
+    let (address, stop, task) = start_serving(&config).await;
+    let ready = async || {
+        wait_for("the pipelines ready", Duration::from_secs(30), async || {
+            http(address, "GET", "/readyz", Some(ADMIN), b"").await.0 == 200
+        })
+        .await;
+    };
+    ready().await;
+    let activate = async |query: &str| {
+        let path = format!("/v1/feature-sets/scores/references/{query}");
+        let (status, body) = http(address, "POST", &path, Some(ADMIN), b"").await;
+        (
+            status,
+            serde_json::from_str::<Json>(&body).unwrap_or(Json::String(body)),
+        )
+    };
+    let (status, body) = activate("nope/activate").await;
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body.to_string().contains("PUT /v1/feature-sets/scores/references/nope"),
+        "{body}"
+    );
+    let (status, body) = activate("retrained/activate?version=7").await;
+    assert_eq!(status, 404, "{body}");
+
+    // Every window is drawn from the shifted distribution: drift against "base" until the
+    // switch at the start of window 4, ok against "retrained" after it.
+    let send = async |w: i64, start: i64| {
+        let events = window_events(4 + w % 4, start, PER_WINDOW);
+        for chunk in events.chunks(200) {
+            let body = serde_json::to_vec(chunk).unwrap();
+            let (status, answer) = http(address, "POST", "/v1/ingest/scores", Some(ADMIN), &body).await;
+            assert_eq!(status, 202, "{answer}");
+        }
+    };
+    let first = (sluice_tests::live::now_ms() / WINDOW_MS + 1) * WINDOW_MS;
+    for w in 0..8i64 {
+        let start = first + w * WINDOW_MS;
+        sluice_tests::live::sleep_until_ms(start + 50).await;
+        if w == 4 {
+            let (status, body) = activate("retrained/activate").await;
+            assert_eq!(status, 200, "{body}");
+            let version = &body["versions"][0];
+            assert_eq!(version["previous"], "base", "{body}");
+            assert_eq!(version["reference"], "retrained", "{body}");
+            assert_eq!(
+                version["held_references"],
+                json!([base_id]),
+                "window 3 is still open: {body}"
+            );
+        }
+        send(w, start).await;
+    }
+    let windows = sluice_tests::live::closed_windows(address, "scores", ADMIN, 8).await;
+    let of = |key: &str| -> Vec<String> {
+        windows
+            .iter()
+            .map(|w| w.pointer(key).and_then(Json::as_str).unwrap_or("-").to_string())
+            .collect()
+    };
+    let judged_by: Vec<&str> = [base_id.as_str(); 4]
+        .into_iter()
+        .chain([retrained_id.as_str(); 4])
+        .collect();
+    assert_eq!(
+        of("/reference"),
+        judged_by,
+        "each window by the reference active when it opened"
+    );
+    assert_eq!(
+        of("/features/amount/verdict"),
+        ["drift"; 4].into_iter().chain(["ok"; 4]).collect::<Vec<_>>()
+    );
+    let statuses: Vec<&str> = ["ok"].into_iter().chain(["drift"; 4]).chain(["ok"; 3]).collect();
+    assert_eq!(
+        of("/features/amount/status"),
+        statuses,
+        "cleared after two windows, as the policy says"
+    );
+    assert_eq!(of("/features/country/status"), statuses);
+    assert_eq!(of("/features/steady/status"), vec!["ok"; 8]);
+    assert_eq!(
+        windows[4]["features"]["amount"]["sudden"],
+        json!({}),
+        "the first window of a new reference is not compared with bins of the old one"
+    );
+    let drift = async || {
+        let (status, body) = http(address, "GET", "/v1/feature-sets/scores/drift", Some(ADMIN), b"").await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<Json>(&body).unwrap()
+    };
+    let now = drift().await;
+    assert_eq!(now["versions"][0]["reference"]["name"], "retrained", "{now}");
+    assert!(now["versions"][0]["held_references"].is_null(), "let go: {now}");
+    stop.send(true).unwrap();
+    task.await.unwrap();
+
+    // The definition still names "base"; the switch stands across the restart.
+    let (address, stop, task) = start_serving(&config).await;
+    wait_for("the pipelines ready again", Duration::from_secs(30), async || {
+        http(address, "GET", "/readyz", Some(ADMIN), b"").await.0 == 200
+    })
+    .await;
+    let (status, body) = http(address, "GET", "/v1/feature-sets/scores/drift", Some(ADMIN), b"").await;
+    assert_eq!(status, 200, "{body}");
+    let again: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(again["versions"][0]["reference"]["name"], "retrained", "{again}");
+    assert_eq!(again["versions"][0]["features"]["amount"]["status"], "ok", "{again}");
     stop.send(true).unwrap();
     task.await.unwrap();
 }

@@ -90,9 +90,19 @@ pub fn feature_rows(first: u64, amounts: &[f64], steady: &[f64], countries: &[St
 /// The reference the live tests monitor against, as `sluice profile` makes it: 20k rows of
 /// amount ~ N(100, 15), steady ~ N(0, 1) and the [`USUAL`] country mix.
 pub fn reference(set: &str, name: &str) -> Reference {
-    let amounts = normal(20_000, 1, 100.0, 15.0);
+    reference_of(set, name, 100.0, USUAL)
+}
+
+/// A reference of the [`shifted`] windows' distribution: amount ~ N(115, 15), steady ~ N(0, 1)
+/// and the [`CHANGED`] country mix (what a model retrained on them was trained with).
+pub fn shifted_reference(set: &str, name: &str) -> Reference {
+    reference_of(set, name, 115.0, CHANGED)
+}
+
+fn reference_of(set: &str, name: &str, mean: f64, countries: &[(&str, usize)]) -> Reference {
+    let amounts = normal(20_000, 1, mean, 15.0);
     let steady = normal(20_000, 2, 0.0, 1.0);
-    let countries = mix(20_000, USUAL);
+    let countries = mix(20_000, countries);
     let mut profile = Profile::default();
     profile.add_rows(&feature_rows(1, &amounts, &steady, &countries), |_| false);
     let mut reference = Reference::from_profile(&profile, name, set, 1, "test".into());

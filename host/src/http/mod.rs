@@ -224,6 +224,10 @@ pub fn router(api: Arc<Api>, max_body_bytes: usize) -> Router {
             "/v1/feature-sets/{name}/references/{reference}",
             get(monitor::get_reference).put(monitor::put_reference),
         )
+        .route(
+            "/v1/feature-sets/{name}/references/{reference}/activate",
+            post(monitor::activate_reference),
+        )
         .route("/v1/plugins", get(plugins::list))
         .route("/v1/plugins/{name}/rollback", post(plugins::rollback))
         .route("/healthz", get(|| async { "ok" }))
@@ -293,6 +297,7 @@ pub const ROUTES: &[RouteDoc] = &[
     RouteDoc { method: "get", path: "/v1/feature-sets/{name}/statistics", scope: Some("read"), summary: "The closed windows of a monitored set, ?window= the set's window (default), 1h or 1d roll-ups, ?from=&to= (RFC 3339 or epoch ms): per feature count, nulls, mean, std, p5/p50/p95 or top values, bins, scores, verdict, status; kept a day (base windows), 30 days (hours), a year (days)." },
     RouteDoc { method: "put", path: "/v1/feature-sets/{name}/references/{reference}", scope: Some("admin"), summary: "Build and store a reference profile, as sluice profile does: body {\"training_set\": \"<training-set job id>\", \"time_field\"?} or {\"version\": N, \"from\"?, \"to\"?}, with \"features\"?: [names] to profile only those; 201 with each feature's summary. A set monitors against it when its [feature_set.monitor] reference names it." },
     RouteDoc { method: "get", path: "/v1/feature-sets/{name}/references/{reference}", scope: Some("read"), summary: "A stored reference: per feature its bin edges and shares, quantile table, count, mean and std, or frequent values." },
+    RouteDoc { method: "post", path: "/v1/feature-sets/{name}/references/{reference}/activate", scope: Some("admin"), summary: "Switch the running monitors of the set (?version=N: of one version) to a stored reference without a restart: windows opened from now on are counted against it and judged by it, windows open now finish against theirs; segments follow its segments. Remembered across restarts until the definition names another reference." },
     RouteDoc { method: "post", path: "/v1/training-sets", scope: Some("read"), summary: "Start a point-in-time training-set job: {\"entities\": [rows with the sets' entity fields and \"t\"], \"features\": [\"set:feature\"] or \"vector\": name, \"time_field\"?}; 202 with its id (the token needs read on every set)." },
     RouteDoc { method: "get", path: "/v1/training-sets/{id}", scope: Some("read"), summary: "A training-set job's status: running, done (rows, features, download path) or failed (why)." },
     RouteDoc { method: "get", path: "/v1/training-sets/{id}/data", scope: Some("read"), summary: "The Parquet file of a finished training-set job (409 before)." },

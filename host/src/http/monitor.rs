@@ -4,7 +4,8 @@
 //! of the base width or of the hourly or daily roll-ups, as the store keeps them: per feature
 //! count, nulls, moments, quantiles or top values, scores, status); and the references:
 //! `PUT /v1/feature-sets/{name}/references/{reference}` builds one as `sluice profile` does,
-//! `GET` reads it.
+//! `GET` reads it, and `POST …/references/{reference}/activate` makes the running monitors
+//! judge the windows they open from then on against it (remembered across restarts).
 
 use std::sync::Arc;
 
@@ -103,6 +104,11 @@ fn drift_of(version: u32, monitor: &SetMonitor) -> Json {
         "windows_closed": closed.len(),
         "late_rows": monitor.late,
     });
+    let held: Vec<&str> = monitor.held_references().collect();
+    if !held.is_empty() {
+        // Windows open at a switch finish against the reference they opened with.
+        out["held_references"] = json!(held);
+    }
     let segments: serde_json::Map<String, Json> = monitor
         .segments()
         .map(|(segment, child)| {
@@ -197,7 +203,8 @@ pub(crate) async fn statistics(
             .iter()
             .filter(|w| w.start >= from && w.end <= to)
             .map(|w| {
-                json!({ "start": time(w.start), "end": time(w.end), "rows": w.rows, "partial": w.partial, "features": w.features })
+                json!({ "start": time(w.start), "end": time(w.end), "rows": w.rows, "partial": w.partial,
+                        "reference": w.reference, "features": w.features })
             })
             .collect();
         let mut entry = json!({ "version": version, "window_seconds": width / 1_000_000, "windows": windows });
@@ -333,4 +340,119 @@ pub(crate) async fn get_reference(
         Err(e @ crate::catalog::references::ReferenceError::Invalid(_)) => Err(ApiError::bad_request(e.to_string())),
         Err(e) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     }
+}
+
+/// The query of `POST /v1/feature-sets/{name}/references/{reference}/activate`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ActivateQuery {
+    /// Only this version (default: every monitored version of the set).
+    version: Option<u32>,
+}
+
+/// `POST /v1/feature-sets/{name}/references/{reference}/activate[?version=N]`: the monitors of
+/// the set's versions count and judge the windows they open from now on against the stored
+/// reference; windows open now finish against theirs. Every version is checked before any is
+/// switched; the choice is stored, so a restart keeps it (until the definition names another
+/// reference).
+pub(crate) async fn activate_reference(
+    State(api): State<Arc<Api>>,
+    Path((name, reference)): Path<(String, String)>,
+    Query(query): Query<ActivateQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    use crate::catalog::references::{ActiveChoice, ReferenceError, References};
+    let token = api.allow(&headers, Scope::Admin, Some(&name))?.name.clone();
+    crate::catalog::references::check_name(&reference).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let mut versions = monitored(&api, &headers, &name)?;
+    if let Some(wanted) = query.version {
+        let monitoring: Vec<String> = versions.iter().map(|(v, _)| v.to_string()).collect();
+        versions.retain(|(v, _)| *v == wanted);
+        if versions.is_empty() {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "feature set \"{name}\" has no monitored version {wanted} (monitored: {})",
+                    monitoring.join(", ")
+                ),
+            ));
+        }
+    }
+    let references = References::new(&api.base.resolve(&api.base.host.data_dir));
+    let loaded = match references.load(&name, &reference) {
+        Ok(loaded) => loaded,
+        Err(e @ ReferenceError::Missing { .. }) => {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!("{e}: build it with PUT /v1/feature-sets/{name}/references/{reference} or `sluice profile`"),
+            ))
+        }
+        Err(e @ ReferenceError::Invalid(_)) => return Err(ApiError::bad_request(e.to_string())),
+        Err(e) => return Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    };
+    let definitions = api.definitions.load();
+    let config_of = |version: u32| {
+        definitions
+            .iter()
+            .find(|s| s.name == name && s.version == version)
+            .and_then(|s| s.monitor.clone())
+            .expect("a monitored version has a definition with [feature_set.monitor]")
+    };
+    // Every version checked first: all are switched or none.
+    for (version, monitor) in &versions {
+        let config = config_of(*version);
+        if !config.segments.is_empty() {
+            crate::monitor::reference::check_segments(Some(&loaded), Some(&reference), &config.segments)
+                .map_err(|e| ApiError::bad_request(format!("version {version}: {e}")))?;
+        }
+        let monitor = monitor.lock().unwrap_or_else(|e| e.into_inner());
+        let mut known: Vec<&String> = monitor.statuses().keys().collect();
+        if let Some(window) = monitor.closed(monitor.window()).and_then(|c| c.back()) {
+            known.extend(window.features.keys());
+        }
+        if !known.is_empty() && !known.iter().any(|f| loaded.features.contains_key(*f)) {
+            known.sort();
+            known.dedup();
+            let names: Vec<&str> = known.iter().map(|f| f.as_str()).collect();
+            return Err(ApiError::bad_request(format!(
+                "reference \"{reference}\" has none of version {version}'s features ({}): it has {}",
+                names.join(", "),
+                loaded.features.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+    }
+    let mut switched = Vec::new();
+    for (version, monitor) in versions {
+        let config = config_of(version);
+        let instead_of = match references.chosen(&name, version) {
+            Ok(Some(choice)) if choice.instead_of == config.reference => choice.instead_of,
+            _ => config.reference.clone(),
+        };
+        let choice = ActiveChoice {
+            reference: reference.clone(),
+            instead_of,
+        };
+        references
+            .choose(&name, version, &choice)
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("storing the choice: {e}")))?;
+        let mut monitor = monitor.lock().unwrap_or_else(|e| e.into_inner());
+        let previous = monitor.reference().map(|r| r.name.clone());
+        monitor.switch(loaded.clone(), &config.segments);
+        let held: Vec<&str> = monitor.held_references().collect();
+        switched.push(json!({
+            "version": version, "reference": reference, "previous": previous,
+            "held_references": held, "segments": monitor.segments().map(|(s, _)| s.clone()).collect::<Vec<_>>(),
+        }));
+    }
+    tracing::info!(set = %name, reference = %reference, token = %token, "monitoring reference switched");
+    let body = json!({
+        "name": name, "reference": reference, "created": loaded.created,
+        "applies_to": "windows opened from now on; windows open now finish against the reference they opened with",
+        "versions": switched,
+    });
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response())
 }

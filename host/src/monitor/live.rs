@@ -11,8 +11,14 @@
 //! [`Judge`], a status with hysteresis. Closed windows are merged into hourly and daily
 //! roll-ups (same profiles, same bins, scored the same way; their status is their verdict).
 //! A restarted host resumes from the windows it stored ([`SetMonitor::resume`]).
+//!
+//! The active reference can be switched while rows flow ([`SetMonitor::switch`]): each window
+//! is counted against the reference active when it opened and judged by it, so a window open
+//! at the switch finishes against the old one and the next windows use the new one; no window
+//! mixes two references' bins.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -119,12 +125,26 @@ fn no_time() -> i64 {
     i64::MIN
 }
 
+impl Checkpoint<Window> {
+    /// The references its open windows (and its segments') are counted against, by id.
+    pub fn references(&self) -> BTreeSet<String> {
+        let mut ids: BTreeSet<String> = self.open.iter().filter_map(|(_, _, w)| w.reference.clone()).collect();
+        for part in self.segments.values() {
+            ids.extend(part.references());
+        }
+        ids
+    }
+}
+
 /// Closed windows of one width, oldest first.
 struct Series {
     width: i64,
     open: BTreeMap<i64, Window>,
     closed: VecDeque<ClosedWindow>,
+    /// The bins of the window closed last (for the sudden-change scores), and the reference
+    /// they are of: a window counted against another one is not compared with them.
     previous: BTreeMap<String, Vec<u64>>,
+    previous_reference: Option<String>,
 }
 
 impl Series {
@@ -134,7 +154,14 @@ impl Series {
             open: BTreeMap::new(),
             closed: VecDeque::new(),
             previous: BTreeMap::new(),
+            previous_reference: None,
         }
+    }
+
+    /// The bins a window counted against `reference` is compared with (none when the last
+    /// window was counted against another reference).
+    fn previous_for(&self, reference: &Option<String>) -> Option<&BTreeMap<String, Vec<u64>>> {
+        (self.previous_reference == *reference).then_some(&self.previous)
     }
 
     fn keep(&mut self, window: ClosedWindow, base: i64) {
@@ -145,10 +172,25 @@ impl Series {
     }
 }
 
+/// A reference with its id ([`Reference::id`]).
+type Held = (String, Arc<Reference>);
+
+/// The reference `id` names among the active one and those still held.
+fn find<'a>(active: &'a Option<Held>, retired: &'a [Held], id: Option<&str>) -> Option<&'a Reference> {
+    let id = id?;
+    active.iter().chain(retired).find(|(i, _)| i == id).map(|(_, r)| &**r)
+}
+
 /// The live statistics of one feature set version.
 pub struct SetMonitor {
     grace: i64,
-    reference: Option<Reference>,
+    /// The reference windows opened from now on are counted against.
+    reference: Option<Held>,
+    /// Earlier references that open windows are still counted against (after a switch).
+    retired: Vec<Held>,
+    /// A segment the active reference no longer has: it gets no new rows, and goes once its
+    /// open windows have closed.
+    retired_segment: bool,
     policy: Policy,
     /// Fields that are not features (the entity's, the event time).
     skip: Vec<String>,
@@ -189,7 +231,9 @@ impl SetMonitor {
         series.extend([HOUR, DAY].into_iter().filter(|w| *w > window).map(Series::new));
         SetMonitor {
             grace: grace.max(2_000_000),
-            reference,
+            reference: reference.map(|r| (r.id(), Arc::new(r))),
+            retired: Vec::new(),
+            retired_segment: false,
             policy,
             skip,
             series,
@@ -214,23 +258,109 @@ impl SetMonitor {
     /// Rows whose segment the reference does not have go to its "other" segment (if it has
     /// one; otherwise they count for the whole only).
     pub fn with_segments(mut self, fields: Vec<String>) -> SetMonitor {
-        let Some(reference) = &self.reference else { return self };
+        let Some((id, reference)) = &self.reference else {
+            return self;
+        };
         let mut monitors = BTreeMap::new();
         for (value, part) in &reference.segments {
-            let mut child = SetMonitor::new(
-                self.window(),
-                self.grace,
-                Some(part.clone()),
-                self.policy.clone(),
-                self.skip.clone(),
+            monitors.insert(
+                value.clone(),
+                self.child(value, Some((id.clone(), Arc::new(part.clone())))),
             );
-            child.segment = Some(value.clone());
-            monitors.insert(value.clone(), child);
         }
         if !monitors.is_empty() {
             self.segments = Some((fields, monitors));
         }
         self
+    }
+
+    /// A monitor for segment `value`, counting against `reference` (its part of the whole's).
+    fn child(&self, value: &str, reference: Option<Held>) -> SetMonitor {
+        let mut child = SetMonitor::new(self.window(), self.grace, None, self.policy.clone(), self.skip.clone());
+        child.reference = reference;
+        child.segment = Some(value.to_string());
+        child
+    }
+
+    /// Makes `reference` the active one: windows opened from now on are counted against it
+    /// and judged by it, the windows open now finish against the one they opened with. A
+    /// segmented monitor (`segments`: the set's segment fields, empty when it has none) takes
+    /// the new reference's segments: those it shares get their new part, new ones start, and
+    /// the rows of a segment it no longer has go to "other" (that segment's monitor goes once
+    /// its open windows, roll-ups included, have closed). Statuses carry on with their
+    /// hysteresis.
+    pub fn switch(&mut self, reference: Reference, segments: &[String]) {
+        let id = reference.id();
+        if !segments.is_empty() {
+            let mut monitors = self.segments.take().map(|(_, monitors)| monitors).unwrap_or_default();
+            for (value, child) in &mut monitors {
+                match reference.segments.get(value) {
+                    Some(part) => child.use_reference((id.clone(), Arc::new(part.clone()))),
+                    None => child.retire(),
+                }
+            }
+            for (value, part) in &reference.segments {
+                if !monitors.contains_key(value) {
+                    let child = self.child(value, Some((id.clone(), Arc::new(part.clone()))));
+                    monitors.insert(value.clone(), child);
+                }
+            }
+            self.segments = Some((segments.to_vec(), monitors));
+        }
+        self.use_reference((id, Arc::new(reference)));
+    }
+
+    fn use_reference(&mut self, reference: Held) {
+        self.retired_segment = false;
+        if let Some(old) = self.reference.replace(reference) {
+            self.retired.push(old);
+        }
+        self.prune();
+    }
+
+    fn retire(&mut self) {
+        self.retired.extend(self.reference.take());
+        self.retired_segment = true;
+        self.prune();
+    }
+
+    /// Lets go of the references no open window is counted against.
+    fn prune(&mut self) {
+        let held: BTreeSet<&str> = self
+            .series
+            .iter()
+            .flat_map(|s| s.open.values())
+            .filter_map(|w| w.reference.as_deref())
+            .collect();
+        let active = self.reference.as_ref().map(|(id, _)| id.as_str());
+        self.retired
+            .retain(|(id, _)| held.contains(id.as_str()) && Some(id.as_str()) != active);
+    }
+
+    /// The earlier references that open windows are still counted against, by id.
+    pub fn held_references(&self) -> impl Iterator<Item = &str> {
+        self.retired.iter().map(|(id, _)| id.as_str())
+    }
+
+    /// Holds an earlier reference that windows of a checkpoint are counted against (before
+    /// [`SetMonitor::resume_open`]), with each segment's part; a segment only it has is
+    /// monitored until its windows close.
+    pub fn hold(&mut self, reference: Reference) {
+        let id = reference.id();
+        if let Some((_, monitors)) = &mut self.segments {
+            let (window, grace, policy, skip) =
+                (self.series[0].width, self.grace, self.policy.clone(), self.skip.clone());
+            for (value, part) in &reference.segments {
+                let child = monitors.entry(value.clone()).or_insert_with(|| {
+                    let mut child = SetMonitor::new(window, grace, None, policy.clone(), skip.clone());
+                    child.segment = Some(value.clone());
+                    child.retired_segment = true;
+                    child
+                });
+                child.retired.push((id.clone(), Arc::new(part.clone())));
+            }
+        }
+        self.retired.push((id, Arc::new(reference)));
     }
 
     /// The segments' monitors, by segment (none without segments).
@@ -258,9 +388,9 @@ impl SetMonitor {
         self.series.iter().find(|s| s.width == width).map(|s| &s.closed)
     }
 
-    /// The reference, if any.
+    /// The active reference, if any.
     pub fn reference(&self) -> Option<&Reference> {
-        self.reference.as_ref()
+        self.reference.as_ref().map(|(_, r)| &**r)
     }
 
     /// Each feature's status, with the scores of the last window that had a verdict.
@@ -301,6 +431,12 @@ impl SetMonitor {
                 continue;
             }
             series.previous = bins_of(&window);
+            // A window stored before windows named their reference was counted against the
+            // one active now.
+            series.previous_reference = window
+                .reference
+                .clone()
+                .or_else(|| self.reference.as_ref().map(|(id, _)| id.clone()));
             if series.width == base {
                 self.closed_before = self.closed_before.max(window.end);
                 for (name, feature) in &window.features {
@@ -372,7 +508,22 @@ impl SetMonitor {
         }
         self.through = self.through.max(checkpoint.through);
         self.watermark = self.watermark.max(checkpoint.watermark);
-        for (width, start, window) in checkpoint.open {
+        let active = self.reference.as_ref().map(|(id, _)| id.clone());
+        for (width, start, mut window) in checkpoint.open {
+            if window.reference.is_none() && !window.bins.is_empty() {
+                // Stored before windows named their reference: the one active now.
+                window.reference = active.clone();
+            }
+            if window.reference.is_some() && find(&self.reference, &self.retired, window.reference.as_deref()).is_none()
+            {
+                tracing::warn!(
+                    reference = window.reference.as_deref().unwrap_or_default(),
+                    "a resumed monitoring window was counted against a reference no longer stored: it keeps its \
+                     statistics, without drift scores"
+                );
+                window.bins.clear();
+                window.reference = None;
+            }
             let Some(series) = self.series.iter_mut().find(|s| s.width == width) else {
                 continue;
             };
@@ -394,19 +545,23 @@ impl SetMonitor {
             .iter()
             .map(|f| rows.batch.fields.iter().position(|name| name == f))
             .collect();
-        // The segments in key order (as the map holds them); a row's is found by binary search.
-        let keys: Vec<&String> = monitors.keys().collect();
-        let other = keys.binary_search_by(|k| k.as_str().cmp(OTHER_SEGMENT)).ok();
-        let mut of: Vec<Vec<usize>> = vec![Vec::new(); keys.len()];
+        // The active reference's segments in key order (as the map holds them); a row's is
+        // found by binary search.
+        let mut live: Vec<(&String, &mut SetMonitor)> = monitors
+            .iter_mut()
+            .filter(|(_, child)| !child.retired_segment)
+            .collect();
+        let other = live.binary_search_by(|(k, _)| k.as_str().cmp(OTHER_SEGMENT)).ok();
+        let mut of: Vec<Vec<usize>> = vec![Vec::new(); live.len()];
         let mut key = String::new();
         for (i, event) in rows.batch.events.iter().enumerate() {
             segment_into(&mut key, event, &at);
-            let found = keys.binary_search_by(|k| k.as_str().cmp(key.as_str())).ok();
+            let found = live.binary_search_by(|(k, _)| k.as_str().cmp(key.as_str())).ok();
             if let Some(at) = found.or(other) {
                 of[at].push(i);
             }
         }
-        for (child, only) in monitors.values_mut().zip(of) {
+        for ((_, child), only) in live.iter_mut().zip(of) {
             if !only.is_empty() {
                 child.add_only(rows, &only);
             }
@@ -482,11 +637,17 @@ impl SetMonitor {
         }
         self.profiled += only.map_or(rows.len(), <[usize]>::len) as u64;
         let skip = &self.skip;
-        let window = self.series[0].open.entry(start).or_default();
+        let active = &self.reference;
+        let window = self.series[0]
+            .open
+            .entry(start)
+            .or_insert_with(|| Window::counted_against(active.as_ref().map(|(id, _)| id.clone())));
         window.profile.add_rows_of(rows, only, |name| {
             skip.iter().any(|s| s == name) || name.starts_with('_')
         });
-        let Some(reference) = &self.reference else { return };
+        let Some(reference) = find(&self.reference, &self.retired, window.reference.as_deref()) else {
+            return;
+        };
         for (at, name) in rows.batch.fields.iter().enumerate() {
             let Some(feature) = reference.features.get(name) else {
                 continue;
@@ -539,6 +700,8 @@ impl SetMonitor {
                 child.active = false;
                 closed.extend(child.close_until(until));
             }
+            // A segment the active reference no longer has goes once its windows have closed.
+            monitors.retain(|_, child| !child.retired_segment || child.series.iter().any(|s| !s.open.is_empty()));
         }
         closed
     }
@@ -566,6 +729,9 @@ impl SetMonitor {
                 closed.push(done);
             }
         }
+        if !closed.is_empty() && !self.retired.is_empty() {
+            self.prune();
+        }
         closed
     }
 
@@ -577,8 +743,13 @@ impl SetMonitor {
             return None;
         }
         let window = series.open.remove(&start).expect("the first key is there");
-        let features = window.summarize(self.reference.as_ref(), &series.previous, &self.policy);
+        let reference = find(&self.reference, &self.retired, window.reference.as_deref());
+        let none = BTreeMap::new();
+        let previous = series.previous_for(&window.reference).unwrap_or(&none);
+        let features = window.summarize(reference, previous, &self.policy);
         let rows = window.profile.rows;
+        series.previous_reference = window.reference.clone();
+        let counted_against = window.reference.clone();
         series.previous = window.into_bins();
         Some(ClosedWindow {
             start,
@@ -586,13 +757,17 @@ impl SetMonitor {
             rows,
             partial: self.resumed_at.is_some_and(|r| start < r),
             segment: self.segment.clone(),
+            reference: counted_against,
             features,
         })
     }
 
     /// A base window's summary, each feature judged with hysteresis.
     fn judge(&mut self, start: i64, window: Window) -> ClosedWindow {
-        let mut features = window.summarize(self.reference.as_ref(), &self.series[0].previous, &self.policy);
+        let reference = find(&self.reference, &self.retired, window.reference.as_deref());
+        let none = BTreeMap::new();
+        let previous = self.series[0].previous_for(&window.reference).unwrap_or(&none);
+        let mut features = window.summarize(reference, previous, &self.policy);
         for (name, feature) in &mut features {
             let judge = self.judges.entry(name.clone()).or_default();
             feature.changed = judge.window(feature.verdict, &self.policy).is_some();
@@ -600,6 +775,8 @@ impl SetMonitor {
             feature.pending = judge.pending();
         }
         let rows = window.profile.rows;
+        let counted_against = window.reference.clone();
+        self.series[0].previous_reference = window.reference.clone();
         self.series[0].previous = window.into_bins();
         ClosedWindow {
             start,
@@ -607,6 +784,7 @@ impl SetMonitor {
             rows,
             partial: self.resumed_at.is_some_and(|r| start < r),
             segment: self.segment.clone(),
+            reference: counted_against,
             features,
         }
     }
@@ -657,10 +835,15 @@ mod tests {
     }
 
     fn reference() -> Reference {
-        let mut profile = Profile::default();
         let xs: Vec<f64> = (0..1000).map(|i| (i % 100) as f64).collect();
-        profile.add_rows(&rows(0, &xs, "DE"), |n| n == "user");
-        let mut reference = Reference::from_profile(&profile, "r", "tx", 1, "test".into());
+        reference_of(&xs, "r")
+    }
+
+    /// A reference of `xs` (in DE) named `name`.
+    fn reference_of(xs: &[f64], name: &str) -> Reference {
+        let mut profile = Profile::default();
+        profile.add_rows(&rows(0, xs, "DE"), |n| n == "user");
+        let mut reference = Reference::from_profile(&profile, name, "tx", 1, "test".into());
         let ReferenceFeature::Numeric { edges, .. } = reference.features["amount"].clone() else {
             panic!()
         };
@@ -795,12 +978,13 @@ mod tests {
 
     #[test]
     fn a_checkpoint_resumes_open_windows_without_counting_a_row_twice() {
-        let mut monitor = SetMonitor::new(MIN, 0, Some(reference()), Policy::default(), vec!["user".into()]);
+        let stored = reference();
+        let mut monitor = SetMonitor::new(MIN, 0, Some(stored.clone()), Policy::default(), vec!["user".into()]);
         let batch = rows(0, &[1.0, 2.0, 3.0], "DE");
         monitor.add(&batch);
         let text = serde_json::to_vec(&monitor.checkpoint().expect("rows came")).unwrap();
         assert!(monitor.checkpoint().is_none(), "nothing new since");
-        let mut resumed = SetMonitor::new(MIN, 0, Some(reference()), Policy::default(), vec!["user".into()]);
+        let mut resumed = SetMonitor::new(MIN, 0, Some(stored), Policy::default(), vec!["user".into()]);
         resumed.resume_open(serde_json::from_slice(&text).unwrap());
         resumed.add(&batch); // redelivered after the restart
         resumed.add(&rows(10, &[4.0], "FR"));
@@ -811,5 +995,107 @@ mod tests {
             4
         );
         assert_eq!(closed[0].features["country"].count, 4);
+    }
+
+    #[test]
+    fn a_switched_reference_judges_the_windows_opened_after_it_and_a_checkpoint_keeps_both() {
+        let policy = Policy {
+            min_count: 100,
+            ..Policy::default()
+        };
+        let same: Vec<f64> = (0..1000).map(|i| (i % 100) as f64).collect();
+        let shifted: Vec<f64> = same.iter().map(|x| x + 40.0).collect();
+        let (first, later) = (reference(), reference_of(&shifted, "later"));
+        let skip = vec!["user".to_string()];
+        let mut monitor = SetMonitor::new(MIN, 0, Some(first.clone()), policy.clone(), skip.clone());
+        monitor.add(&rows(0, &shifted, "DE"));
+        monitor.switch(later.clone(), &[]);
+        assert_eq!(monitor.reference().unwrap().name, "later");
+        // Window 0 opened before the switch: its rows still count against the first one.
+        monitor.add(&rows(1000, &shifted[..10], "DE"));
+        monitor.add(&rows(MIN, &shifted, "DE"));
+        assert_eq!(monitor.held_references().collect::<Vec<_>>(), vec![first.id().as_str()]);
+        // A checkpoint taken now resumes with both references.
+        let text = serde_json::to_vec(&monitor.checkpoint().unwrap()).unwrap();
+        let checkpoint: Checkpoint<Window> = serde_json::from_slice(&text).unwrap();
+        assert_eq!(checkpoint.references(), BTreeSet::from([first.id(), later.id()]));
+        let mut resumed = SetMonitor::new(MIN, 0, Some(later.clone()), policy, skip);
+        resumed.hold(first.clone());
+        resumed.resume_open(checkpoint);
+        for mut m in [monitor, resumed] {
+            let closed = drain(&mut m, 5 * MIN);
+            let base: Vec<&ClosedWindow> = closed.iter().filter(|w| w.width() == MIN).collect();
+            assert_eq!(base.len(), 2);
+            assert_eq!(base[0].reference.as_deref(), Some(first.id().as_str()));
+            assert_eq!(base[0].rows, 1010);
+            assert_eq!(
+                base[0].features["amount"].verdict,
+                Some(Status::Drift),
+                "judged by the first"
+            );
+            assert_eq!(base[1].reference.as_deref(), Some(later.id().as_str()));
+            assert_eq!(
+                base[1].features["amount"].verdict,
+                Some(Status::Ok),
+                "judged by the later one"
+            );
+            assert!(
+                base[1].features["amount"].sudden.is_empty(),
+                "not compared with bins of another reference"
+            );
+            assert_eq!(m.held_references().count(), 0, "let go once its windows closed");
+            // The next window is compared with the one before again.
+            m.add(&rows(2 * MIN, &shifted, "DE"));
+            let next = drain(&mut m, 6 * MIN);
+            assert!(next[0].features["amount"].sudden[&Metric::Psi] < 0.01);
+        }
+    }
+
+    #[test]
+    fn a_switch_moves_the_segments_to_those_of_the_new_reference() {
+        let xs: Vec<f64> = (0..1000).map(|i| (i % 100) as f64).collect();
+        let segmented = |name: &str, values: &[&str]| {
+            let mut whole = reference_of(&xs, name);
+            whole.segment_fields = vec!["country".into()];
+            for value in values {
+                whole.segments.insert(value.to_string(), reference_of(&xs, name));
+            }
+            whole
+        };
+        let (first, later) = (
+            segmented("first", &["DE", "other"]),
+            segmented("later", &["FR", "other"]),
+        );
+        let fields = vec!["country".to_string()];
+        let mut monitor =
+            SetMonitor::new(MIN, 0, Some(first), Policy::default(), vec!["user".into()]).with_segments(fields.clone());
+        monitor.add(&rows(0, &xs[..10], "DE"));
+        monitor.switch(later, &fields);
+        let names = |m: &SetMonitor| m.segments().map(|(s, _)| s.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&monitor), vec!["DE", "FR", "other"], "DE until its window closes");
+        monitor.add(&rows(MIN, &xs[..20], "DE"));
+        monitor.add(&rows(MIN, &xs[..30], "FR"));
+        let closed = drain(&mut monitor, 5 * MIN);
+        let rows_of = |segment: &str, start: i64| {
+            closed
+                .iter()
+                .find(|w| w.segment.as_deref() == Some(segment) && w.start == start && w.width() == MIN)
+                .map(|w| w.rows)
+        };
+        assert_eq!(rows_of("DE", 0), Some(10));
+        assert_eq!(
+            rows_of("DE", MIN),
+            None,
+            "DE's rows after the switch are the new reference's other"
+        );
+        assert_eq!(rows_of("other", MIN), Some(20));
+        assert_eq!(rows_of("FR", MIN), Some(30));
+        assert_eq!(
+            names(&monitor),
+            vec!["DE", "FR", "other"],
+            "until DE's roll-ups close too"
+        );
+        drain(&mut monitor, 2 * DAY);
+        assert_eq!(names(&monitor), vec!["FR", "other"]);
     }
 }

@@ -101,6 +101,28 @@ pub fn check_name(name: &str) -> Result<(), Invalid> {
     })
 }
 
+/// Refuses a reference (named `name`) whose segments are not the set's `segments`, with the
+/// command that rebuilds it.
+pub fn check_segments(reference: Option<&Reference>, name: Option<&str>, segments: &[String]) -> Result<(), String> {
+    let fields = reference.map(|r| r.segment_fields.clone()).unwrap_or_default();
+    if fields == segments {
+        return Ok(());
+    }
+    let reference = match name {
+        Some(name) => format!("\"{name}\""),
+        None => "(none)".to_string(),
+    };
+    let built = if fields.is_empty() {
+        "not segmented".to_string()
+    } else {
+        format!("segmented by {fields:?}")
+    };
+    Err(format!(
+        "monitor.segments = {segments:?}, but the reference {reference} is {built}: build it again with `sluice profile` \
+         (it then profiles each segment too)"
+    ))
+}
+
 /// Edges that give each of `values` (ascending, distinct, at least two) a bin of its own:
 /// halfway between neighbours, and as far beyond the first and last.
 fn by_value(values: &[f64]) -> Vec<f64> {
@@ -285,6 +307,12 @@ impl Reference {
                 *shares = drift::shares(&binned.counts);
             }
         }
+    }
+
+    /// What names this reference in the windows counted against it: `name@created` (a
+    /// reference stored again under the same name is another one).
+    pub fn id(&self) -> String {
+        format!("{}@{}", self.name, self.created)
     }
 
     /// The JSON form.

@@ -80,6 +80,9 @@ pub struct ClosedWindow {
     /// The segment it is of (`None`: the whole set version).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segment: Option<String>,
+    /// The reference it was counted against and judged by ([`Reference::id`]; `None`: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
     /// Per feature.
     pub features: BTreeMap<String, FeatureWindow>,
 }
@@ -98,12 +101,31 @@ pub struct Window {
     pub profile: Profile,
     /// Per feature with a reference: the counts in its bins.
     pub bins: BTreeMap<String, Binned>,
+    /// The reference the bins are of ([`Reference::id`]): the one active when the window
+    /// opened (a switch applies to the windows opened after it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
 }
 
 impl Window {
-    /// Adds another window's rows (a roll-up of base windows).
+    /// An empty window counted against the reference `reference` names.
+    pub fn counted_against(reference: Option<String>) -> Window {
+        Window {
+            reference,
+            ..Window::default()
+        }
+    }
+
+    /// Adds another window's rows (a roll-up of base windows). A window counted against
+    /// another reference (the active one was switched while the roll-up was open) brings its
+    /// profile, and the roll-up then takes its reference: it is judged on the bins of the
+    /// windows counted against that one.
     pub fn merge(&mut self, other: &Window) {
         self.profile.merge(&other.profile);
+        if self.reference != other.reference {
+            self.bins.clear();
+            self.reference = other.reference.clone();
+        }
         for (name, binned) in &other.bins {
             match self.bins.get_mut(name) {
                 Some(mine) => mine.merge(binned),
@@ -193,7 +215,7 @@ fn numeric_summary(profile: &FeatureProfile) -> Option<NumericSummary> {
 /// PSI and TVD of a window against the window before, on the same bins.
 fn sudden(before: &[u64], now: &[u64]) -> BTreeMap<Metric, f64> {
     let (p, q) = (drift::shares(before), drift::shares(now));
-    if before.iter().sum::<u64>() == 0 || now.iter().sum::<u64>() == 0 {
+    if before.len() != now.len() || before.iter().sum::<u64>() == 0 || now.iter().sum::<u64>() == 0 {
         return BTreeMap::new();
     }
     BTreeMap::from([

@@ -16,7 +16,8 @@ use crate::catalog::references::References;
 use crate::config::{Config, FeatureSetConfig};
 use crate::event_time::rfc3339;
 use crate::monitor::drift::Status;
-use crate::monitor::live::{ClosedWindow, SetMonitor};
+use crate::monitor::live::{Checkpoint, ClosedWindow, SetMonitor};
+use crate::monitor::window::Window;
 use crate::runtime::SharedMonitor;
 use crate::targets::windows::WindowSink;
 
@@ -41,10 +42,13 @@ pub(super) async fn open(
         set: label.clone(),
         reason,
     };
-    let reference = match &monitor.reference {
+    let references = References::new(&config.resolve(&config.host.data_dir));
+    let active = references
+        .active(&set.name, set.version, monitor.reference.as_deref())
+        .map_err(|e| fail(format!("monitor.reference: {e}")))?;
+    let reference = match &active {
         None => None,
         Some(name) => {
-            let references = References::new(&config.resolve(&config.host.data_dir));
             let reference = references.load(&set.name, name).map_err(|e| {
                 fail(format!(
                     "monitor.reference: {e} (build it with `sluice profile --set {} --name {name}`)",
@@ -62,7 +66,7 @@ pub(super) async fn open(
     let lateness = set.allowed_lateness.as_ref().map_or(0, |l| l.micros());
     let skip = set.not_features();
     let mut live = SetMonitor::new(window, lateness, reference, monitor.policy.clone(), skip);
-    if let Err(e) = segmented(&mut live, monitor) {
+    if let Err(e) = segmented(&mut live, monitor, active.as_deref()) {
         return Err(fail(e));
     }
     let segments = segment_names(&live);
@@ -87,8 +91,22 @@ pub(super) async fn open(
         .await
         .map_err(|e| fail(format!("reading its monitoring checkpoint: {e}")))?;
     if let Some(bytes) = checkpoint {
-        let checkpoint = serde_json::from_slice(&bytes)
+        let checkpoint: Checkpoint<Window> = serde_json::from_slice(&bytes)
             .map_err(|e| fail(format!("its monitoring checkpoint does not read back: {e}")))?;
+        // Windows open when the active reference was switched still count against the
+        // earlier one.
+        let active = live.reference().map(|r| r.id());
+        for id in checkpoint.references() {
+            if Some(&id) == active.as_ref() {
+                continue;
+            }
+            let name = id.split('@').next().unwrap_or_default();
+            match references.load(&set.name, name) {
+                Ok(earlier) if earlier.id() == id => live.hold(earlier),
+                // resume_open says what it leaves out.
+                _ => {}
+            }
+        }
         live.resume_open(checkpoint);
     }
     let shared = Arc::new(Mutex::new(live));
@@ -98,27 +116,15 @@ pub(super) async fn open(
 
 /// Adds the segments' monitors when the set has segments; a reference built without them
 /// (or by other fields) is refused with the command that rebuilds it.
-fn segmented(live: &mut SetMonitor, monitor: &crate::monitor::live::MonitorConfig) -> Result<(), String> {
+fn segmented(
+    live: &mut SetMonitor,
+    monitor: &crate::monitor::live::MonitorConfig,
+    active: Option<&str>,
+) -> Result<(), String> {
     if monitor.segments.is_empty() {
         return Ok(());
     }
-    let fields = live.reference().map(|r| r.segment_fields.clone()).unwrap_or_default();
-    if fields != monitor.segments {
-        let reference = match &monitor.reference {
-            Some(name) => format!("\"{name}\""),
-            None => "(none)".to_string(),
-        };
-        let built = if fields.is_empty() {
-            "not segmented".to_string()
-        } else {
-            format!("segmented by {fields:?}")
-        };
-        return Err(format!(
-            "monitor.segments = {:?}, but the reference {reference} is {built}: build it again with `sluice profile` \
-             (it then profiles each segment too)",
-            monitor.segments
-        ));
-    }
+    crate::monitor::reference::check_segments(live.reference(), active, &monitor.segments)?;
     let whole = std::mem::replace(live, SetMonitor::new(1, 0, None, Default::default(), Vec::new()));
     *live = whole.with_segments(monitor.segments.clone());
     Ok(())

@@ -195,7 +195,8 @@ fn path_safe(value: &str) -> String {
 }
 
 /// One row per feature of a window (a segment's window has a `segment` column after
-/// `version`; the whole set's files keep their columns).
+/// `version`; the whole set's files keep their columns); the last column names the reference
+/// the window was judged by (`name@created`, null without one).
 fn record_batch(set: &str, version: u32, window: &ClosedWindow) -> Result<RecordBatch, arrow_schema::ArrowError> {
     let n = window.features.len();
     let time = |us: i64| -> ArrayRef { Arc::new(TimestampMicrosecondArray::from(vec![us; n]).with_timezone("UTC")) };
@@ -269,6 +270,7 @@ fn record_batch(set: &str, version: u32, window: &ClosedWindow) -> Result<Record
         Field::new("verdict", DataType::Utf8, true),
         Field::new("status", DataType::Utf8, false),
         Field::new("changed", DataType::Boolean, false),
+        Field::new("reference", DataType::Utf8, true),
     ]);
     let mut columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from(vec![set; n])),
@@ -294,6 +296,7 @@ fn record_batch(set: &str, version: u32, window: &ClosedWindow) -> Result<Record
         Arc::new(verdict.finish()),
         Arc::new(status.finish()),
         Arc::new(changed.finish()),
+        Arc::new(StringArray::from(vec![window.reference.as_deref(); n])),
     ]);
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
 }
