@@ -26,7 +26,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("config", &["config"]),
     (
         "reads, writes and on-disk state",
-        &["online", "sources", "targets", "catalog"],
+        &["online", "sources", "targets", "catalog", "capture"],
     ),
     ("plan and runtime", &["graph", "plan", "runner", "runtime"]),
     ("batch jobs", &["offline"]),

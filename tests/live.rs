@@ -77,20 +77,24 @@ impl Names {
         }
     }
 
-    /// Removes the streams, the set's dead, late and drift messages, and the Redis keys.
+    /// Removes the streams, the set's dead, late, drift and capture messages, and the Redis
+    /// keys.
     async fn remove(&self) {
         if let Ok(client) = async_nats::connect(&self.nats_url).await {
             let js = jetstream::new(client);
             for stream in &self.streams {
                 let _ = js.delete_stream(stream).await;
             }
-            for (stream, kind) in [
-                ("SLUICE_DLQ", "dlq"),
-                ("SLUICE_LATE", "late"),
-                ("SLUICE_DRIFT", "drift"),
+            for (stream, subject) in [
+                ("SLUICE_DLQ", format!("sluice.dlq.{}", self.set)),
+                ("SLUICE_LATE", format!("sluice.late.{}", self.set)),
+                ("SLUICE_DRIFT", format!("sluice.drift.{}", self.set)),
+                // Models named after the set ([`Live::model`]).
+                ("SLUICE_CAPTURE", format!("sluice.capture.{}", self.set)),
+                ("SLUICE_CAPTURE", format!("sluice.capture.{}-sampled", self.set)),
             ] {
                 if let Ok(letters) = js.get_stream(stream).await {
-                    let _ = letters.purge().filter(format!("sluice.{kind}.{}", self.set)).await;
+                    let _ = letters.purge().filter(subject).await;
                 }
             }
         }

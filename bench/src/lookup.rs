@@ -28,6 +28,10 @@ pub struct Options {
     /// Serve HTTPS (a test CA and certificate made with openssl; clients use TLS 1.3).
     #[arg(long)]
     tls: bool,
+    /// Measure capture instead: one-entity lookups of a model's features without and with
+    /// `"capture"` (every request recorded), alternating, three pairs at 8 clients.
+    #[arg(long)]
+    capture: bool,
 }
 
 /// The TLS client when the benchmark serves HTTPS.
@@ -146,6 +150,39 @@ fn single(i: u64) -> Vec<u8> {
     .into_bytes()
 }
 
+/// A one-entity lookup of every feature, `capture`d for the model or not.
+fn one_entity(i: u64, capture: bool) -> Vec<u8> {
+    let set = SET.get().unwrap();
+    let capture = if capture {
+        format!(", \"capture\": {{\"model\": \"{set}\", \"request_id\": \"r{i}\"}}")
+    } else {
+        String::new()
+    };
+    let body = format!(
+        "{{\"entities\": [\"u{}\"], \"features\": [\"{set}:*\"], \"at\": 1764000100000{capture}}}",
+        user(i)
+    );
+    format!(
+        "POST /v1/features/lookup HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn plain(i: u64) -> Vec<u8> {
+    one_entity(i, false)
+}
+
+/// Request ids differ between rounds, so no capture is a duplicate.
+static ROUND: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn captured(i: u64) -> Vec<u8> {
+    one_entity(
+        ROUND.load(std::sync::atomic::Ordering::Relaxed) * 1_000_000_000 + i,
+        true,
+    )
+}
+
 fn batch(i: u64) -> Vec<u8> {
     let set = SET.get().unwrap();
     let entities: Vec<String> = (0..100).map(|k| format!("\"u{}\"", user(i * 100 + k))).collect();
@@ -187,7 +224,17 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         if options.embedded {
             embedded_config(&config);
         }
-        with_http(&config, &[("bench", TOKEN, &["read", "ingest"], &[])]);
+        if options.capture {
+            // A model named after the set (the cleanup purges its records).
+            let mut table: toml::Table = std::fs::read_to_string(&config)?.parse()?;
+            let model: toml::Table = toml::from_str(&format!(
+                "name = \"{set}\"\nfeatures = [\"{set}:*\"]\npredictions = {{ score = \"float\" }}\n",
+                set = live.set
+            ))?;
+            table.insert("model".into(), toml::Value::Array(vec![model.into()]));
+            std::fs::write(&config, toml::to_string(&table)?)?;
+        }
+        with_http(&config, &[("bench", TOKEN, &["read", "ingest", "admin"], &[])]);
         if options.tls {
             let (ca, cert, key) = sluice_tests::live::make_certificate(live.dir.path(), "bench");
             let mut table: toml::Table = std::fs::read_to_string(&config)?.parse()?;
@@ -231,6 +278,41 @@ pub fn run(options: Options) -> anyhow::Result<()> {
             options.seconds,
             load_average.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
         );
+        if options.capture {
+            println!("| request (8 clients) | requests/s | p50 | p90 | p99 |");
+            println!("|---|---|---|---|---|");
+            for round in 0..3 {
+                ROUND.store(round, std::sync::atomic::Ordering::Relaxed);
+                for (label, make) in [
+                    ("1 entity, capture off", plain as fn(u64) -> Vec<u8>),
+                    ("1 entity, capture on", captured),
+                ] {
+                    let l = load(address, 8, options.seconds, make).await;
+                    println!(
+                        "| {label} | {:.0} | {:.3} ms | {:.3} ms | {:.3} ms |",
+                        l.requests_per_s,
+                        l.p50.as_secs_f64() * 1e3,
+                        l.p90.as_secs_f64() * 1e3,
+                        l.p99.as_secs_f64() * 1e3
+                    );
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let request = format!("GET /v1/models HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer {TOKEN}\r\n\r\n");
+            let mut connection = Connection::open(address).await;
+            connection.request(request.as_bytes()).await;
+            let models: serde_json::Value = serde_json::from_slice(&connection.body).unwrap_or_default();
+            println!(
+                "captured records stored: {}, lost: {}",
+                models["models"][0]["captured"], models["models"][0]["capture_lost"]
+            );
+            stop.send(true).unwrap();
+            task.await?;
+            if !options.embedded {
+                live.cleanup().await;
+            }
+            return Ok(());
+        }
         println!("| request | clients | requests/s | p50 | p90 | p99 | Redis HGETALL floor: p50 / p99, requests/s |");
         println!("|---|---|---|---|---|---|---|");
         let key = format!("{}:{}:v1:{{u0}}", live.prefix, live.set);

@@ -46,6 +46,8 @@
 //! - [`catalog`]: the on-disk state that outlives a process (plugin versions deployed over
 //!   HTTP, restored at start; definitions applied over HTTP and the version served; training
 //!   jobs) and the atomic write every stored file goes through.
+//! - [`capture`]: what a model was served, predicted and labelled, as records on the bus
+//!   (lookups queued off the request path and published in batches).
 //!
 //! Plan and runtime:
 //! - [`graph`]: a feature set's steps, built, run per batch.
@@ -72,6 +74,7 @@
 #![deny(missing_docs)]
 
 pub mod bus;
+pub mod capture;
 pub mod catalog;
 pub mod cli;
 pub mod config;

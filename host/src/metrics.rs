@@ -109,6 +109,10 @@ pub struct Metrics {
     pub ingested: Counter,
     /// Requests refused for a missing or wrong token (401) or scope (403).
     pub refused: Counter,
+    /// Capture records stored, per model.
+    captured: Family<Label, Counter>,
+    /// Capture records dropped (queue full, bus down), per model.
+    capture_lost: Family<Label, Counter>,
 }
 
 impl SetFamilies {
@@ -225,6 +229,17 @@ impl Default for Metrics {
             "Requests refused by access control",
             Counter::clone(&refused),
         );
+        let (captured, capture_lost) = (Family::default(), Family::default());
+        registry.register(
+            "sluice_captured",
+            "Captured lookups, predictions and labels stored, per model",
+            Family::clone(&captured),
+        );
+        registry.register(
+            "sluice_capture_lost",
+            "Captured lookups dropped (queue full or the bus down), per model",
+            Family::clone(&capture_lost),
+        );
         Metrics {
             registry,
             sets,
@@ -234,6 +249,8 @@ impl Default for Metrics {
             lookup_seconds,
             ingested,
             refused,
+            captured,
+            capture_lost,
         }
     }
 }
@@ -310,6 +327,16 @@ impl Metrics {
             ("feature", feature.to_string()),
         ];
         self.sets.segment_drift_status.get_or_create(&l).set(status);
+    }
+
+    /// The capture records of a model stored.
+    pub fn captured(&self, model: &str) -> Counter {
+        self.captured.get_or_create_owned(&[("model", model.to_string())])
+    }
+
+    /// The capture records of a model dropped.
+    pub fn capture_lost(&self, model: &str) -> Counter {
+        self.capture_lost.get_or_create_owned(&[("model", model.to_string())])
     }
 
     /// The OpenMetrics text format (`application/openmetrics-text`).

@@ -97,6 +97,7 @@ impl Refusal for async_nats::jetstream::stream::ConsumerErrorKind {
 }
 
 /// A message to publish.
+#[derive(Clone)]
 pub struct Publish {
     /// Subject.
     pub subject: String,

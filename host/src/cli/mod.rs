@@ -272,8 +272,8 @@ fn verify_parity(options: &crate::offline::parity::ParityOptions) -> anyhow::Res
 /// `sluice token`: a new token, and the config lines that grant it.
 fn token(name: &str, scopes: &[String], sets: &[String]) -> anyhow::Result<i32> {
     for scope in scopes {
-        if !["read", "ingest", "deploy", "admin"].contains(&scope.as_str()) {
-            eprintln!("unknown scope {scope:?}: expected read, ingest, deploy or admin");
+        if !["read", "ingest", "capture", "deploy", "admin"].contains(&scope.as_str()) {
+            eprintln!("unknown scope {scope:?}: expected read, ingest, capture, deploy or admin");
             return Ok(1);
         }
     }

@@ -42,6 +42,10 @@ pub struct Config {
     /// Named lists of features (`set:feature`) a lookup can ask for by name.
     #[serde(default, rename = "feature_vector")]
     pub feature_vectors: Vec<FeatureVectorConfig>,
+    /// The models served from this host: their lookups, predictions and labels can be
+    /// captured.
+    #[serde(default, rename = "model")]
+    pub models: Vec<ModelConfig>,
     /// The folder of the config file, to resolve relative paths.
     #[serde(skip)]
     pub base: PathBuf,
@@ -78,6 +82,70 @@ pub struct FeatureVectorConfig {
     pub name: String,
     /// `set:feature` (or `set:*`) entries.
     pub features: Vec<String>,
+}
+
+/// A model served features by this host (`[[model]]`): lookups that name it in `capture` are
+/// recorded as served, with the predictions and labels posted for them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Its name (letters, digits, `_`, `-`).
+    pub name: String,
+    /// The feature vector it is served (`[[feature_vector]]`), or
+    #[serde(default)]
+    pub vector: Option<String>,
+    /// the features it is served (`set:feature` or `set:*`).
+    #[serde(default)]
+    pub features: Vec<String>,
+    /// Its prediction fields and their types.
+    pub predictions: BTreeMap<String, ValueType>,
+    /// The fields of the labels that come for its predictions, and their types.
+    #[serde(default)]
+    pub labels: BTreeMap<String, ValueType>,
+    /// One lookup in this many is captured, chosen by its request id (default 1: all).
+    #[serde(default = "one")]
+    pub capture_one_in: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+/// The type of a prediction or label field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueType {
+    /// A JSON number.
+    Float,
+    /// A whole JSON number.
+    Int,
+    /// `true` or `false`.
+    Bool,
+    /// A JSON string.
+    String,
+}
+
+impl ValueType {
+    /// Whether a JSON value is of this type (a null is: a field may be unknown).
+    pub fn accepts(self, value: &serde_json::Value) -> bool {
+        match self {
+            _ if value.is_null() => true,
+            ValueType::Float => value.is_number(),
+            ValueType::Int => value.is_i64() || value.is_u64(),
+            ValueType::Bool => value.is_boolean(),
+            ValueType::String => value.is_string(),
+        }
+    }
+
+    /// The name a user writes.
+    pub fn name(self) -> &'static str {
+        match self {
+            ValueType::Float => "float",
+            ValueType::Int => "int",
+            ValueType::Bool => "bool",
+            ValueType::String => "string",
+        }
+    }
 }
 
 /// The HTTP API.
@@ -126,6 +194,8 @@ pub enum Scope {
     Read,
     /// Pushing events.
     Ingest,
+    /// Posting a model's predictions and labels.
+    Capture,
     /// Deploying plugins.
     Deploy,
     /// Everything.

@@ -115,30 +115,61 @@ fn check_access(config: &Config, report: &mut impl FnMut(String, String)) {
         if vector.features.is_empty() {
             report(format!("{at}.features"), "expected at least one \"set:feature\"".into());
         }
-        for feature in &vector.features {
-            match feature.split_once(':') {
-                Some((set, name)) => match config.upstream(set, None) {
-                    // The set's features, resolved once per set for every vector naming it.
-                    Some(defined) => {
-                        let fields = known.entry(set).or_insert_with(|| output_fields(config, defined));
-                        if let Some(Err(e)) = fields
-                            .as_ref()
-                            .filter(|_| name != "*")
-                            .map(|k| refuse_unknown(set, [name], k))
-                        {
-                            report(format!("{at}.features"), e.to_string());
-                        }
-                    }
-                    None => report(
-                        format!("{at}.features"),
-                        format!("{feature:?}: no feature set \"{set}\""),
-                    ),
-                },
-                None => report(
-                    format!("{at}.features"),
-                    format!("{feature:?}: expected \"set:feature\" or \"set:*\""),
-                ),
+        check_features(config, &vector.features, &format!("{at}.features"), &mut known, report);
+    }
+    let mut models = HashSet::new();
+    for (i, model) in config.models.iter().enumerate() {
+        let at = format!("model[{i}]");
+        if !valid_name(&model.name) {
+            report(
+                format!("{at}.name"),
+                format!("{:?}: expected 1-64 characters of a-z, 0-9, '_' or '-'", model.name),
+            );
+        }
+        if !models.insert(model.name.as_str()) {
+            report(
+                format!("{at}.name"),
+                format!("model \"{}\" is defined twice", model.name),
+            );
+        }
+        match (&model.vector, model.features.is_empty()) {
+            (Some(vector), true) => {
+                if !config.feature_vectors.iter().any(|v| &v.name == vector) {
+                    let known: Vec<&str> = config.feature_vectors.iter().map(|v| v.name.as_str()).collect();
+                    report(
+                        format!("{at}.vector"),
+                        format!("no feature vector \"{vector}\" (defined: {})", list_or_none(&known)),
+                    );
+                }
             }
+            (None, false) => check_features(config, &model.features, &format!("{at}.features"), &mut known, report),
+            _ => report(
+                format!("{at}.vector"),
+                "expected exactly one of vector = \"<[[feature_vector]] name>\" and features = [\"set:feature\", ...]"
+                    .into(),
+            ),
+        }
+        if model.predictions.is_empty() {
+            report(
+                format!("{at}.predictions"),
+                "expected at least one prediction field and its type, e.g. { score = \"float\" }".into(),
+            );
+        }
+        for (key, fields) in [("predictions", &model.predictions), ("labels", &model.labels)] {
+            for field in fields.keys() {
+                if field.is_empty() || RESERVED.contains(&field.as_str()) {
+                    report(
+                        format!("{at}.{key}.{field}"),
+                        format!("{field:?}: expected a field name other than {}", RESERVED.join(", ")),
+                    );
+                }
+            }
+        }
+        if model.capture_one_in == 0 {
+            report(
+                format!("{at}.capture_one_in"),
+                "expected 1 (capture every lookup) or more (one in that many)".into(),
+            );
         }
     }
     let mut names = HashSet::new();
@@ -159,7 +190,7 @@ fn check_access(config: &Config, report: &mut impl FnMut(String, String)) {
         if token.scopes.is_empty() {
             report(
                 format!("{at}.scopes"),
-                "expected at least one of read, ingest, deploy, admin".into(),
+                "expected at least one of read, ingest, capture, deploy, admin".into(),
             );
         }
         for set in &token.sets {
@@ -472,5 +503,50 @@ mod tests {
         assert!(e.contains("\"ctr_1hh\" (did you mean \"ctr_1h\"?)"), "{e}");
         assert!(e.contains(", \"zzzzzzzz\";"), "{e}");
         assert!(e.contains("its features: clicks_5m, ctr_1h, user_id"), "{e}");
+    }
+}
+
+/// The fields a capture record, prediction or label carries itself.
+pub const RESERVED: &[&str] = &["request_id", "model", "kind", "entity", "at", "captured_at"];
+
+fn list_or_none(items: &[&str]) -> String {
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// Checks `set:feature` entries against the sets' output fields (`known` caches them per set).
+fn check_features<'a>(
+    config: &'a Config,
+    features: &[String],
+    at: &str,
+    known: &mut std::collections::HashMap<&'a str, Option<BTreeSet<String>>>,
+    report: &mut impl FnMut(String, String),
+) {
+    for feature in features {
+        match feature.split_once(':') {
+            Some((set, name)) => match config.upstream(set, None) {
+                // The set's features, resolved once per set for every vector naming it.
+                Some(defined) => {
+                    let fields = known
+                        .entry(defined.name.as_str())
+                        .or_insert_with(|| output_fields(config, defined));
+                    if let Some(Err(e)) = fields
+                        .as_ref()
+                        .filter(|_| name != "*")
+                        .map(|k| refuse_unknown(set, [name], k))
+                    {
+                        report(at.to_string(), e.to_string());
+                    }
+                }
+                None => report(at.to_string(), format!("{feature:?}: no feature set \"{set}\"")),
+            },
+            None => report(
+                at.to_string(),
+                format!("{feature:?}: expected \"set:feature\" or \"set:*\""),
+            ),
+        }
     }
 }

@@ -320,10 +320,79 @@ struct Lookup {
     /// RFC 3339 text or epoch milliseconds; default now.
     #[serde(default)]
     at: Option<Json>,
+    /// Record this lookup as what a model was served (`[[model]]`).
+    #[serde(default)]
+    capture: Option<Capture>,
+}
+
+/// `"capture": {"model": "…", "request_id"?: "…"}` of a lookup.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Capture {
+    model: String,
+    /// The model server's id of the request (predictions and labels name it); one is made
+    /// when absent and returned.
+    #[serde(default)]
+    request_id: Option<String>,
 }
 
 /// Most (set, entity) pairs one request may read.
 const MAX_PAIRS: usize = 10_000;
+
+/// Records a lookup's answer `out` as served to `model` (when its request id is sampled) and
+/// adds `"capture": {"model", "request_id", "recorded"}` to the answer. The record is the
+/// answer as sent, with the versions of the sets it read; it is queued for the bus, not
+/// waited for.
+fn captured(
+    api: &Api,
+    out: &mut Vec<u8>,
+    model: &Arc<str>,
+    id: &str,
+    sets: &[Asked<'_>],
+    served: &[Arc<ServedSet>],
+    vector: &Option<String>,
+) {
+    let one_in = api
+        .base
+        .models
+        .iter()
+        .find(|m| *m.name == **model)
+        .map_or(1, |m| m.capture_one_in);
+    let sampled = crate::capture::sampled(id, one_in);
+    let mut recorded = false;
+    if sampled {
+        if let Some(recorder) = api.recorder() {
+            let captured_at = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+            let mut record = Vec::with_capacity(out.len() + 64 * sets.len() + 160);
+            record.extend_from_slice(b"{\"kind\":\"served\",\"model\":");
+            let _ = serde_json::to_writer(&mut record, &**model);
+            record.extend_from_slice(b",\"request_id\":");
+            let _ = serde_json::to_writer(&mut record, id);
+            record.extend_from_slice(format!(",\"captured_at\":{captured_at},\"vector\":").as_bytes());
+            let _ = serde_json::to_writer(&mut record, vector);
+            record.extend_from_slice(b",\"versions\":{");
+            for (i, ((name, _), set)) in sets.iter().zip(served).enumerate() {
+                if i > 0 {
+                    record.push(b',');
+                }
+                let _ = serde_json::to_writer(&mut record, name);
+                record.extend_from_slice(format!(":{}", set.version).as_bytes());
+            }
+            record.extend_from_slice(b"},\"served\":");
+            record.extend_from_slice(out);
+            record.push(b'}');
+            recorded = recorder.record(model, record);
+        }
+    }
+    if out.last() == Some(&b'}') {
+        out.pop();
+        out.extend_from_slice(b",\"capture\":{\"model\":");
+        let _ = serde_json::to_writer(&mut *out, &**model);
+        out.extend_from_slice(b",\"request_id\":");
+        let _ = serde_json::to_writer(&mut *out, id);
+        out.extend_from_slice(format!(",\"sampled\":{sampled},\"recorded\":{recorded}}}}}").as_bytes());
+    }
+}
 
 /// `POST /v1/features/lookup`: features of several sets for many entities, in one round trip.
 pub(crate) async fn many(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
@@ -332,9 +401,40 @@ pub(crate) async fn many(State(api): State<Arc<Api>>, headers: HeaderMap, body: 
     let token = api.allow(&headers, Scope::Read, None)?;
     let request: Lookup = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!(
-            "expected {{\"entities\": [\"...\"], \"features\": [\"set:feature\" or \"set:*\"] and/or \"vector\": \"name\", \"at\": optional}}: {e}"
+            "expected {{\"entities\": [\"...\"], \"features\": [\"set:feature\" or \"set:*\"] and/or \"vector\": \"name\", \"at\": optional, \"capture\": optional {{\"model\": \"name\", \"request_id\"?: \"...\"}}}}: {e}"
         ))
     })?;
+    let capture = match &request.capture {
+        None => None,
+        Some(capture) => {
+            let model = api.models.get(&capture.model).ok_or_else(|| {
+                let mut known: Vec<&str> = api.models.keys().map(String::as_str).collect();
+                known.sort();
+                ApiError(
+                    StatusCode::NOT_FOUND,
+                    format!(
+                        "capture.model: no model \"{}\" (declared: {})",
+                        capture.model,
+                        if known.is_empty() {
+                            "none".into()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                )
+            })?;
+            let id = match &capture.request_id {
+                Some(id) if id.is_empty() || id.len() > 256 => {
+                    return Err(ApiError::bad_request(
+                        "capture.request_id: expected text of 1 to 256 characters",
+                    ))
+                }
+                Some(id) => id.clone(),
+                None => crate::capture::new_request_id(),
+            };
+            Some((model.clone(), id))
+        }
+    };
     let vector: &[String] = match &request.vector {
         None => &[],
         Some(name) => api
@@ -369,7 +469,10 @@ pub(crate) async fn many(State(api): State<Arc<Api>>, headers: HeaderMap, body: 
         .flat_map(|e| served.iter().map(move |s| (&**s, e.as_str())))
         .collect();
     let rows = read(&api, &pairs, at).await?;
-    let out = write_many(&request.entities, &sets, &served, rows, at);
+    let mut out = write_many(&request.entities, &sets, &served, rows, at);
+    if let Some((model, id)) = capture {
+        captured(&api, &mut out, &model, &id, &sets, &served, &request.vector);
+    }
     api.metrics.lookups.inc();
     crate::metrics::observe(&api.metrics.lookup_seconds, started.elapsed());
     Ok(json_response(out))

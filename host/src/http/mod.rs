@@ -6,6 +6,7 @@
 
 pub mod auth;
 mod features;
+mod models;
 mod monitor;
 pub mod plugins;
 mod serve;
@@ -68,6 +69,10 @@ pub struct Api {
     plugin_dir: Option<std::path::PathBuf>,
     /// The live statistics of the monitored sets (`None`: a server without pipelines).
     monitors: Option<Arc<crate::runtime::Monitors>>,
+    /// The models (`[[model]]`) by name, as their capture records name them.
+    models: HashMap<String, Arc<str>>,
+    /// Publishes captured lookups (started with the first one).
+    recorder: std::sync::OnceLock<crate::capture::Recorder>,
 }
 
 /// An error response: a status and a JSON body `{"error": "..."}`.
@@ -165,6 +170,12 @@ impl Api {
             registry,
             plugin_dir: Some(crate::catalog::store_dir(&data_dir)),
             monitors: None,
+            models: config
+                .models
+                .iter()
+                .map(|m| (m.name.clone(), Arc::from(m.name.as_str())))
+                .collect(),
+            recorder: std::sync::OnceLock::new(),
         })
     }
 
@@ -188,6 +199,15 @@ impl Api {
             Denied::Unauthenticated(why) => ApiError(StatusCode::UNAUTHORIZED, why.to_string()),
             Denied::Forbidden(why) => ApiError(StatusCode::FORBIDDEN, why),
         }
+    }
+
+    /// The recorder of captured lookups (`None`: no bus).
+    fn recorder(&self) -> Option<&crate::capture::Recorder> {
+        let bus = self.bus.as_ref()?;
+        Some(
+            self.recorder
+                .get_or_init(|| crate::capture::Recorder::start(bus.clone(), self.metrics.clone())),
+        )
     }
 
     fn set(&self, name: &str) -> Result<Arc<ServedSet>, ApiError> {
@@ -228,6 +248,10 @@ pub fn router(api: Arc<Api>, max_body_bytes: usize) -> Router {
             "/v1/feature-sets/{name}/references/{reference}/activate",
             post(monitor::activate_reference),
         )
+        .route("/v1/models", get(models::list))
+        .route("/v1/models/{model}/predictions", post(models::predictions))
+        .route("/v1/models/{model}/labels", post(models::labels))
+        .route("/v1/models/{model}/captures", get(models::captures))
         .route("/v1/plugins", get(plugins::list))
         .route("/v1/plugins/{name}/rollback", post(plugins::rollback))
         .route("/healthz", get(|| async { "ok" }))
@@ -298,6 +322,10 @@ pub const ROUTES: &[RouteDoc] = &[
     RouteDoc { method: "put", path: "/v1/feature-sets/{name}/references/{reference}", scope: Some("admin"), summary: "Build and store a reference profile, as sluice profile does: body {\"training_set\": \"<training-set job id>\", \"time_field\"?} or {\"version\": N, \"from\"?, \"to\"?}, with \"features\"?: [names] to profile only those; 201 with each feature's summary. A set monitors against it when its [feature_set.monitor] reference names it." },
     RouteDoc { method: "get", path: "/v1/feature-sets/{name}/references/{reference}", scope: Some("read"), summary: "A stored reference: per feature its bin edges and shares, quantile table, count, mean and std, or frequent values." },
     RouteDoc { method: "post", path: "/v1/feature-sets/{name}/references/{reference}/activate", scope: Some("admin"), summary: "Switch the running monitors of the set (?version=N: of one version) to a stored reference without a restart: windows opened from now on are counted against it and judged by it, windows open now finish against theirs; segments follow its segments. Remembered across restarts until the definition names another reference." },
+    RouteDoc { method: "get", path: "/v1/models", scope: Some("read"), summary: "The models of the config ([[model]]): the vector or features each is served, its prediction and label fields with their types, its capture rate, and how many records were stored or lost." },
+    RouteDoc { method: "post", path: "/v1/models/{model}/predictions", scope: Some("capture"), summary: "What the model predicted for captured lookups: {\"request_id\", <prediction fields>} or an array; checked against the declared fields and types (nothing stored if any is wrong), stored before the 202, once per request id within the duplicate window." },
+    RouteDoc { method: "post", path: "/v1/models/{model}/labels", scope: Some("capture"), summary: "Labels that came later: {\"request_id\", <label fields>} or {\"entity\", \"at\", <label fields>}, or an array; checked and stored as predictions are." },
+    RouteDoc { method: "get", path: "/v1/models/{model}/captures", scope: Some("admin"), summary: "A model's capture records in the order stored (lookups served, predictions, labels), each with its sequence; page with ?after=<last seq>&limit=<n>." },
     RouteDoc { method: "post", path: "/v1/training-sets", scope: Some("read"), summary: "Start a point-in-time training-set job: {\"entities\": [rows with the sets' entity fields and \"t\"], \"features\": [\"set:feature\"] or \"vector\": name, \"time_field\"?}; 202 with its id (the token needs read on every set)." },
     RouteDoc { method: "get", path: "/v1/training-sets/{id}", scope: Some("read"), summary: "A training-set job's status: running, done (rows, features, download path) or failed (why)." },
     RouteDoc { method: "get", path: "/v1/training-sets/{id}/data", scope: Some("read"), summary: "The Parquet file of a finished training-set job (409 before)." },

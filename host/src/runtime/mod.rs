@@ -112,6 +112,11 @@ impl Services {
         bus.ensure_stream(DRIFT_STREAM, "sluice.drift.>", true)
             .await
             .map_err(|e| PipelineError::Service(e.to_string()))?;
+        if !config.models.is_empty() {
+            bus.ensure_stream(crate::capture::CAPTURE_STREAM, crate::capture::CAPTURE_SUBJECTS, true)
+                .await
+                .map_err(|e| PipelineError::Service(e.to_string()))?;
+        }
         let registry = deploy_plugins(config)?;
         Ok(Services {
             bus,

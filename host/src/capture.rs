@@ -1,0 +1,221 @@
+//! Capture of what a model was served, what it predicted and the labels that came later
+//! (`[[model]]`): each is a JSON record on `sluice.capture.<model>` (stream `SLUICE_CAPTURE`,
+//! or the embedded log), with a `Nats-Msg-Id` of its kind, model and request id, so a retried
+//! post or a lookup captured twice is stored once within the duplicate window.
+//!
+//! A lookup's record is queued off the request path ([`Recorder`]): a bounded queue drained in
+//! batches of up to 1,000, each model's records of a batch published as one message of JSON
+//! lines (header `Sluice-Records`), so a lookup pays for one copy of its answer and a queue
+//! push, and the bus one message per batch rather than per lookup (a message per lookup
+//! halved the lookups' rate on 2 cores). When the queue is full or the bus refuses a batch
+//! after retries, the records are dropped and counted (`sluice_capture_lost_total{model}`);
+//! the lookup still answers. A lookup retried with the same request id is recorded twice
+//! (its records say so by their id). Predictions and labels are published one message each
+//! with its `Nats-Msg-Id` before their route answers: a 202 means stored, once.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::bus::{Bus, Publish};
+use crate::metrics::Metrics;
+
+/// The stream the capture records are kept on.
+pub const CAPTURE_STREAM: &str = "SLUICE_CAPTURE";
+
+/// The subjects of [`CAPTURE_STREAM`].
+pub const CAPTURE_SUBJECTS: &str = "sluice.capture.>";
+
+/// How many records wait for the bus at most; more are dropped and counted.
+const QUEUE: usize = 20_000;
+
+/// How long a batch waits for more records once its first has come.
+const LINGER: Duration = Duration::from_millis(20);
+
+/// Most records taken from the queue at a time.
+const BATCH: usize = 1_000;
+
+/// A message of records is closed once it holds this many bytes (NATS refuses messages over
+/// its max payload, 1 MiB by default; one record larger than that is published alone and,
+/// refused, counted lost).
+const MESSAGE_BYTES: usize = 256 << 10;
+
+/// The subject of a model's records.
+pub fn subject(model: &str) -> String {
+    format!("sluice.capture.{model}")
+}
+
+/// The `Nats-Msg-Id` of a record: its kind, model and request id.
+pub fn message_id(kind: &str, model: &str, request_id: &str) -> String {
+    format!("{kind}:{model}:{request_id}")
+}
+
+/// Whether the request `request_id` is captured at one in `n`: FNV-1a (64-bit) of its bytes,
+/// modulo `n`, is 0. The same id gets the same answer on every host, so a model server can
+/// tell which of its requests were kept.
+pub fn sampled(request_id: &str, n: u64) -> bool {
+    if n <= 1 {
+        return true;
+    }
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in request_id.bytes() {
+        hash ^= byte as u64;
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash % n == 0
+}
+
+/// A new request id: 16 hex digits random per process, then 16 of a counter.
+pub fn new_request_id() -> String {
+    static SEED: OnceLock<u64> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let seed = SEED.get_or_init(|| {
+        use std::io::Read;
+        let mut random = [0u8; 8];
+        match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut random)) {
+            Ok(()) => u64::from_le_bytes(random),
+            Err(_) => {
+                let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as u64;
+                now ^ (std::process::id() as u64).rotate_left(32)
+            }
+        }
+    });
+    format!("{seed:016x}{:016x}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A record waiting for the bus, with its model.
+struct Queued {
+    model: Arc<str>,
+    record: Vec<u8>,
+}
+
+/// The header giving how many records (JSON lines) a message holds.
+pub const RECORDS_HEADER: &str = "Sluice-Records";
+
+/// Queues lookup records and publishes them in batches from a task of its own.
+#[derive(Clone)]
+pub struct Recorder {
+    queue: mpsc::Sender<Queued>,
+    metrics: Arc<Metrics>,
+}
+
+impl Recorder {
+    /// A recorder publishing on `bus` (the task ends once every clone is dropped and the
+    /// queue is drained).
+    pub fn start(bus: Bus, metrics: Arc<Metrics>) -> Recorder {
+        let (queue, receiver) = mpsc::channel(QUEUE);
+        tokio::spawn(drain(bus, receiver, metrics.clone()));
+        Recorder { queue, metrics }
+    }
+
+    /// Queues a record of `model` (one JSON object, no newline); `false` (and counted as
+    /// lost) when the queue is full.
+    pub fn record(&self, model: &Arc<str>, record: Vec<u8>) -> bool {
+        let queued = Queued {
+            model: model.clone(),
+            record,
+        };
+        match self.queue.try_send(queued) {
+            Ok(()) => true,
+            Err(_) => {
+                self.metrics.capture_lost(model).inc();
+                false
+            }
+        }
+    }
+}
+
+/// Publishes queued records in batches (one message of JSON lines per model), retrying a
+/// refused batch (4 tries over ~1.5 s) before counting it lost.
+async fn drain(bus: Bus, mut receiver: mpsc::Receiver<Queued>, metrics: Arc<Metrics>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while receiver.recv_many(&mut batch, BATCH).await > 0 {
+        // Waits a little for more: woken per record, the task would publish a message per
+        // handful of records.
+        if batch.len() < BATCH {
+            tokio::time::sleep(LINGER).await;
+            while batch.len() < BATCH {
+                match receiver.try_recv() {
+                    Ok(queued) => batch.push(queued),
+                    Err(_) => break,
+                }
+            }
+        }
+        // (model, lines, records): a model's message is closed when full and another begun.
+        let mut by_model: Vec<(Arc<str>, Vec<u8>, u64)> = Vec::new();
+        for queued in batch.drain(..) {
+            let open = by_model
+                .iter()
+                .rposition(|(m, lines, _)| *m == queued.model && lines.len() + queued.record.len() < MESSAGE_BYTES);
+            let at = match open {
+                Some(at) => at,
+                None => {
+                    by_model.push((
+                        queued.model.clone(),
+                        Vec::with_capacity(MESSAGE_BYTES.min(queued.record.len() * 64)),
+                        0,
+                    ));
+                    by_model.len() - 1
+                }
+            };
+            let (_, lines, n) = &mut by_model[at];
+            if *n > 0 {
+                lines.push(b'\n');
+            }
+            lines.extend_from_slice(&queued.record);
+            *n += 1;
+        }
+        let messages: Vec<Publish> = by_model
+            .iter()
+            .map(|(model, lines, n)| Publish {
+                subject: subject(model),
+                headers: vec![(RECORDS_HEADER, n.to_string())],
+                body: bytes::Bytes::copy_from_slice(lines),
+            })
+            .collect();
+        let mut stored = false;
+        for attempt in 0..4u32 {
+            match bus.publish(messages.clone()).await {
+                Ok(_) => {
+                    stored = true;
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        messages = messages.len(),
+                        attempt,
+                        "capture records not stored (retried): {e}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                }
+            }
+        }
+        for (model, _, n) in &by_model {
+            if stored {
+                metrics.captured(model).inc_by(*n);
+            } else {
+                metrics.capture_lost(model).inc_by(*n);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampling_is_fixed_by_the_request_id_and_near_its_rate() {
+        assert!(sampled("anything", 1));
+        let kept = (0..100_000).filter(|i| sampled(&format!("req-{i}"), 10)).count();
+        assert!((9_000..11_000).contains(&kept), "{kept}");
+        // FNV-1a 64 of "a" is 0xaf63dc4c8601ec8c (the published test vector).
+        assert_eq!(sampled("a", 0xaf63dc4c8601ec8c), true);
+        assert_eq!(sampled("a", 0xaf63dc4c8601ec8d), false);
+        let (a, b) = (new_request_id(), new_request_id());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+    }
+}

@@ -1,0 +1,411 @@
+//! A model server's loop in the embedded mode: lookups with `"capture"` are recorded as
+//! served (the answer as sent, with the set versions), predictions and labels are checked
+//! against the model's declared fields and stored once per request id, and everything reads
+//! back in order from the model's capture records; sampling keeps exactly the request ids its
+//! hash picks.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{json, Value as Json};
+use sluice_tests::live::{http, start_serving, wait_for, with_http, Live};
+
+const ADMIN: &str = "capture-admin-token";
+const READER: &str = "capture-read-token";
+const SERVER: &str = "capture-model-server-token";
+
+/// The names a run uses: its set and its two models.
+struct Names {
+    set: String,
+    fraud: String,
+    sampled: String,
+}
+
+/// The config: embedded in `dir`, or on NATS and Redis with `live`'s names.
+fn config(dir: &std::path::Path, live: Option<&Live>) -> (std::path::PathBuf, Names) {
+    let path = dir.join("sluice.toml");
+    let (host, stream, subject, names) = match live {
+        None => (
+            String::new(),
+            "SCORES".to_string(),
+            "scores.events".to_string(),
+            Names {
+                set: "scores".into(),
+                fraud: "fraud".into(),
+                sampled: "sampled".into(),
+            },
+        ),
+        // The models are named after the set, so the test's cleanup purges their records.
+        Some(live) => (
+            format!(
+                "nats = \"{}\"\nredis = \"{}\"\nredis_prefix = \"{}\"\n",
+                live.nats_url, live.redis_url, live.prefix
+            ),
+            live.stream.clone(),
+            live.subject.clone(),
+            Names {
+                set: live.set.clone(),
+                fraud: live.set.clone(),
+                sampled: format!("{}-sampled", live.set),
+            },
+        ),
+    };
+    let text = format!(
+        r#"[host]
+{host}data_dir = "{data}"
+
+[[feature_set]]
+name = "{set}"
+entity = "user"
+timestamp = {{ field = "ts", format = "epoch_ms" }}
+source = {{ kind = "jetstream", stream = "{stream}", subject = "{subject}", max_wait_ms = 5{create} }}
+targets = [{{ kind = "redis" }}]
+
+[[feature_vector]]
+name = "scoring"
+features = ["{set}:amount", "{set}:country"]
+
+[[model]]
+name = "{fraud}"
+vector = "scoring"
+predictions = {{ score = "float", decision = "string" }}
+labels = {{ is_fraud = "bool" }}
+
+[[model]]
+name = "{sampled}"
+features = ["{set}:amount"]
+predictions = {{ score = "float" }}
+capture_one_in = 10
+"#,
+        data = dir.join("data").display(),
+        create = if live.is_some() { ", create = true" } else { "" },
+        set = names.set,
+        fraud = names.fraud,
+        sampled = names.sampled,
+    );
+    std::fs::write(&path, text).unwrap();
+    with_http(
+        &path,
+        &[
+            ("admin", ADMIN, &["admin"], &[]),
+            ("reader", READER, &["read"], &[]),
+            ("server", SERVER, &["read", "capture"], &[]),
+        ],
+    );
+    (path, names)
+}
+
+/// Every capture record of a model, paging through the route.
+async fn records(address: std::net::SocketAddr, model: &str) -> Vec<Json> {
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        let path = format!("/v1/models/{model}/captures?after={after}&limit=1000");
+        let (status, body) = http(address, "GET", &path, Some(ADMIN), b"").await;
+        assert_eq!(status, 200, "{body}");
+        let page: Json = serde_json::from_str(&body).unwrap();
+        let items = page["records"].as_array().unwrap();
+        if items.is_empty() {
+            return all;
+        }
+        after = page["next_after"].as_u64().unwrap();
+        all.extend(items.iter().map(|r| r["record"].clone()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn captured_lookups_predictions_and_labels_are_stored_once_each_as_served() {
+    let dir = tempfile::tempdir().unwrap();
+    model_server_loop(config(dir.path(), None)).await;
+}
+
+/// The same on NATS JetStream (stream `SLUICE_CAPTURE`, de-duplicated by `Nats-Msg-Id`) and
+/// Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_nats_and_redis_captured_records_are_stored_once_each_as_served() {
+    let live = Live::new("capture");
+    model_server_loop(config(live.dir.path(), Some(&live))).await;
+    live.cleanup().await;
+}
+
+async fn model_server_loop((config, names): (std::path::PathBuf, Names)) {
+    let Names { set, fraud, sampled } = &names;
+    let (address, stop, task) = start_serving(&config).await;
+    wait_for("the pipelines ready", Duration::from_secs(30), async || {
+        http(address, "GET", "/readyz", Some(ADMIN), b"").await.0 == 200
+    })
+    .await;
+    let now = sluice_tests::live::now_ms();
+    let events: Vec<Json> = (0..50)
+        .map(|i| json!({ "user": format!("u{i}"), "ts": now - 1000 + i, "amount": 10.5 * i as f64, "country": if i % 2 == 0 { "DE" } else { "FR" } }))
+        .collect();
+    let (status, body) = http(
+        address,
+        "POST",
+        &format!("/v1/ingest/{set}"),
+        Some(ADMIN),
+        &serde_json::to_vec(&events).unwrap(),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let lookup = async |body: Json, token: &str| {
+        let (status, answer) = http(
+            address,
+            "POST",
+            "/v1/features/lookup",
+            Some(token),
+            body.to_string().as_bytes(),
+        )
+        .await;
+        (
+            status,
+            serde_json::from_str::<Json>(&answer).unwrap_or(Json::String(answer)),
+        )
+    };
+    wait_for("the last user's features online", Duration::from_secs(30), async || {
+        let (_, answer) = lookup(json!({ "entities": ["u49"], "vector": "scoring" }), READER).await;
+        answer["results"][0]["features"][format!("{set}:amount")]["value"].as_f64() == Some(514.5)
+    })
+    .await;
+
+    // Refusals: an unknown model, a bad request id.
+    let (status, answer) = lookup(
+        json!({ "entities": ["u1"], "vector": "scoring", "capture": { "model": "nope" } }),
+        READER,
+    )
+    .await;
+    assert_eq!(status, 404, "{answer}");
+    assert!(
+        answer.to_string().contains(&format!("declared: {fraud}, {sampled}")),
+        "{answer}"
+    );
+    let (status, answer) = lookup(
+        json!({ "entities": ["u1"], "vector": "scoring", "capture": { "model": fraud, "request_id": "" } }),
+        READER,
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+
+    // 200 captured lookups, each answer kept as the model server saw it.
+    let mut answers = BTreeMap::new();
+    for i in 0..200 {
+        let request_id = format!("req-{i}");
+        let (status, mut answer) = lookup(
+            json!({ "entities": [format!("u{}", i % 50)], "vector": "scoring",
+                    "capture": { "model": fraud, "request_id": request_id } }),
+            READER,
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(
+            answer["capture"],
+            json!({ "model": fraud, "request_id": request_id, "sampled": true, "recorded": true })
+        );
+        answer.as_object_mut().unwrap().remove("capture");
+        answers.insert(request_id, answer);
+    }
+    // Without a request id, the server makes one and returns it.
+    let (status, answer) = lookup(
+        json!({ "entities": ["u3"], "vector": "scoring", "capture": { "model": fraud } }),
+        READER,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let made = answer["capture"]["request_id"].as_str().unwrap().to_string();
+    assert_eq!(made.len(), 32, "{answer}");
+
+    // Predictions for all 200, then a retry of the first 50: stored once each.
+    let predictions: Vec<Json> = (0..200)
+        .map(|i| json!({ "request_id": format!("req-{i}"), "score": i as f64 / 200.0, "decision": if i % 3 == 0 { "block" } else { "allow" } }))
+        .collect();
+    let post = async |path: &str, body: &Json, token: &str| {
+        let (status, answer) = http(address, "POST", path, Some(token), body.to_string().as_bytes()).await;
+        (status, answer)
+    };
+    let (status, answer) = post(&format!("/v1/models/{fraud}/predictions"), &json!(predictions), SERVER).await;
+    assert_eq!(status, 202, "{answer}");
+    let (status, answer) = post(
+        &format!("/v1/models/{fraud}/predictions"),
+        &json!(predictions[..50]),
+        SERVER,
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    // Labels for 150 of them by request id, one by entity and time; a retry of ten.
+    let labels: Vec<Json> = (0..150)
+        .map(|i| json!({ "request_id": format!("req-{i}"), "is_fraud": i % 7 == 0 }))
+        .chain([json!({ "entity": "u3", "at": now, "is_fraud": true })])
+        .collect();
+    let (status, answer) = post(&format!("/v1/models/{fraud}/labels"), &json!(labels), SERVER).await;
+    assert_eq!(status, 202, "{answer}");
+    let (status, answer) = post(&format!("/v1/models/{fraud}/labels"), &json!(labels[..10]), SERVER).await;
+    assert_eq!(status, 202, "{answer}");
+
+    // Bad posts are refused whole, saying what was expected; a read token may not post.
+    for (body, needle) in [
+        (
+            json!([{ "request_id": "x", "score": 0.5, "decision": "allow" }, { "request_id": "y", "score": "high", "decision": "allow" }]),
+            "expected float",
+        ),
+        (json!({ "request_id": "x", "score": 0.5 }), "missing \\\"decision\\\""),
+        (
+            json!({ "request_id": "x", "score": 0.5, "decision": "allow", "extra": 1 }),
+            "unknown field \\\"extra\\\"",
+        ),
+        (
+            json!({ "score": 0.5, "decision": "allow" }),
+            "missing \\\"request_id\\\"",
+        ),
+    ] {
+        let (status, answer) = post(&format!("/v1/models/{fraud}/predictions"), &body, SERVER).await;
+        assert_eq!(status, 400, "{answer}");
+        assert!(answer.contains(needle), "{needle} in {answer}");
+    }
+    let (status, answer) = post(
+        &format!("/v1/models/{fraud}/predictions"),
+        &json!(predictions[..1]),
+        READER,
+    )
+    .await;
+    assert_eq!(status, 403, "{answer}");
+    let (status, answer) = post("/v1/models/nope/labels", &json!(labels[..1]), SERVER).await;
+    assert_eq!(status, 404, "{answer}");
+
+    // Every record once, in the model's capture records.
+    let mut all = Vec::new();
+    wait_for("the captured lookups stored", Duration::from_secs(30), async || {
+        all = records(address, fraud).await;
+        all.iter().filter(|r| r["kind"] == "served").count() >= 201
+    })
+    .await;
+    let count = |kind: &str| all.iter().filter(|r| r["kind"] == kind).count();
+    assert_eq!((count("served"), count("prediction"), count("label")), (201, 200, 151));
+    for record in all.iter().filter(|r| r["kind"] == "served") {
+        let id = record["request_id"].as_str().unwrap();
+        assert_eq!(record["model"], json!(fraud));
+        assert_eq!(record["versions"], json!({ set: 1 }), "{record}");
+        assert_eq!(record["vector"], "scoring");
+        if id != made {
+            assert_eq!(record["served"], answers[id], "the answer as served, for {id}");
+        }
+    }
+    let prediction = all
+        .iter()
+        .find(|r| r["kind"] == "prediction" && r["request_id"] == "req-3")
+        .unwrap();
+    assert_eq!(
+        (prediction["score"].as_f64(), prediction["decision"].as_str()),
+        (Some(0.015), Some("block"))
+    );
+    let by_entity = all
+        .iter()
+        .find(|r| r["kind"] == "label" && r["entity"] == "u3")
+        .unwrap();
+    assert_eq!(by_entity["at"], json!(now), "{by_entity}");
+
+    // One in ten, chosen by the request id's hash.
+    for i in 0..200 {
+        let request_id = format!("s-{i}");
+        let (status, answer) = lookup(
+            json!({ "entities": ["u1"], "features": [format!("{set}:amount")], "capture": { "model": sampled, "request_id": request_id } }),
+            READER,
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["capture"]["sampled"], sluice::capture::sampled(&request_id, 10));
+    }
+    let want: Vec<String> = (0..200)
+        .map(|i| format!("s-{i}"))
+        .filter(|id| sluice::capture::sampled(id, 10))
+        .collect();
+    assert!((5..40).contains(&want.len()), "{want:?}");
+    let mut kept = Vec::new();
+    wait_for("the sampled lookups stored", Duration::from_secs(30), async || {
+        kept = records(address, sampled).await;
+        kept.len() >= want.len()
+    })
+    .await;
+    let got: Vec<String> = kept
+        .iter()
+        .map(|r| r["request_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(got, want, "exactly the sampled ids, in order");
+
+    let (status, body) = http(address, "GET", "/v1/models", Some(READER), b"").await;
+    assert_eq!(status, 200, "{body}");
+    let models: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(models["models"][0]["name"], json!(fraud));
+    assert_eq!(
+        models["models"][0]["predictions"],
+        json!({ "decision": "string", "score": "float" })
+    );
+    assert_eq!(models["models"][0]["capture_lost"], 0);
+    let (_, metrics) = http(address, "GET", "/metrics", Some(ADMIN), b"").await;
+    assert!(
+        metrics.contains(&format!("sluice_capture_lost_total{{model=\"{fraud}\"}} 0")),
+        "{metrics}"
+    );
+    // 201 lookups, 250 predictions and 161 labels accepted (retries included).
+    assert!(
+        metrics.contains(&format!("sluice_captured_total{{model=\"{fraud}\"}} 612")),
+        "{metrics}"
+    );
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
+
+/// A model's mistakes are refused before anything starts, each with its key.
+#[test]
+fn a_model_s_mistakes_are_reported_with_their_keys() {
+    let text = r#"
+        [[feature_set]]
+        name = "scores"
+        entity = "user"
+        timestamp = { field = "ts", format = "epoch_ms" }
+        fields = ["user", "ts", "amount"]
+        source = { kind = "jetstream", stream = "SCORES", subject = "scores.events" }
+        targets = [{ kind = "redis" }]
+
+        [[model]]
+        name = "a"
+        vector = "missing"
+        predictions = { score = "float" }
+
+        [[model]]
+        name = "a"
+        features = ["scores:nope"]
+        predictions = { request_id = "string" }
+        capture_one_in = 0
+
+        [[model]]
+        name = "B"
+        predictions = {}
+    "#;
+    let config = sluice::config::parse_str(text, std::path::Path::new("bad.toml")).unwrap();
+    let problems = sluice::config::validate(&config);
+    let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "model[0].vector",
+            "model[1].name",
+            "model[1].features",
+            "model[1].predictions.request_id",
+            "model[1].capture_one_in",
+            "model[2].name",
+            "model[2].vector",
+            "model[2].predictions",
+        ],
+        "{problems:?}"
+    );
+    assert!(
+        problems[0].message.contains("no feature vector \"missing\""),
+        "{problems:?}"
+    );
+    let bad_type = sluice::config::parse_str(
+        "[[model]]\nname = \"m\"\nfeatures = [\"s:x\"]\npredictions = { score = \"double\" }\n",
+        std::path::Path::new("t.toml"),
+    )
+    .unwrap_err();
+    assert!(bad_type.to_string().contains("float"), "{bad_type}");
+}
