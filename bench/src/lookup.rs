@@ -99,6 +99,20 @@ struct Latencies {
     p99: Duration,
 }
 
+impl Latencies {
+    /// `requests/s | p50 | p90 | p99` as table cells.
+    fn cells(&self) -> String {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        format!(
+            "{:.0} | {:.3} ms | {:.3} ms | {:.3} ms",
+            self.requests_per_s,
+            ms(self.p50),
+            ms(self.p90),
+            ms(self.p99)
+        )
+    }
+}
+
 /// `clients` connections sending requests back to back for `seconds`.
 async fn load(address: SocketAddr, clients: usize, seconds: u64, make: fn(u64) -> Vec<u8>) -> Latencies {
     let deadline = Instant::now() + Duration::from_secs(seconds);
@@ -288,13 +302,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
                     ("1 entity, capture on", captured),
                 ] {
                     let l = load(address, 8, options.seconds, make).await;
-                    println!(
-                        "| {label} | {:.0} | {:.3} ms | {:.3} ms | {:.3} ms |",
-                        l.requests_per_s,
-                        l.p50.as_secs_f64() * 1e3,
-                        l.p90.as_secs_f64() * 1e3,
-                        l.p99.as_secs_f64() * 1e3
-                    );
+                    println!("| {label} | {} |", l.cells());
                 }
             }
             tokio::time::sleep(Duration::from_secs(2)).await;
@@ -329,13 +337,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
                 } else {
                     "-".to_string()
                 };
-                println!(
-                    "| {label} | {clients} | {:.0} | {:.3} ms | {:.3} ms | {:.3} ms | {floor} |",
-                    l.requests_per_s,
-                    l.p50.as_secs_f64() * 1e3,
-                    l.p90.as_secs_f64() * 1e3,
-                    l.p99.as_secs_f64() * 1e3
-                );
+                println!("| {label} | {clients} | {} | {floor} |", l.cells());
             }
         }
         stop.send(true).unwrap();

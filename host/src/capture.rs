@@ -167,12 +167,17 @@ async fn drain(bus: Bus, mut receiver: mpsc::Receiver<Queued>, metrics: Arc<Metr
             lines.extend_from_slice(&queued.record);
             *n += 1;
         }
+        let mut counts = Vec::with_capacity(by_model.len());
         let messages: Vec<Publish> = by_model
-            .iter()
-            .map(|(model, lines, n)| Publish {
-                subject: subject(model),
-                headers: vec![(RECORDS_HEADER, n.to_string())],
-                body: bytes::Bytes::copy_from_slice(lines),
+            .into_iter()
+            .map(|(model, lines, n)| {
+                let message = Publish {
+                    subject: subject(&model),
+                    headers: vec![(RECORDS_HEADER, n.to_string())],
+                    body: lines.into(),
+                };
+                counts.push((model, n));
+                message
             })
             .collect();
         let mut stored = false;
@@ -192,7 +197,7 @@ async fn drain(bus: Bus, mut receiver: mpsc::Receiver<Queued>, metrics: Arc<Metr
                 }
             }
         }
-        for (model, _, n) in &by_model {
+        for (model, n) in &counts {
             if stored {
                 metrics.captured(model).inc_by(*n);
             } else {

@@ -120,12 +120,7 @@ fn check_access(config: &Config, report: &mut impl FnMut(String, String)) {
     let mut models = HashSet::new();
     for (i, model) in config.models.iter().enumerate() {
         let at = format!("model[{i}]");
-        if !valid_name(&model.name) {
-            report(
-                format!("{at}.name"),
-                format!("{:?}: expected 1-64 characters of a-z, 0-9, '_' or '-'", model.name),
-            );
-        }
+        check_name(&model.name, format!("{at}.name"), report);
         if !models.insert(model.name.as_str()) {
             report(
                 format!("{at}.name"),
@@ -209,13 +204,18 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
-fn check_set(config: &Config, set: &FeatureSetConfig, at: &str, report: &mut impl FnMut(String, String)) {
-    if !valid_name(&set.name) {
+/// Reports `name` at `key` unless it is 1-64 characters of a-z, 0-9, `_` or `-`.
+fn check_name(name: &str, key: String, report: &mut impl FnMut(String, String)) {
+    if !valid_name(name) {
         report(
-            format!("{at}.name"),
-            format!("{:?}: expected 1-64 characters of a-z, 0-9, '_' or '-'", set.name),
+            key,
+            format!("{name:?}: expected 1-64 characters of a-z, 0-9, '_' or '-'"),
         );
     }
+}
+
+fn check_set(config: &Config, set: &FeatureSetConfig, at: &str, report: &mut impl FnMut(String, String)) {
+    check_name(&set.name, format!("{at}.name"), report);
     if set.entity.is_empty() || set.entity.iter().any(String::is_empty) {
         report(
             format!("{at}.entity"),
@@ -403,12 +403,7 @@ fn check_steps(
     let mut ids = HashSet::new();
     for (j, step) in set.steps.iter().enumerate() {
         let key = format!("{at}.steps[{j}]");
-        if !valid_name(&step.id) {
-            report(
-                format!("{key}.id"),
-                format!("{:?}: expected 1-64 characters of a-z, 0-9, '_' or '-'", step.id),
-            );
-        }
+        check_name(&step.id, format!("{key}.id"), report);
         if !ids.insert(step.id.clone()) {
             report(
                 format!("{key}.id"),

@@ -346,19 +346,14 @@ const MAX_PAIRS: usize = 10_000;
 fn captured(
     api: &Api,
     out: &mut Vec<u8>,
-    model: &Arc<str>,
+    (model, one_in): &(Arc<str>, u64),
     id: &str,
     sets: &[Asked<'_>],
     served: &[Arc<ServedSet>],
     vector: &Option<String>,
 ) {
-    let one_in = api
-        .base
-        .models
-        .iter()
-        .find(|m| *m.name == **model)
-        .map_or(1, |m| m.capture_one_in);
-    let sampled = crate::capture::sampled(id, one_in);
+    use std::io::Write;
+    let sampled = crate::capture::sampled(id, *one_in);
     let mut recorded = false;
     if sampled {
         if let Some(recorder) = api.recorder() {
@@ -368,7 +363,7 @@ fn captured(
             let _ = serde_json::to_writer(&mut record, &**model);
             record.extend_from_slice(b",\"request_id\":");
             let _ = serde_json::to_writer(&mut record, id);
-            record.extend_from_slice(format!(",\"captured_at\":{captured_at},\"vector\":").as_bytes());
+            let _ = write!(record, ",\"captured_at\":{captured_at},\"vector\":");
             let _ = serde_json::to_writer(&mut record, vector);
             record.extend_from_slice(b",\"versions\":{");
             for (i, ((name, _), set)) in sets.iter().zip(served).enumerate() {
@@ -376,7 +371,7 @@ fn captured(
                     record.push(b',');
                 }
                 let _ = serde_json::to_writer(&mut record, name);
-                record.extend_from_slice(format!(":{}", set.version).as_bytes());
+                let _ = write!(record, ":{}", set.version);
             }
             record.extend_from_slice(b"},\"served\":");
             record.extend_from_slice(out);
@@ -390,7 +385,7 @@ fn captured(
         let _ = serde_json::to_writer(&mut *out, &**model);
         out.extend_from_slice(b",\"request_id\":");
         let _ = serde_json::to_writer(&mut *out, id);
-        out.extend_from_slice(format!(",\"sampled\":{sampled},\"recorded\":{recorded}}}}}").as_bytes());
+        let _ = write!(out, ",\"sampled\":{sampled},\"recorded\":{recorded}}}}}");
     }
 }
 

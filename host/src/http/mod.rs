@@ -69,8 +69,9 @@ pub struct Api {
     plugin_dir: Option<std::path::PathBuf>,
     /// The live statistics of the monitored sets (`None`: a server without pipelines).
     monitors: Option<Arc<crate::runtime::Monitors>>,
-    /// The models (`[[model]]`) by name, as their capture records name them.
-    models: HashMap<String, Arc<str>>,
+    /// The models (`[[model]]`) by name: the name their capture records carry, and their
+    /// capture rate (one lookup in this many).
+    models: HashMap<String, (Arc<str>, u64)>,
     /// Publishes captured lookups (started with the first one).
     recorder: std::sync::OnceLock<crate::capture::Recorder>,
 }
@@ -173,7 +174,7 @@ impl Api {
             models: config
                 .models
                 .iter()
-                .map(|m| (m.name.clone(), Arc::from(m.name.as_str())))
+                .map(|m| (m.name.clone(), (Arc::from(m.name.as_str()), m.capture_one_in)))
                 .collect(),
             recorder: std::sync::OnceLock::new(),
         })

@@ -347,18 +347,16 @@ impl SetMonitor {
     /// monitored until its windows close.
     pub fn hold(&mut self, reference: Reference) {
         let id = reference.id();
-        if let Some((_, monitors)) = &mut self.segments {
-            let (window, grace, policy, skip) =
-                (self.series[0].width, self.grace, self.policy.clone(), self.skip.clone());
+        if let Some((fields, mut monitors)) = self.segments.take() {
             for (value, part) in &reference.segments {
                 let child = monitors.entry(value.clone()).or_insert_with(|| {
-                    let mut child = SetMonitor::new(window, grace, None, policy.clone(), skip.clone());
-                    child.segment = Some(value.clone());
+                    let mut child = self.child(value, None);
                     child.retired_segment = true;
                     child
                 });
                 child.retired.push((id.clone(), Arc::new(part.clone())));
             }
+            self.segments = Some((fields, monitors));
         }
         self.retired.push((id, Arc::new(reference)));
     }
