@@ -232,9 +232,12 @@ async fn model_server_loop((config, names): (std::path::PathBuf, Names)) {
     .await;
     assert_eq!(status, 202, "{answer}");
     // Labels for 150 of them by request id, one by entity and time; a retry of ten.
+    // The label by entity and time goes to u3's last lookup before it (the one without a
+    // request id of its own).
+    let label_at = sluice_tests::live::now_ms();
     let labels: Vec<Json> = (0..150)
         .map(|i| json!({ "request_id": format!("req-{i}"), "is_fraud": i % 7 == 0 }))
-        .chain([json!({ "entity": "u3", "at": now, "is_fraud": true })])
+        .chain([json!({ "entity": "u3", "at": label_at, "is_fraud": true })])
         .collect();
     let (status, answer) = post(&format!("/v1/models/{fraud}/labels"), &json!(labels), SERVER).await;
     assert_eq!(status, 202, "{answer}");
@@ -301,7 +304,7 @@ async fn model_server_loop((config, names): (std::path::PathBuf, Names)) {
         .iter()
         .find(|r| r["kind"] == "label" && r["entity"] == "u3")
         .unwrap();
-    assert_eq!(by_entity["at"], json!(now), "{by_entity}");
+    assert_eq!(by_entity["at"], json!(label_at), "{by_entity}");
 
     // One in ten, chosen by the request id's hash.
     for i in 0..200 {
@@ -350,8 +353,121 @@ async fn model_server_loop((config, names): (std::path::PathBuf, Names)) {
         metrics.contains(&format!("sluice_captured_total{{model=\"{fraud}\"}} 612")),
         "{metrics}"
     );
+
+    // A lookup retried with its request id is recorded twice; its training row comes once,
+    // from the first.
+    let (status, answer) = lookup(
+        json!({ "entities": ["u0"], "vector": "scoring", "capture": { "model": fraud, "request_id": "req-0" } }),
+        READER,
+    )
+    .await;
+    assert_eq!(
+        (status, answer["capture"]["recorded"].as_bool()),
+        (200, Some(true)),
+        "{answer}"
+    );
+
+    // The production set, written by `sluice run` from the capture records (committed every
+    // ten seconds), gives the retraining data: a row per captured lookup, the features as
+    // served, bit for bit, with its prediction and its label.
+    let loaded = sluice::config::load(&config).unwrap();
+    let model = loaded.models.iter().find(|m| &m.name == fraud).unwrap();
+    let out = config.parent().unwrap().join("retrain.parquet");
+    let job = sluice::offline::production::ModelTraining {
+        model,
+        from: None,
+        to: None,
+        labelled_only: false,
+    };
+    let mut report = Default::default();
+    wait_for("the production set written", Duration::from_secs(60), async || {
+        report = sluice::offline::production::build(&loaded, &job, &out).unwrap_or_default();
+        report.records >= 202 + 200 + 151
+    })
+    .await;
+    assert_eq!(
+        (report.rows, report.predicted, report.labelled, report.repeats),
+        (201, 200, 151, 1),
+        "{report:?}"
+    );
+    let rows = read_parquet(&out);
+    assert_eq!(rows.len(), 201);
+    let features = [format!("{set}:amount"), format!("{set}:country")];
+    for row in &rows {
+        let id = row["request_id"].as_str().unwrap();
+        if id == made {
+            assert_eq!(
+                (row["entity"].as_str(), row["is_fraud"].as_bool()),
+                (Some("u3"), Some(true)),
+                "{row}"
+            );
+            assert!(row["score"].is_null(), "{row}");
+            continue;
+        }
+        let i: usize = id.strip_prefix("req-").unwrap().parse().unwrap();
+        let served = &answers[id]["results"][0];
+        assert_eq!(row["entity"], served["entity"], "{row}");
+        for feature in &features {
+            assert_eq!(
+                row[feature.as_str()],
+                served["features"][feature.as_str()]["value"],
+                "{feature} of {id}"
+            );
+        }
+        assert_eq!(row["score"].as_f64(), Some(i as f64 / 200.0), "{row}");
+        assert_eq!(
+            row["decision"].as_str(),
+            Some(if i % 3 == 0 { "block" } else { "allow" }),
+            "{row}"
+        );
+        let label = (i < 150).then_some(i % 7 == 0);
+        assert_eq!(row["is_fraud"].as_bool(), label, "{row}");
+    }
+    // Only the labelled ones, and a time range.
+    let labelled = sluice::offline::production::build(
+        &loaded,
+        &sluice::offline::production::ModelTraining {
+            labelled_only: true,
+            ..job.clone()
+        },
+        &out,
+    )
+    .unwrap();
+    assert_eq!(labelled.rows, 151, "{labelled:?}");
+    let none = sluice::offline::production::build(
+        &loaded,
+        &sluice::offline::production::ModelTraining {
+            to: Some(now * 1000),
+            ..job.clone()
+        },
+        &out,
+    )
+    .unwrap();
+    assert_eq!(none.rows, 0, "{none:?}");
     stop.send(true).unwrap();
     task.await.unwrap();
+}
+
+/// The rows of a Parquet file as JSON objects.
+fn read_parquet(path: &std::path::Path) -> Vec<Json> {
+    let file = std::fs::File::open(path).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut rows = Vec::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        for r in 0..batch.num_rows() {
+            let mut row = serde_json::Map::new();
+            for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+                let value = sluice::sources::arrow_json::cell_value(column.as_ref(), r);
+                row.insert(field.name().clone(), sluice::event::value_to_json(&value));
+            }
+            rows.push(Json::Object(row));
+        }
+    }
+    rows
 }
 
 /// A model's mistakes are refused before anything starts, each with its key.
@@ -408,4 +524,161 @@ fn a_model_s_mistakes_are_reported_with_their_keys() {
     )
     .unwrap_err();
     assert!(bad_type.to_string().contains("float"), "{bad_type}");
+}
+
+/// Not a test on its own: the child process the capture kill test starts and kills
+/// (`SLUICE_CHILD_CONFIG` names its config). It runs `sluice run` as the binary does.
+#[test]
+#[ignore]
+fn capture_child() {
+    sluice_tests::live::run_child_from_env();
+}
+
+/// `sluice run` on NATS and Redis killed with SIGKILL while a model server captures lookups,
+/// posts predictions and labels, its production set uncommitted, then started again: every
+/// stored record is in the production set exactly once, and the retraining data has each
+/// lookup with its prediction and label.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_while_capturing_the_production_set_holds_every_record_once() {
+    let live = Live::new("capturekill");
+    let (config, names) = config(live.dir.path(), Some(&live));
+    let port = sluice_tests::live::restart_port();
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))).unwrap();
+    let address: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let spawn = || sluice_tests::live::spawn_child("capture_child", &config);
+    let ready = async || {
+        wait_for("the child serving and ready", Duration::from_secs(60), async || {
+            tokio::net::TcpStream::connect(address).await.is_ok()
+                && http(address, "GET", "/readyz", Some(ADMIN), b"").await.0 == 200
+        })
+        .await;
+    };
+    let mut child = spawn();
+    ready().await;
+    let set = &names.set;
+    let fraud = &names.fraud;
+    let now = sluice_tests::live::now_ms();
+    let events: Vec<Json> = (0..50)
+        .map(|i| json!({ "user": format!("u{i}"), "ts": now - 1000 + i, "amount": 1.5 * i as f64, "country": "DE" }))
+        .collect();
+    let (status, body) = http(
+        address,
+        "POST",
+        &format!("/v1/ingest/{set}"),
+        Some(ADMIN),
+        &serde_json::to_vec(&events).unwrap(),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let lookup = async |body: Json| {
+        let (status, answer) = http(
+            address,
+            "POST",
+            "/v1/features/lookup",
+            Some(READER),
+            body.to_string().as_bytes(),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        serde_json::from_str::<Json>(&answer).unwrap()
+    };
+    wait_for("the last user's features online", Duration::from_secs(30), async || {
+        let answer = lookup(json!({ "entities": ["u49"], "vector": "scoring" })).await;
+        answer["results"][0]["features"][format!("{set}:amount")]["value"].as_f64() == Some(73.5)
+    })
+    .await;
+    let stored = async || {
+        let path = format!("/v1/models/{fraud}/captures?after=0&limit=1000");
+        let (status, body) = http(address, "GET", &path, Some(ADMIN), b"").await;
+        assert_eq!(status, 200, "{body}");
+        let page: Json = serde_json::from_str(&body).unwrap();
+        page["records"].as_array().unwrap().len()
+    };
+    // Three rounds of 100 lookups, their predictions and labels; the host is killed right
+    // after the second round's records are stored (its production set not yet committed:
+    // parts roll every 10 s) and started again.
+    let mut total = 0;
+    for round in 0..3 {
+        for i in 0..100 {
+            let id = format!("r{round}-{i}");
+            let answer = lookup(json!({ "entities": [format!("u{}", i % 50)], "vector": "scoring",
+                                        "capture": { "model": fraud, "request_id": id } }))
+            .await;
+            assert_eq!(answer["capture"]["recorded"], true, "{answer}");
+        }
+        total += 100;
+        wait_for("the round's lookups stored", Duration::from_secs(30), async || {
+            stored().await >= total
+        })
+        .await;
+        let predictions: Vec<Json> = (0..100)
+            .map(|i| json!({ "request_id": format!("r{round}-{i}"), "score": i as f64, "decision": "allow" }))
+            .collect();
+        let labels: Vec<Json> = (0..100)
+            .map(|i| json!({ "request_id": format!("r{round}-{i}"), "is_fraud": i % 2 == 0 }))
+            .collect();
+        for (path, body) in [("predictions", &predictions), ("labels", &labels)] {
+            let (status, answer) = http(
+                address,
+                "POST",
+                &format!("/v1/models/{fraud}/{path}"),
+                Some(SERVER),
+                json!(body).to_string().as_bytes(),
+            )
+            .await;
+            assert_eq!(status, 202, "{answer}");
+        }
+        total += 200;
+        if round == 1 {
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            child = spawn();
+            ready().await;
+        }
+    }
+    let loaded = sluice::config::load(&config).unwrap();
+    let model = loaded.models.iter().find(|m| &m.name == fraud).unwrap();
+    let out = live.dir.path().join("retrain.parquet");
+    let job = sluice::offline::production::ModelTraining {
+        model,
+        from: None,
+        to: None,
+        labelled_only: false,
+    };
+    let mut report = Default::default();
+    wait_for("the production set written", Duration::from_secs(60), async || {
+        report = sluice::offline::production::build(&loaded, &job, &out).unwrap_or_default();
+        report.records >= 900
+    })
+    .await;
+    // Give a doubled commit time to show itself, then count again.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let report = sluice::offline::production::build(&loaded, &job, &out).unwrap();
+    assert_eq!(
+        (
+            report.records,
+            report.repeats,
+            report.rows,
+            report.predicted,
+            report.labelled
+        ),
+        (900, 0, 300, 300, 300),
+        "every record once: {report:?}"
+    );
+    let rows = read_parquet(&out);
+    for row in &rows {
+        let id = row["request_id"].as_str().unwrap();
+        let i: usize = id.split('-').nth(1).unwrap().parse().unwrap();
+        assert_eq!(row["score"].as_f64(), Some(i as f64), "{row}");
+        assert_eq!(row["is_fraud"].as_bool(), Some(i % 2 == 0), "{row}");
+        assert_eq!(
+            row[format!("{set}:amount").as_str()].as_f64(),
+            Some(1.5 * (i % 50) as f64),
+            "{row}"
+        );
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    live.cleanup().await;
 }

@@ -97,6 +97,12 @@ impl Names {
                     let _ = letters.purge().filter(subject).await;
                 }
             }
+            // The models' production-set writers' consumers.
+            if let Ok(capture) = js.get_stream("SLUICE_CAPTURE").await {
+                for model in [self.set.clone(), format!("{}-sampled", self.set)] {
+                    let _ = capture.delete_consumer(&format!("sluice-production-{model}")).await;
+                }
+            }
         }
         if let Ok(mut r) = redis::Client::open(self.redis_url.as_str()).and_then(|c| c.get_connection()) {
             let keys: Vec<String> = redis::cmd("KEYS")

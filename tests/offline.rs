@@ -293,7 +293,7 @@ fn training_sets_follow_the_point_in_time_rule() {
     // The four features of the cases, from the backfilled version, into `out`.
     let options = |out: &Path, partitions: Option<u64>| TrainingOptions {
         config: config.clone(),
-        entities: dir.path().join("entities.jsonl"),
+        entities: Some(dir.path().join("entities.jsonl")),
         features: ["amount", "amount_count_1h", "amount_sum_1h", "big", "emb"]
             .iter()
             .map(|f| format!("pit:{f}"))
@@ -303,6 +303,7 @@ fn training_sets_follow_the_point_in_time_rule() {
         version: Some(1000),
         partitions,
         quiet: true,
+        ..Default::default()
     };
     let report = training::run(&options(&out, None)).unwrap();
     assert_eq!(report.rows, 7);
@@ -392,7 +393,7 @@ fn training_sets_follow_the_point_in_time_rule() {
     // Bad input gets a clear error.
     std::fs::write(dir.path().join("bad.jsonl"), "{\"user\": \"u1\"}\n").unwrap();
     let error = training::run(&TrainingOptions {
-        entities: dir.path().join("bad.jsonl"),
+        entities: Some(dir.path().join("bad.jsonl")),
         features: vec!["pit:amount".into()],
         ..options(&dir.path().join("bad.parquet"), None)
     })
@@ -459,13 +460,14 @@ fn fraud_training_set(
     let set = &live.set;
     training::run(&TrainingOptions {
         config: config.clone(),
-        entities,
+        entities: Some(entities),
         features: features.iter().map(|f| format!("{set}:{f}")).collect(),
         out: out.clone(),
         time_field: "t".into(),
         version: Some(7),
         partitions: None,
         quiet: true,
+        ..Default::default()
     })
     .unwrap();
     (live, config, out, report)

@@ -20,7 +20,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::bus::{Bus, Publish};
+use crate::event::{Event, Value};
 use crate::metrics::Metrics;
+use crate::rows::Rows;
 
 /// The stream the capture records are kept on.
 pub const CAPTURE_STREAM: &str = "SLUICE_CAPTURE";
@@ -207,6 +209,147 @@ async fn drain(bus: Bus, mut receiver: mpsc::Receiver<Queued>, metrics: Arc<Metr
     }
 }
 
+/// A production set row's sequence: its message's sequence times this, plus its place among
+/// the message's rows, so each row has a sequence of its own and the Parquet writer's
+/// exactly-once rule (by sequence) holds per row. A message is at most NATS's 1 MiB and a row
+/// takes more than a byte of it.
+pub const ROWS_PER_MESSAGE: u64 = 1 << 20;
+
+/// Where the models' production sets are written: `<data_dir>/production/<model>/v1/date=…/`.
+pub fn production_root(config: &crate::config::Config) -> std::path::PathBuf {
+    config.resolve(&config.host.data_dir).join("production")
+}
+
+/// The columns of a production set's rows besides the served features (`set:feature`), the
+/// predictions (`prediction.<field>`) and the labels (`label.<field>`); the row's key is its
+/// request id and its time when it was captured (a lookup), predicted or labelled.
+pub mod columns {
+    /// `served`, `prediction` or `label`.
+    pub const KIND: &str = "kind";
+    /// The entity a served row is of (or a prediction or label names).
+    pub const ENTITY: &str = "entity";
+    /// A label given by entity: the time (epoch ms) of the lookup it labels.
+    pub const AT: &str = "at";
+    /// The feature vector a lookup asked for.
+    pub const VECTOR: &str = "vector";
+    /// The feature set versions a lookup read, as JSON (`{"set": version}`).
+    pub const VERSIONS: &str = "versions";
+    /// The entity's part of the answer as served, JSON: found, event times, statuses.
+    pub const SERVED: &str = "served";
+    /// The prefix of prediction columns.
+    pub const PREDICTION: &str = "prediction.";
+    /// The prefix of label columns.
+    pub const LABEL: &str = "label.";
+}
+
+/// Appends the rows of one capture message (sequence `seq`, one JSON record per line) to
+/// `rows`: a served record gives one row per entity of its answer, a prediction or a label one
+/// row. Returns the lines that are not capture records (each with why), which are skipped.
+pub fn production_rows(seq: u64, body: &[u8], rows: &mut Rows) -> Vec<String> {
+    use serde_json::Value as Json;
+    let mut skipped = Vec::new();
+    let mut next = seq * ROWS_PER_MESSAGE;
+    for (line, text) in body.split(|b| *b == b'\n').enumerate() {
+        let record: serde_json::Map<String, Json> = match serde_json::from_slice(text) {
+            Ok(record) => record,
+            Err(e) => {
+                skipped.push(format!("message {seq} line {line}: not a JSON object: {e}"));
+                continue;
+            }
+        };
+        let text_of = |key: &str| record.get(key).and_then(Json::as_str);
+        // A label given by entity and time is keyed as its message id is: `entity@at`.
+        let by_entity = match (text_of("entity"), record.get("at").and_then(Json::as_i64)) {
+            (Some(entity), Some(at)) if text_of("kind") == Some("label") => Some(format!("{entity}@{at}")),
+            _ => None,
+        };
+        let (Some(kind), Some(request_id)) = (text_of("kind"), text_of("request_id").or(by_entity.as_deref())) else {
+            skipped.push(format!(
+                "message {seq} line {line}: no kind, or neither request_id nor entity and at"
+            ));
+            continue;
+        };
+        let ms = |key: &str| record.get(key).and_then(Json::as_i64);
+        let row = |time_ms: i64, values: Vec<(usize, Value)>, rows: &mut Rows, next: &mut u64| {
+            let mut event = Event {
+                key: request_id.to_string(),
+                time: time_ms * 1000,
+                values: Vec::new(),
+            };
+            for (at, value) in values {
+                if event.values.len() <= at {
+                    event.values.resize(at + 1, Value::Null);
+                }
+                event.values[at] = value;
+            }
+            rows.push(*next, event);
+            *next += 1;
+        };
+        let kind_at = rows.field_position(columns::KIND);
+        let entity_at = rows.field_position(columns::ENTITY);
+        match kind {
+            "served" => {
+                let Some(results) = record
+                    .get("served")
+                    .and_then(|s| s.get("results"))
+                    .and_then(Json::as_array)
+                else {
+                    skipped.push(format!("message {seq} line {line}: a served record without results"));
+                    continue;
+                };
+                let time = ms("captured_at").unwrap_or(0);
+                let versions = record.get("versions").map(|v| Value::Json(v.to_string()));
+                let vector = text_of("vector").map(|v| Value::Text(v.to_string()));
+                for result in results {
+                    let mut values = vec![(kind_at, Value::Text("served".into()))];
+                    if let Some(entity) = result.get("entity").and_then(Json::as_str) {
+                        values.push((entity_at, Value::Text(entity.to_string())));
+                    }
+                    if let Some(versions) = &versions {
+                        values.push((rows.field_position(columns::VERSIONS), versions.clone()));
+                    }
+                    if let Some(vector) = &vector {
+                        values.push((rows.field_position(columns::VECTOR), vector.clone()));
+                    }
+                    let mut served = result.clone();
+                    if let Some(Json::Object(features)) = served.get_mut("features") {
+                        for (name, feature) in features.iter_mut() {
+                            let value = feature.as_object_mut().and_then(|f| f.remove("value"));
+                            let value = value.as_ref().map_or(Value::Null, crate::event::value_from_json);
+                            values.push((rows.field_position(name), value));
+                        }
+                    }
+                    values.push((rows.field_position(columns::SERVED), Value::Json(served.to_string())));
+                    row(time, values, rows, &mut next);
+                }
+            }
+            "prediction" | "label" => {
+                let (prefix, time) = if kind == "prediction" {
+                    (columns::PREDICTION, ms("at").unwrap_or(0))
+                } else {
+                    (columns::LABEL, ms("labelled_at").unwrap_or(0))
+                };
+                let mut values = vec![(kind_at, Value::Text(kind.to_string()))];
+                for (key, value) in &record {
+                    match key.as_str() {
+                        "kind" | "model" | "request_id" | "labelled_at" => {}
+                        "at" if kind == "prediction" => {}
+                        "entity" => values.push((entity_at, crate::event::value_from_json(value))),
+                        "at" => values.push((rows.field_position(columns::AT), crate::event::value_from_json(value))),
+                        field => values.push((
+                            rows.field_position(&format!("{prefix}{field}")),
+                            crate::event::value_from_json(value),
+                        )),
+                    }
+                }
+                row(time, values, rows, &mut next);
+            }
+            other => skipped.push(format!("message {seq} line {line}: unknown kind {other:?}")),
+        }
+    }
+    skipped
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,5 +365,47 @@ mod tests {
         let (a, b) = (new_request_id(), new_request_id());
         assert_ne!(a, b);
         assert_eq!(a.len(), 32);
+    }
+
+    #[test]
+    fn a_message_of_records_gives_a_row_per_served_entity_prediction_and_label_each_with_its_own_sequence() {
+        let body = concat!(
+            r#"{"kind":"served","model":"m","request_id":"r1","captured_at":1000,"vector":null,"versions":{"s":2},"served":{"at":"x","results":["#,
+            r#"{"entity":"a","found":{"s":true},"features":{"s:x":{"value":1.5,"status":"current"},"s:e":{"value":[0.25,0.5],"status":"current"}}},"#,
+            r#"{"entity":"b","found":{"s":false},"features":{"s:x":{"value":null,"status":"missing"}}}]}}"#,
+            "\n",
+            r#"{"kind":"prediction","model":"m","request_id":"r1","entity":"b","at":2000,"score":0.75}"#,
+            "\n",
+            r#"{"kind":"label","model":"m","request_id":"r1","labelled_at":3000,"ok":true}"#,
+            "\n",
+            r#"not json"#,
+        );
+        let mut rows = Rows::default();
+        let skipped = production_rows(7, body.as_bytes(), &mut rows);
+        assert_eq!(skipped.len(), 1, "{skipped:?}");
+        let base = 7 * ROWS_PER_MESSAGE;
+        assert_eq!(rows.seqs, vec![base, base + 1, base + 2, base + 3]);
+        let field = |name: &str| rows.batch.fields.iter().position(|f| f == name).unwrap();
+        let events = &rows.batch.events;
+        assert!(events.iter().all(|e| e.key == "r1"));
+        assert_eq!(
+            events.iter().map(|e| e.time).collect::<Vec<_>>(),
+            vec![1_000_000, 1_000_000, 2_000_000, 3_000_000]
+        );
+        assert_eq!(rows.value(0, field("entity")), &Value::Text("a".into()));
+        assert_eq!(rows.value(0, field("s:x")), &Value::Float(1.5));
+        assert_eq!(rows.value(0, field("s:e")), &Value::Floats(vec![0.25, 0.5]));
+        assert_eq!(rows.value(1, field("s:x")), &Value::Null);
+        assert_eq!(rows.value(2, field("entity")), &Value::Text("b".into()));
+        assert_eq!(rows.value(2, field("prediction.score")), &Value::Float(0.75));
+        assert_eq!(rows.value(3, field("label.ok")), &Value::Boolean(true));
+        assert_eq!(rows.value(3, field("kind")), &Value::Text("label".into()));
+        let Value::Json(served) = rows.value(1, field("served")) else {
+            panic!("served as JSON")
+        };
+        assert!(
+            served.contains(r#""status":"missing""#) && !served.contains("value"),
+            "{served}"
+        );
     }
 }

@@ -8,6 +8,10 @@
 //! hand the new instance later ones first), and a delivered message lost on the way. So the
 //! source starts from the consumer's acknowledged floor (re-creating the consumer there) and,
 //! should a batch not start where the last one ended, repositions the consumer to that point.
+//! "Where the last one ended" is told by the consumer's own delivery sequence (1, 2, 3, … for
+//! each consumer created), not the stream sequence: a subject of a stream holding other
+//! subjects too (the models' `sluice.capture.<model>` on `SLUICE_CAPTURE`) has gaps in its
+//! stream sequences that are not lost messages.
 
 use std::time::Duration;
 
@@ -48,8 +52,11 @@ pub struct JetStreamSource {
     messages: pull::Stream,
     batch: usize,
     max_wait: Duration,
-    /// The stream sequence the next batch must start at, once known.
-    next: Option<u64>,
+    /// The stream sequence after the last message read (at first, after the acknowledged
+    /// floor): where a repositioned consumer starts.
+    next: u64,
+    /// The consumer's delivery sequence of the last message read (0 for a new consumer).
+    delivered: u64,
 }
 
 fn nats(what: &str, e: impl std::fmt::Display) -> BusError {
@@ -106,7 +113,8 @@ impl JetStreamSource {
             messages,
             batch: options.batch,
             max_wait: options.max_wait,
-            next: None,
+            next: floor + 1,
+            delivered: 0,
         })
     }
 
@@ -173,22 +181,33 @@ impl JetStreamSource {
         let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
             return Ok(batch);
         };
-        let (first, last) = (sequence(first)?, sequence(last)?);
-        if let Some(next) = self.next {
-            if first > next {
-                tracing::warn!(
-                    expected = next,
-                    got = first,
-                    "a batch skipped messages: repositioning the consumer"
-                );
-                self.consumer = Self::create_at(&self.stream, &self.template, next).await?;
-                self.messages = Self::pull(&self.consumer, self.batch).await?;
-                return Ok(Vec::new());
-            }
+        let (first_delivery, last_delivery) = (delivery(first)?, delivery(last)?);
+        if first_delivery > self.delivered + 1 {
+            // A message delivered to this consumer never reached the batch.
+            let next = self.next;
+            tracing::warn!(
+                expected = self.delivered + 1,
+                got = first_delivery,
+                from = next,
+                "a batch skipped messages: repositioning the consumer"
+            );
+            self.consumer = Self::create_at(&self.stream, &self.template, next).await?;
+            self.messages = Self::pull(&self.consumer, self.batch).await?;
+            self.delivered = 0;
+            return Ok(Vec::new());
         }
-        self.next = Some(last + 1);
+        self.delivered = last_delivery;
+        self.next = sequence(last)? + 1;
         Ok(batch)
     }
+}
+
+/// The consumer's delivery sequence of a message (redeliveries count).
+fn delivery(message: &jetstream::Message) -> Result<u64, BusError> {
+    message
+        .info()
+        .map(|i| i.consumer_sequence)
+        .map_err(|e| nats("message metadata", e))
 }
 
 /// The stream sequence of a message.

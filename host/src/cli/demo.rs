@@ -106,6 +106,9 @@ struct Names {
     stream: String,
     subject: String,
     features_stream: String,
+    /// The demo's model: `fraud`, or on NATS a name of this run's (its capture records are
+    /// removed at the end).
+    model: String,
 }
 
 /// The example's config for this run: its own stream, subject, key prefix and folders, the
@@ -164,6 +167,13 @@ fn demo_config(
         crate::http::auth::hash_token(token)
     ))?;
     config.extend(extra);
+    // The model the demo plays: served four features, scored, labelled later.
+    let model: toml::Table = toml::from_str(&format!(
+        "[[model]]\nname = \"{}\"\nfeatures = [{}]\npredictions = {{ score = \"float\", decision = \"string\" }}\nlabels = {{ is_fraud = \"bool\" }}\n",
+        names.model,
+        MODEL_FEATURES.iter().map(|f| format!("\"transactions:{f}\"")).collect::<Vec<_>>().join(", ")
+    ))?;
+    config.extend(model);
     Ok(config)
 }
 
@@ -174,6 +184,12 @@ async fn clean_up(services: &Services, config: &Config, names: &Names) -> anyhow
     };
     let _ = js.delete_stream(&names.stream).await;
     let _ = js.delete_stream(&names.features_stream).await;
+    if let Ok(capture) = js.get_stream(crate::capture::CAPTURE_STREAM).await {
+        let _ = capture.purge().filter(crate::capture::subject(&names.model)).await;
+        let _ = capture
+            .delete_consumer(&format!("sluice-production-{}", names.model))
+            .await;
+    }
     if let Ok(mut redis) = redis::Client::open(config.host.redis.as_str())?
         .get_multiplexed_async_connection()
         .await
@@ -261,6 +277,11 @@ pub fn run_and_report(
         stream: format!("DEMO_EVENTS_{id}"),
         subject: format!("demo.{id}.transactions"),
         features_stream: format!("DEMO_FEATURES_{id}"),
+        model: if options.nats.is_some() {
+            format!("fraud-demo{id}")
+        } else {
+            "fraud".into()
+        },
     };
     let dir = std::env::temp_dir().join(format!("sluice-demo-{id}"));
     std::fs::create_dir_all(&dir)?;
@@ -344,9 +365,10 @@ async fn demo(
         now,
     )
     .await;
+    play_model(address, token, &names.model, &set.name, config_path).await?;
     // With --no-serve the API stops with the demo: no address or curl line to try.
     if !options.no_serve {
-        print_try(&set.name, address, token);
+        print_try(&set.name, &names.model, address, token);
     }
     println!("\n(config: {})", config_path.display());
     if !options.no_serve {
@@ -497,8 +519,98 @@ async fn print_users(
     Ok(())
 }
 
+/// The features the demo's model is served.
+const MODEL_FEATURES: [&str; 4] = ["amount_usd", "tx_count_1h", "amount_zscore_24h", "is_foreign"];
+
+/// A POST to the demo's own API (HTTP/1.1, one connection per call): the JSON answer, or an
+/// error with the status and body.
+async fn post(
+    address: std::net::SocketAddr,
+    path: &str,
+    token: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = body.to_string();
+    let mut stream = tokio::net::TcpStream::connect(address).await?;
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, payload) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("POST {path}: not an HTTP answer"))?;
+    let status: u16 = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    if !(200..300).contains(&status) {
+        anyhow::bail!("POST {path}: {status} {payload}");
+    }
+    Ok(serde_json::from_str(payload)?)
+}
+
+/// Plays a model server on the demo's API: looks up 100 users' features with capture, scores
+/// each with a tiny function of the z-score, posts the predictions, then labels for two in
+/// three; prints what was stored and how to get the retraining data.
+async fn play_model(
+    address: std::net::SocketAddr,
+    token: &str,
+    model: &str,
+    set: &str,
+    config_path: &Path,
+) -> anyhow::Result<()> {
+    let features: Vec<String> = MODEL_FEATURES.iter().map(|f| format!("{set}:{f}")).collect();
+    let (mut predictions, mut labels) = (Vec::new(), Vec::new());
+    for i in 0..100 {
+        let request_id = format!("demo-{i}");
+        let answer = post(
+            address,
+            "/v1/features/lookup",
+            token,
+            &serde_json::json!({ "entities": [format!("u{i}")], "features": features,
+                                 "capture": { "model": model, "request_id": request_id } }),
+        )
+        .await?;
+        let value = |f: &str| answer["results"][0]["features"][format!("{set}:{f}")]["value"].as_f64();
+        let z = value("amount_zscore_24h").unwrap_or(0.0);
+        let score = 1.0 / (1.0 + (-(z - 2.0)).exp());
+        predictions.push(serde_json::json!({ "request_id": request_id, "score": score,
+                                             "decision": if score > 0.5 { "review" } else { "allow" } }));
+        if i % 3 != 0 {
+            labels.push(serde_json::json!({ "request_id": request_id, "is_fraud": z > 3.0 }));
+        }
+    }
+    post(
+        address,
+        &format!("/v1/models/{model}/predictions"),
+        token,
+        &serde_json::json!(predictions),
+    )
+    .await?;
+    post(
+        address,
+        &format!("/v1/models/{model}/labels"),
+        token,
+        &serde_json::json!(labels),
+    )
+    .await?;
+    println!(
+        "\nModel \"{model}\": 100 lookups captured as served, {} predictions and {} labels stored; `sluice run` \
+         writes them to the model's production set (every 10 s), and the retraining data is one command:\n",
+        predictions.len(),
+        labels.len()
+    );
+    println!(
+        "  sluice training-set --config {} --model {model} --out retrain.parquet",
+        config_path.display()
+    );
+    Ok(())
+}
+
 /// The `curl` lines to try the API.
-fn print_try(set_name: &str, address: std::net::SocketAddr, token: &str) {
+fn print_try(set_name: &str, model: &str, address: std::net::SocketAddr, token: &str) {
     println!("\nThe API is at http://{address} (token printed below; it lives as long as the demo):\n");
     println!("  T={token}");
     println!("  curl -H \"Authorization: Bearer $T\" http://{address}/v1/features/{set_name}/u0");
@@ -513,4 +625,14 @@ fn print_try(set_name: &str, address: std::net::SocketAddr, token: &str) {
     );
     println!("  curl -H \"Authorization: Bearer $T\" http://{address}/v1/feature-sets/{set_name}/drift");
     println!("  curl -H \"Authorization: Bearer $T\" http://{address}/metrics | grep sluice_feature_drift_status");
+    println!(
+        "  curl -H \"Authorization: Bearer $T\" http://{address}/v1/features/lookup -d '{{\"entities\": [\"u7\"], \"features\": [\"{set_name}:amount_zscore_24h\"], \"capture\": {{\"model\": \"{model}\"}}}}'"
+    );
+    println!(
+        "  curl -H \"Authorization: Bearer $T\" http://{address}/v1/models/{model}/predictions -d '{{\"request_id\": \"<from the lookup>\", \"score\": 0.2, \"decision\": \"allow\"}}'"
+    );
+    println!(
+        "  curl -H \"Authorization: Bearer $T\" http://{address}/v1/models/{model}/labels -d '{{\"request_id\": \"<from the lookup>\", \"is_fraud\": false}}'"
+    );
+    println!("  curl -H \"Authorization: Bearer $T\" \"http://{address}/v1/models/{model}/captures?limit=3\"");
 }

@@ -231,6 +231,9 @@ fn backfill(options: &crate::offline::backfill::BackfillOptions) -> anyhow::Resu
 
 /// `sluice training-set`.
 fn training_set(options: &crate::offline::training::TrainingOptions) -> anyhow::Result<i32> {
+    if let Some(model) = &options.model {
+        return model_training_set(options, model);
+    }
     let report = crate::offline::training::run(options)?;
     println!(
         "{}: {} rows, features {} ({} values null: no row at or before t within the TTL), from {} offline rows in {:.1} s",
@@ -240,6 +243,49 @@ fn training_set(options: &crate::offline::training::TrainingOptions) -> anyhow::
         report.missing,
         report.offline_rows,
         report.seconds
+    );
+    Ok(0)
+}
+
+/// `sluice training-set --model`: retraining data from the model's production set.
+fn model_training_set(options: &crate::offline::training::TrainingOptions, name: &str) -> anyhow::Result<i32> {
+    let config = crate::config::load(&options.config)?;
+    let model = config.models.iter().find(|m| m.name == name).ok_or_else(|| {
+        let known: Vec<&str> = config.models.iter().map(|m| m.name.as_str()).collect();
+        anyhow::anyhow!(
+            "--model {name}: no [[model]] of that name in {} (declared: {})",
+            options.config.display(),
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        )
+    })?;
+    let time = |flag: &str, text: &Option<String>| -> anyhow::Result<Option<i64>> {
+        text.as_deref()
+            .map(|text| crate::sources::decode::parse_time_text(text, flag))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--{flag}: {e} (expected RFC 3339 or epoch milliseconds)"))
+    };
+    let job = crate::offline::production::ModelTraining {
+        model,
+        from: time("from", &options.from)?,
+        to: time("to", &options.to)?,
+        labelled_only: options.labelled_only,
+    };
+    let started = std::time::Instant::now();
+    let report = crate::offline::production::build(&config, &job, &options.out)?;
+    println!(
+        "{}: {} rows (captured lookups), {} with a prediction, {} with a label; features {}; from {} records ({} repeats left out) in {:.1} s",
+        options.out.display(),
+        report.rows,
+        report.predicted,
+        report.labelled,
+        report.features.join(", "),
+        report.records,
+        report.repeats,
+        started.elapsed().as_secs_f64()
     );
     Ok(0)
 }

@@ -105,6 +105,19 @@ pub struct ModelConfig {
     /// One lookup in this many is captured, chosen by its request id (default 1: all).
     #[serde(default = "one")]
     pub capture_one_in: u64,
+    /// A label given by entity and time labels that entity's last captured lookup at or
+    /// before the time, if no older than this (default 1 day).
+    #[serde(default)]
+    pub label_within: Option<ConfigDuration>,
+}
+
+impl ModelConfig {
+    /// [`ModelConfig::label_within`] in microseconds.
+    pub fn label_within_micros(&self) -> i64 {
+        self.label_within
+            .as_ref()
+            .map_or(86_400_000_000, ConfigDuration::micros)
+    }
 }
 
 fn one() -> u64 {

@@ -160,6 +160,15 @@ fn check_access(config: &Config, report: &mut impl FnMut(String, String)) {
                 }
             }
         }
+        if let Some(field) = model.labels.keys().find(|f| model.predictions.contains_key(*f)) {
+            report(
+                format!("{at}.labels.{field}"),
+                format!("{field:?} is also a prediction field: expected labels and predictions named apart (a training set has a column of each)"),
+            );
+        }
+        if let Some(Err(e)) = model.label_within.as_ref().map(|d| d.get()) {
+            report(format!("{at}.label_within"), e.into());
+        }
         if model.capture_one_in == 0 {
             report(
                 format!("{at}.capture_one_in"),

@@ -184,8 +184,9 @@ async fn store(
     ))
 }
 
-/// `POST /v1/models/{model}/predictions`: `{"request_id": "…", <prediction fields>}` or an
-/// array of them; stored once per request id (a retry within the duplicate window is dropped).
+/// `POST /v1/models/{model}/predictions`: `{"request_id": "…", <prediction fields>}` (with
+/// `"entity"` for one entity of a lookup of several) or an array of them; stored once per
+/// request id and entity (a retry within the duplicate window is dropped).
 pub(crate) async fn predictions(
     State(api): State<Arc<Api>>,
     Path(name): Path<String>,
@@ -194,15 +195,20 @@ pub(crate) async fn predictions(
 ) -> Result<Response, ApiError> {
     api.allow(&headers, Scope::Capture, None)?;
     let model = model(&api, &name)?;
-    let expected = "{\"request_id\": \"<the lookup's>\", <prediction fields>} or an array of them";
+    let expected =
+        "{\"request_id\": \"<the lookup's>\", \"entity\"?: \"<one of its entities>\", <prediction fields>} or an array of them";
     let items = objects(&body, expected)?;
     let at = now_ms();
     let mut records = Vec::with_capacity(items.len());
     for (i, mut item) in items.into_iter().enumerate() {
-        check_fields(&item, i, &model.predictions, &["request_id"])?;
+        check_fields(&item, i, &model.predictions, &["request_id", "entity"])?;
         let id = text(&item, "request_id", i)?
-            .ok_or_else(|| ApiError::bad_request(format!("item {i}: missing \"request_id\": expected {expected}")))?
-            .to_string();
+            .ok_or_else(|| ApiError::bad_request(format!("item {i}: missing \"request_id\": expected {expected}")))?;
+        // A lookup of several entities gets a prediction per entity.
+        let id = match text(&item, "entity", i)? {
+            Some(entity) => format!("{id}:{entity}"),
+            None => id.to_string(),
+        };
         item.insert("kind".into(), "prediction".into());
         item.insert("model".into(), model.name.clone().into());
         item.insert("at".into(), at.into());
@@ -238,6 +244,7 @@ pub(crate) async fn labels(
         let entity = text(&item, "entity", i)?.map(str::to_string);
         let id = match (request_id, entity, item.get("at").cloned()) {
             (Some(id), None, None) => id,
+            (Some(id), Some(entity), None) => format!("{id}:{entity}"),
             (None, Some(entity), Some(at)) => {
                 let at = crate::sources::decode::parse_time(Some(&at), "at", crate::config::TimeFormat::EpochMs)
                     .map_err(|e| ApiError::bad_request(format!("item {i}: {e}")))?

@@ -7,6 +7,7 @@
 pub mod backfill;
 pub mod history;
 pub mod parity;
+pub mod production;
 mod progress;
 pub mod reference;
 mod sort;

@@ -21,17 +21,30 @@ use crate::sources::file::FileSource;
 use crate::sources::Decoder;
 
 /// Options of `sluice training-set`.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct TrainingOptions {
     /// The config file.
     #[arg(long)]
     pub config: PathBuf,
     /// Entity rows (JSONL, CSV or Parquet): each set's entity fields and the time field.
-    #[arg(long)]
-    pub entities: PathBuf,
+    #[arg(long, required_unless_present = "model", conflicts_with = "model")]
+    pub entities: Option<PathBuf>,
     /// `set:feature` (or `set:*`) entries, comma-separated, or the name of a feature vector.
-    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    #[arg(long, value_delimiter = ',', num_args = 1.., required_unless_present = "model", conflicts_with = "model")]
     pub features: Vec<String>,
+    /// Instead of entity rows and features: a model's captured lookups (`[[model]]`), one row
+    /// each with the features as served, its prediction and its label.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// With `--model`: lookups captured at or after this time (RFC 3339 or epoch ms).
+    #[arg(long, requires = "model")]
+    pub from: Option<String>,
+    /// With `--model`: lookups captured before this time (RFC 3339 or epoch ms).
+    #[arg(long, requires = "model")]
+    pub to: Option<String>,
+    /// With `--model`: only the lookups a label came for.
+    #[arg(long, requires = "model")]
+    pub labelled_only: bool,
     /// The output Parquet file.
     #[arg(long)]
     pub out: PathBuf,
@@ -178,7 +191,11 @@ pub fn build(config: &Config, options: &TrainingOptions) -> anyhow::Result<Train
 /// The entity rows, as JSON objects, with their time.
 fn read_entity_rows(options: &TrainingOptions) -> anyhow::Result<Vec<(Map<String, Json>, i64)>> {
     let mut entity_rows: Vec<(Map<String, Json>, i64)> = Vec::new();
-    let mut source = FileSource::open(&options.entities, None, 10_000)?;
+    let path = options
+        .entities
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("--entities: expected the entity rows' file"))?;
+    let mut source = FileSource::open(path, None, 10_000)?;
     loop {
         let batch = source.next_batch()?;
         if batch.is_empty() {
@@ -186,17 +203,17 @@ fn read_entity_rows(options: &TrainingOptions) -> anyhow::Result<Vec<(Map<String
         }
         for (line, bytes) in batch {
             let object: Map<String, Json> = serde_json::from_slice(&bytes)
-                .map_err(|e| anyhow::anyhow!("{} line {line}: not a JSON object: {e}", options.entities.display()))?;
+                .map_err(|e| anyhow::anyhow!("{} line {line}: not a JSON object: {e}", path.display()))?;
             let t = parse_time(
                 object.get(&options.time_field),
                 &options.time_field,
                 TimeFormat::EpochMs,
             )
-            .map_err(|e| anyhow::anyhow!("{} line {line}: {e}", options.entities.display()))?
+            .map_err(|e| anyhow::anyhow!("{} line {line}: {e}", path.display()))?
             .ok_or_else(|| {
                 anyhow::anyhow!(
                     "{} line {line}: no time field \"{}\" (--time-field names it)",
-                    options.entities.display(),
+                    path.display(),
                     options.time_field
                 )
             })?;
@@ -301,7 +318,11 @@ impl Fill<'_> {
             keys.push(decoder.key_of(object).map_err(|e| {
                 anyhow::anyhow!(
                     "{} row {}: {e} (feature set {})",
-                    options.entities.display(),
+                    options
+                        .entities
+                        .as_deref()
+                        .unwrap_or(std::path::Path::new("entities"))
+                        .display(),
                     row + 1,
                     set.name
                 )

@@ -55,6 +55,10 @@ pub async fn run_on(
     for set in &config.feature_sets {
         start_set(&config, set, &services, &lookup, &shutdown, &mut tasks, None).await?;
     }
+    for model in &config.models {
+        let production = OfflineRunner::production(&config, model, &services).await?;
+        tasks.spawn(production.run(shutdown.clone()));
+    }
     if let crate::bus::Bus::Embedded(store) = &services.bus {
         // Idle log subscriptions wait up to a second for an append: shutdown wakes them.
         // Detached, holding the store weakly: it must neither keep the run alive nor the

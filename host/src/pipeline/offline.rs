@@ -1,5 +1,7 @@
 //! The offline writer of one feature set version: its own durable consumer on the stream
-//! target's subject (JetStream or the embedded log), Parquet part files committed before the messages they hold are acknowledged.
+//! target's subject (JetStream or the embedded log), Parquet part files committed before the
+//! messages they hold are acknowledged. A model's production set is written by the same
+//! runner from its capture records ([`OfflineRunner::production`]).
 
 use std::time::Duration;
 
@@ -8,9 +10,10 @@ use tokio::sync::watch;
 use super::{PipelineError, Services};
 use crate::bus::jetstream::SourceOptions;
 use crate::bus::subscription::{Ack, Subscription};
-use crate::config::{Config, FeatureSetConfig};
+use crate::config::{Config, FeatureSetConfig, ModelConfig};
 use crate::fault::{Backoff, Transient};
 use crate::plan::SetPlan;
+use crate::rows::Rows;
 use crate::targets::parquet::PartWriter;
 use crate::targets::stream::RowBatch;
 
@@ -24,6 +27,26 @@ pub struct OfflineRunner {
     /// In a batch run: told when the feature set's input ended; the writer then drains the
     /// stream, commits and stops.
     input: Option<watch::Receiver<Option<super::InputEnd>>>,
+    /// A message's rows, and the reasons any part of it was skipped.
+    decode: Decode,
+}
+
+/// The rows of one message (its sequence, its body), and why any part was skipped.
+type Decode = fn(u64, &[u8]) -> (Rows, Vec<String>);
+
+/// A message of the stream target: one batch of feature rows.
+fn row_batch(_: u64, payload: &[u8]) -> (Rows, Vec<String>) {
+    match serde_json::from_slice::<RowBatch>(payload) {
+        Ok(batch) => (batch.into_rows(), Vec::new()),
+        Err(e) => (Rows::default(), vec![format!("a message that is not a row batch: {e}")]),
+    }
+}
+
+/// A message of a model's capture records.
+fn capture_records(seq: u64, payload: &[u8]) -> (Rows, Vec<String>) {
+    let mut rows = Rows::default();
+    let skipped = crate::capture::production_rows(seq, payload, &mut rows);
+    (rows, skipped)
 }
 
 impl OfflineRunner {
@@ -63,6 +86,44 @@ impl OfflineRunner {
             roll_rows,
             roll: Duration::from_secs(roll_seconds),
             input: None,
+            decode: row_batch,
+        })
+    }
+
+    /// The writer of `model`'s production set: its capture records (lookups as served,
+    /// predictions, labels), one row each ([`crate::capture::production_rows`]), committed to
+    /// Parquet under [`crate::capture::production_root`] by the same exactly-once rules as feature rows.
+    pub async fn production(config: &Config, model: &ModelConfig, services: &Services) -> Result<Self, PipelineError> {
+        let label = format!("{} production", model.name);
+        let fail = |reason: String| PipelineError::Build {
+            set: label.clone(),
+            reason,
+        };
+        let writer = PartWriter::open(&crate::capture::production_root(config), &model.name, 1)
+            .map_err(|e| fail(e.to_string()))?;
+        let subject = crate::capture::subject(&model.name);
+        let roll_seconds = 10;
+        let options = SourceOptions {
+            stream: crate::capture::CAPTURE_STREAM,
+            subject: &subject,
+            durable: format!("sluice-production-{}", model.name),
+            create: false,
+            batch: 500,
+            max_wait: Duration::from_millis(500),
+            max_ack_pending: -1,
+            ack_wait: Duration::from_secs(roll_seconds * 3 + 30),
+        };
+        let source = Subscription::open(&services.bus, options)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(OfflineRunner {
+            label,
+            source,
+            writer,
+            roll_rows: 100_000,
+            roll: Duration::from_secs(roll_seconds),
+            input: None,
+            decode: capture_records,
         })
     }
 
@@ -98,14 +159,13 @@ impl OfflineRunner {
                     }
                 };
                 let empty = messages.is_empty();
-                for (_, payload) in messages {
-                    match serde_json::from_slice::<RowBatch>(&payload) {
-                        Ok(batch) => {
-                            self.writer.add(batch.into_rows());
-                        }
-                        Err(e) => {
-                            tracing::error!(writer = %self.label, "skipping a message that is not a row batch: {e}")
-                        }
+                for (seq, payload) in messages {
+                    let (rows, skipped) = (self.decode)(seq, &payload);
+                    for reason in skipped {
+                        tracing::error!(writer = %self.label, "skipped: {reason}");
+                    }
+                    if !rows.is_empty() {
+                        self.writer.add(rows);
                     }
                 }
                 drained = input_ended && empty;
