@@ -59,7 +59,7 @@ name = "{set}"
 entity = "user"
 timestamp = {{ field = "ts", format = "epoch_ms" }}
 source = {{ kind = "jetstream", stream = "{stream}", subject = "{subject}", max_wait_ms = 5{create} }}
-targets = [{{ kind = "redis" }}]
+targets = [{{ kind = "redis" }}, {rows}{{ kind = "parquet", root = "{offline}", roll_seconds = 1 }}]
 
 [[feature_vector]]
 name = "scoring"
@@ -78,6 +78,15 @@ predictions = {{ score = "float" }}
 capture_one_in = 10
 "#,
         data = dir.join("data").display(),
+        offline = dir.join("offline").display(),
+        // On NATS, the rows' stream is the test's (removed by its cleanup).
+        rows = match live {
+            Some(live) => format!(
+                "{{ kind = \"stream\", stream = \"{}\", subject = \"ft.{}\", create = true }}, ",
+                live.features, live.set
+            ),
+            None => String::new(),
+        },
         create = if live.is_some() { ", create = true" } else { "" },
         set = names.set,
         fraud = names.fraud,
@@ -353,6 +362,17 @@ async fn model_server_loop((config, names): (std::path::PathBuf, Names)) {
         metrics.contains(&format!("sluice_captured_total{{model=\"{fraud}\"}} 612")),
         "{metrics}"
     );
+    for line in [
+        format!("sluice_model_lookup_seconds_count{{model=\"{fraud}\"}} 201"),
+        format!("sluice_model_records_total{{model=\"{fraud}\",kind=\"prediction\"}} 250"),
+        format!("sluice_model_records_total{{model=\"{fraud}\",kind=\"label\"}} 161"),
+    ] {
+        assert!(metrics.contains(&line), "{line} in {metrics}");
+    }
+    assert_eq!(
+        models["models"][0]["accepted"],
+        json!({ "predictions": 250, "labels": 161 })
+    );
 
     // A lookup retried with its request id is recorded twice; its training row comes once,
     // from the first.
@@ -444,6 +464,83 @@ async fn model_server_loop((config, names): (std::path::PathBuf, Names)) {
     )
     .unwrap();
     assert_eq!(none.rows, 0, "{none:?}");
+
+    // The served values are what the offline rows give at each capture time...
+    let (parity, skipped) = sluice::offline::production::parity(&loaded, model).unwrap();
+    assert!(skipped.is_empty(), "{skipped:?}");
+    assert!(parity.agrees(), "{parity:?}");
+    assert_eq!((parity.entities, parity.values), (50, 402), "{parity:?}");
+    // ... until an event of u5 that no lookup saw arrives late, dated before them: its four
+    // lookups are listed as served one amount while the offline rows now give another.
+    let late = json!([{ "user": "u5", "ts": now - 500, "amount": 999.0, "country": "FR" }]);
+    let (status, body) = http(
+        address,
+        "POST",
+        &format!("/v1/ingest/{set}"),
+        Some(ADMIN),
+        late.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let mut parity = Default::default();
+    wait_for(
+        "the late event in the offline rows",
+        Duration::from_secs(30),
+        async || {
+            parity = sluice::offline::production::parity(&loaded, model).unwrap().0;
+            !parity.agrees()
+        },
+    )
+    .await;
+    let amount = format!("{set}:amount");
+    assert_eq!(
+        parity.mismatches.keys().collect::<Vec<_>>(),
+        vec![&amount],
+        "{parity:?}"
+    );
+    assert_eq!(parity.mismatches[&amount].0, 4, "{parity:?}");
+    assert!(
+        parity.mismatches[&amount].1.contains("served 52.5 vs offline 999"),
+        "{parity:?}"
+    );
+
+    // The same retraining data as a job over HTTP; a model with entity rows is refused.
+    let (status, body) = http(
+        address,
+        "POST",
+        "/v1/training-sets",
+        Some(READER),
+        json!({ "model": fraud, "labelled_only": true }).to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let poll = serde_json::from_str::<Json>(&body).unwrap()["poll"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut job = Json::Null;
+    wait_for("the job done", Duration::from_secs(30), async || {
+        job = serde_json::from_str(&http(address, "GET", &poll, Some(READER), b"").await.1).unwrap();
+        job["status"] != "running"
+    })
+    .await;
+    assert_eq!(
+        (job["status"].as_str(), job["rows"].as_u64()),
+        (Some("done"), Some(151)),
+        "{job}"
+    );
+    let (status, body) = http(
+        address,
+        "POST",
+        "/v1/training-sets",
+        Some(READER),
+        json!({ "model": fraud, "entities": [{ "user": "u1", "t": now }] })
+            .to_string()
+            .as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("takes the place of"), "{body}");
     stop.send(true).unwrap();
     task.await.unwrap();
 }

@@ -444,7 +444,8 @@ fn a_numeric_entity_id_is_its_text_key_online_offline_and_in_the_skew_check() {
     assert_eq!(rows.iter().filter(|r| r.1 == "41").count(), 13);
     let report = sluice::offline::parity::run(&sluice::offline::parity::ParityOptions {
         config: config.clone(),
-        set: "f".into(),
+        set: Some("f".into()),
+        model: None,
         version: None,
         sample: 100,
     })
@@ -489,7 +490,8 @@ fn a_numeric_entity_id_is_its_text_key_online_offline_and_in_the_skew_check() {
     }
     let report = sluice::offline::parity::run(&sluice::offline::parity::ParityOptions {
         config: config.clone(),
-        set: "f".into(),
+        set: Some("f".into()),
+        model: None,
         version: None,
         sample: 100,
     })

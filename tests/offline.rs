@@ -60,7 +60,8 @@ async fn a_backfill_gives_the_live_pipelines_rows_bit_for_bit_and_parity_holds()
         move || {
             parity::run(&ParityOptions {
                 config,
-                set,
+                set: Some(set),
+                model: None,
                 version: None,
                 sample: 500,
             })

@@ -113,6 +113,10 @@ pub struct Metrics {
     captured: Family<Label, Counter>,
     /// Capture records dropped (queue full, bus down), per model.
     capture_lost: Family<Label, Counter>,
+    /// Latency of the lookups captured for a model, per model.
+    model_lookup_seconds: Family<Label, Histogram>,
+    /// Predictions and labels accepted, per model and kind.
+    model_posts: Family<[(&'static str, String); 2], Counter>,
 }
 
 impl SetFamilies {
@@ -240,6 +244,18 @@ impl Default for Metrics {
             "Captured lookups dropped (queue full or the bus down), per model",
             Family::clone(&capture_lost),
         );
+        let model_lookup_seconds = Family::<Label, Histogram>::new_with_constructor(latency as fn() -> Histogram);
+        registry.register(
+            "sluice_model_lookup_seconds",
+            "Latency of the lookups captured for a model, per model",
+            model_lookup_seconds.clone(),
+        );
+        let model_posts = Family::default();
+        registry.register(
+            "sluice_model_records",
+            "Predictions and labels accepted (retries included), per model and kind",
+            Family::clone(&model_posts),
+        );
         Metrics {
             registry,
             sets,
@@ -251,6 +267,8 @@ impl Default for Metrics {
             refused,
             captured,
             capture_lost,
+            model_lookup_seconds,
+            model_posts,
         }
     }
 }
@@ -332,6 +350,19 @@ impl Metrics {
     /// The capture records of a model stored.
     pub fn captured(&self, model: &str) -> Counter {
         self.captured.get_or_create_owned(&[("model", model.to_string())])
+    }
+
+    /// The latency of the lookups captured for a model (a handle to keep: creating it
+    /// allocates).
+    pub fn model_lookup_seconds(&self, model: &str) -> Histogram {
+        self.model_lookup_seconds
+            .get_or_create_owned(&[("model", model.to_string())])
+    }
+
+    /// The predictions (`kind` = "prediction") or labels ("label") of a model accepted.
+    pub fn model_records(&self, model: &str, kind: &str) -> Counter {
+        self.model_posts
+            .get_or_create_owned(&[("model", model.to_string()), ("kind", kind.to_string())])
     }
 
     /// The capture records of a model dropped.

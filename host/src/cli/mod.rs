@@ -292,11 +292,37 @@ fn model_training_set(options: &crate::offline::training::TrainingOptions, name:
 
 /// `sluice verify-parity`: exits 1 when online and offline disagree.
 fn verify_parity(options: &crate::offline::parity::ParityOptions) -> anyhow::Result<i32> {
-    let report = crate::offline::parity::run(options)?;
-    println!(
-        "{}: {} entities, {} values compared",
-        options.set, report.entities, report.values
-    );
+    let report = match &options.model {
+        Some(name) => {
+            let config = crate::config::load(&options.config)?;
+            let model = config.models.iter().find(|m| &m.name == name).ok_or_else(|| {
+                let known: Vec<&str> = config.models.iter().map(|m| m.name.as_str()).collect();
+                anyhow::anyhow!(
+                    "--model {name}: no [[model]] of that name (declared: {})",
+                    known.join(", ")
+                )
+            })?;
+            let (report, skipped) = crate::offline::production::parity(&config, model)?;
+            println!(
+                "model {name}: {} entities, {} served values compared with the offline rows at their capture time",
+                report.entities, report.values
+            );
+            for reason in &skipped {
+                println!("  not compared: {reason}");
+            }
+            report
+        }
+        None => {
+            let report = crate::offline::parity::run(options)?;
+            println!(
+                "{}: {} entities, {} values compared",
+                options.set.as_deref().unwrap_or_default(),
+                report.entities,
+                report.values
+            );
+            report
+        }
+    };
     for (feature, (count, example)) in &report.mismatches {
         println!("  {feature}: {count} mismatches (e.g. {example})");
     }

@@ -346,7 +346,7 @@ const MAX_PAIRS: usize = 10_000;
 fn captured(
     api: &Api,
     out: &mut Vec<u8>,
-    (model, one_in): &(Arc<str>, u64),
+    (model, one_in, _): &(Arc<str>, u64, prometheus_client::metrics::histogram::Histogram),
     id: &str,
     sets: &[Asked<'_>],
     served: &[Arc<ServedSet>],
@@ -465,10 +465,14 @@ pub(crate) async fn many(State(api): State<Arc<Api>>, headers: HeaderMap, body: 
         .collect();
     let rows = read(&api, &pairs, at).await?;
     let mut out = write_many(&request.entities, &sets, &served, rows, at);
-    if let Some((model, id)) = capture {
-        captured(&api, &mut out, &model, &id, &sets, &served, &request.vector);
+    if let Some((model, id)) = &capture {
+        captured(&api, &mut out, model, id, &sets, &served, &request.vector);
     }
     api.metrics.lookups.inc();
-    crate::metrics::observe(&api.metrics.lookup_seconds, started.elapsed());
+    let took = started.elapsed();
+    crate::metrics::observe(&api.metrics.lookup_seconds, took);
+    if let Some(((_, _, latency), _)) = &capture {
+        crate::metrics::observe(latency, took);
+    }
     Ok(json_response(out))
 }

@@ -47,6 +47,10 @@ pub(crate) struct ServedSet {
     features: Option<std::collections::BTreeSet<String>>,
 }
 
+/// A model as lookups capture for it: the name its records carry, its capture rate (one
+/// lookup in this many), the latency histogram of its captured lookups.
+type ServedModel = (Arc<str>, u64, prometheus_client::metrics::histogram::Histogram);
+
 /// The API's state, shared by every request.
 pub struct Api {
     /// The version of each feature set that lookups read.
@@ -69,9 +73,9 @@ pub struct Api {
     plugin_dir: Option<std::path::PathBuf>,
     /// The live statistics of the monitored sets (`None`: a server without pipelines).
     monitors: Option<Arc<crate::runtime::Monitors>>,
-    /// The models (`[[model]]`) by name: the name their capture records carry, and their
-    /// capture rate (one lookup in this many).
-    models: HashMap<String, (Arc<str>, u64)>,
+    /// The models (`[[model]]`) by name: the name their capture records carry, their
+    /// capture rate (one lookup in this many), and the latency of their captured lookups.
+    models: HashMap<String, ServedModel>,
     /// Publishes captured lookups (started with the first one).
     recorder: std::sync::OnceLock<crate::capture::Recorder>,
 }
@@ -153,6 +157,14 @@ impl Api {
                 served.insert(name.to_string(), Arc::new(ServedSet::new(config, set)?));
             }
         }
+        let models = config
+            .models
+            .iter()
+            .map(|m| {
+                let latency = metrics.model_lookup_seconds(&m.name);
+                (m.name.clone(), (Arc::from(m.name.as_str()), m.capture_one_in, latency))
+            })
+            .collect();
         Ok(Api {
             served: arc_swap::ArcSwap::from_pointee(served),
             definitions: arc_swap::ArcSwap::from_pointee(config.feature_sets.clone()),
@@ -171,11 +183,7 @@ impl Api {
             registry,
             plugin_dir: Some(crate::catalog::store_dir(&data_dir)),
             monitors: None,
-            models: config
-                .models
-                .iter()
-                .map(|m| (m.name.clone(), (Arc::from(m.name.as_str()), m.capture_one_in)))
-                .collect(),
+            models,
             recorder: std::sync::OnceLock::new(),
         })
     }

@@ -70,6 +70,10 @@ pub(crate) async fn list(State(api): State<Arc<Api>>, headers: HeaderMap) -> Res
                 "capture_one_in": m.capture_one_in,
                 "captured": api.metrics.captured(&m.name).get(),
                 "capture_lost": api.metrics.capture_lost(&m.name).get(),
+                "accepted": {
+                    "predictions": api.metrics.model_records(&m.name, "prediction").get(),
+                    "labels": api.metrics.model_records(&m.name, "label").get(),
+                },
             })
         })
         .collect();
@@ -178,6 +182,7 @@ async fn store(
         .await
         .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("nothing stored: {e}")))?;
     api.metrics.captured(&model.name).inc_by(count);
+    api.metrics.model_records(&model.name, kind).inc_by(count);
     Ok(json_body(
         StatusCode::ACCEPTED,
         json!({ "model": model.name, "kind": kind, "accepted": count, "last_seq": sequences.iter().max() }),

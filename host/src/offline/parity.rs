@@ -20,8 +20,12 @@ pub struct ParityOptions {
     #[arg(long)]
     pub config: PathBuf,
     /// The feature set (its highest version in the config, or --version).
+    #[arg(long, required_unless_present = "model", conflicts_with = "model")]
+    pub set: Option<String>,
+    /// Instead of a set: compare a model's captured lookups (the values as served) with what
+    /// the offline rows give for each at its capture time.
     #[arg(long)]
-    pub set: String,
+    pub model: Option<String>,
     /// The version to check.
     #[arg(long)]
     pub version: Option<u32>,
@@ -51,7 +55,7 @@ impl ParityReport {
 }
 
 /// Equal, floats within a relative 1e-9 (sums may be added in another order).
-fn same(a: &Value, b: &Value) -> bool {
+pub(crate) fn same(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Float(x), Value::Float(y)) => x == y || (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0),
         (Value::Integer(x), Value::Float(y)) | (Value::Float(y), Value::Integer(x)) => *x as f64 == *y,
@@ -62,15 +66,19 @@ fn same(a: &Value, b: &Value) -> bool {
 /// Runs the check.
 pub fn run(options: &ParityOptions) -> anyhow::Result<ParityReport> {
     let config = crate::config::load(&options.config)?;
+    let name = options
+        .set
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("--set: expected a feature set's name (or --model)"))?;
     let set = config
         .feature_sets
         .iter()
-        .filter(|s| s.name == options.set && options.version.is_none_or(|v| v == s.version))
+        .filter(|s| s.name == name && options.version.is_none_or(|v| v == s.version))
         .max_by_key(|s| s.version)
         .ok_or_else(|| {
             anyhow::anyhow!(
                 "no feature set \"{}\" (version {:?}) in the config",
-                options.set,
+                name,
                 options.version
             )
         })?;

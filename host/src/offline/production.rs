@@ -4,6 +4,9 @@
 //! a label given by entity and time, to that entity's last captured lookup at or before the
 //! time, within the model's `label_within`.
 //!
+//! `sluice verify-parity --model` ([`parity`]) compares each captured lookup's values with what
+//! the sets' offline rows give for that entity at the capture time.
+//!
 //! Each record counts once: a lookup recorded twice (a retry with the same request id) keeps
 //! its first record, a prediction or label stored twice (beyond JetStream's duplicate window)
 //! its first; the production set itself holds each record once ([`crate::capture`]).
@@ -16,6 +19,7 @@ use arrow_array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray}
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 
 use super::history::part_files;
+use super::parity::ParityReport;
 use super::training::FEATURE_METADATA;
 use crate::capture::columns;
 use crate::config::{Config, ModelConfig, ValueType};
@@ -345,4 +349,121 @@ pub fn build(config: &Config, job: &ModelTraining<'_>, out: &Path) -> anyhow::Re
     writer.close()?;
     std::fs::rename(&tmp, out)?;
     Ok(report)
+}
+
+/// The served-vs-offline check of `model`: each captured lookup's feature values (first record
+/// of each request and entity) against the offline rows of the set version it read, evaluated
+/// at the capture time by the point-in-time rule. A set version without a Parquet target is
+/// named in `skipped` and not compared.
+pub fn parity(config: &Config, model: &ModelConfig) -> anyhow::Result<(ParityReport, Vec<String>)> {
+    use std::collections::BTreeMap;
+    let dir = crate::capture::production_root(config).join(&model.name).join("v1");
+    if !dir.is_dir() {
+        anyhow::bail!(
+            "model \"{}\" has no production set yet ({} does not exist)",
+            model.name,
+            dir.display()
+        );
+    }
+    let (records, names) = read(&dir)?;
+    let versions_at = names.iter().position(|n| n == columns::VERSIONS);
+    // Per set version: its served rows (request, entity, time, values by feature).
+    let mut by_set: BTreeMap<(String, u32), Vec<(String, i64, Vec<(String, Value)>)>> = BTreeMap::new();
+    let mut seen: HashSet<(String, Option<String>)> = HashSet::new();
+    for record in records.into_iter().filter(|r| r.kind == "served") {
+        if !seen.insert((record.request_id.clone(), record.entity.clone())) {
+            continue;
+        }
+        let Some(entity) = record.entity.clone() else { continue };
+        let versions: HashMap<String, u32> = versions_at
+            .and_then(|at| record.values.iter().find(|(c, _)| *c == at))
+            .and_then(|(_, v)| match v {
+                Value::Text(text) | Value::Json(text) => serde_json::from_str(text).ok(),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let mut per_set: BTreeMap<(String, u32), Vec<(String, Value)>> = BTreeMap::new();
+        for (column, value) in &record.values {
+            let Some((set, feature)) = names[*column].split_once(':') else {
+                continue;
+            };
+            let Some(&version) = versions.get(set) else { continue };
+            per_set
+                .entry((set.to_string(), version))
+                .or_default()
+                .push((feature.to_string(), value.clone()));
+        }
+        for (key, values) in per_set {
+            by_set
+                .entry(key)
+                .or_default()
+                .push((entity.clone(), record.time, values));
+        }
+    }
+    let mut report = ParityReport::default();
+    let mut skipped = Vec::new();
+    let mut entities: HashSet<String> = HashSet::new();
+    for ((set_name, version), rows) in by_set {
+        let Some(set) = config
+            .feature_sets
+            .iter()
+            .find(|s| s.name == set_name && s.version == version)
+        else {
+            skipped.push(format!("{set_name}@v{version}: not in the config"));
+            continue;
+        };
+        let Some(root) = set.targets.iter().find_map(|t| match t {
+            crate::config::TargetConfig::Parquet { root, .. } => Some(config.resolve(root)),
+            _ => None,
+        }) else {
+            skipped.push(format!("{set_name}@v{version}: no parquet target to compare with"));
+            continue;
+        };
+        let wanted: Vec<String> = rows
+            .iter()
+            .flat_map(|(_, _, values)| values.iter().map(|(f, _)| f.clone()))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let history = super::history::History::load(
+            &root.join(&set.name).join(format!("v{}", set.version)),
+            set,
+            Some(&wanted),
+        )?;
+        for (entity, time, values) in rows {
+            entities.insert(entity.clone());
+            let offline = history.as_of(&entity, &[time]).pop().flatten();
+            let Some(offline) = offline else {
+                // No offline row at that time: the lookup found nothing too, or it did and the
+                // offline rows lack it.
+                if values.iter().any(|(_, v)| !matches!(v, Value::Null)) {
+                    report
+                        .missing
+                        .push(format!("{entity} ({set_name}) at {}", crate::event_time::rfc3339(time)));
+                }
+                continue;
+            };
+            for (feature, served) in values {
+                let other = offline.get(&feature).unwrap_or(&Value::Null);
+                report.values += 1;
+                if !super::parity::same(&served, other) {
+                    let name = format!("{set_name}:{feature}");
+                    let entry = report.mismatches.entry(name).or_insert_with(|| {
+                        (
+                            0,
+                            format!(
+                                "entity \"{entity}\" at {}: served {} vs offline {}",
+                                crate::event_time::rfc3339(time),
+                                crate::event::json_text(&served),
+                                crate::event::json_text(other)
+                            ),
+                        )
+                    });
+                    entry.0 += 1;
+                }
+            }
+        }
+    }
+    report.entities = entities.len();
+    Ok((report, skipped))
 }
