@@ -301,17 +301,14 @@ pub(crate) async fn captures(
         .read(CAPTURE_STREAM, &subject(&model.name), query.after.unwrap_or(0), limit)
         .await
         .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-    // A message of captured lookups holds one record per line.
-    let records: Vec<Json> = messages
-        .iter()
-        .flat_map(|m| {
-            m.body.split(|b| *b == b'\n').map(move |line| {
-                let record: Json =
-                    serde_json::from_slice(line).unwrap_or_else(|_| String::from_utf8_lossy(line).into());
-                json!({ "seq": m.seq, "record": record })
-            })
-        })
-        .collect();
+    // A message of captured lookups holds one record per line (Snappy-framed).
+    let mut records: Vec<Json> = Vec::new();
+    for m in &messages {
+        for line in crate::capture::records_body(&m.body).split(|b| *b == b'\n') {
+            let record: Json = serde_json::from_slice(line).unwrap_or_else(|_| String::from_utf8_lossy(line).into());
+            records.push(json!({ "seq": m.seq, "record": record }));
+        }
+    }
     Ok(json_body(
         StatusCode::OK,
         json!({ "model": name, "records": records, "next_after": messages.last().map(|m| m.seq) }),

@@ -159,15 +159,20 @@ impl OfflineRunner {
                     }
                 };
                 let empty = messages.is_empty();
-                for (seq, payload) in messages {
-                    let (rows, skipped) = (self.decode)(seq, &payload);
-                    for reason in skipped {
-                        tracing::error!(writer = %self.label, "skipped: {reason}");
+                // Decoding a batch (JSON) takes milliseconds: off the runtime's threads, so the
+                // lookups served beside it do not wait behind it.
+                let (decode, writer, label) = (self.decode, &mut self.writer, &self.label);
+                tokio::task::block_in_place(|| {
+                    for (seq, payload) in messages {
+                        let (rows, skipped) = decode(seq, &payload);
+                        for reason in skipped {
+                            tracing::error!(writer = %label, "skipped: {reason}");
+                        }
+                        if !rows.is_empty() {
+                            writer.add(rows);
+                        }
                     }
-                    if !rows.is_empty() {
-                        self.writer.add(rows);
-                    }
-                }
+                });
                 drained = input_ended && empty;
                 if ack.is_some() {
                     unacked = ack;

@@ -129,6 +129,22 @@ impl Services {
     }
 }
 
+impl Services {
+    /// These services with a NATS connection of their own (the embedded logs are shared):
+    /// for a background task whose traffic should not go through the connection the lookups'
+    /// runtime drives.
+    pub async fn with_own_connection(&self, config: &Config) -> Result<Services, PipelineError> {
+        let mut services = self.clone();
+        if let Bus::Nats(_) = &self.bus {
+            let client = async_nats::connect(&config.host.nats)
+                .await
+                .map_err(|e| PipelineError::Service(format!("NATS at {}: {e}", config.host.nats)))?;
+            services.bus = Bus::Nats(async_nats::jetstream::new(client));
+        }
+        Ok(services)
+    }
+}
+
 /// The plugins of a config (and those deployed over HTTP since, restored), deployed in a
 /// fresh registry: what `sluice run` and the offline commands run.
 pub fn deploy_plugins(config: &Config) -> Result<Arc<Registry>, PipelineError> {
