@@ -541,6 +541,49 @@ async fn model_server_loop((config, names): (std::path::PathBuf, Names)) {
     .await;
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("takes the place of"), "{body}");
+
+    // Online: each entity's last captured lookup, and its last prediction posted with its
+    // entity.
+    let (status, answer) = post(
+        &format!("/v1/models/{fraud}/predictions"),
+        &json!({ "request_id": made, "entity": "u3", "score": 0.9, "decision": "block" }),
+        SERVER,
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    let online = async |entity: &str| {
+        let (status, body) = http(
+            address,
+            "GET",
+            &format!("/v1/models/{fraud}/online/{entity}"),
+            Some(READER),
+            b"",
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<Json>(&body).unwrap()
+    };
+    let mut u3 = Json::Null;
+    wait_for("u3's last prediction online", Duration::from_secs(30), async || {
+        u3 = online("u3").await;
+        u3["predicted"]["request_id"] == json!(made)
+    })
+    .await;
+    assert_eq!(u3["served"]["request_id"], json!(made), "{u3}");
+    assert_eq!(u3["served"]["features"][format!("{set}:amount")], json!(31.5), "{u3}");
+    assert_eq!(u3["served"]["features"][format!("{set}:country")], json!("FR"), "{u3}");
+    assert_eq!(
+        u3["predicted"]["prediction"],
+        json!({ "score": 0.9, "decision": "block" }),
+        "{u3}"
+    );
+    let u0 = online("u0").await;
+    assert_eq!(
+        (u0["served"]["request_id"].as_str(), &u0["predicted"]),
+        (Some("req-0"), &Json::Null),
+        "{u0}"
+    );
+    assert_eq!(online("nobody").await["served"], Json::Null);
     stop.send(true).unwrap();
     task.await.unwrap();
 }

@@ -274,6 +274,58 @@ pub mod columns {
     pub const LABEL: &str = "label.";
 }
 
+/// The online "sets" of a model's production set: `served` holds each entity's last captured
+/// lookup (its features as served, `request_id`), `predicted` each entity's last prediction
+/// posted with its entity (its fields, `request_id`). Under `<prefix>:<model>.<part>:v1`.
+pub const ONLINE_PARTS: [&str; 2] = ["served", "predicted"];
+
+/// The online rows of `part` ([`ONLINE_PARTS`]) among production rows: keyed by entity, at
+/// the row's time, with `request_id` first, then the features (`served`) or the prediction
+/// fields by their declared names (`predicted`).
+pub fn online_rows(rows: &Rows, part: &str) -> Rows {
+    let position = |name: &str| rows.batch.fields.iter().position(|f| f == name);
+    let (Some(kind_at), Some(entity_at)) = (position(columns::KIND), position(columns::ENTITY)) else {
+        return Rows::default();
+    };
+    let (kind, keep): (&str, Box<dyn Fn(&str) -> Option<String>>) = match part {
+        "served" => ("served", Box::new(|f: &str| f.contains(':').then(|| f.to_string()))),
+        _ => (
+            "prediction",
+            Box::new(|f: &str| f.strip_prefix(columns::PREDICTION).map(str::to_string)),
+        ),
+    };
+    let kept: Vec<(usize, String)> = rows
+        .batch
+        .fields
+        .iter()
+        .enumerate()
+        .filter_map(|(i, f)| keep(f).map(|name| (i, name)))
+        .collect();
+    let mut names = vec!["request_id".to_string()];
+    names.extend(kept.iter().map(|(_, name)| name.clone()));
+    let mut out = Rows::new(names);
+    for (i, event) in rows.batch.events.iter().enumerate() {
+        let (Value::Text(this), Value::Text(entity)) = (rows.value(i, kind_at), rows.value(i, entity_at)) else {
+            continue;
+        };
+        if this != kind {
+            continue;
+        }
+        let mut values = Vec::with_capacity(kept.len() + 1);
+        values.push(Value::Text(event.key.clone()));
+        values.extend(kept.iter().map(|(at, _)| rows.value(i, *at).clone()));
+        out.push(
+            rows.seqs[i],
+            Event {
+                key: entity.clone(),
+                time: event.time,
+                values,
+            },
+        );
+    }
+    out
+}
+
 /// Appends the rows of one capture message (sequence `seq`, one JSON record per line) to
 /// `rows`: a served record gives one row per entity of its answer, a prediction or a label one
 /// row. Returns the lines that are not capture records (each with why), which are skipped.
@@ -443,6 +495,17 @@ mod tests {
         assert_eq!(rows.value(2, field("prediction.score")), &Value::Float(0.75));
         assert_eq!(rows.value(3, field("label.ok")), &Value::Boolean(true));
         assert_eq!(rows.value(3, field("kind")), &Value::Text("label".into()));
+        // Online: the served rows by entity (request id first, then the features), the
+        // prediction posted with its entity.
+        let served = online_rows(&rows, "served");
+        assert_eq!(served.batch.fields, ["request_id", "s:x", "s:e"]);
+        let keys: Vec<&str> = served.batch.events.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!((keys, served.seqs.clone()), (vec!["a", "b"], vec![base, base + 1]));
+        assert_eq!(served.value(0, 0), &Value::Text("r1".into()));
+        let predicted = online_rows(&rows, "predicted");
+        assert_eq!(predicted.batch.fields, ["request_id", "score"]);
+        assert_eq!(predicted.batch.events[0].key, "b");
+        assert_eq!(predicted.value(0, 1), &Value::Float(0.75));
         let Value::Json(served) = rows.value(1, field("served")) else {
             panic!("served as JSON")
         };

@@ -261,6 +261,7 @@ pub fn router(api: Arc<Api>, max_body_bytes: usize) -> Router {
         .route("/v1/models/{model}/predictions", post(models::predictions))
         .route("/v1/models/{model}/labels", post(models::labels))
         .route("/v1/models/{model}/captures", get(models::captures))
+        .route("/v1/models/{model}/online/{entity}", get(models::online))
         .route("/v1/plugins", get(plugins::list))
         .route("/v1/plugins/{name}/rollback", post(plugins::rollback))
         .route("/healthz", get(|| async { "ok" }))
@@ -334,6 +335,7 @@ pub const ROUTES: &[RouteDoc] = &[
     RouteDoc { method: "get", path: "/v1/models", scope: Some("read"), summary: "The models of the config ([[model]]): the vector or features each is served, its prediction and label fields with their types, its capture rate, and how many records were stored or lost." },
     RouteDoc { method: "post", path: "/v1/models/{model}/predictions", scope: Some("capture"), summary: "What the model predicted for captured lookups: {\"request_id\", <prediction fields>} or an array; checked against the declared fields and types (nothing stored if any is wrong), stored before the 202, once per request id within the duplicate window." },
     RouteDoc { method: "post", path: "/v1/models/{model}/labels", scope: Some("capture"), summary: "Labels that came later: {\"request_id\", <label fields>} or {\"entity\", \"at\", <label fields>}, or an array; checked and stored as predictions are." },
+    RouteDoc { method: "get", path: "/v1/models/{model}/online/{entity}", scope: Some("read"), summary: "The entity's last captured lookup for the model (its features as served, request id, capture time) and its last prediction posted with its entity, as the production-set writer keeps them online; null parts when none." },
     RouteDoc { method: "get", path: "/v1/models/{model}/captures", scope: Some("admin"), summary: "A model's capture records in the order stored (lookups served, predictions, labels), each with its sequence; page with ?after=<last seq>&limit=<n>." },
     RouteDoc { method: "post", path: "/v1/training-sets", scope: Some("read"), summary: "Start a point-in-time training-set job: {\"entities\": [rows with the sets' entity fields and \"t\"], \"features\": [\"set:feature\"] or \"vector\": name, \"time_field\"?}; 202 with its id (the token needs read on every set)." },
     RouteDoc { method: "get", path: "/v1/training-sets/{id}", scope: Some("read"), summary: "A training-set job's status: running, done (rows, features, download path) or failed (why)." },

@@ -314,3 +314,68 @@ pub(crate) async fn captures(
         json!({ "model": name, "records": records, "next_after": messages.last().map(|m| m.seq) }),
     ))
 }
+
+/// `GET /v1/models/{model}/online/{entity}`: the entity's last captured lookup (its features
+/// as served, request id, capture time) and its last prediction posted with `"entity"`, from
+/// the online store the production-set writer keeps (read scope on every set the model is
+/// served from).
+pub(crate) async fn online(
+    State(api): State<Arc<Api>>,
+    Path((name, entity)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let token = api.allow(&headers, Scope::Read, None)?;
+    let model = model(&api, &name)?;
+    let features: &[String] = match &model.vector {
+        Some(vector) => api.vectors.get(vector).map(Vec::as_slice).unwrap_or_default(),
+        None => &model.features,
+    };
+    for set in features.iter().filter_map(|f| f.split_once(':').map(|(set, _)| set)) {
+        token
+            .allows(Scope::Read, Some(set))
+            .map_err(|denied| api.refuse(denied))?;
+    }
+    let hashes: Vec<String> = crate::capture::ONLINE_PARTS
+        .iter()
+        .map(|part| {
+            let prefix = crate::keys::set_prefix(&api.base.host.redis_prefix, &format!("{name}.{part}"), 1);
+            crate::keys::entity_hash(&prefix, &entity)
+        })
+        .collect();
+    let read = api
+        .store
+        .read(&hashes)
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let mut answer = Map::new();
+    answer.insert("model".into(), name.clone().into());
+    answer.insert("entity".into(), entity.clone().into());
+    for (part, fields) in crate::capture::ONLINE_PARTS.iter().zip(read) {
+        if fields.is_empty() {
+            answer.insert((*part).into(), Json::Null);
+            continue;
+        }
+        let mut values = Map::new();
+        let mut out = Map::new();
+        for (field, bytes) in fields {
+            let value: Json = serde_json::from_slice(&bytes).unwrap_or(Json::Null);
+            match field.as_str() {
+                "_ts" => {
+                    let at = value.as_i64().unwrap_or(0);
+                    out.insert("at".into(), crate::event_time::rfc3339(at).into());
+                }
+                "_seq" => {}
+                "request_id" => {
+                    out.insert("request_id".into(), value);
+                }
+                _ => {
+                    values.insert(field, value);
+                }
+            }
+        }
+        let key = if *part == "served" { "features" } else { "prediction" };
+        out.insert(key.into(), values.into());
+        answer.insert((*part).into(), out.into());
+    }
+    Ok(json_body(StatusCode::OK, Json::Object(answer)))
+}

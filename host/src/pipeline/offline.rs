@@ -14,6 +14,8 @@ use crate::config::{Config, FeatureSetConfig, ModelConfig};
 use crate::fault::{Backoff, Transient};
 use crate::plan::SetPlan;
 use crate::rows::Rows;
+use crate::store::BatchWrite;
+use crate::targets::online::OnlineTarget;
 use crate::targets::parquet::PartWriter;
 use crate::targets::stream::RowBatch;
 
@@ -29,10 +31,25 @@ pub struct OfflineRunner {
     input: Option<watch::Receiver<Option<super::InputEnd>>>,
     /// A message's rows, and the reasons any part of it was skipped.
     decode: Decode,
+    /// A production set's online parts ([`crate::capture::ONLINE_PARTS`]), written as rows
+    /// come (idempotent by sequence), before their Parquet commit.
+    online: Vec<(&'static str, OnlineTarget)>,
 }
 
 /// The rows of one message (its sequence, its body), and why any part was skipped.
 type Decode = fn(u64, &[u8]) -> (Rows, Vec<String>);
+
+/// Appends `rows` to `into`, over the union of their fields.
+fn append(into: &mut Rows, rows: Rows) {
+    let at: Vec<usize> = rows.batch.fields.iter().map(|f| into.field_position(f)).collect();
+    for (event, seq) in rows.batch.events.into_iter().zip(rows.seqs) {
+        let mut values = vec![crate::event::Value::Null; into.batch.fields.len()];
+        for (value, &to) in event.values.into_iter().zip(&at) {
+            values[to] = value;
+        }
+        into.push(seq, crate::event::Event { values, ..event });
+    }
+}
 
 /// A message of the stream target: one batch of feature rows.
 fn row_batch(_: u64, payload: &[u8]) -> (Rows, Vec<String>) {
@@ -87,6 +104,7 @@ impl OfflineRunner {
             roll: Duration::from_secs(roll_seconds),
             input: None,
             decode: row_batch,
+            online: Vec::new(),
         })
     }
 
@@ -124,6 +142,13 @@ impl OfflineRunner {
             roll: Duration::from_secs(roll_seconds),
             input: None,
             decode: capture_records,
+            online: crate::capture::ONLINE_PARTS
+                .iter()
+                .map(|part| {
+                    let prefix = crate::keys::set_prefix(&services.prefix, &format!("{}.{part}", model.name), 1);
+                    (*part, OnlineTarget::new(services.store.clone(), &prefix, 0))
+                })
+                .collect(),
         })
     }
 
@@ -162,17 +187,44 @@ impl OfflineRunner {
                 // Decoding a batch (JSON) takes milliseconds: off the runtime's threads, so the
                 // lookups served beside it do not wait behind it.
                 let (decode, writer, label) = (self.decode, &mut self.writer, &self.label);
+                let mut online: Vec<(usize, BatchWrite)> = Vec::new();
                 tokio::task::block_in_place(|| {
+                    // The online rows of the whole batch, one write per part.
+                    let mut parts: Vec<Rows> = self.online.iter().map(|_| Rows::default()).collect();
                     for (seq, payload) in messages {
                         let (rows, skipped) = decode(seq, &payload);
                         for reason in skipped {
                             tracing::error!(writer = %label, "skipped: {reason}");
                         }
-                        if !rows.is_empty() {
-                            writer.add(rows);
+                        if rows.is_empty() {
+                            continue;
+                        }
+                        for ((part, _), into) in self.online.iter().zip(&mut parts) {
+                            append(into, crate::capture::online_rows(&rows, part));
+                        }
+                        writer.add(rows);
+                    }
+                    for (i, ((_, target), rows)) in self.online.iter().zip(parts).enumerate() {
+                        if let Some(&last) = rows.seqs.last() {
+                            online.push((i, target.batch(&rows, last, Vec::new(), 0)));
                         }
                     }
                 });
+                // Written before the rows' Parquet commit and the acknowledgement: a
+                // redelivery writes them again, which the store skips by sequence.
+                for (i, batch) in &online {
+                    let target = &self.online[*i].1;
+                    let mut backoff = Backoff::default();
+                    while let Err(e) = target.apply(batch).await {
+                        if !e.transient() || *shutdown.borrow() {
+                            tracing::error!(writer = %self.label, "online values not written: {e}");
+                            break;
+                        }
+                        backoff
+                            .failed(&format!("{}: online values", self.label), &e, &shutdown)
+                            .await;
+                    }
+                }
                 drained = input_ended && empty;
                 if ack.is_some() {
                     unacked = ack;
