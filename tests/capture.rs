@@ -104,6 +104,23 @@ capture_one_in = 10
     (path, names)
 }
 
+/// Ingests one event for each of 50 users, `u<i>` at `now - 1000 + i` ms with amount 10.5 × i
+/// and country DE (even) or FR (odd).
+async fn ingest_users(address: std::net::SocketAddr, set: &str, now: i64) {
+    let events: Vec<Json> = (0..50)
+        .map(|i| json!({ "user": format!("u{i}"), "ts": now - 1000 + i, "amount": 10.5 * i as f64, "country": if i % 2 == 0 { "DE" } else { "FR" } }))
+        .collect();
+    let (status, body) = http(
+        address,
+        "POST",
+        &format!("/v1/ingest/{set}"),
+        Some(ADMIN),
+        &serde_json::to_vec(&events).unwrap(),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+}
+
 /// Every capture record of a model, paging through the route.
 async fn records(address: std::net::SocketAddr, model: &str) -> Vec<Json> {
     let mut all = Vec::new();
@@ -145,18 +162,7 @@ async fn model_server_loop((config, names): (std::path::PathBuf, Names)) {
     })
     .await;
     let now = sluice_tests::live::now_ms();
-    let events: Vec<Json> = (0..50)
-        .map(|i| json!({ "user": format!("u{i}"), "ts": now - 1000 + i, "amount": 10.5 * i as f64, "country": if i % 2 == 0 { "DE" } else { "FR" } }))
-        .collect();
-    let (status, body) = http(
-        address,
-        "POST",
-        &format!("/v1/ingest/{set}"),
-        Some(ADMIN),
-        &serde_json::to_vec(&events).unwrap(),
-    )
-    .await;
-    assert_eq!(status, 202, "{body}");
+    ingest_users(address, set, now).await;
     let lookup = async |body: Json, token: &str| {
         let (status, answer) = http(
             address,
@@ -572,9 +578,28 @@ async fn model_server_loop((config, names): (std::path::PathBuf, Names)) {
     assert_eq!(u3["served"]["request_id"], json!(made), "{u3}");
     assert_eq!(u3["served"]["features"][format!("{set}:amount")], json!(31.5), "{u3}");
     assert_eq!(u3["served"]["features"][format!("{set}:country")], json!("FR"), "{u3}");
+    assert_eq!(u3["served"]["answer"]["entity"], json!("u3"), "{u3}");
     assert_eq!(
         u3["predicted"]["prediction"],
         json!({ "score": 0.9, "decision": "block" }),
+        "{u3}"
+    );
+    // A later lookup of fewer features leaves none of the earlier one's behind.
+    let answer = lookup(
+        json!({ "entities": ["u3"], "features": [format!("{set}:amount")], "capture": { "model": fraud, "request_id": "last-u3" } }),
+        READER,
+    )
+    .await
+    .1;
+    assert_eq!(answer["capture"]["recorded"], json!(true), "{answer}");
+    wait_for("u3's last lookup online", Duration::from_secs(30), async || {
+        u3 = online("u3").await;
+        u3["served"]["request_id"] == json!("last-u3")
+    })
+    .await;
+    assert_eq!(
+        u3["served"]["features"],
+        json!({ format!("{set}:amount"): 31.5 }),
         "{u3}"
     );
     let u0 = online("u0").await;
@@ -682,35 +707,14 @@ fn capture_child() {
 async fn killed_while_capturing_the_production_set_holds_every_record_once() {
     let live = Live::new("capturekill");
     let (config, names) = config(live.dir.path(), Some(&live));
-    let port = sluice_tests::live::restart_port();
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, text.replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))).unwrap();
-    let address: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let address = sluice_tests::live::fixed_address(&config);
     let spawn = || sluice_tests::live::spawn_child("capture_child", &config);
-    let ready = async || {
-        wait_for("the child serving and ready", Duration::from_secs(60), async || {
-            tokio::net::TcpStream::connect(address).await.is_ok()
-                && http(address, "GET", "/readyz", Some(ADMIN), b"").await.0 == 200
-        })
-        .await;
-    };
+    let ready = async || sluice_tests::live::wait_ready(address, ADMIN).await;
     let mut child = spawn();
     ready().await;
     let set = &names.set;
     let fraud = &names.fraud;
-    let now = sluice_tests::live::now_ms();
-    let events: Vec<Json> = (0..50)
-        .map(|i| json!({ "user": format!("u{i}"), "ts": now - 1000 + i, "amount": 1.5 * i as f64, "country": "DE" }))
-        .collect();
-    let (status, body) = http(
-        address,
-        "POST",
-        &format!("/v1/ingest/{set}"),
-        Some(ADMIN),
-        &serde_json::to_vec(&events).unwrap(),
-    )
-    .await;
-    assert_eq!(status, 202, "{body}");
+    ingest_users(address, set, sluice_tests::live::now_ms()).await;
     let lookup = async |body: Json| {
         let (status, answer) = http(
             address,
@@ -725,7 +729,7 @@ async fn killed_while_capturing_the_production_set_holds_every_record_once() {
     };
     wait_for("the last user's features online", Duration::from_secs(30), async || {
         let answer = lookup(json!({ "entities": ["u49"], "vector": "scoring" })).await;
-        answer["results"][0]["features"][format!("{set}:amount")]["value"].as_f64() == Some(73.5)
+        answer["results"][0]["features"][format!("{set}:amount")]["value"].as_f64() == Some(514.5)
     })
     .await;
     let stored = async || {
@@ -814,7 +818,7 @@ async fn killed_while_capturing_the_production_set_holds_every_record_once() {
         assert_eq!(row["is_fraud"].as_bool(), Some(i % 2 == 0), "{row}");
         assert_eq!(
             row[format!("{set}:amount").as_str()].as_f64(),
-            Some(1.5 * (i % 50) as f64),
+            Some(10.5 * (i % 50) as f64),
             "{row}"
         );
     }

@@ -819,6 +819,29 @@ pub fn spawn_child(body: &str, config: &Path) -> Child {
     Child(child)
 }
 
+/// Gives a config's HTTP API (`127.0.0.1:0`, as [`with_http`] writes it) a fixed port of
+/// [`restart_port`], for a host the test kills and starts again; returns its address.
+pub fn fixed_address(config: &Path) -> std::net::SocketAddr {
+    let port = restart_port();
+    let text = std::fs::read_to_string(config).unwrap();
+    assert!(text.contains("127.0.0.1:0"), "{text}");
+    std::fs::write(config, text.replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))).unwrap();
+    format!("127.0.0.1:{port}").parse().unwrap()
+}
+
+/// Waits (a minute at most) until a host serves at `address` and says it is ready.
+pub async fn wait_ready(address: std::net::SocketAddr, token: &str) {
+    wait_for(
+        "the host serving and ready",
+        std::time::Duration::from_secs(60),
+        async || {
+            tokio::net::TcpStream::connect(address).await.is_ok()
+                && http(address, "GET", "/readyz", Some(token), b"").await.0 == 200
+        },
+    )
+    .await;
+}
+
 /// A port for a server a test stops and starts again on the same address. It is below the
 /// kernel's ephemeral range (`ip_local_port_range`), so no `bind(0)` and no outgoing
 /// connection of a parallel test can take it between a stop and a restart; each process and

@@ -335,19 +335,9 @@ async fn killed_mid_window_the_embedded_monitor_counts_every_row_once() {
     let dir = tempfile::tempdir().unwrap();
     store_reference(&dir.path().join("data"));
     let config = config(dir.path());
-    let port = sluice_tests::live::restart_port();
-    let text = std::fs::read_to_string(&config).unwrap();
-    assert!(text.contains("127.0.0.1:0"), "{text}");
-    std::fs::write(&config, text.replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))).unwrap();
-    let address: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let address = sluice_tests::live::fixed_address(&config);
     let spawn = || sluice_tests::live::spawn_child("monitoring_child", &config);
-    let ready = async || {
-        wait_for("the child serving and ready", Duration::from_secs(60), async || {
-            tokio::net::TcpStream::connect(address).await.is_ok()
-                && http(address, "GET", "/readyz", Some(ADMIN), b"").await.0 == 200
-        })
-        .await;
-    };
+    let ready = async || sluice_tests::live::wait_ready(address, ADMIN).await;
     let mut child = spawn();
     ready().await;
 

@@ -266,7 +266,8 @@ pub mod columns {
     pub const VECTOR: &str = "vector";
     /// The feature set versions a lookup read, as JSON (`{"set": version}`).
     pub const VERSIONS: &str = "versions";
-    /// The entity's part of the answer as served, JSON: found, event times, statuses.
+    /// The entity's part of the answer exactly as served, JSON: found, event times, each
+    /// feature's value and status.
     pub const SERVED: &str = "served";
     /// The prefix of prediction columns.
     pub const PREDICTION: &str = "prediction.";
@@ -275,20 +276,25 @@ pub mod columns {
 }
 
 /// The online "sets" of a model's production set: `served` holds each entity's last captured
-/// lookup (its features as served, `request_id`), `predicted` each entity's last prediction
-/// posted with its entity (its fields, `request_id`). Under `<prefix>:<model>.<part>:v1`.
+/// lookup (`request_id`, and `answer`: the entity's part of the answer as served, whole, so a
+/// lookup of fewer features leaves none of an earlier one's behind), `predicted` each entity's
+/// last prediction posted with its entity (`request_id`, its fields). Under
+/// `<prefix>:<model>.<part>:v1`.
 pub const ONLINE_PARTS: [&str; 2] = ["served", "predicted"];
 
 /// The online rows of `part` ([`ONLINE_PARTS`]) among production rows: keyed by entity, at
-/// the row's time, with `request_id` first, then the features (`served`) or the prediction
-/// fields by their declared names (`predicted`).
+/// the row's time, with `request_id` first, then `answer` (`served`) or the prediction fields
+/// by their declared names (`predicted`).
 pub fn online_rows(rows: &Rows, part: &str) -> Rows {
     let position = |name: &str| rows.batch.fields.iter().position(|f| f == name);
     let (Some(kind_at), Some(entity_at)) = (position(columns::KIND), position(columns::ENTITY)) else {
         return Rows::default();
     };
     let (kind, keep): (&str, Box<dyn Fn(&str) -> Option<String>>) = match part {
-        "served" => ("served", Box::new(|f: &str| f.contains(':').then(|| f.to_string()))),
+        "served" => (
+            "served",
+            Box::new(|f: &str| (f == columns::SERVED).then(|| "answer".to_string())),
+        ),
         _ => (
             "prediction",
             Box::new(|f: &str| f.strip_prefix(columns::PREDICTION).map(str::to_string)),
@@ -389,7 +395,7 @@ pub fn production_rows(seq: u64, body: &[u8], rows: &mut Rows) -> Vec<String> {
                     skipped.push(format!("message {seq} line {line}: a served record without results"));
                     continue;
                 };
-                for mut served in results {
+                for served in results {
                     let mut values = vec![(kind_at, Value::Text("served".into()))];
                     if let Some(entity) = served.get("entity").and_then(Json::as_str) {
                         values.push((entity_at, Value::Text(entity.to_string())));
@@ -400,10 +406,9 @@ pub fn production_rows(seq: u64, body: &[u8], rows: &mut Rows) -> Vec<String> {
                     if let Some(vector) = &vector {
                         values.push((rows.field_position(columns::VECTOR), vector.clone()));
                     }
-                    if let Some(Json::Object(features)) = served.get_mut("features") {
-                        for (name, feature) in features.iter_mut() {
-                            let value = feature.as_object_mut().and_then(|f| f.remove("value"));
-                            let value = value.as_ref().map_or(Value::Null, crate::event::value_from_json);
+                    if let Some(Json::Object(features)) = served.get("features") {
+                        for (name, feature) in features {
+                            let value = feature.get("value").map_or(Value::Null, crate::event::value_from_json);
                             values.push((rows.field_position(name), value));
                         }
                     }
@@ -498,7 +503,7 @@ mod tests {
         // Online: the served rows by entity (request id first, then the features), the
         // prediction posted with its entity.
         let served = online_rows(&rows, "served");
-        assert_eq!(served.batch.fields, ["request_id", "s:x", "s:e"]);
+        assert_eq!(served.batch.fields, ["request_id", "answer"]);
         let keys: Vec<&str> = served.batch.events.iter().map(|e| e.key.as_str()).collect();
         assert_eq!((keys, served.seqs.clone()), (vec!["a", "b"], vec![base, base + 1]));
         assert_eq!(served.value(0, 0), &Value::Text("r1".into()));
@@ -509,9 +514,11 @@ mod tests {
         let Value::Json(served) = rows.value(1, field("served")) else {
             panic!("served as JSON")
         };
-        assert!(
-            served.contains(r#""status":"missing""#) && !served.contains("value"),
-            "{served}"
+        let served: serde_json::Value = serde_json::from_str(served).unwrap();
+        assert_eq!(
+            served["features"]["s:x"],
+            serde_json::json!({ "value": null, "status": "missing" })
         );
+        assert_eq!(served["entity"], "b");
     }
 }

@@ -368,6 +368,19 @@ pub(crate) async fn online(
                 "request_id" => {
                     out.insert("request_id".into(), value);
                 }
+                // The entity's part of the answer as served (JSON text), and its values.
+                "answer" => {
+                    let served = match value {
+                        Json::String(text) => serde_json::from_str(&text).unwrap_or(Json::Null),
+                        stored => stored,
+                    };
+                    if let Some(features) = served.get("features").and_then(Json::as_object) {
+                        for (name, feature) in features {
+                            values.insert(name.clone(), feature.get("value").cloned().unwrap_or(Json::Null));
+                        }
+                    }
+                    out.insert("answer".into(), served);
+                }
                 _ => {
                     values.insert(field, value);
                 }

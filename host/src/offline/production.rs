@@ -337,17 +337,8 @@ pub fn build(config: &Config, job: &ModelTraining<'_>, out: &Path) -> anyhow::Re
             arrays.push(value_column(values.iter(), &kind));
         }
     }
-    let schema = Arc::new(Schema::new(fields));
-    let batch = RecordBatch::try_new(schema.clone(), arrays)?;
-    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)?;
-    }
-    let tmp = out.with_extension("parquet.tmp");
-    let file = std::fs::File::create(&tmp)?;
-    let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None)?;
-    writer.write(&batch)?;
-    writer.close()?;
-    std::fs::rename(&tmp, out)?;
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?;
+    crate::targets::parquet::write_file(out, &batch)?;
     Ok(report)
 }
 

@@ -39,6 +39,27 @@ pub struct OfflineRunner {
 /// The rows of one message (its sequence, its body), and why any part was skipped.
 type Decode = fn(u64, &[u8]) -> (Rows, Vec<String>);
 
+/// A writer's durable consumer on `(stream, subject, create the stream)`: batches of up to
+/// 500 messages, an acknowledgement awaited for three roll periods and 30 s.
+async fn consumer(
+    services: &Services,
+    (stream, subject, create): (&str, &str, bool),
+    durable: String,
+    roll_seconds: u64,
+) -> Result<Subscription, crate::bus::BusError> {
+    let options = SourceOptions {
+        stream,
+        subject,
+        durable,
+        create,
+        batch: 500,
+        max_wait: Duration::from_millis(500),
+        max_ack_pending: -1,
+        ack_wait: Duration::from_secs(roll_seconds * 3 + 30),
+    };
+    Subscription::open(&services.bus, options).await
+}
+
 /// Appends `rows` to `into`, over the union of their fields.
 fn append(into: &mut Rows, rows: Rows) {
     let at: Vec<usize> = rows.batch.fields.iter().map(|f| into.field_position(f)).collect();
@@ -83,17 +104,8 @@ impl OfflineRunner {
             .part_writer()
             .map_err(|e| fail(e.to_string()))?
             .ok_or_else(|| fail("no parquet target".into()))?;
-        let options = SourceOptions {
-            stream: &stream,
-            subject: &subject,
-            durable: format!("sluice-offline-{}-v{}", set.name, set.version),
-            create,
-            batch: 500,
-            max_wait: Duration::from_millis(500),
-            max_ack_pending: -1,
-            ack_wait: Duration::from_secs(roll_seconds * 3 + 30),
-        };
-        let source = Subscription::open(&services.bus, options)
+        let durable = format!("sluice-offline-{}-v{}", set.name, set.version);
+        let source = consumer(services, (&stream, &subject, create), durable, roll_seconds)
             .await
             .map_err(|e| fail(e.to_string()))?;
         Ok(OfflineRunner {
@@ -121,17 +133,9 @@ impl OfflineRunner {
             .map_err(|e| fail(e.to_string()))?;
         let subject = crate::capture::subject(&model.name);
         let roll_seconds = 10;
-        let options = SourceOptions {
-            stream: crate::capture::CAPTURE_STREAM,
-            subject: &subject,
-            durable: format!("sluice-production-{}", model.name),
-            create: false,
-            batch: 500,
-            max_wait: Duration::from_millis(500),
-            max_ack_pending: -1,
-            ack_wait: Duration::from_secs(roll_seconds * 3 + 30),
-        };
-        let source = Subscription::open(&services.bus, options)
+        let durable = format!("sluice-production-{}", model.name);
+        let stream = (crate::capture::CAPTURE_STREAM, subject.as_str(), false);
+        let source = consumer(services, stream, durable, roll_seconds)
             .await
             .map_err(|e| fail(e.to_string()))?;
         Ok(OfflineRunner {
