@@ -188,11 +188,11 @@ impl OfflineRunner {
                     }
                 };
                 let empty = messages.is_empty();
-                // Decoding a batch (JSON) takes milliseconds: off the runtime's threads, so the
-                // lookups served beside it do not wait behind it.
+                // Decoded inline: a production set's writer has a runtime of its own (see
+                // `in_background`), a feature set's decodes row batches it wrote itself.
                 let (decode, writer, label) = (self.decode, &mut self.writer, &self.label);
                 let mut online: Vec<(usize, BatchWrite)> = Vec::new();
-                tokio::task::block_in_place(|| {
+                {
                     // The online rows of the whole batch, one write per part.
                     let mut parts: Vec<Rows> = self.online.iter().map(|_| Rows::default()).collect();
                     for (seq, payload) in messages {
@@ -213,7 +213,7 @@ impl OfflineRunner {
                             online.push((i, target.batch(&rows, last, Vec::new(), 0)));
                         }
                     }
-                });
+                }
                 // Written before the rows' Parquet commit and the acknowledgement: a
                 // redelivery writes them again, which the store skips by sequence.
                 for (i, batch) in &online {
