@@ -399,18 +399,8 @@ async fn model_server_loop((config, names): (std::path::PathBuf, Names)) {
     let loaded = sluice::config::load(&config).unwrap();
     let model = loaded.models.iter().find(|m| &m.name == fraud).unwrap();
     let out = config.parent().unwrap().join("retrain.parquet");
-    let job = sluice::offline::production::ModelTraining {
-        model,
-        from: None,
-        to: None,
-        labelled_only: false,
-    };
-    let mut report = Default::default();
-    wait_for("the production set written", Duration::from_secs(60), async || {
-        report = sluice::offline::production::build(&loaded, &job, &out).unwrap_or_default();
-        report.records >= 202 + 200 + 151
-    })
-    .await;
+    let job = every_lookup(model);
+    let report = production_set(&loaded, &job, &out, 202 + 200 + 151).await;
     assert_eq!(
         (report.rows, report.predicted, report.labelled, report.repeats),
         (201, 200, 151, 1),
@@ -613,6 +603,33 @@ async fn model_server_loop((config, names): (std::path::PathBuf, Names)) {
     task.await.unwrap();
 }
 
+/// A model's retraining data over every captured lookup, labelled or not.
+fn every_lookup(model: &sluice::config::ModelConfig) -> sluice::offline::production::ModelTraining<'_> {
+    sluice::offline::production::ModelTraining {
+        model,
+        from: None,
+        to: None,
+        labelled_only: false,
+    }
+}
+
+/// Builds `job` into `out` once the production set holds at least `records` records (the
+/// writer commits every ten seconds; a minute at most), and returns its report.
+async fn production_set(
+    config: &sluice::config::Config,
+    job: &sluice::offline::production::ModelTraining<'_>,
+    out: &std::path::Path,
+    records: u64,
+) -> sluice::offline::production::ModelTrainingReport {
+    let mut report = Default::default();
+    wait_for("the production set written", Duration::from_secs(60), async || {
+        report = sluice::offline::production::build(config, job, out).unwrap_or_default();
+        report.records >= records
+    })
+    .await;
+    report
+}
+
 /// The rows of a Parquet file as JSON objects.
 fn read_parquet(path: &std::path::Path) -> Vec<Json> {
     let file = std::fs::File::open(path).unwrap();
@@ -784,18 +801,8 @@ async fn killed_while_capturing_the_production_set_holds_every_record_once() {
     let loaded = sluice::config::load(&config).unwrap();
     let model = loaded.models.iter().find(|m| &m.name == fraud).unwrap();
     let out = live.dir.path().join("retrain.parquet");
-    let job = sluice::offline::production::ModelTraining {
-        model,
-        from: None,
-        to: None,
-        labelled_only: false,
-    };
-    let mut report = Default::default();
-    wait_for("the production set written", Duration::from_secs(60), async || {
-        report = sluice::offline::production::build(&loaded, &job, &out).unwrap_or_default();
-        report.records >= 900
-    })
-    .await;
+    let job = every_lookup(model);
+    production_set(&loaded, &job, &out, 900).await;
     // Give a doubled commit time to show itself, then count again.
     tokio::time::sleep(Duration::from_secs(11)).await;
     let report = sluice::offline::production::build(&loaded, &job, &out).unwrap();
